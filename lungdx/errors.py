@@ -1,0 +1,17 @@
+"""The one exception type a user is meant to read.
+
+Every stage and the CLI catch `LungdxError` and print its message on one line,
+so a user sees what went wrong and what to do, never a deep traceback.
+"""
+
+
+class LungdxError(Exception):
+    """An error caused by the user's input: a file, a folder or a parameter."""
+
+
+class ParamError(LungdxError):
+    """A value in params.yaml that is not allowed."""
+
+    def __init__(self, key: str, value, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"params.yaml: {key} = {value!r} is not allowed: {allowed}")

@@ -1,0 +1,160 @@
+"""The `sample` stage: a seeded, stratified, duplicate-free choice of images.
+
+Reads data/raw (never writes there) and writes:
+
+    data/sampled/manifest.csv   path, class, label, split, sha256, mask, lesion, width, height
+    data/sampled/skipped.csv    path, reason: unreadable files and exact duplicates
+
+Every file is hashed and decoded once, so unreadable files are reported by
+name instead of crashing training, and exact duplicates (same bytes; the real
+database has some) are kept once, which is what stops one image from landing
+in both train and test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .atomic import atomic_dir
+from .errors import LungdxError
+from .images import UnreadableImage, decode_gray, read_gray
+
+SPLITS = ("train", "val", "test")
+COLUMNS = ["path", "class", "label", "split", "sha256", "mask", "lesion", "width", "height"]
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+def find_classes(raw_dir: Path, wanted: list[str]) -> list[str]:
+    found = sorted(p.name for p in raw_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if wanted:
+        missing = [c for c in wanted if c not in found]
+        if missing:
+            raise LungdxError(f"params.yaml: dataset.classes names {missing} which the dataset does not have; "
+                              f"classes found in {raw_dir}: {found}")
+        found = list(wanted)
+    if len(found) < 2:
+        raise LungdxError(f"{raw_dir}: found {len(found)} class ({found}); a classifier needs at least 2 class "
+                          "folders (check dataset.source and dataset.classes)")
+    return found
+
+
+def _inspect(args):
+    """Hash and decode one image (and check its masks); runs in a worker process."""
+    raw_dir, rel = args
+    path = Path(raw_dir) / rel
+    data = path.read_bytes()
+    try:
+        img = decode_gray(data)
+    except UnreadableImage as exc:
+        return rel, None, str(exc), None, {}
+    masks, problems = {}, []
+    for sub in ("masks", "lesions"):
+        candidate = Path(rel).parent.parent / sub / Path(rel).name
+        if (Path(raw_dir) / candidate).is_file():
+            try:
+                read_gray(Path(raw_dir) / candidate)
+                masks[sub] = candidate.as_posix()
+            except UnreadableImage as exc:
+                problems.append(f"{candidate.as_posix()}: {exc}")
+    return rel, hashlib.sha256(data).hexdigest(), problems, img.shape, masks
+
+
+def inspect_all(raw_dir: Path, rels: list[str], progress=None) -> list[tuple]:
+    jobs = [(str(raw_dir), rel) for rel in rels]
+    workers = min(cpu_count(), max(1, len(jobs) // 64))
+    if workers == 1:
+        results = map(_inspect, jobs)
+    else:
+        pool = ProcessPoolExecutor(workers)
+        results = pool.map(_inspect, jobs, chunksize=32)
+    out = list(progress(results, total=len(jobs), desc="inspect") if progress else results)
+    if workers != 1:
+        pool.shutdown()
+    return out
+
+
+def split_counts(n: int, val_size: float, test_size: float) -> tuple[int, int, int]:
+    n_test = int(round(n * test_size))
+    n_val = int(round(n * val_size))
+    return n - n_val - n_test, n_val, n_test
+
+
+def sample(raw_dir: str | Path, out_dir: str | Path, settings: dict, progress=None) -> pd.DataFrame:
+    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    if not raw_dir.is_dir():
+        raise LungdxError(f"{raw_dir}: not found; run the download stage first (dvc repro download)")
+    classes = find_classes(raw_dir, settings["classes"])
+    rels = []
+    for cls in classes:
+        folder = raw_dir / cls / "images"
+        files = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+        rels += [p.relative_to(raw_dir).as_posix() for p in files]
+
+    skipped, seen, usable = [], {}, {c: [] for c in classes}
+    for rel, digest, problem, shape, masks in inspect_all(raw_dir, rels, progress):
+        if digest is None:
+            skipped.append((rel, problem))
+            continue
+        for p in problem:  # an unreadable mask: keep the image, drop the mask
+            skipped.append((p.split(": ", 1)[0], "unreadable mask: " + p.split(": ", 1)[1]))
+        if digest in seen:
+            skipped.append((rel, f"exact duplicate of {seen[digest]}"))
+            continue
+        seen[digest] = rel
+        cls = rel.split("/", 1)[0]
+        usable[cls].append({"path": rel, "class": cls, "label": classes.index(cls), "sha256": digest,
+                            "mask": masks.get("masks", ""), "lesion": masks.get("lesions", ""),
+                            "width": shape[1], "height": shape[0]})
+    for rel, reason in skipped:
+        print(f"warning: skipped {raw_dir / rel}: {reason}", file=sys.stderr)
+
+    rng = np.random.default_rng(settings["seed"])
+    rows = []
+    for cls in classes:
+        items = usable[cls]
+        if not items:
+            raise LungdxError(f"class '{cls}' has no usable image in {raw_dir / cls / 'images'}; add images "
+                              "or leave it out with dataset.classes")
+        n = min(settings["per_class"], len(items))
+        if n < settings["per_class"]:
+            print(f"note: class '{cls}' has {len(items)} usable images, fewer than sample.per_class="
+                  f"{settings['per_class']}; using all of them", file=sys.stderr)
+        n_train, n_val, n_test = split_counts(n, settings["val_size"], settings["test_size"])
+        if min(n_train, n_val, n_test) < 1:
+            raise LungdxError(f"class '{cls}': {n} images give train/val/test = {n_train}/{n_val}/{n_test} with "
+                              f"sample.val_size={settings['val_size']} and sample.test_size="
+                              f"{settings['test_size']}; every split needs at least one image: add images "
+                              "or change the split sizes")
+        chosen = rng.permutation(len(items))[:n]
+        splits = ["test"] * n_test + ["val"] * n_val + ["train"] * n_train
+        for idx, split in zip(chosen, splits):
+            rows.append({**items[idx], "split": split})
+
+    manifest = pd.DataFrame(rows, columns=COLUMNS)
+    manifest["_split"] = manifest["split"].map(SPLITS.index)
+    manifest = manifest.sort_values(["_split", "label", "path"]).drop(columns="_split").reset_index(drop=True)
+    with atomic_dir(out_dir) as tmp:
+        manifest.to_csv(tmp / "manifest.csv", index=False, lineterminator="\n")
+        pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(tmp / "skipped.csv", index=False,
+                                                                 lineterminator="\n")
+    return manifest
+
+
+def load_manifest(path: str | Path = "data/sampled/manifest.csv") -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise LungdxError(f"{path}: not found; run the sample stage first (dvc repro sample)")
+    return pd.read_csv(path, keep_default_na=False, dtype={"path": str, "class": str, "mask": str, "lesion": str})

@@ -1,0 +1,23 @@
+"""Stage prepare: sampled images -> data/prepared/<split>/*.npy (see lungdx.prepare)."""
+
+import time
+
+from lungdx import params
+from lungdx.cli import progress, stage
+from lungdx.prepare import prepare
+
+
+@stage
+def main():
+    settings = params.prepare_settings(params.load())
+    start = time.perf_counter()
+    meta = prepare("data/sampled/manifest.csv", "data/raw", "data/prepared", settings["image_size"],
+                   progress=progress)
+    n = sum(sum(c.values()) for c in meta["counts"].values())
+    seconds = time.perf_counter() - start
+    print(f"prepare: {n} images at {meta['image_size']}x{meta['image_size']} in {seconds:.1f} s "
+          f"({n / seconds:.0f} images/s) -> data/prepared")
+
+
+if __name__ == "__main__":
+    main()

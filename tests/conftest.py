@@ -1,0 +1,122 @@
+"""Shared test helpers: real images on disk, the shared real samples, a project copy under git."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "lungdx", ".dvc/config", ".dvcignore", ".gitignore"]
+
+os.environ.setdefault("LUNGDX_PROGRESS", "0")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def shared(name: str) -> Path:
+    """A folder of ../shared/data, or skip the test with the reason."""
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"real samples not available: {path} is absent (see ../shared/data/README.md)")
+    return path
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    """sha256 and mode of every file below root, to prove a run changed nothing there."""
+    out = {}
+    for p in sorted(Path(root).rglob("*")):
+        if p.is_file():
+            out[p.relative_to(root).as_posix()] = (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mode)
+    return out
+
+
+def write_image(path: Path, img: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), img), path
+    return path
+
+
+def xray(seed: int, size: int = 64) -> np.ndarray:
+    """A distinct random gray image (different seeds never collide)."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (size, size), dtype=np.uint8)
+
+
+def make_flat_dataset(root: Path, counts: dict[str, int], size: int = 64, start: int = 0) -> Path:
+    """Old Kaggle layout: <Class>/<Class>-<n>.png."""
+    for k, (cls, n) in enumerate(counts.items()):
+        for i in range(n):
+            write_image(root / cls / f"{cls}-{i + 1}.png", xray(start + 1000 * k + i, size))
+    return root
+
+
+def make_kaggle_dataset(root: Path, counts: dict[str, int], size: int = 64, top: str | None = None) -> Path:
+    """Current Kaggle layout with masks, metadata files beside the class folders."""
+    base = root / top if top else root
+    for k, (cls, n) in enumerate(counts.items()):
+        for i in range(n):
+            write_image(base / cls / "images" / f"{cls}-{i + 1}.png", xray(1000 * k + i, size))
+            mask = np.zeros((size, size), np.uint8)
+            mask[size // 4: 3 * size // 4, size // 8: size // 2] = 255
+            write_image(base / cls / "masks" / f"{cls}-{i + 1}.png", mask)
+        (base / f"{cls}.metadata.xlsx").write_bytes(b"PK\x03\x04 not really a spreadsheet")
+    (base / "README.md.txt").write_text("COVID-19 Radiography Database\n")
+    return root
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def set_params(project: Path, **changes) -> None:
+    """Edit params.yaml in place: set_params(p, **{"sample.per_class": 10})."""
+    path = project / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for key, value in changes.items():
+        node = params
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+TINY = {
+    "dataset.synthetic.per_class": 12,
+    "dataset.synthetic.image_size": 64,
+    "prepare.image_size": 32,
+}
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """A copy of this project in its own git repository, with tiny params, committed."""
+    dest = tmp_path / "project"
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    set_params(dest, **TINY)
+    run(["git", "init", "-q", "-b", "main"], dest)
+    run(["git", "add", "-A"], dest)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "project"], dest)
+    return dest
+
+
+def stages_run(output: str) -> list[str]:
+    """Names of the stages a `dvc repro` / `dvc exp run` output says it ran."""
+    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]

@@ -1,0 +1,193 @@
+"""The download stage: every source form into one raw layout, sources never touched."""
+
+import json
+import shutil
+import threading
+import zipfile
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from lungdx.data import download, plan_layout, resolve_source
+from lungdx.errors import LungdxError, ParamError
+from tests.conftest import make_flat_dataset, make_kaggle_dataset, shared, tree_hashes
+
+FOUR = {"COVID": 3, "Lung_Opacity": 2, "Normal": 3, "Viral Pneumonia": 2}
+
+
+def params_for(source, **extra):
+    return {"seed": 1, "dataset": {"source": str(source), "kaggle_handle": "owner/data", "kaggle_version": 1,
+                                   "synthetic": {"per_class": 2, "image_size": 64}, **extra}}
+
+
+def raw_listing(raw: Path) -> dict[str, list[str]]:
+    return {p.relative_to(raw).as_posix(): sorted(f.name for f in p.iterdir())
+            for p in sorted(raw.glob("*/*")) if p.is_dir()}
+
+
+def zip_folder(folder: Path, dest: Path) -> Path:
+    return Path(shutil.make_archive(str(dest.with_suffix("")), "zip", folder))
+
+
+def test_plan_layout_finds_kaggle_classes_under_a_top_folder_and_ignores_metadata():
+    files = ["Top/README.md.txt", "Top/COVID.metadata.xlsx", "Top/COVID/images/COVID-1.png",
+             "Top/COVID/masks/COVID-1.png", "Top/Viral Pneumonia/images/Viral Pneumonia-1.png",
+             "__MACOSX/Top/._COVID-1.png", "Top/.DS_Store"]
+    assert plan_layout(files) == {
+        "Top/COVID/images/COVID-1.png": "COVID/images/COVID-1.png",
+        "Top/COVID/masks/COVID-1.png": "COVID/masks/COVID-1.png",
+        "Top/Viral Pneumonia/images/Viral Pneumonia-1.png": "Viral Pneumonia/images/Viral Pneumonia-1.png",
+        "<dir>COVID": "COVID/images/", "<dir>Viral Pneumonia": "Viral Pneumonia/images/",
+    }
+
+
+def test_plan_layout_flat_layout():
+    plan = plan_layout(["COVID/COVID-1.png", "Normal/Normal-1.png", "Normal/notes.txt"])
+    assert plan["COVID/COVID-1.png"] == "COVID/images/COVID-1.png"
+    assert plan["Normal/notes.txt"] == "Normal/images/notes.txt"  # kept, so sample reports it by name
+
+
+def test_plan_layout_without_class_folders_is_a_clear_error():
+    with pytest.raises(LungdxError, match="no class folders found"):
+        plan_layout(["a.png", "b.txt"])
+
+
+@pytest.mark.parametrize("layout", ["flat", "kaggle", "kaggle-top"])
+@pytest.mark.parametrize("as_zip", [False, True])
+def test_download_local_folder_and_zip_in_both_layouts(tmp_path, layout, as_zip):
+    src = tmp_path / "src"
+    if layout == "flat":
+        make_flat_dataset(src, FOUR)
+    else:
+        make_kaggle_dataset(src, FOUR, top="COVID-19_Radiography_Dataset" if layout == "kaggle-top" else None)
+    source = zip_folder(src, tmp_path / "src.zip") if as_zip else src
+    before = tree_hashes(src) if not as_zip else {"zip": source.read_bytes()}
+    record = download(params_for(source), tmp_path / "raw")
+    raw = tmp_path / "raw"
+    assert record["kind"] == ("zip" if as_zip else "folder")
+    assert record["classes"] == sorted(FOUR)
+    listing = raw_listing(raw)
+    for cls, n in FOUR.items():
+        assert listing[f"{cls}/images"] == sorted(f"{cls}-{i + 1}.png" for i in range(n))
+        assert (f"{cls}/masks" in listing) == (layout != "flat")
+    assert json.loads((raw / "source.json").read_text())["files"] == record["files"]
+    assert (tree_hashes(src) if not as_zip else {"zip": source.read_bytes()}) == before, "source changed"
+
+
+def test_download_replaces_previous_output_atomically(tmp_path):
+    src = make_flat_dataset(tmp_path / "a", {"A": 2, "B": 2})
+    download(params_for(src), tmp_path / "raw")
+    src2 = make_flat_dataset(tmp_path / "b", {"C": 2, "D": 2})
+    download(params_for(src2), tmp_path / "raw")
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["C", "D", "source.json"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".raw")], "no temporary folder left"
+
+
+def test_download_synthetic_writes_images_masks_and_lesions(tmp_path):
+    record = download(params_for("synthetic"), tmp_path / "raw")
+    assert record["classes"] == ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
+    assert raw_listing(tmp_path / "raw")["Viral Pneumonia/lesions"] == ["Viral Pneumonia-1.png",
+                                                                        "Viral Pneumonia-2.png"]
+
+
+def test_download_real_flat_samples(tmp_path):
+    src = shared("cxr-real")
+    before = tree_hashes(src)
+    record = download(params_for(src), tmp_path / "raw")
+    assert record["classes"] == ["COVID", "Normal"]
+    listing = raw_listing(tmp_path / "raw")
+    assert len(listing["COVID/images"]) == len(list((src / "COVID").glob("*.png"))) == 250
+    assert tree_hashes(src) == before
+
+
+@pytest.mark.parametrize("as_zip", [False, True])
+def test_download_real_kaggle_layout_with_masks_and_a_space(tmp_path, as_zip):
+    src = shared("cxr-kaggle-layout")
+    source = zip_folder(src, tmp_path / "k.zip") if as_zip else src
+    before = tree_hashes(src)
+    record = download(params_for(source), tmp_path / "raw")
+    assert record["classes"] == ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
+    listing = raw_listing(tmp_path / "raw")
+    assert listing["Viral Pneumonia/images"] == listing["Viral Pneumonia/masks"] == ["Viral Pneumonia-1.png"]
+    assert tree_hashes(src) == before
+
+
+def test_zip_slip_entries_are_never_written_outside(tmp_path):
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("COVID/COVID-1.png", b"x")
+        zf.writestr("Normal/Normal-1.png", b"y")
+        zf.writestr("../../escaped.png", b"z")
+        zf.writestr("/abs/escaped.png", b"z")
+    out = tmp_path / "deep" / "raw"
+    download(params_for(archive), out)
+    assert not list(tmp_path.rglob("escaped.png"))
+    assert sorted(p.name for p in out.iterdir()) == ["COVID", "Normal", "source.json"]
+
+
+@pytest.mark.parametrize("content", [b"this is not a zip", None])
+def test_not_a_zip_or_truncated_zip_is_a_clear_error(tmp_path, content):
+    archive = tmp_path / "data.zip"
+    if content is None:  # a download cut short
+        zip_folder(make_flat_dataset(tmp_path / "src", {"A": 3, "B": 3}), archive)
+        archive.write_bytes(archive.read_bytes()[:-100])
+    else:
+        archive.write_bytes(content)
+    with pytest.raises(LungdxError, match="data.zip: not a valid zip file"):
+        download(params_for(archive), tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
+
+
+def test_zip_without_class_folders_is_a_clear_error(tmp_path):
+    archive = tmp_path / "flat.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("a.png", b"x")
+    with pytest.raises(LungdxError, match="flat.zip: no class folders found"):
+        download(params_for(archive), tmp_path / "raw")
+
+
+@pytest.mark.parametrize("value", ["no/such/folder", "ftp://example.org/x.zip", "", 3])
+def test_unknown_source_forms_fail_naming_the_key(value):
+    with pytest.raises(ParamError, match="dataset.source"):
+        resolve_source(params_for(value) if value != 3 else {"dataset": {"source": 3}})
+
+
+def test_kaggle_offline_gives_the_two_ways_out(tmp_path, monkeypatch):
+    # No network here: kagglehub's own request fails, and that failure must become one clear message.
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(LungdxError) as err:
+        download(params_for("kaggle"), tmp_path / "raw")
+    msg = str(err.value)
+    assert "owner/data/versions/1" in msg and "KAGGLE_API_TOKEN" in msg and "dataset.source" in msg
+    assert not (tmp_path / "raw").exists()
+
+
+@pytest.fixture
+def http_folder(tmp_path):
+    """A loopback HTTP server over tmp_path/www."""
+    www = tmp_path / "www"
+    www.mkdir()
+    handler = partial(SimpleHTTPRequestHandler, directory=str(www))
+    handler.log_message = lambda *a: None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield www, f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def test_download_from_url_streams_a_zip(tmp_path, http_folder):
+    www, base = http_folder
+    zip_folder(make_flat_dataset(tmp_path / "src", {"A": 2, "B": 3}), www / "data.zip")
+    record = download(params_for(f"{base}/data.zip"), tmp_path / "raw")
+    assert record["kind"] == "url" and record["files"] == 5
+    assert not list((tmp_path / "raw").glob("*.zip")), "the downloaded archive is not kept"
+
+
+def test_url_returning_html_is_a_clear_error(tmp_path, http_folder):
+    www, base = http_folder
+    (www / "index.html").write_text("<html>sign in</html>")
+    with pytest.raises(LungdxError, match="did not return a zip file"):
+        download(params_for(f"{base}/index.html"), tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()

@@ -1,0 +1,142 @@
+"""The sample stage: seeded, stratified, duplicate-free, read-only on raw data."""
+
+import shutil
+
+import pandas as pd
+import pytest
+
+from lungdx.data import download
+from lungdx.errors import LungdxError
+from lungdx.params import sample_settings
+from lungdx.sample import sample
+from tests.conftest import make_flat_dataset, tree_hashes, write_image, xray
+
+SETTINGS = {"seed": 239, "classes": [], "per_class": 20, "val_size": 0.1, "test_size": 0.2}
+
+
+@pytest.fixture
+def raw(tmp_path):
+    """A raw tree of three classes, one smaller than per_class, with planted duplicates and bad files."""
+    src = make_flat_dataset(tmp_path / "src", {"COVID": 30, "Normal": 25, "Viral Pneumonia": 12})
+    # Exact duplicates: inside one class, and across classes.
+    shutil.copyfile(src / "COVID" / "COVID-1.png", src / "COVID" / "COVID-dup.png")
+    shutil.copyfile(src / "Normal" / "Normal-2.png", src / "Viral Pneumonia" / "copy.png")
+    (src / "Normal" / "empty.png").write_bytes(b"")
+    (src / "Normal" / "notes.txt").write_text("not an image")
+    out = tmp_path / "raw"
+    download({"seed": 0, "dataset": {"source": str(src)}}, out)
+    return out
+
+
+def run_sample(raw, tmp_path, name="s", **changes):
+    return sample(raw, tmp_path / name, {**SETTINGS, **changes}), tmp_path / name
+
+
+def test_same_seed_gives_a_byte_identical_manifest_and_another_seed_a_different_one(raw, tmp_path):
+    _, a = run_sample(raw, tmp_path, "a")
+    _, b = run_sample(raw, tmp_path, "b")
+    _, c = run_sample(raw, tmp_path, "c", seed=240)
+    assert (a / "manifest.csv").read_bytes() == (b / "manifest.csv").read_bytes()
+    assert (a / "manifest.csv").read_bytes() != (c / "manifest.csv").read_bytes()
+
+
+def test_counts_are_min_of_per_class_and_available_and_splits_are_stratified(raw, tmp_path):
+    manifest, _ = run_sample(raw, tmp_path)
+    counts = manifest.groupby("class").size().to_dict()
+    # COVID: 31 files, one a duplicate -> 30 usable -> 20; Normal: 25 usable (+2 bad) -> 20;
+    # Viral Pneumonia: 13 files, one a copy of a Normal image -> 12 usable, fewer than 20 -> all.
+    assert counts == {"COVID": 20, "Normal": 20, "Viral Pneumonia": 12}
+    splits = manifest.groupby(["class", "split"]).size().unstack()
+    assert splits.loc["COVID"].to_dict() == {"test": 4, "train": 14, "val": 2}
+    assert splits.loc["Viral Pneumonia"].to_dict() == {"test": 2, "train": 9, "val": 1}
+    assert list(manifest.columns[:6]) == ["path", "class", "label", "split", "sha256", "mask"]
+
+
+def test_duplicates_are_kept_once_and_never_cross_splits(raw, tmp_path):
+    manifest, out = run_sample(raw, tmp_path, per_class=100)
+    assert manifest["sha256"].is_unique
+    skipped = pd.read_csv(out / "skipped.csv")
+    reasons = dict(zip(skipped["path"], skipped["reason"]))
+    assert reasons["COVID/images/COVID-dup.png"] == "exact duplicate of COVID/images/COVID-1.png"
+    assert reasons["Viral Pneumonia/images/copy.png"] == "exact duplicate of Normal/images/Normal-2.png"
+    assert "empty" in reasons["Normal/images/empty.png"]
+    assert "not a decodable image" in reasons["Normal/images/notes.txt"]
+
+
+def test_unreadable_files_are_warned_about_by_name(raw, tmp_path, capsys):
+    run_sample(raw, tmp_path)
+    err = capsys.readouterr().err
+    assert "skipped" in err and "notes.txt" in err and "empty.png" in err
+    assert "class 'Viral Pneumonia' has 12 usable images, fewer than sample.per_class=20" in err
+
+
+def test_sample_never_changes_the_raw_tree(raw, tmp_path):
+    before = tree_hashes(raw)
+    run_sample(raw, tmp_path)
+    assert tree_hashes(raw) == before
+
+
+def test_masks_are_paired_by_file_name(tmp_path):
+    download({"seed": 3, "dataset": {"source": "synthetic", "synthetic": {"per_class": 10, "image_size": 64}}},
+             tmp_path / "raw")
+    manifest, _ = run_sample(tmp_path / "raw", tmp_path, per_class=10)
+    row = manifest.iloc[0]
+    assert row["mask"] == row["path"].replace("/images/", "/masks/")
+    assert row["lesion"] == row["path"].replace("/images/", "/lesions/")
+    assert manifest.groupby("class").size().to_dict() == {c: 10 for c in
+                                                         ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")}
+
+
+def test_classes_param_keeps_and_orders_classes(raw, tmp_path):
+    manifest, _ = run_sample(raw, tmp_path, classes=["Normal", "COVID"])
+    assert manifest.drop_duplicates("class").set_index("class")["label"].to_dict() == {"Normal": 0, "COVID": 1}
+
+
+def test_unknown_class_name_lists_the_classes_found(raw, tmp_path):
+    with pytest.raises(LungdxError, match=r"\['Pneumonia'\].*\['COVID', 'Normal', 'Viral Pneumonia'\]"):
+        run_sample(raw, tmp_path, classes=["Normal", "Pneumonia"])
+
+
+def test_one_class_is_an_error(raw, tmp_path):
+    with pytest.raises(LungdxError, match="at least 2 class"):
+        run_sample(raw, tmp_path, classes=["Normal"])
+
+
+def test_class_without_usable_images_is_named(tmp_path):
+    src = make_flat_dataset(tmp_path / "src", {"A": 10, "B": 10})
+    (src / "C").mkdir()
+    (src / "C" / "readme.txt").write_text("x")
+    download({"seed": 0, "dataset": {"source": str(src)}}, tmp_path / "raw")
+    with pytest.raises(LungdxError, match="class 'C' has no usable image"):
+        run_sample(tmp_path / "raw", tmp_path)
+    assert len(run_sample(tmp_path / "raw", tmp_path, classes=["A", "B"])[0]) == 20
+
+
+def test_class_too_small_for_every_split_is_named_with_numbers(tmp_path):
+    src = make_flat_dataset(tmp_path / "src", {"A": 10, "B": 3})
+    download({"seed": 0, "dataset": {"source": str(src)}}, tmp_path / "raw")
+    with pytest.raises(LungdxError, match=r"class 'B': 3 images give train/val/test = 2/0/1"):
+        run_sample(tmp_path / "raw", tmp_path)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("per_class", 0, "sample.per_class"), ("per_class", -5, "sample.per_class"),
+    ("val_size", 0.5, r"sample.val_size \+ sample.test_size"), ("test_size", 1.2, "sample.test_size"),
+])
+def test_bad_sample_params_fail_naming_the_key(key, value, message):
+    params = {"seed": 1, "dataset": {"classes": []},
+              "sample": {"per_class": 10, "val_size": 0.1, "test_size": 0.5, key: value}}
+    if key != "val_size":
+        params["sample"]["test_size"] = value if key == "test_size" else 0.2
+    with pytest.raises(LungdxError, match=message):
+        sample_settings(params)
+
+
+def test_a_16bit_rgb_and_jpeg_mix_is_usable(tmp_path):
+    src = tmp_path / "src"
+    for i in range(10):
+        write_image(src / "A" / f"a{i}.png", xray(i).astype("uint16") * 257)
+        write_image(src / "B" / f"b{i}.jpg", xray(100 + i))
+    download({"seed": 0, "dataset": {"source": str(src)}}, tmp_path / "raw")
+    manifest, _ = run_sample(tmp_path / "raw", tmp_path)
+    assert manifest.groupby("class").size().to_dict() == {"A": 10, "B": 10}
