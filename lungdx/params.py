@@ -103,3 +103,51 @@ def sample_settings(params: dict) -> dict:
 
 def prepare_settings(params: dict) -> dict:
     return {"image_size": integer(params, "prepare.image_size", minimum=16)}
+
+
+# Shared by both architectures; each can override these under models.<name>.
+MODEL_DEFAULTS = {"dropout": 0.3, "dense_units": 160, "patience": 10, "warmup_epochs": 0}
+ARCHITECTURES = ("cnn", "vgg19")
+
+
+def model_settings(params: dict) -> dict:
+    """Check `model` and `models.<model>` before any work."""
+    arch = choice(params, "model", ARCHITECTURES)
+    key = f"models.{arch}"
+    if not isinstance(get(params, key, default={}), dict):
+        raise ParamError(key, get(params, key), "a mapping of training settings (see README)")
+    cfg = {
+        "model": arch,
+        "seed": integer(params, "seed", minimum=0),
+        "image_size": integer(params, "prepare.image_size", minimum=16),
+        "epochs": integer(params, f"{key}.epochs", minimum=1),
+        "batch_size": integer(params, f"{key}.batch_size", minimum=1),
+        "learning_rate": positive(params, f"{key}.learning_rate"),
+        "patience": integer(params, f"{key}.patience", minimum=1, default=MODEL_DEFAULTS["patience"]),
+        "warmup_epochs": integer(params, f"{key}.warmup_epochs", minimum=0, default=MODEL_DEFAULTS["warmup_epochs"]),
+        "dense_units": integer(params, f"{key}.dense_units", minimum=1, default=MODEL_DEFAULTS["dense_units"]),
+        "dropout": get(params, f"{key}.dropout", default=MODEL_DEFAULTS["dropout"]),
+    }
+    if isinstance(cfg["dropout"], bool) or not isinstance(cfg["dropout"], (int, float)) or not 0 <= cfg["dropout"] < 1:
+        raise ParamError(f"{key}.dropout", cfg["dropout"], "a number from 0 up to (not including) 1")
+    if arch == "cnn":
+        filters = get(params, f"{key}.filters", default=[16, 32, 64, 128, 256])
+        if not isinstance(filters, list) or not filters or not all(
+                isinstance(f, int) and not isinstance(f, bool) and f > 0 for f in filters):
+            raise ParamError(f"{key}.filters", filters, "a non-empty list of positive integers")
+        if cfg["image_size"] < 2 ** len(filters):
+            raise ParamError("prepare.image_size", cfg["image_size"],
+                             f"at least {2 ** len(filters)} for a cnn with {len(filters)} poolings")
+        cfg["filters"] = filters
+    else:
+        from .models import resolve_vgg19_weights
+
+        if cfg["image_size"] < 32:
+            raise ParamError("prepare.image_size", cfg["image_size"], "at least 32 for vgg19 (five 2x2 poolings)")
+        cfg["weights"] = resolve_vgg19_weights(get(params, f"{key}.weights", default="imagenet"))
+        cfg["fine_tune_blocks"] = integer(params, f"{key}.fine_tune_blocks", minimum=0, default=0)
+        if cfg["fine_tune_blocks"] > 5:
+            raise ParamError(f"{key}.fine_tune_blocks", cfg["fine_tune_blocks"], "an integer from 0 to 5")
+        cfg["fine_tune_epochs"] = integer(params, f"{key}.fine_tune_epochs", minimum=1, default=5)
+        cfg["fine_tune_learning_rate"] = positive(params, f"{key}.fine_tune_learning_rate", default=1e-5)
+    return cfg

@@ -96,13 +96,17 @@ TINY = {
     "dataset.synthetic.per_class": 12,
     "dataset.synthetic.image_size": 64,
     "prepare.image_size": 32,
+    "baseline.image_size": 8,
+    "baseline.n_estimators": 20,
+    "models.cnn.epochs": 2,
+    "models.cnn.warmup_epochs": 0,
+    "models.vgg19.epochs": 2,
+    "models.vgg19.weights": "none",  # no ImageNet download offline
 }
 
 
-@pytest.fixture
-def project(tmp_path) -> Path:
-    """A copy of this project in its own git repository, with tiny params, committed."""
-    dest = tmp_path / "project"
+def copy_project(dest: Path, **params) -> Path:
+    """A copy of this project in its own git repository, with `params` set, committed."""
     for name in PROJECT_FILES:
         src = ROOT / name
         if src.is_dir():
@@ -110,11 +114,18 @@ def project(tmp_path) -> Path:
         else:
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
-    set_params(dest, **TINY)
+    if params:
+        set_params(dest, **params)
     run(["git", "init", "-q", "-b", "main"], dest)
     run(["git", "add", "-A"], dest)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "project"], dest)
     return dest
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """The project with tiny params, in a temporary git repository."""
+    return copy_project(tmp_path / "project", **TINY)
 
 
 def stages_run(output: str) -> list[str]:

@@ -1,45 +1,76 @@
-"""End to end with real dvc and git in a temporary repository (tiny params, offline)."""
+"""End to end with real dvc and git in a temporary repository (tiny params, offline).
 
+Full `dvc repro` runs cost half a minute each here, so each test does as few as
+its claim needs, and `dvc repro --dry` answers "which stages would run?".
+"""
+
+import json
 import subprocess
 
 from tests.conftest import ROOT, run, set_params, stages_run, tree_hashes
 
 DATA_STAGES = ["download", "sample", "prepare"]
+ALL_STAGES = DATA_STAGES + ["baseline", "features", "train", "evaluate"]
 
 
-def test_repro_runs_the_data_stages_then_nothing_and_model_params_rerun_no_data_stage(project):
-    first = run(["dvc", "repro"], project)
-    assert stages_run(first.stdout)[:3] == DATA_STAGES
-    for out in ("data/raw/COVID/images", "data/sampled/manifest.csv", "data/prepared/train/images.npy"):
-        assert (project / out).exists(), out
-    raw_before = tree_hashes(project / "data" / "raw")
-
-    second = run(["dvc", "repro"], project)
-    assert stages_run(second.stdout) == [], second.stdout
-
-    set_params(project, model="vgg19", **{"models.cnn": {"epochs": 3}})
-    third = run(["dvc", "repro"], project)
-    assert not set(stages_run(third.stdout)) & set(DATA_STAGES), third.stdout
-    # The raw tree is read-only to every stage: nothing changed it.
-    assert tree_hashes(project / "data" / "raw") == raw_before
-
-    set_params(project, **{"prepare.image_size": 24})
-    fourth = run(["dvc", "repro"], project)
-    assert stages_run(fourth.stdout)[0] == "prepare" and "download" not in stages_run(fourth.stdout)
-
-
-def test_fresh_clone_reproduces_the_same_data_offline(project, tmp_path):
-    run(["dvc", "repro"], project)
+def commit(project, message):
     run(["git", "add", "-A"], project)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "lock"], project)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", message], project)
+
+
+def test_repro_runs_every_stage_then_nothing_and_model_params_rerun_no_data_stage(project):
+    first = run(["dvc", "repro"], project)
+    assert stages_run(first.stdout) == ALL_STAGES
+    for out in ("data/raw/COVID/images", "data/sampled/manifest.csv", "data/prepared/train/images.npy",
+                "models/model.keras", "models/classes.json", "metrics/eval.json", "metrics/baseline.json",
+                "dvclive/train/metrics.json"):
+        assert (project / out).exists(), out
+    assert stages_run(run(["dvc", "repro"], project).stdout) == []
+
+    set_params(project, model="vgg19", **{"models.cnn.epochs": 3, "models.vgg19.learning_rate": 0.01})
+    assert stages_run(run(["dvc", "repro", "--dry"], project).stdout) == ["features", "train"]
+    run(["git", "checkout", "params.yaml"], project)
+    set_params(project, **{"models.cnn.epochs": 3})
+    assert stages_run(run(["dvc", "repro", "--dry"], project).stdout) == ["train"]
+    set_params(project, **{"prepare.image_size": 40})
+    assert stages_run(run(["dvc", "repro", "--dry"], project).stdout)[0] == "prepare"
+
+
+def test_fresh_clone_reproduces_byte_identical_outputs_offline(project, tmp_path):
+    run(["dvc", "repro"], project)
+    raw_before = tree_hashes(project / "data" / "raw")
+    commit(project, "lock")
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
     out = run(["dvc", "repro"], clone)  # no remote, no cache: everything is recomputed offline
-    assert stages_run(out.stdout)[:3] == DATA_STAGES
-    for name in ("data/sampled/manifest.csv", "data/prepared/test/images.npy", "data/prepared/meta.json"):
+    assert stages_run(out.stdout) == ALL_STAGES
+    for name in ("data/sampled/manifest.csv", "data/prepared/test/images.npy", "data/prepared/meta.json",
+                 "metrics/eval.json", "metrics/baseline.json"):
         assert (clone / name).read_bytes() == (project / name).read_bytes(), name
-    status = run(["dvc", "status", "--json"], clone)
-    assert status.stdout.strip() == "{}"
+    assert run(["dvc", "status", "--json"], clone).stdout.strip() == "{}"
+    # The raw tree is read-only to every stage: the whole pipeline left it as download wrote it.
+    assert tree_hashes(project / "data" / "raw") == raw_before == tree_hashes(clone / "data" / "raw")
+
+    files = next(iter(json.loads(run(["dvc", "metrics", "show", "--json"], clone).stdout).values()))["data"]
+    assert {"metrics/eval.json", "metrics/baseline.json", "dvclive/train/metrics.json"} <= set(files)
+    assert "accuracy" in files["metrics/eval.json"]["data"]
+    assert "accuracy" in files["metrics/baseline.json"]["data"]["random_forest"]
+
+
+def test_exp_run_switches_to_vgg19_and_a_head_only_change_skips_the_features(project):
+    vgg = ["dvc", "exp", "run", "-S", "model=vgg19", "-S", "models.vgg19.weights=none"]
+    first = run(vgg, project)
+    assert stages_run(first.stdout) == ALL_STAGES, first.stdout
+    second = run(vgg + ["-S", "models.vgg19.learning_rate=0.01"], project)
+    assert stages_run(second.stdout) == ["train", "evaluate"], second.stdout
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
+    exps = [e for rev in shown for e in (rev.get("experiments") or [])]
+    assert len(exps) == 2
+    for exp in exps:
+        data = exp["revs"][0]["data"]
+        assert data["params"]["params.yaml"]["data"]["model"] == "vgg19"
+        assert data["metrics"]["metrics/eval.json"]["data"]["model"] == "vgg19"
+        assert 0 <= data["metrics"]["metrics/eval.json"]["data"]["accuracy"] <= 1
 
 
 def test_a_bad_param_stops_the_stage_with_one_clear_line(project):
@@ -52,7 +83,9 @@ def test_a_bad_param_stops_the_stage_with_one_clear_line(project):
 
 def test_stage_scripts_run_from_the_project_root(tmp_path):
     # The stage scripts find the library without installing it: `python -m stages.X` from the root.
+    import os
+
     proc = subprocess.run(["python", "-m", "stages.sample"], cwd=tmp_path, capture_output=True, text=True,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin:" + __import__("os").environ["PATH"]})
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 2
     assert "params.yaml: not found; run the stage from the project root" in proc.stderr

@@ -1,0 +1,48 @@
+"""The `baseline` stage: a random forest on raw pixels (the original's 75% baseline) and
+Gaussian naive Bayes for reference, on the same splits as the neural networks.
+
+Images are downscaled to `baseline.image_size` (INTER_AREA) and flattened: a
+forest on 65,536 raw pixels per image is slow and no better.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from . import params as P
+from .atomic import write_json
+from .evaluate import classification_metrics
+from .datasets import load_split, read_meta
+
+
+def baseline_settings(params: dict) -> dict:
+    return {"seed": P.integer(params, "seed", minimum=0),
+            "image_size": P.integer(params, "baseline.image_size", minimum=4),
+            "n_estimators": P.integer(params, "baseline.n_estimators", minimum=1)}
+
+
+def pixels(images: np.ndarray, size: int) -> np.ndarray:
+    """Flattened, downscaled pixels in 0..1 (float32 only at this small size)."""
+    out = np.empty((len(images), size * size), np.float32)
+    for i, img in enumerate(images):
+        small = img if img.shape[0] == size else cv2.resize(np.asarray(img), (size, size), interpolation=cv2.INTER_AREA)
+        out[i] = small.reshape(-1) / 255.0
+    return out
+
+
+def run_baseline(params: dict, prepared_dir="data/prepared", metrics_path="metrics/baseline.json") -> dict:
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.naive_bayes import GaussianNB
+
+    cfg = baseline_settings(params)
+    classes = read_meta(prepared_dir)["classes"]
+    (train_x, train_y), (test_x, test_y) = (load_split(prepared_dir, s) for s in ("train", "test"))
+    x_train, x_test = pixels(train_x, cfg["image_size"]), pixels(test_x, cfg["image_size"])
+    forest = RandomForestClassifier(n_estimators=cfg["n_estimators"], random_state=cfg["seed"], n_jobs=-1)
+    result = {}
+    for name, clf in (("random_forest", forest), ("gaussian_nb", GaussianNB())):
+        clf.fit(x_train, train_y)
+        result[name] = classification_metrics(test_y, clf.predict_proba(x_test), classes, name)
+    write_json(metrics_path, result)
+    return result

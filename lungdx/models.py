@@ -1,0 +1,153 @@
+"""The two architectures, both built with the Functional API.
+
+Functional, not Sequential: in Keras 3 a Sequential model has no `model.input`,
+and a Grad-CAM sub-model built on a reloaded Sequential model silently gets a
+`None` gradient. Both models take a (S, S, 1) float32 image with pixel values
+0..255, so one data path feeds either.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import LungdxError, ParamError
+
+VGG19_NOTOP = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
+# VGG19's `preprocess_input` ("caffe" mode): BGR order, minus the ImageNet channel means. Our
+# three channels are one gray image repeated, so the channel order does not matter.
+IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
+VGG19_BLOCKS = ("block5", "block4", "block3", "block2", "block1")
+
+
+def make_deterministic(seed: int) -> None:
+    """Same params + same seed = same weights on CPU."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def distribution_strategy():
+    """Several visible GPUs: mirror the model on all of them; else the default single device."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+
+
+def head(x, n_classes: int, units: int, dropout: float, layers_before: int):
+    """Dense ReLU layers of `units`, each with dropout, then the softmax; the original's head."""
+    from keras import layers
+
+    for i in range(1, layers_before + 1):
+        x = layers.Dense(units, activation="relu", name=f"dense{i}")(x)
+        x = layers.Dropout(dropout, name=f"dropout{i}")(x)
+    return layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
+
+
+def build_cnn(image_size: int, n_classes: int, cfg: dict):
+    """The original network: 5 x (Conv 3x3 ReLU + 2x2 max-pool), flatten, 3 x (Dense 160 + Dropout 0.3)."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((image_size, image_size, 1), name="image")
+    # Centre the pixels on zero: with inputs in 0..1 this deep ReLU stack stays at chance for
+    # dozens of epochs on small data; centred inputs give the same network a gradient to follow.
+    x = layers.Rescaling(1 / 127.5, offset=-1.0, name="scale")(inputs)
+    for i, filters in enumerate(cfg["filters"], start=1):
+        x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"conv{i}")(x)
+        x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+    x = layers.Flatten(name="flatten")(x)
+    outputs = head(x, n_classes, cfg["dense_units"], cfg["dropout"], layers_before=3)
+    return keras.Model(inputs, outputs, name="cnn")
+
+
+def resolve_vgg19_weights(value) -> str | None:
+    """`imagenet` (Keras download, cached under KERAS_HOME), `none`, or a local .h5 path."""
+    if value in (None, "none", "None"):
+        return None
+    if value == "imagenet":
+        return "imagenet"
+    path = Path(str(value)).expanduser()
+    if not path.is_file() or path.suffix != ".h5":
+        raise ParamError("models.vgg19.weights", value,
+                         f"imagenet, none, or the path of an existing .h5 file ({path} "
+                         + ("is not .h5)" if path.is_file() else "does not exist)"))
+    return str(path)
+
+
+def vgg19_base(image_size: int, weights: str | None):
+    """Input, the 3-channel ImageNet preprocessing, and VGG19 without top built on it.
+
+    Built with `input_tensor=` so the base's layers (block5_conv4, ...) are layers of the
+    outer model, reachable for Grad-CAM and for fine-tuning.
+    """
+    import keras
+    from keras import layers
+    from keras.applications import VGG19
+
+    if image_size < 32:
+        raise ParamError("prepare.image_size", image_size, "at least 32 for vgg19 (five 2x2 poolings)")
+    inputs = keras.Input((image_size, image_size, 1), name="image")
+    rgb = layers.Concatenate(name="gray_to_rgb")([inputs, inputs, inputs])
+    x = layers.Normalization(mean=IMAGENET_BGR_MEAN, variance=(1.0, 1.0, 1.0), name="vgg_preprocess")(rgb)
+    try:
+        base = VGG19(include_top=False, weights=weights, input_tensor=x)
+    except Exception as exc:
+        if weights != "imagenet":
+            raise LungdxError(f"models.vgg19.weights = {weights!r}: could not load it ({exc})") from None
+        # Keras downloads the ImageNet weights once into KERAS_HOME/models; offline that fails.
+        cached = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / VGG19_NOTOP
+        raise LungdxError(
+            f"models.vgg19.weights = 'imagenet': the ImageNet weights are not cached at {cached} and could "
+            f"not be downloaded ({type(exc).__name__}). Use models.vgg19.weights=none (random "
+            f"initialisation), or the path of a local copy of {VGG19_NOTOP}") from None
+    base.trainable = False
+    pooled = layers.GlobalAveragePooling2D(name="gap")(base.output)
+    return inputs, base, pooled
+
+
+def vgg19_head(pooled, n_classes: int, cfg: dict):
+    """The original head on the pooled features: Dropout, (Dense 160, Dropout) x 2, softmax."""
+    from keras import layers
+
+    x = layers.Dropout(cfg["dropout"], name="dropout0")(pooled)
+    return head(x, n_classes, cfg["dense_units"], cfg["dropout"], layers_before=2)
+
+
+def build_vgg19(image_size: int, n_classes: int, cfg: dict, weights: str | None = None):
+    import keras
+
+    inputs, base, pooled = vgg19_base(image_size, weights)
+    model = keras.Model(inputs, vgg19_head(pooled, n_classes, cfg), name="vgg19")
+    return model, base
+
+
+def build_head_only(n_features: int, n_classes: int, cfg: dict):
+    """The VGG19 head alone, trained on cached features; its layer names match build_vgg19's."""
+    import keras
+
+    inputs = keras.Input((n_features,), name="features")
+    return keras.Model(inputs, vgg19_head(inputs, n_classes, cfg), name="vgg19_head")
+
+
+def unfreeze_last_blocks(base, n_blocks: int) -> None:
+    """Make the last n conv blocks of the VGG19 base trainable, for fine-tuning."""
+    if not 0 <= n_blocks <= len(VGG19_BLOCKS):
+        raise ParamError("models.vgg19.fine_tune_blocks", n_blocks, "an integer from 0 to 5")
+    wanted = VGG19_BLOCKS[:n_blocks]
+    base.trainable = n_blocks > 0
+    for layer in base.layers:
+        layer.trainable = n_blocks > 0 and layer.name.startswith(wanted)
+
+
+def last_conv_layer(model) -> str:
+    """Name of the last 2-D convolution of a model (the default Grad-CAM target)."""
+    from keras import layers
+
+    convs = [layer.name for layer in model.layers if isinstance(layer, layers.Conv2D)]
+    if not convs:
+        raise LungdxError(f"model '{model.name}' has no Conv2D layer for Grad-CAM")
+    return convs[-1]

@@ -1,0 +1,15 @@
+"""Stage evaluate: the model on the test split -> metrics/eval.json and metrics/plots/."""
+
+from lungdx.cli import stage
+from lungdx.evaluate import evaluate
+
+
+@stage
+def main():
+    result = evaluate()
+    print(f"evaluate: {result['model']} test accuracy {result['accuracy']:.3f}, "
+          f"f1_macro {result['f1_macro']:.3f}, roc_auc_ovr {result['roc_auc_ovr']} on {result['n_test']} images")
+
+
+if __name__ == "__main__":
+    main()

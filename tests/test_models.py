@@ -1,0 +1,74 @@
+"""The two architectures: the original CNN exactly, VGG19 with a reachable base."""
+
+import keras
+import numpy as np
+import pytest
+
+from lungdx.errors import LungdxError, ParamError
+from lungdx.models import (build_cnn, build_head_only, build_vgg19, last_conv_layer, resolve_vgg19_weights,
+                           unfreeze_last_blocks)
+
+CNN = {"filters": [16, 32, 64, 128, 256], "dense_units": 160, "dropout": 0.3}
+
+
+def test_cnn_is_the_original_network():
+    model = build_cnn(256, 4, CNN)
+    convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
+    pools = [l for l in model.layers if isinstance(l, keras.layers.MaxPooling2D)]
+    dense = [l for l in model.layers if isinstance(l, keras.layers.Dense)]
+    drops = [l for l in model.layers if isinstance(l, keras.layers.Dropout)]
+    assert model.input_shape == (None, 256, 256, 1)
+    assert [c.filters for c in convs] == [16, 32, 64, 128, 256]
+    assert all(c.kernel_size == (3, 3) and c.activation.__name__ == "relu" for c in convs)
+    assert len(pools) == 5 and all(p.pool_size == (2, 2) for p in pools)
+    assert [d.units for d in dense] == [160, 160, 160, 4] and dense[-1].activation.__name__ == "softmax"
+    assert [d.rate for d in drops] == [0.3, 0.3, 0.3]
+    # Functional, so Grad-CAM can reach model.inputs and any layer by name.
+    assert model.inputs and last_conv_layer(model) == "conv5"
+
+
+def test_vgg19_base_layers_are_reachable_and_frozen():
+    model, base = build_vgg19(32, 3, {"dense_units": 160, "dropout": 0.3}, weights=None)
+    assert model.input_shape == (None, 32, 32, 1)
+    assert model.get_layer("block5_conv4") is base.get_layer("block5_conv4")
+    assert last_conv_layer(model) == "block5_conv4"
+    assert not any(w.trainable for l in model.layers if l.name.startswith("block") for w in l.weights)
+    assert [l.units for l in model.layers if isinstance(l, keras.layers.Dense)] == [160, 160, 3]
+    assert [l.rate for l in model.layers if isinstance(l, keras.layers.Dropout)] == [0.3, 0.3, 0.3]
+    head = build_head_only(512, 3, {"dense_units": 160, "dropout": 0.3})
+    assert [l.name for l in head.layers if l.weights] == [l.name for l in model.layers[-6:] if l.weights]
+
+
+def test_vgg19_preprocessing_is_keras_preprocess_input_on_replicated_gray():
+    model, _ = build_vgg19(32, 2, {"dense_units": 8, "dropout": 0.0}, weights=None)
+    prep = keras.Model(model.inputs, model.get_layer("vgg_preprocess").output)
+    gray = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 1)).astype("float32")
+    expected = keras.applications.vgg19.preprocess_input(np.repeat(gray, 3, axis=-1))
+    np.testing.assert_allclose(prep.predict(gray, verbose=0), expected, atol=1e-3)
+
+
+def test_unfreeze_last_blocks_makes_only_those_trainable():
+    model, base = build_vgg19(32, 2, {"dense_units": 8, "dropout": 0.3}, weights=None)
+    unfreeze_last_blocks(base, 2)
+    trainable = {l.name.split("_")[0] for l in base.layers if l.trainable and l.weights}
+    assert trainable == {"block4", "block5"}
+
+
+def test_weights_path_that_does_not_exist_names_the_key(tmp_path):
+    with pytest.raises(ParamError, match="models.vgg19.weights.*does not exist"):
+        resolve_vgg19_weights(str(tmp_path / "missing.h5"))
+    assert resolve_vgg19_weights("none") is None
+
+
+def test_imagenet_offline_without_a_cached_file_names_the_other_choices(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    from keras.src.utils import file_utils
+
+    # No network in CI anyway; this keeps the test offline on a developer's connected machine too.
+    monkeypatch.setattr(file_utils, "urlretrieve", _offline)
+    with pytest.raises(LungdxError, match="models.vgg19.weights=none.*local copy"):
+        build_vgg19(32, 2, {"dense_units": 8, "dropout": 0.3}, weights="imagenet")
+
+
+def _offline(*args, **kwargs):
+    raise OSError("network is unreachable")

@@ -1,0 +1,30 @@
+"""The pipeline on the real samples in ../shared/data (skipped when absent)."""
+
+from lungdx.data import download
+from lungdx.evaluate import evaluate
+from lungdx.features import extract
+from lungdx.prepare import prepare
+from lungdx.sample import sample
+from lungdx.train import train
+from tests.conftest import shared
+
+# Reduced settings: 64 px instead of 128, 30 epochs at most; the original CNN otherwise.
+REDUCED = {"seed": 239, "prepare": {"image_size": 64}, "model": "cnn",
+           "models": {"cnn": {"epochs": 30, "batch_size": 16, "learning_rate": 3e-4, "warmup_epochs": 10,
+                              "patience": 8}}}
+
+
+def test_cnn_on_real_covid_vs_normal_reaches_085(tmp_path):
+    src = shared("cxr-real")
+    download({"seed": 239, "dataset": {"source": str(src)}}, tmp_path / "raw")
+    manifest = sample(tmp_path / "raw", tmp_path / "sampled",
+                      {"seed": 239, "classes": [], "per_class": 2690, "val_size": 0.1, "test_size": 0.2})
+    assert manifest.groupby("class").size().to_dict() == {"COVID": 250, "Normal": 250}
+    prepare(tmp_path / "sampled" / "manifest.csv", tmp_path / "raw", tmp_path / "prepared", 64)
+    extract(REDUCED, tmp_path / "prepared", tmp_path / "features")
+    train(REDUCED, tmp_path / "prepared", tmp_path / "features", tmp_path / "models", tmp_path / "dvclive")
+    result = evaluate(tmp_path / "models", tmp_path / "prepared", tmp_path / "sampled" / "manifest.csv",
+                      tmp_path / "eval.json", tmp_path / "plots")
+    print(f"real COVID vs Normal, 64 px: accuracy {result['accuracy']}, f1_macro {result['f1_macro']}")
+    assert result["n_test"] == 100 and list(result["per_class"]) == ["COVID", "Normal"]
+    assert result["accuracy"] >= 0.85, result

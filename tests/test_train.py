@@ -1,0 +1,150 @@
+"""Training: batches stay uint8 until used, settings are checked first, runs are deterministic,
+and the VGG19 head trained on cached features becomes one end-to-end model."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from lungdx.data import download
+from lungdx.errors import LungdxError
+from lungdx.evaluate import classification_metrics, evaluate, load_model, predict_probs
+from lungdx.features import extract
+from lungdx.prepare import prepare
+from lungdx.sample import sample
+from lungdx.datasets import batches, load_split
+from lungdx.params import model_settings
+from lungdx.train import train
+
+TINY_CNN = {"epochs": 2, "batch_size": 8, "learning_rate": 0.001, "filters": [4, 8], "dense_units": 8}
+TINY_VGG = {"weights": "none", "epochs": 3, "batch_size": 8, "learning_rate": 0.001, "dense_units": 8}
+
+
+def make_params(**overrides):
+    params = {"seed": 5, "prepare": {"image_size": 32}, "model": "cnn",
+              "models": {"cnn": dict(TINY_CNN), "vgg19": dict(TINY_VGG)}}
+    for key, value in overrides.items():
+        node = params
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    return params
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """Synthetic data sampled and prepared at 32 px, shared by this module's tests."""
+    root = tmp_path_factory.mktemp("train")
+    download({"seed": 2, "dataset": {"source": "synthetic", "synthetic": {"per_class": 10, "image_size": 64}}},
+             root / "raw")
+    sample(root / "raw", root / "sampled", {"seed": 2, "classes": [], "per_class": 10, "val_size": 0.2,
+                                             "test_size": 0.2})
+    prepare(root / "sampled" / "manifest.csv", root / "raw", root / "prepared", 32)
+    return root
+
+
+def run_train(root, out, params):
+    (root / out).mkdir(exist_ok=True)
+    extract(params, root / "prepared", root / out / "features")
+    return train(params, root / "prepared", root / out / "features", root / out / "models",
+                 root / out / "dvclive")
+
+
+def test_batches_convert_one_batch_at_a_time_and_shuffle_by_seed():
+    images = np.arange(10 * 4 * 4, dtype=np.uint8).reshape(10, 4, 4)
+    labels = np.arange(10) % 3
+    seq = batches(images, labels, 3, 4, shuffle_seed=1)
+    assert len(seq) == 3
+    x, y = seq[0]
+    assert x.dtype == np.float32 and x.shape == (4, 4, 4, 1) and y.shape == (4, 3)
+    seen = np.concatenate([seq[i][0][:, 0, 0, 0] for i in range(len(seq))]) // 16
+    assert sorted(seen.astype(int)) == list(range(10)), "every image once per epoch"
+    np.testing.assert_array_equal(y, np.eye(3)[labels[(x[:, 0, 0, 0] // 16).astype(int)]])
+    again = batches(images, labels, 3, 4, shuffle_seed=1)
+    np.testing.assert_array_equal(again[0][0], x)
+    assert images.dtype == np.uint8  # the source array is never converted as a whole
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("model", "resnet", "model = 'resnet'.*one of cnn, vgg19"),
+    ("models.cnn.epochs", 0, "models.cnn.epochs = 0"),
+    ("models.cnn.learning_rate", -1, "models.cnn.learning_rate"),
+    ("models.cnn.dropout", 1.5, "models.cnn.dropout"),
+    ("prepare.image_size", 16, "prepare.image_size = 16.*at least 32 for vgg19"),
+    ("models.vgg19.weights", "/nowhere/w.h5", "models.vgg19.weights.*does not exist"),
+])
+def test_bad_training_params_fail_before_any_work(key, value, message):
+    params = make_params(**{key: value})
+    if key.startswith(("prepare", "models.vgg19")):
+        params["model"] = "vgg19"
+    with pytest.raises(LungdxError, match=message):
+        model_settings(params)
+
+
+def test_cnn_training_is_deterministic_and_logs_every_epoch(workdir):
+    params = make_params()
+    run_train(workdir, "a", params)
+    run_train(workdir, "b", params)
+    wa = keras.models.load_model(workdir / "a" / "models" / "model.keras").get_weights()
+    wb = keras.models.load_model(workdir / "b" / "models" / "model.keras").get_weights()
+    assert all(np.array_equal(x, y) for x, y in zip(wa, wb))
+    info = json.loads((workdir / "a" / "models" / "classes.json").read_text())
+    assert info == {"classes": ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"], "image_size": 32,
+                    "architecture": "cnn"}
+    for name in ("train/loss", "train/accuracy", "val/loss", "val/accuracy"):
+        rows = (workdir / "a" / "dvclive" / "plots" / "metrics" / f"{name}.tsv").read_text().splitlines()
+        assert len(rows) == 1 + 2, f"{name}: a header and one row per epoch"
+
+
+def test_vgg19_head_on_cached_features_becomes_one_end_to_end_model(workdir):
+    params = make_params(model="vgg19")
+    run_train(workdir, "v", params)
+    feats = np.load(workdir / "v" / "features" / "test.npy")
+    assert feats.shape[1] == 512 and feats.dtype == np.float32
+    model, info = load_model(workdir / "v" / "models")
+    assert info["architecture"] == "vgg19" and model.get_layer("block5_conv4")
+    # The end-to-end model on images equals the trained head on the cached features.
+    head = keras.Model(model.get_layer("dropout0").input, model.output)
+    images, _ = load_split(workdir / "prepared", "test")
+    np.testing.assert_allclose(predict_probs(model, images), head.predict(feats, verbose=0), atol=1e-5)
+
+
+def test_vgg19_fine_tuning_trains_the_last_block_on_images(workdir):
+    from lungdx.models import build_vgg19
+
+    params = make_params(model="vgg19", **{"models.vgg19.fine_tune_blocks": 1, "models.vgg19.fine_tune_epochs": 1})
+    run_train(workdir, "ft", params)
+    tuned, _ = load_model(workdir / "ft" / "models")
+    _, cached = build_vgg19(32, 4, {"dense_units": 8, "dropout": 0.3})
+    cached.load_weights(workdir / "ft" / "features" / "base.weights.h5")
+    # block5 moved during fine-tuning, block1 stayed as the features stage computed it.
+    assert not np.array_equal(tuned.get_layer("block5_conv4").get_weights()[0],
+                              cached.get_layer("block5_conv4").get_weights()[0])
+    np.testing.assert_array_equal(tuned.get_layer("block1_conv1").get_weights()[0],
+                                  cached.get_layer("block1_conv1").get_weights()[0])
+    rows = (workdir / "ft" / "dvclive" / "plots" / "metrics" / "val" / "loss.tsv").read_text().splitlines()
+    assert len(rows) >= 3, "the fine-tuning epoch is logged after the head's"
+
+
+def test_evaluate_writes_metrics_and_plots(workdir, tmp_path):
+    run_train(workdir, "e", make_params())
+    result = evaluate(workdir / "e" / "models", workdir / "prepared", workdir / "sampled" / "manifest.csv",
+                      tmp_path / "eval.json", tmp_path / "plots")
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert saved == result and saved["n_test"] == 8 and saved["model"] == "cnn"
+    assert {"accuracy", "f1_macro", "f1_weighted", "roc_auc_ovr", "per_class", "confusion_matrix"} <= set(saved)
+    assert np.array(saved["confusion_matrix"]).sum() == 8
+    table = (tmp_path / "plots" / "predictions.csv").read_text().splitlines()
+    assert table[0].startswith("path,actual,predicted,p_COVID") and len(table) == 9
+    assert sorted(p.name for p in (tmp_path / "plots" / "roc").iterdir()) == [
+        "COVID.csv", "Lung_Opacity.csv", "Normal.csv", "Viral Pneumonia.csv"]
+
+
+def test_classification_metrics_on_known_predictions():
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    result = classification_metrics(np.array([0, 1, 1, 1]), probs, ["COVID", "Normal"], "x")
+    assert result["accuracy"] == 0.75 and result["confusion_matrix"] == [[1, 0], [1, 2]]
+    assert result["per_class"]["Normal"] == {"precision": 1.0, "recall": 0.666667, "f1": 0.8, "support": 3}
+    assert result["roc_auc_ovr"] == 1.0  # two classes: the AUC of p(Normal)
