@@ -141,13 +141,3 @@ def unfreeze_last_blocks(base, n_blocks: int) -> None:
     base.trainable = n_blocks > 0
     for layer in base.layers:
         layer.trainable = n_blocks > 0 and layer.name.startswith(wanted)
-
-
-def last_conv_layer(model) -> str:
-    """Name of the last 2-D convolution of a model (the default Grad-CAM target)."""
-    from keras import layers
-
-    convs = [layer.name for layer in model.layers if isinstance(layer, layers.Conv2D)]
-    if not convs:
-        raise LungdxError(f"model '{model.name}' has no Conv2D layer for Grad-CAM")
-    return convs[-1]

@@ -131,3 +131,32 @@ def project(tmp_path) -> Path:
 def stages_run(output: str) -> list[str]:
     """Names of the stages a `dvc repro` / `dvc exp run` output says it ran."""
     return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """The library's stages, in order, on tiny synthetic data: a trained model, metrics and report."""
+    from lungdx.data import download
+    from lungdx.evaluate import evaluate
+    from lungdx.features import extract
+    from lungdx.prepare import prepare
+    from lungdx.report import build_report
+    from lungdx.sample import sample
+    from lungdx.train import train
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    params = {"seed": 3, "dataset": {"source": "synthetic", "synthetic": {"per_class": 10, "image_size": 64}},
+              "prepare": {"image_size": 48}, "model": "cnn", "gradcam": {"per_class": 2, "layer": None},
+              "models": {"cnn": {"epochs": 2, "batch_size": 8, "learning_rate": 1e-3, "filters": [8, 16, 32],
+                                 "dense_units": 16}}}
+    download(params, root / "raw")
+    sample(root / "raw", root / "sampled", {"seed": 3, "classes": [], "per_class": 10, "val_size": 0.2,
+                                             "test_size": 0.2})
+    prepare(root / "sampled" / "manifest.csv", root / "raw", root / "prepared", 48)
+    extract(params, root / "prepared", root / "features")
+    train(params, root / "prepared", root / "features", root / "models", root / "dvclive")
+    evaluate(root / "models", root / "prepared", root / "sampled" / "manifest.csv", root / "eval.json",
+             root / "plots")
+    build_report(params, root / "models", root / "prepared", root / "sampled" / "manifest.csv",
+                 root / "eval.json", root / "report", root / "gradcam.json")
+    return root

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from lungdx.errors import LungdxError, ParamError
-from lungdx.models import (build_cnn, build_head_only, build_vgg19, last_conv_layer, resolve_vgg19_weights,
-                           unfreeze_last_blocks)
+from lungdx.gradcam import default_layer
+from lungdx.models import build_cnn, build_head_only, build_vgg19, resolve_vgg19_weights, unfreeze_last_blocks
 
 CNN = {"filters": [16, 32, 64, 128, 256], "dense_units": 160, "dropout": 0.3}
 
@@ -24,14 +24,15 @@ def test_cnn_is_the_original_network():
     assert [d.units for d in dense] == [160, 160, 160, 4] and dense[-1].activation.__name__ == "softmax"
     assert [d.rate for d in drops] == [0.3, 0.3, 0.3]
     # Functional, so Grad-CAM can reach model.inputs and any layer by name.
-    assert model.inputs and last_conv_layer(model) == "conv5"
+    assert model.inputs and default_layer(model) == "conv5"  # 16x16 at 256 px
+    assert default_layer(build_cnn(128, 4, CNN)) == "conv4"  # conv5 is 8x8 there: too coarse
 
 
 def test_vgg19_base_layers_are_reachable_and_frozen():
     model, base = build_vgg19(32, 3, {"dense_units": 160, "dropout": 0.3}, weights=None)
     assert model.input_shape == (None, 32, 32, 1)
     assert model.get_layer("block5_conv4") is base.get_layer("block5_conv4")
-    assert last_conv_layer(model) == "block5_conv4"
+    assert default_layer(model) == "block5_conv4"  # nothing is 16x16 at 32 px: the last conv layer
     assert not any(w.trainable for l in model.layers if l.name.startswith("block") for w in l.weights)
     assert [l.units for l in model.layers if isinstance(l, keras.layers.Dense)] == [160, 160, 3]
     assert [l.rate for l in model.layers if isinstance(l, keras.layers.Dropout)] == [0.3, 0.3, 0.3]

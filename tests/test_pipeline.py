@@ -10,7 +10,7 @@ import subprocess
 from tests.conftest import ROOT, run, set_params, stages_run, tree_hashes
 
 DATA_STAGES = ["download", "sample", "prepare"]
-ALL_STAGES = DATA_STAGES + ["baseline", "features", "train", "evaluate"]
+ALL_STAGES = DATA_STAGES + ["baseline", "features", "train", "evaluate", "gradcam"]
 
 
 def commit(project, message):
@@ -23,7 +23,7 @@ def test_repro_runs_every_stage_then_nothing_and_model_params_rerun_no_data_stag
     assert stages_run(first.stdout) == ALL_STAGES
     for out in ("data/raw/COVID/images", "data/sampled/manifest.csv", "data/prepared/train/images.npy",
                 "models/model.keras", "models/classes.json", "metrics/eval.json", "metrics/baseline.json",
-                "dvclive/train/metrics.json"):
+                "dvclive/train/metrics.json", "reports/gradcam/index.html", "metrics/gradcam.json"):
         assert (project / out).exists(), out
     assert stages_run(run(["dvc", "repro"], project).stdout) == []
 
@@ -52,7 +52,8 @@ def test_fresh_clone_reproduces_byte_identical_outputs_offline(project, tmp_path
     assert tree_hashes(project / "data" / "raw") == raw_before == tree_hashes(clone / "data" / "raw")
 
     files = next(iter(json.loads(run(["dvc", "metrics", "show", "--json"], clone).stdout).values()))["data"]
-    assert {"metrics/eval.json", "metrics/baseline.json", "dvclive/train/metrics.json"} <= set(files)
+    assert {"metrics/eval.json", "metrics/baseline.json", "metrics/gradcam.json",
+            "dvclive/train/metrics.json"} <= set(files)
     assert "accuracy" in files["metrics/eval.json"]["data"]
     assert "accuracy" in files["metrics/baseline.json"]["data"]["random_forest"]
 
@@ -62,7 +63,7 @@ def test_exp_run_switches_to_vgg19_and_a_head_only_change_skips_the_features(pro
     first = run(vgg, project)
     assert stages_run(first.stdout) == ALL_STAGES, first.stdout
     second = run(vgg + ["-S", "models.vgg19.learning_rate=0.01"], project)
-    assert stages_run(second.stdout) == ["train", "evaluate"], second.stdout
+    assert stages_run(second.stdout) == ["train", "evaluate", "gradcam"], second.stdout
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
     exps = [e for rev in shown for e in (rev.get("experiments") or [])]
     assert len(exps) == 2

@@ -1,7 +1,11 @@
 """The pipeline on the real samples in ../shared/data (skipped when absent)."""
 
+import numpy as np
+
 from lungdx.data import download
-from lungdx.evaluate import evaluate
+from lungdx.evaluate import evaluate, load_model, predict_probs
+from lungdx.gradcam import GradCam, energy_inside
+from lungdx.images import load_for_model, load_mask
 from lungdx.features import extract
 from lungdx.prepare import prepare
 from lungdx.sample import sample
@@ -28,3 +32,17 @@ def test_cnn_on_real_covid_vs_normal_reaches_085(tmp_path):
     print(f"real COVID vs Normal, 64 px: accuracy {result['accuracy']}, f1_macro {result['f1_macro']}")
     assert result["n_test"] == 100 and list(result["per_class"]) == ["COVID", "Normal"]
     assert result["accuracy"] >= 0.85, result
+
+    # Where does this real-data model look? The masked real images of the Kaggle layout (one per class,
+    # four in all: a number to read, not to judge) against their lung masks.
+    model, info = load_model(tmp_path / "models")
+    kaggle = shared("cxr-kaggle-layout")
+    paths = sorted(kaggle.glob("*/images/*.png"))
+    images = np.stack([load_for_model(p, 64) for p in paths])
+    masks = np.stack([load_mask(p.parent.parent / "masks" / p.name, 64) for p in paths])
+    predicted = predict_probs(model, images).argmax(1)
+    share = energy_inside(GradCam(model).batched(images, predicted, 64), masks)
+    print("lung energy share on cxr-kaggle-layout:", {p.parent.parent.name: round(float(s), 3)
+                                                       for p, s in zip(paths, share)},
+          "mean", round(float(np.nanmean(share)), 3), "lung area", round(float((masks > 0).mean()), 3))
+    assert share.shape == (4,) and np.all((share >= 0) & (share <= 1))

@@ -1,0 +1,5 @@
+import sys
+
+from lungdx.cli import main
+
+sys.exit(main())

@@ -1,0 +1,15 @@
+"""Stage gradcam: reports/gradcam/index.html and metrics/gradcam.json (see lungdx.report)."""
+
+from lungdx import params
+from lungdx.cli import stage
+from lungdx.report import build_report
+
+
+@stage
+def main():
+    scores = build_report(params.load())
+    print(f"gradcam: layer {scores['layer']} -> reports/gradcam/index.html, metrics/gradcam.json")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""Grad-CAM points where the evidence is, for both architectures, also after save and reload."""
+
+import numpy as np
+import pytest
+
+from lungdx.datasets import batches
+from lungdx.evaluate import predict_probs
+from lungdx.gradcam import GradCam, dilate, energy_inside, overlay, pointing_hits, tolerance
+from lungdx.models import build_cnn, build_head_only, build_vgg19, make_deterministic
+from lungdx.report import mask_scores, pick_examples
+
+SIZE, PATCH = 48, 14
+
+
+def patch_data(n: int, seed: int):
+    """Class 1 has a bright square at a random spot of the upper left quadrant; class 0 has none.
+    Returns images (uint8), labels and the patch masks."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(40, 120, (n, SIZE, SIZE)).astype(np.uint8)
+    masks = np.zeros_like(images)
+    labels = np.arange(n) % 2
+    for i in np.flatnonzero(labels):
+        y, x = rng.integers(0, SIZE // 2 - PATCH // 2, 2)
+        images[i, y:y + PATCH, x:x + PATCH] = 250
+        masks[i, y:y + PATCH, x:x + PATCH] = 255
+    return images, labels, masks
+
+
+def fit_quietly(model, x, y, epochs, lr=1e-3):
+    import keras
+
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss="categorical_crossentropy", metrics=["accuracy"])
+    model.fit(batches(x, y, 2, 16, shuffle_seed=0), epochs=epochs, verbose=0)
+
+
+def assert_points_at_patches(model, images, labels, masks, layer=None):
+    probs = predict_probs(model, images)
+    assert (probs.argmax(1) == labels).mean() >= 0.95, "the model must first learn the task"
+    pos = labels == 1
+    cam = GradCam(model, layer).batched(images[pos], labels[pos], SIZE)
+    hits = pointing_hits(cam, dilate(masks[pos], tolerance(SIZE)))
+    assert hits.mean() >= 0.9, f"peak on the patch in {hits.mean():.2f} of images"
+    inside = energy_inside(cam, masks[pos])
+    assert np.nanmean(inside) > 3 * (masks[pos] > 0).mean(), "energy concentrates on the patch"
+    return cam
+
+
+@pytest.fixture(scope="module")
+def data():
+    return patch_data(160, 0), patch_data(40, 1)
+
+
+def test_gradcam_on_a_cnn_points_at_the_patch_also_after_reload(data, tmp_path):
+    import keras
+
+    make_deterministic(0)
+    (x, y, _), (xt, yt, mt) = data
+    model = build_cnn(SIZE, 2, {"filters": [8, 16, 32], "dense_units": 32, "dropout": 0.0})
+    fit_quietly(model, x, y, epochs=8)
+    before = assert_points_at_patches(model, xt, yt, mt)
+    model.save(tmp_path / "cnn.keras")
+    reloaded = keras.models.load_model(tmp_path / "cnn.keras")
+    after = assert_points_at_patches(reloaded, xt, yt, mt)
+    np.testing.assert_allclose(after, before, atol=1e-5)
+
+
+def test_gradcam_on_vgg19_points_at_the_patch_also_after_reload(data, tmp_path):
+    import keras
+
+    make_deterministic(0)
+    (x, y, _), (xt, yt, mt) = data
+    cfg = {"dense_units": 32, "dropout": 0.0}
+    model, base = build_vgg19(SIZE, 2, cfg, weights=None)
+    # As the pipeline does: the head trained on the frozen base's pooled features, then put on top.
+    extractor = keras.Model(model.inputs, model.get_layer("gap").output)
+    head = build_head_only(512, 2, cfg)
+    fit_quietly(head, extractor.predict(batches(x, None, 0, 32), verbose=0), y, epochs=60, lr=3e-3)
+    for layer in head.layers:
+        if layer.weights:
+            model.get_layer(layer.name).set_weights(layer.get_weights())
+    assert GradCam(model).layer == "block2_conv2"  # the last conv layer with a 16x16+ grid at 48 px
+    before = assert_points_at_patches(model, xt, yt, mt)
+    model.save(tmp_path / "vgg.keras")
+    after = assert_points_at_patches(keras.models.load_model(tmp_path / "vgg.keras"), xt, yt, mt)
+    np.testing.assert_allclose(after, before, atol=1e-4)
+
+
+def test_unknown_layer_names_the_param_and_the_choices():
+    from lungdx.errors import ParamError
+
+    model = build_cnn(32, 2, {"filters": [4, 8], "dense_units": 4, "dropout": 0.0})
+    with pytest.raises(ParamError, match="gradcam.layer = 'block5_conv4'.*conv1, conv2"):
+        GradCam(model, "block5_conv4")
+
+
+def test_mask_scores_against_known_heatmaps():
+    heat = np.zeros((2, 20, 20), np.float32)
+    heat[0, 2, 2] = 1.0   # peak inside image 0's lesion
+    heat[1, 15, 15] = 1.0  # peak far from image 1's lesion
+    lesions = np.zeros((2, 20, 20), np.uint8)
+    lesions[:, 0:5, 0:5] = 255
+    lungs = np.full((2, 20, 20), 255, np.uint8)
+    scores = mask_scores(heat, np.array([1, 1]), ["Normal", "COVID"], {"masks": lungs, "lesions": lesions})
+    assert scores["lung_energy_share"]["overall"] == 1.0
+    covid = scores["lesions"]["per_class"]["COVID"]
+    assert covid["pointing_game"] == 0.5 and covid["energy_in_lesion"] == 0.5
+    assert covid["energy_chance"] == 0.0625 and covid["pointing_chance"] > covid["energy_chance"]
+
+
+def test_examples_include_misclassified_ones_first():
+    y_true = np.array([0, 0, 0, 0, 1, 1])
+    y_pred = np.array([0, 1, 0, 1, 1, 1])
+    assert pick_examples(y_true, y_pred, 2, 3) == [1, 0, 2, 4, 5]
+
+
+def test_overlay_is_a_colour_picture_of_the_xray_size():
+    gray = np.full((64, 64), 100, np.uint8)
+    heat = np.zeros((8, 8), np.float32)
+    heat[0, 0] = 1
+    out = overlay(gray, heat)
+    assert out.shape == (64, 64, 3) and out[0, 0].tolist() != out[63, 63].tolist()

@@ -1,0 +1,83 @@
+"""`python -m lungdx predict`: any PNG or JPEG in, probabilities out; a bad file never stops the rest."""
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from lungdx.images import load_for_model
+from tests.conftest import ROOT, shared, write_image
+
+
+def predict(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "lungdx", "predict", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """The same X-ray as gray, RGB, RGBA, 16-bit PNG and JPEG, at 299 px, plus a corrupt file."""
+    from lungdx.synthetic import generate_image
+
+    d = tmp_path_factory.mktemp("inputs")
+    gray = cv2.resize(generate_image(9, "Lung_Opacity", 0, 256)[0], (299, 299))
+    files = {
+        "gray": write_image(d / "gray.png", gray),
+        "rgb": write_image(d / "rgb.png", cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)),
+        "rgba": write_image(d / "rgba.png", cv2.cvtColor(gray, cv2.COLOR_GRAY2BGRA)),
+        "16bit": write_image(d / "deep.png", gray.astype(np.uint16) * 257),
+        "jpeg": write_image(d / "photo.jpg", gray),
+    }
+    corrupt = d / "corrupt.png"
+    corrupt.write_bytes(files["gray"].read_bytes()[:300])
+    files["corrupt"] = corrupt
+    return files
+
+
+def test_every_form_gets_the_same_prediction_and_a_bad_file_is_named(tiny_run, inputs, tmp_path):
+    order = ["gray", "rgb", "corrupt", "rgba", "16bit", "jpeg"]
+    proc = predict(*[inputs[k] for k in order], "--model", tiny_run / "models" / "model.keras", "--json",
+                   "--gradcam", tmp_path / "cams")
+    assert proc.returncode == 1, "a failed file makes the exit status non-zero"
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {inputs['corrupt']}: not a decodable image (truncated, corrupt or not an image)"]
+    results = json.loads(proc.stdout)
+    assert [r["path"] for r in results] == [str(inputs[k]) for k in order]
+    good = [r for r in results if "error" not in r]
+    assert len(good) == 5
+    probs = np.array([list(r["probabilities"].values()) for r in good])
+    np.testing.assert_allclose(probs[:4], np.repeat(probs[:1], 4, axis=0), atol=1e-6)  # lossless forms agree
+    np.testing.assert_allclose(probs[4], probs[0], atol=0.05)  # JPEG is lossy
+    assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-4 for r in good)
+    assert sorted(p.name for p in (tmp_path / "cams").iterdir()) == sorted(
+        f"{inputs[k].stem}.gradcam.png" for k in order if k != "corrupt")
+
+
+def test_preprocessing_is_exactly_the_training_one(tiny_run, inputs):
+    from lungdx.evaluate import load_model, predict_probs
+
+    model, info = load_model(tiny_run / "models")
+    expected = predict_probs(model, load_for_model(inputs["gray"], info["image_size"])[None])[0]
+    proc = predict(inputs["gray"], "--model", tiny_run / "models" / "model.keras", "--json")
+    got = list(json.loads(proc.stdout)[0]["probabilities"].values())
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_real_kaggle_layout_images_get_a_table(tiny_run):
+    images = sorted(shared("cxr-kaggle-layout").glob("*/images/*.png"))
+    assert len(images) == 4
+    proc = predict(*images, "--model", tiny_run / "models")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split()[:2] == ["image", "predicted"] and "Viral Pneumonia" in lines[0]
+    assert len(lines) == 5 and all(str(p) in out for p, out in zip(images, lines[1:]))
+
+
+def test_a_missing_model_is_one_clear_line(tmp_path, inputs):
+    proc = predict(inputs["gray"], "--model", tmp_path / "nowhere" / "model.keras")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and "dvc repro train" in proc.stderr
+    assert "Traceback" not in proc.stderr
