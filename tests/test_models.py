@@ -32,7 +32,9 @@ def test_vgg19_base_layers_are_reachable_and_frozen():
     model, base = build_vgg19(32, 3, {"dense_units": 160, "dropout": 0.3}, weights=None)
     assert model.input_shape == (None, 32, 32, 1)
     assert model.get_layer("block5_conv4") is base.get_layer("block5_conv4")
-    assert default_layer(model) == "block5_conv4"  # nothing is 16x16 at 32 px: the last conv layer
+    assert default_layer(model) == "block2_conv2"  # block2 is the last 16x16 grid at 32 px
+    big, _ = build_vgg19(256, 3, {"dense_units": 8, "dropout": 0.3}, weights=None)
+    assert default_layer(big) == "block5_conv4"  # 16x16 at 256 px
     assert not any(w.trainable for l in model.layers if l.name.startswith("block") for w in l.weights)
     assert [l.units for l in model.layers if isinstance(l, keras.layers.Dense)] == [160, 160, 3]
     assert [l.rate for l in model.layers if isinstance(l, keras.layers.Dropout)] == [0.3, 0.3, 0.3]

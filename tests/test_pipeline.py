@@ -58,22 +58,6 @@ def test_fresh_clone_reproduces_byte_identical_outputs_offline(project, tmp_path
     assert "accuracy" in files["metrics/baseline.json"]["data"]["random_forest"]
 
 
-def test_exp_run_switches_to_vgg19_and_a_head_only_change_skips_the_features(project):
-    vgg = ["dvc", "exp", "run", "-S", "model=vgg19", "-S", "models.vgg19.weights=none"]
-    first = run(vgg, project)
-    assert stages_run(first.stdout) == ALL_STAGES, first.stdout
-    second = run(vgg + ["-S", "models.vgg19.learning_rate=0.01"], project)
-    assert stages_run(second.stdout) == ["train", "evaluate", "gradcam"], second.stdout
-    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
-    exps = [e for rev in shown for e in (rev.get("experiments") or [])]
-    assert len(exps) == 2
-    for exp in exps:
-        data = exp["revs"][0]["data"]
-        assert data["params"]["params.yaml"]["data"]["model"] == "vgg19"
-        assert data["metrics"]["metrics/eval.json"]["data"]["model"] == "vgg19"
-        assert 0 <= data["metrics"]["metrics/eval.json"]["data"]["accuracy"] <= 1
-
-
 def test_a_bad_param_stops_the_stage_with_one_clear_line(project):
     set_params(project, **{"sample.per_class": 0})
     proc = run(["dvc", "repro"], project, check=False)
