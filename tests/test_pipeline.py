@@ -74,3 +74,14 @@ def test_stage_scripts_run_from_the_project_root(tmp_path):
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 2
     assert "params.yaml: not found; run the stage from the project root" in proc.stderr
+
+
+def test_no_pipeline_output_is_committed_to_git():
+    # DVC tracks them; a stage output also tracked by git makes `dvc repro` refuse to write it.
+    proc = subprocess.run(["git", "ls-files", "data", "models", "metrics", "reports", "dvclive"], cwd=ROOT,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        import pytest
+
+        pytest.skip("not a git checkout")
+    assert [f for f in proc.stdout.split() if not f.endswith(".gitignore")] == []
