@@ -117,9 +117,14 @@ def copy_project(dest: Path, **params) -> Path:
     if params:
         set_params(dest, **params)
     run(["git", "init", "-q", "-b", "main"], dest)
-    run(["git", "add", "-A"], dest)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "project"], dest)
+    commit(dest, "project")
     return dest
+
+
+def commit(project: Path, message: str) -> None:
+    """git add -A and commit, as a user would after a run."""
+    run(["git", "add", "-A"], project)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", message], project)
 
 
 @pytest.fixture
@@ -160,3 +165,8 @@ def tiny_run(tmp_path_factory) -> Path:
     build_report(params, root / "models", root / "prepared", root / "sampled" / "manifest.csv",
                  root / "eval.json", root / "report", root / "gradcam.json")
     return root
+
+
+def pytest_collection_modifyitems(items):
+    # Under pytest-xdist the longest tests must start first; left to the end they run alone.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

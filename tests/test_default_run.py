@@ -6,9 +6,12 @@ on the default synthetic data and checks the accuracy the project promises.
 
 import json
 
+import pytest
+
 from tests.conftest import copy_project, run, stages_run
 
 
+@pytest.mark.slow
 def test_default_dvc_repro_cnn_beats_the_random_forest(tmp_path):
     project = copy_project(tmp_path / "project")
     out = run(["dvc", "repro"], project)

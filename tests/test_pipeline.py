@@ -5,17 +5,15 @@ its claim needs, and `dvc repro --dry` answers "which stages would run?".
 """
 
 import json
+import os
 import subprocess
 
-from tests.conftest import ROOT, run, set_params, stages_run, tree_hashes
+import pytest
+
+from tests.conftest import ROOT, commit, run, set_params, stages_run, tree_hashes
 
 DATA_STAGES = ["download", "sample", "prepare"]
 ALL_STAGES = DATA_STAGES + ["baseline", "features", "train", "evaluate", "gradcam"]
-
-
-def commit(project, message):
-    run(["git", "add", "-A"], project)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", message], project)
 
 
 def test_repro_runs_every_stage_then_nothing_and_model_params_rerun_no_data_stage(project):
@@ -36,6 +34,7 @@ def test_repro_runs_every_stage_then_nothing_and_model_params_rerun_no_data_stag
     assert stages_run(run(["dvc", "repro", "--dry"], project).stdout)[0] == "prepare"
 
 
+@pytest.mark.slow
 def test_fresh_clone_reproduces_byte_identical_outputs_offline(project, tmp_path):
     run(["dvc", "repro"], project)
     raw_before = tree_hashes(project / "data" / "raw")
@@ -68,8 +67,6 @@ def test_a_bad_param_stops_the_stage_with_one_clear_line(project):
 
 def test_stage_scripts_run_from_the_project_root(tmp_path):
     # The stage scripts find the library without installing it: `python -m stages.X` from the root.
-    import os
-
     proc = subprocess.run(["python", "-m", "stages.sample"], cwd=tmp_path, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 2
@@ -81,7 +78,5 @@ def test_no_pipeline_output_is_committed_to_git():
     proc = subprocess.run(["git", "ls-files", "data", "models", "metrics", "reports", "dvclive"], cwd=ROOT,
                           capture_output=True, text=True)
     if proc.returncode != 0:
-        import pytest
-
         pytest.skip("not a git checkout")
     assert [f for f in proc.stdout.split() if not f.endswith(".gitignore")] == []

@@ -10,6 +10,8 @@ from lungdx.features import extract
 from lungdx.prepare import prepare
 from lungdx.sample import sample
 from lungdx.train import train
+import pytest
+
 from tests.conftest import shared
 
 # Reduced settings: 64 px instead of 128, 30 epochs at most; the original CNN otherwise.
@@ -18,6 +20,7 @@ REDUCED = {"seed": 239, "prepare": {"image_size": 64}, "model": "cnn",
                               "patience": 8}}}
 
 
+@pytest.mark.slow
 def test_cnn_on_real_covid_vs_normal_reaches_085(tmp_path):
     src = shared("cxr-real")
     download({"seed": 239, "dataset": {"source": str(src)}}, tmp_path / "raw")

@@ -7,14 +7,13 @@ import time
 
 import numpy as np
 
-from tests.conftest import run, set_params, stages_run
+import pytest
+
+from tests.conftest import commit, run, set_params, stages_run
+
+pytestmark = pytest.mark.slow
 
 OUTPUTS = ("data", "models", "metrics", "dvclive", "reports")
-
-
-def commit(project, message):
-    run(["git", "add", "-A"], project)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", message], project)
 
 
 def test_compare_two_commits_then_push_delete_and_pull_everything_back(project, tmp_path):
