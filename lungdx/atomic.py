@@ -15,11 +15,23 @@ import tempfile
 from pathlib import Path
 
 
+def _remove_leftovers(target: Path, patterns: tuple[str, ...]) -> None:
+    """Temporaries of an earlier run of this target that was killed: they can never complete."""
+    for pattern in patterns:
+        for stale in target.parent.glob(pattern):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    stale.unlink()
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, suffix: str = ""):
     """Yield a temporary file path next to `target`; rename it onto `target` on success."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(target, (f".{target.name}.*.tmp{suffix}",))
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
     os.close(fd)
     try:
@@ -35,6 +47,7 @@ def atomic_dir(target: str | os.PathLike):
     """Yield an empty temporary folder next to `target`; it replaces `target` on success."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(target, (f".{target.name}.*.tmp", f".{target.name}.old-*"))
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp

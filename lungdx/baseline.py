@@ -16,12 +16,6 @@ from .evaluate import classification_metrics
 from .datasets import load_split, read_meta
 
 
-def baseline_settings(params: dict) -> dict:
-    return {"seed": P.integer(params, "seed", minimum=0),
-            "image_size": P.integer(params, "baseline.image_size", minimum=4),
-            "n_estimators": P.integer(params, "baseline.n_estimators", minimum=1)}
-
-
 def pixels(images: np.ndarray, size: int) -> np.ndarray:
     """Flattened, downscaled pixels in 0..1 (float32 only at this small size)."""
     out = np.empty((len(images), size * size), np.float32)
@@ -35,7 +29,7 @@ def run_baseline(params: dict, prepared_dir="data/prepared", metrics_path="metri
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.naive_bayes import GaussianNB
 
-    cfg = baseline_settings(params)
+    cfg = P.baseline_settings(params)
     classes = read_meta(prepared_dir)["classes"]
     (train_x, train_y), (test_x, test_y) = (load_split(prepared_dir, s) for s in ("train", "test"))
     x_train, x_test = pixels(train_x, cfg["image_size"]), pixels(test_x, cfg["image_size"])

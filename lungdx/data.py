@@ -186,10 +186,11 @@ def download_url(url: str, dest: Path, timeout: float = 30.0) -> None:
                 for chunk in resp.iter_content(1 << 20):
                     fout.write(chunk)
                     bar.update(len(chunk))
-    except requests.exceptions.Timeout:
-        raise LungdxError(f"dataset.source URL {url} timed out after {timeout:.0f} s; check the address "
-                          "or download the zip by hand and set dataset.source to its path") from None
     except requests.exceptions.RequestException as exc:
+        # A stall mid-body surfaces as a ConnectionError wrapping urllib3's ReadTimeoutError.
+        if isinstance(exc, requests.exceptions.Timeout) or "timed out" in str(exc).lower():
+            raise LungdxError(f"dataset.source URL {url} timed out (nothing received for {timeout:g} s); check "
+                              "the address, or download the zip by hand and set dataset.source to its path") from None
         raise LungdxError(f"dataset.source URL {url} could not be downloaded: {exc}; download the zip "
                           "by hand and set dataset.source to its path") from None
     with open(dest, "rb") as f:
@@ -215,8 +216,11 @@ def kaggle_download(handle: str, version) -> Path:
         ) from None
 
 
-def download(params: dict, out_dir: str | Path = "data/raw", progress=None) -> dict:
-    """Run the download stage; returns the provenance record also written to source.json."""
+def download(params: dict, out_dir: str | Path = "data/raw", progress=None, url_timeout: float = 30.0) -> dict:
+    """Run the download stage; returns the provenance record also written to source.json.
+
+    `url_timeout`: seconds a URL source may stay silent (connecting, or between two chunks).
+    """
     source = resolve_source(params)
     seed = P.integer(params, "seed", minimum=0)
     out_dir = Path(out_dir)
@@ -235,7 +239,7 @@ def download(params: dict, out_dir: str | Path = "data/raw", progress=None) -> d
             n = import_zip(Path(source.location), tmp)
         else:
             archive = tmp / ".download.zip"
-            download_url(source.location, archive)
+            download_url(source.location, archive, url_timeout)
             n = import_zip(archive, tmp)
             archive.unlink()
         classes = sorted(p.name for p in tmp.iterdir() if p.is_dir())

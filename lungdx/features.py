@@ -7,13 +7,17 @@ the head on them in seconds; a head-only param change does not rerun this.
 
     data/features/<split>.npy       float32 (N, 512), in prepared order
     data/features/base.weights.h5   the base's weights, for the end-to-end model
-    data/features/info.json         architecture, weights, image size
+    data/features/info.json         architecture, weights, image size, digest of the base's weights
+
+Evaluate reuses the cached test features when the model's base has exactly the
+cached weights (same digest): the base then need not run over the test images again.
 
 With model = cnn the stage writes only info.json saying so (nothing to cache).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -46,9 +50,34 @@ def extract(params: dict, prepared_dir="data/prepared", out_dir="data/features",
                 feats = extractor.predict(batches(images, None, 0, batch_size), verbose=0)
                 np.save(tmp / f"{split}.npy", feats.astype(np.float32))
             base.save_weights(tmp / "base.weights.h5")
-            info.update(weights=str(cfg["weights"]), image_size=meta["image_size"], dim=int(feats.shape[1]))
+            info.update(weights=str(cfg["weights"]), image_size=meta["image_size"], dim=int(feats.shape[1]),
+                        base_digest=base_digest(base))
         (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
+
+
+def base_digest(model) -> str:
+    """sha256 of the VGG19 conv weights (layers block1_* .. block5_*) of a base or a whole model."""
+    digest = hashlib.sha256()
+    for layer in model.layers:
+        if layer.name.startswith("block"):
+            for weights in layer.get_weights():
+                digest.update(np.ascontiguousarray(weights).tobytes())
+    return digest.hexdigest()
+
+
+def cached_features_for(model, features_dir: str | Path, split: str) -> np.ndarray | None:
+    """The split's cached features if `model` has exactly the base that computed them, else None."""
+    folder = Path(features_dir)
+    try:
+        info = json.loads((folder / "info.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if "base_digest" not in info or not (folder / f"{split}.npy").is_file():
+        return None
+    if info["base_digest"] != base_digest(model):  # fine-tuned, or another base
+        return None
+    return np.load(folder / f"{split}.npy")
 
 
 def load_features(features_dir: str | Path, cfg: dict) -> dict[str, np.ndarray]:

@@ -1,6 +1,6 @@
 """Reading and checking params.yaml.
 
-Each stage validates the keys it reads before doing any work, so a typo costs
+Every stage validates all keys before doing any work (load runs check_all), so a typo costs
 a one-line message naming the key, the value and what is allowed, not a
 crash twenty minutes into training.
 """
@@ -17,7 +17,8 @@ from .errors import LungdxError, ParamError
 _MISSING = object()
 
 
-def load(path: str | Path = "params.yaml") -> dict:
+def load(path: str | Path = "params.yaml", check: bool = True) -> dict:
+    """params.yaml, with every stage's checks run (see check_all) unless check is False."""
     path = Path(path)
     try:
         params = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -27,7 +28,7 @@ def load(path: str | Path = "params.yaml") -> dict:
         raise LungdxError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(params, dict):
         raise LungdxError(f"{path}: expected a mapping of parameters at the top level")
-    return params
+    return check_all(params) if check else params
 
 
 def get(params: dict, key: str, default=_MISSING):
@@ -86,6 +87,21 @@ def string_list(params: dict, key: str, default=_MISSING) -> list[str]:
 
 # --- the checks of each stage, so the stage scripts stay thin -------------------------
 
+def check_all(params: dict) -> dict:
+    """Every stage's checks at once. `load` runs them, so whichever stage `dvc repro` starts
+    first stops on a bad value anywhere in params.yaml, before any work."""
+    # dataset.source itself is checked by download, the first stage (only it needs the source to exist).
+    if get(params, "dataset.source", default=None) == "synthetic":
+        integer(params, "dataset.synthetic.per_class", minimum=1)
+        integer(params, "dataset.synthetic.image_size", minimum=32, default=256)
+    sample_settings(params)
+    prepare_settings(params)
+    baseline_settings(params)
+    gradcam_settings(params)
+    model_settings(params)
+    return params
+
+
 def sample_settings(params: dict) -> dict:
     settings = {
         "seed": integer(params, "seed", minimum=0),
@@ -103,6 +119,19 @@ def sample_settings(params: dict) -> dict:
 
 def prepare_settings(params: dict) -> dict:
     return {"image_size": integer(params, "prepare.image_size", minimum=16)}
+
+
+def baseline_settings(params: dict) -> dict:
+    return {"seed": integer(params, "seed", minimum=0),
+            "image_size": integer(params, "baseline.image_size", minimum=4),
+            "n_estimators": integer(params, "baseline.n_estimators", minimum=1)}
+
+
+def gradcam_settings(params: dict) -> dict:
+    layer = get(params, "gradcam.layer", default=None)
+    if layer is not None and not (isinstance(layer, str) and layer):
+        raise ParamError("gradcam.layer", layer, "null (the last conv layer) or a conv layer's name")
+    return {"per_class": integer(params, "gradcam.per_class", minimum=1), "layer": layer}
 
 
 # Shared by both architectures; each can override these under models.<name>.

@@ -30,15 +30,6 @@ from .sample import load_manifest
 DISPLAY = 256  # pixels per side in the report, whatever the model's input size
 
 
-def gradcam_settings(params: dict) -> dict:
-    layer = P.get(params, "gradcam.layer", default=None)
-    if layer is not None and not (isinstance(layer, str) and layer):
-        from .errors import ParamError
-
-        raise ParamError("gradcam.layer", layer, "null (the last conv layer) or a conv layer's name")
-    return {"per_class": P.integer(params, "gradcam.per_class", minimum=1), "layer": layer}
-
-
 def mask_scores(heatmaps: np.ndarray, y_true: np.ndarray, classes: list[str], masks: dict) -> dict:
     """The quantitative check, per class and overall, for whichever masks the data has."""
     def r4(x):
@@ -162,7 +153,7 @@ def _scores_html(scores: dict) -> str:
 def build_report(params: dict, model_dir="models", prepared_dir="data/prepared",
                  manifest_path="data/sampled/manifest.csv", eval_path="metrics/eval.json",
                  out_dir="reports/gradcam", metrics_path="metrics/gradcam.json") -> dict:
-    cfg = gradcam_settings(params)
+    cfg = P.gradcam_settings(params)
     model, info = load_model(model_dir)
     classes = info["classes"]
     images, y_true = load_split(prepared_dir, "test")

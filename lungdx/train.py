@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path, write_json
+from .atomic import atomic_dir, atomic_path, write_json
 from .datasets import batches, load_split, read_meta
 from .errors import LungdxError
 from .models import distribution_strategy, make_deterministic
@@ -64,7 +64,10 @@ def train(params: dict, prepared_dir="data/prepared", features_dir="data/feature
 
     train_x, train_y = load_split(prepared_dir, "train")
     val_x, val_y = load_split(prepared_dir, "val")
-    with distribution_strategy().scope(), Live(live_dir, dvcyaml=False, save_dvc_exp=False) as live:
+    # dvclive writes into a temporary folder that becomes live_dir only when training finished,
+    # so a killed run never leaves a log that looks like a complete one.
+    with distribution_strategy().scope(), atomic_dir(live_dir) as live_tmp, \
+            Live(str(live_tmp), dvcyaml=False, save_dvc_exp=False) as live:
         live.log_params({k: v for k, v in cfg.items() if not isinstance(v, list)})
         if cfg["model"] == "cnn":
             from .models import build_cnn

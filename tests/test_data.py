@@ -3,9 +3,10 @@
 import json
 import shutil
 import threading
+import time
 import zipfile
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -154,13 +155,35 @@ def test_unknown_source_forms_fail_naming_the_key(value):
         resolve_source(params_for(value) if value != 3 else {"dataset": {"source": 3}})
 
 
-def test_kaggle_offline_gives_the_two_ways_out(tmp_path, monkeypatch):
-    # No network here: kagglehub's own request fails, and that failure must become one clear message.
+class RefusingProxy(BaseHTTPRequestHandler):
+    """An HTTPS proxy that refuses every connection with 403."""
+
+    def do_CONNECT(self):
+        self.send_error(403, "Forbidden")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("network", ["offline", "refused"])
+def test_kaggle_offline_or_refused_gives_the_two_ways_out(tmp_path, monkeypatch, network):
+    # Offline: no network here, kagglehub's own request fails. Refused: a proxy answers 403.
+    # Either failure must become one clear message.
     monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "cache"))
+    if network == "refused":
+        server = ThreadingHTTPServer(("127.0.0.1", 0), RefusingProxy)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        for var in ("HTTPS_PROXY", "https_proxy"):
+            monkeypatch.setenv(var, f"http://127.0.0.1:{server.server_port}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
     with pytest.raises(LungdxError) as err:
         download(params_for("kaggle"), tmp_path / "raw")
     msg = str(err.value)
     assert "owner/data/versions/1" in msg and "KAGGLE_API_TOKEN" in msg and "dataset.source" in msg
+    if network == "refused":
+        assert "ProxyError" in msg or "403" in msg, msg
+        server.shutdown()
     assert not (tmp_path / "raw").exists()
 
 
@@ -191,3 +214,33 @@ def test_url_returning_html_is_a_clear_error(tmp_path, http_folder):
     with pytest.raises(LungdxError, match="did not return a zip file"):
         download(params_for(f"{base}/index.html"), tmp_path / "raw")
     assert not (tmp_path / "raw").exists()
+
+
+class StallingHandler(BaseHTTPRequestHandler):
+    """Answers `/silent` with nothing at all, `/stall` with the start of a zip and then nothing."""
+
+    def do_GET(self):
+        if self.path == "/stall":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/zip")
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            self.wfile.write(b"PK\x03\x04" + b"\0" * 100)
+            self.wfile.flush()
+        time.sleep(4)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("path", ["silent", "stall"])
+def test_url_that_times_out_is_a_clear_error(tmp_path, path):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), StallingHandler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(LungdxError, match=r"timed out \(nothing received for 1 s\).*set dataset.source"):
+            download(params_for(f"http://127.0.0.1:{server.server_port}/{path}"), tmp_path / "raw", url_timeout=1)
+    finally:
+        server.shutdown()
+    assert not (tmp_path / "raw").exists() and not list(tmp_path.glob(".raw*")), "no partial download is left"

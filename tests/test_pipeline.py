@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import ROOT, commit, run, set_params, stages_run, tree_hashes
+from tests.conftest import ROOT, TINY, commit, copy_project, run, set_params, stages_run, tree_hashes
 
 DATA_STAGES = ["download", "sample", "prepare"]
 ALL_STAGES = DATA_STAGES + ["baseline", "features", "train", "evaluate", "gradcam"]
@@ -57,12 +57,31 @@ def test_fresh_clone_reproduces_byte_identical_outputs_offline(project, tmp_path
     assert "accuracy" in files["metrics/baseline.json"]["data"]["random_forest"]
 
 
-def test_a_bad_param_stops_the_stage_with_one_clear_line(project):
-    set_params(project, **{"sample.per_class": 0})
+BAD_PARAMS = {
+    "unknown_model": ({"model": "resnet"}, "model = 'resnet'", "one of cnn, vgg19"),
+    "zero_per_class": ({"sample.per_class": 0}, "sample.per_class = 0", "an integer >= 1"),
+    "negative_per_class": ({"sample.per_class": -5}, "sample.per_class = -5", "an integer >= 1"),
+    "val_plus_test_at_least_1": ({"sample.val_size": 0.5, "sample.test_size": 0.5},
+                                 "sample.val_size + sample.test_size = 1.0", "a sum below 1"),
+    "vgg19_image_size_below_32": ({"model": "vgg19", "prepare.image_size": 24}, "prepare.image_size = 24",
+                                  "at least 32 for vgg19"),
+    "missing_weights_path": ({"model": "vgg19", "models.vgg19.weights": "/no/such/vgg19.h5"},
+                             "models.vgg19.weights = '/no/such/vgg19.h5'", "does not exist"),
+    "unknown_source_form": ({"dataset.source": "s3://bucket/covid.zip"}, "dataset.source = 's3://bucket/covid.zip'",
+                            "only http and https URLs"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_PARAMS)
+def test_bad_params_fail_before_any_work_naming_key_value_and_allowed(tmp_path, case):
+    changes, named, allowed = BAD_PARAMS[case]
+    project = copy_project(tmp_path / "project", **{**TINY, **changes})
     proc = run(["dvc", "repro"], project, check=False)
     assert proc.returncode != 0
-    assert "error: params.yaml: sample.per_class = 0 is not allowed: an integer >= 1" in proc.stderr
+    assert f"error: params.yaml: {named} is not allowed: " in proc.stderr and allowed in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+    # The first stage stopped on it: nothing was downloaded, sampled or trained.
+    assert stages_run(proc.stdout) == ["download"] and not (project / "data").exists()
 
 
 def test_stage_scripts_run_from_the_project_root(tmp_path):

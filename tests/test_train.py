@@ -9,8 +9,8 @@ import pytest
 
 from lungdx.data import download
 from lungdx.errors import LungdxError
-from lungdx.evaluate import classification_metrics, evaluate, load_model, predict_probs
-from lungdx.features import extract
+from lungdx.evaluate import classification_metrics, evaluate, load_model, predict_probs, predict_split
+from lungdx.features import cached_features_for, extract
 from lungdx.prepare import prepare
 from lungdx.sample import sample
 from lungdx.datasets import batches, load_split
@@ -109,6 +109,10 @@ def test_vgg19_head_on_cached_features_becomes_one_end_to_end_model(workdir):
     head = keras.Model(model.get_layer("dropout0").input, model.output)
     images, _ = load_split(workdir / "prepared", "test")
     np.testing.assert_allclose(predict_probs(model, images), head.predict(feats, verbose=0), atol=1e-5)
+    # So evaluate takes the head on the cached features instead of running the base again.
+    np.testing.assert_allclose(predict_split(model, images, workdir / "v" / "features", "test"),
+                               predict_probs(model, images), atol=1e-5)
+    assert cached_features_for(model, workdir / "v" / "features", "test") is not None
 
 
 def test_vgg19_fine_tuning_trains_the_last_block_on_images(workdir):
@@ -126,6 +130,8 @@ def test_vgg19_fine_tuning_trains_the_last_block_on_images(workdir):
                                   cached.get_layer("block1_conv1").get_weights()[0])
     rows = (workdir / "ft" / "dvclive" / "plots" / "metrics" / "val" / "loss.tsv").read_text().splitlines()
     assert len(rows) >= 3, "the fine-tuning epoch is logged after the head's"
+    # Its base is no longer the cached one: evaluate must run it on the images.
+    assert cached_features_for(tuned, workdir / "ft" / "features", "test") is None
 
 
 def test_evaluate_writes_metrics_and_plots(workdir, tmp_path):

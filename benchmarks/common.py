@@ -1,0 +1,128 @@
+"""What every benchmark shares: a scratch project built by our own stages, whole-process timing.
+
+Each benchmark is `python -m benchmarks.<name>` from the repository root; it prints
+progress to stderr and its result as one JSON line, last, on stdout. `--toy` runs it
+at a size that finishes in seconds (the smoke tests use it); the figures in
+benchmarks/README.md come from the default sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "benchmarks" / ".work"  # scratch projects, reused between runs (git-ignored)
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--toy", action="store_true", help="tiny sizes: checks the benchmark runs, measures nothing")
+    p.add_argument("--workdir", type=Path, default=None, help=f"scratch folder (default: {WORK}/<name>)")
+    return p
+
+
+def machine() -> dict:
+    """What the figures were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "python": platform.python_version()}
+
+
+def env() -> dict:
+    """The environment of every timed process: the library importable, quiet logs."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), "LUNGDX_PROGRESS": "0", "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def timed(cmd: list[str], cwd: Path, cores: int | None = None) -> dict:
+    """Run one whole process: its wall seconds, peak resident memory (as /usr/bin/time -v) and stdout.
+
+    `cores` pins it (and its children) to that many CPUs, as `taskset` would; our stages
+    start one worker process per CPU they may use.
+    """
+    pin = (lambda: os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:cores])) if cores else None
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env(), stdout=out, stderr=err, text=True,
+                                preexec_fn=pin)
+        # wait4, not wait: it returns this child's own rusage; ru_maxrss is its peak RSS in KiB.
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed in {cwd} ({proc.returncode}):\n{stdout[-2000:]}\n{stderr[-4000:]}")
+    return {"seconds": round(seconds, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "stdout": stdout}
+
+
+def synthetic_project(workdir: Path, per_class: int, source_size: int, image_size: int,
+                      drop: dict[str, int] | None = None, **params) -> Path:
+    """A scratch project whose data/prepared our own stages made from synthetic X-rays.
+
+    `drop` removes images of a class from the source first (the real database has 1345
+    Viral Pneumonia images, half the others' 2690). Reused when the same setup exists.
+    """
+    from lungdx.data import download
+    from lungdx.prepare import prepare
+    from lungdx.sample import sample
+    from lungdx.synthetic import generate_dataset
+
+    key = {"per_class": per_class, "source_size": source_size, "image_size": image_size, "drop": drop or {}}
+    done = workdir / "setup.json"
+    if not (done.is_file() and json.loads(done.read_text()) == key):
+        source = workdir / "source"
+        log(f"making {per_class} synthetic {source_size}px images per class in {source}")
+        shutil.rmtree(workdir, ignore_errors=True)
+        generate_dataset(source, per_class, 239, source_size)
+        for cls, keep in (drop or {}).items():
+            for kind in ("images", "masks", "lesions"):
+                for path in sorted((source / cls / kind).iterdir())[keep:]:
+                    path.unlink()
+        download({"seed": 239, "dataset": {"source": str(source)}}, workdir / "data" / "raw")
+        sample(workdir / "data" / "raw", workdir / "data" / "sampled",
+               {"seed": 239, "classes": [], "per_class": per_class, "val_size": 0.1, "test_size": 0.2})
+        log(f"preparing them at {image_size}px")
+        prepare(workdir / "data" / "sampled" / "manifest.csv", workdir / "data" / "raw",
+                workdir / "data" / "prepared", image_size)
+        done.write_text(json.dumps(key))
+    write_params(workdir, **{"dataset.source": str(workdir / "source"), "prepare.image_size": image_size,
+                             **params})
+    return workdir
+
+
+def write_params(project: Path, **changes) -> None:
+    """The project's params.yaml with dotted-key changes, e.g. write_params(p, **{"prepare.image_size": 64})."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for key, value in changes.items():
+        node = params
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    project.mkdir(parents=True, exist_ok=True)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def emit(result: dict) -> None:
+    print(json.dumps(result), flush=True)

@@ -1,0 +1,43 @@
+"""The main job: `dvc repro` on the default params in a fresh clone, offline, timed.
+
+    python -m benchmarks.default_run
+
+Clones the repository's committed HEAD (no DVC cache, no remote: every stage runs),
+runs `dvc repro` as a user would and reports its wall time with the accuracies it got.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+from benchmarks.common import ROOT, WORK, emit, log, machine, parser, timed, write_params
+
+TOY = {"dataset.synthetic.per_class": 12, "dataset.synthetic.image_size": 64, "prepare.image_size": 32,
+       "baseline.image_size": 8, "baseline.n_estimators": 20, "models.cnn.epochs": 2,
+       "models.cnn.warmup_epochs": 0}
+
+
+def main(argv=None) -> dict:
+    args = parser(__doc__.splitlines()[0]).parse_args(argv)
+    clone = (args.workdir or WORK / "default_run") / "clone"
+    shutil.rmtree(clone, ignore_errors=True)
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    if args.toy:
+        write_params(clone, **TOY)
+    log(f"dvc repro in {clone}")
+    run = timed(["dvc", "repro"], clone)
+    model = json.loads((clone / "metrics" / "eval.json").read_text())
+    forest = json.loads((clone / "metrics" / "baseline.json").read_text())["random_forest"]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=clone, capture_output=True,
+                            text=True).stdout.strip()
+    result = {"benchmark": "default_run", "commit": commit, "machine": machine(), "toy": args.toy,
+              "seconds": run["seconds"], "minutes": round(run["seconds"] / 60, 2),
+              "model": model["model"], "accuracy": model["accuracy"], "random_forest_accuracy": forest["accuracy"]}
+    emit(result)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Nothing lost: sources never change, killed stages recover, fresh clones agree byte for byte.
+
+Real `dvc` in temporary git repositories, offline. The bad-input cases of the README's
+"When things go wrong" table are tested next to the code that handles them; the table
+names each test, and test_every_case_in_the_readme_table_has_its_test checks those names.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import time
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from lungdx.synthetic import generate_dataset
+from tests.conftest import (ROOT, TINY, commit, copy_project, make_flat_dataset, make_kaggle_dataset, run,
+                            set_params, stages_run, tree_hashes, write_image)
+
+COMPARED = ["data/sampled/manifest.csv", "data/sampled/skipped.csv", "data/prepared/meta.json",
+            *(f"data/prepared/{s}/{a}.npy" for s in ("train", "val", "test") for a in ("images", "labels", "masks")),
+            "metrics/baseline.json", "metrics/eval.json", "metrics/gradcam.json", "metrics/plots/predictions.csv"]
+
+
+def messy_source(root: Path) -> Path:
+    """A local Kaggle-layout folder of 1000 synthetic X-rays (enough for prepare and train to be
+    killed midway) with what real downloads contain: unreadable files, other formats, metadata."""
+    generate_dataset(root, 250, 11, 64)
+    covid = root / "COVID" / "images"
+    (covid / "empty.png").write_bytes(b"")
+    (covid / "notes.txt").write_text("not an image")
+    (covid / "cut.png").write_bytes((covid / "COVID-1.png").read_bytes()[:200])
+    write_image(covid / "wide16.png", (np.arange(80 * 100, dtype=np.uint16).reshape(80, 100) * 8))
+    (root / "COVID.metadata.xlsx").write_bytes(b"PK\x03\x04 not really a spreadsheet")
+    return root
+
+
+def kill_when(project: Path, ready, what: str) -> None:
+    """Start `dvc repro` and SIGKILL it, stage process included, as soon as ready() is true."""
+    with open(project / f"killed-{what}.log", "w") as log:
+        proc = subprocess.Popen(["dvc", "repro"], cwd=project, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        deadline = time.monotonic() + 300
+        while not ready():
+            assert proc.poll() is None, f"dvc repro ended before {what} could be killed:\n" + \
+                (project / f"killed-{what}.log").read_text()
+            assert time.monotonic() < deadline, f"{what} never got going"
+            time.sleep(0.005)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    (project / f"killed-{what}.log").unlink()
+
+
+@pytest.mark.slow
+def test_killed_prepare_and_train_recover_and_fresh_clones_match_byte_for_byte(tmp_path):
+    source = messy_source(tmp_path / "source")
+    source_before = tree_hashes(source)
+    project = copy_project(tmp_path / "a", **{**TINY, "dataset.source": str(source), "models.cnn.epochs": 3})
+    assert stages_run(run(["dvc", "repro"], project).stdout)[0] == "download"  # uninterrupted
+    commit(project, "lock")
+    clone = tmp_path / "b"
+    run(["git", "clone", "-q", str(project), str(clone)], tmp_path)  # no cache, no remote: all recomputed
+
+    # prepare killed after writing its train split, before val and test.
+    kill_when(clone, lambda: any((clone / "data").glob(".prepared.*.tmp/train/labels.npy")), "prepare")
+    assert not (clone / "data" / "prepared").exists(), "a half-written prepared folder looks complete"
+    # train killed after its first epoch.
+    kill_when(clone, lambda: any(clone.glob("dvclive/.train.*.tmp/plots/metrics/train/loss.tsv")), "train")
+    assert not (clone / "models" / "model.keras").exists() and not (clone / "dvclive" / "train").exists()
+
+    assert stages_run(run(["dvc", "repro"], clone).stdout) == ["train", "evaluate", "gradcam"]
+    for name in COMPARED:
+        assert (clone / name).read_bytes() == (project / name).read_bytes(), name
+    assert run(["dvc", "status", "--json"], clone).stdout.strip() == "{}"
+    leftovers = [p for p in clone.rglob(".*") if p.name.endswith(".tmp") or ".old-" in p.name]
+    assert leftovers == [], "temporaries of the killed runs are cleaned up by the next one"
+
+    # The source and the raw copy: never modified, by the runs that completed or the killed ones.
+    assert tree_hashes(source) == source_before
+    assert tree_hashes(clone / "data" / "raw") == tree_hashes(project / "data" / "raw")
+    skipped = (clone / "data" / "sampled" / "skipped.csv").read_text()
+    assert all(name in skipped for name in ("empty.png", "notes.txt", "cut.png")), skipped
+
+
+def test_sources_are_never_modified_even_by_failing_runs(tmp_path):
+    good = make_kaggle_dataset(tmp_path / "kaggle", {"COVID": 8, "Normal": 8}, top="COVID-19_Radiography_Dataset")
+    (good / "COVID-19_Radiography_Dataset" / "Normal" / "images" / "empty.png").write_bytes(b"")
+    good_zip = tmp_path / "kaggle.zip"
+    with zipfile.ZipFile(good_zip, "w") as zf:
+        for path in sorted(good.rglob("*")):
+            zf.write(path, path.relative_to(good).as_posix())
+    cut_zip = tmp_path / "cut.zip"
+    cut_zip.write_bytes(good_zip.read_bytes()[: good_zip.stat().st_size // 2])
+    one_class = make_flat_dataset(tmp_path / "one", {"COVID": 6})
+    sources = [good, good_zip, cut_zip, one_class]
+    before = {str(s): tree_hashes(s) if s.is_dir() else s.read_bytes() for s in sources}
+
+    project = copy_project(tmp_path / "project", **TINY)
+    runs = [(good, {}, True), (good_zip, {}, True), (cut_zip, {}, False), (one_class, {}, False),
+            (good, {"dataset.classes": ["Pneumonia"]}, False)]
+    for source, extra, ok in runs:
+        run(["git", "checkout", "-q", "params.yaml"], project)
+        set_params(project, **{"dataset.source": str(source), **extra})
+        proc = run(["dvc", "repro", "prepare"], project, check=False)
+        assert (proc.returncode == 0) == ok, (source, extra, proc.stderr)
+        assert "Traceback" not in proc.stderr
+        if not ok:
+            assert re.search(r"^error: .+", proc.stderr, re.M), proc.stderr
+    assert {str(s): tree_hashes(s) if s.is_dir() else s.read_bytes() for s in sources} == before
+
+
+def test_every_case_in_the_readme_table_has_its_test():
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## When things go wrong", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`(test_\w+)`", table))
+    defined = {m for f in (ROOT / "tests").glob("test_*.py") for m in re.findall(r"^def (test_\w+)", f.read_text(), re.M)}
+    assert len(named) >= 25 and named - {"test_every_case_in_the_readme_table_has_its_test"} <= defined, \
+        sorted(named - defined)
