@@ -1,60 +1,17 @@
-"""End to end with real dvc and git in a temporary repository (tiny params, offline).
+"""The pipeline's cheap end-to-end checks with real dvc and git (tiny params, offline).
 
-Full `dvc repro` runs cost half a minute each here, so each test does as few as
-its claim needs, and `dvc repro --dry` answers "which stages would run?".
+Full `dvc repro` runs cost half a minute each here, so they are few and do a lot each:
+test_reliability (repro, rerun nothing, what a param reruns, killed stages, fresh
+clones), test_workflows (metrics, plots, push/pull, experiments), test_default_run.
 """
 
-import json
 import os
 import subprocess
 
 import pytest
 
-from tests.conftest import ROOT, TINY, commit, copy_project, run, set_params, stages_run, tree_hashes
+from tests.conftest import ROOT, TINY, copy_project, run, stages_run
 
-DATA_STAGES = ["download", "sample", "prepare"]
-ALL_STAGES = DATA_STAGES + ["baseline", "features", "train", "evaluate", "gradcam"]
-
-
-def test_repro_runs_every_stage_then_nothing_and_model_params_rerun_no_data_stage(project):
-    first = run(["dvc", "repro"], project)
-    assert stages_run(first.stdout) == ALL_STAGES
-    for out in ("data/raw/COVID/images", "data/sampled/manifest.csv", "data/prepared/train/images.npy",
-                "models/model.keras", "models/classes.json", "metrics/eval.json", "metrics/baseline.json",
-                "dvclive/train/metrics.json", "reports/gradcam/index.html", "metrics/gradcam.json"):
-        assert (project / out).exists(), out
-    assert stages_run(run(["dvc", "repro"], project).stdout) == []
-
-    set_params(project, model="vgg19", **{"models.cnn.epochs": 3, "models.vgg19.learning_rate": 0.01})
-    assert stages_run(run(["dvc", "repro", "--dry"], project).stdout) == ["features", "train"]
-    run(["git", "checkout", "params.yaml"], project)
-    set_params(project, **{"models.cnn.epochs": 3})
-    assert stages_run(run(["dvc", "repro", "--dry"], project).stdout) == ["train"]
-    set_params(project, **{"prepare.image_size": 40})
-    assert stages_run(run(["dvc", "repro", "--dry"], project).stdout)[0] == "prepare"
-
-
-@pytest.mark.slow
-def test_fresh_clone_reproduces_byte_identical_outputs_offline(project, tmp_path):
-    run(["dvc", "repro"], project)
-    raw_before = tree_hashes(project / "data" / "raw")
-    commit(project, "lock")
-    clone = tmp_path / "clone"
-    run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
-    out = run(["dvc", "repro"], clone)  # no remote, no cache: everything is recomputed offline
-    assert stages_run(out.stdout) == ALL_STAGES
-    for name in ("data/sampled/manifest.csv", "data/prepared/test/images.npy", "data/prepared/meta.json",
-                 "metrics/eval.json", "metrics/baseline.json"):
-        assert (clone / name).read_bytes() == (project / name).read_bytes(), name
-    assert run(["dvc", "status", "--json"], clone).stdout.strip() == "{}"
-    # The raw tree is read-only to every stage: the whole pipeline left it as download wrote it.
-    assert tree_hashes(project / "data" / "raw") == raw_before == tree_hashes(clone / "data" / "raw")
-
-    files = next(iter(json.loads(run(["dvc", "metrics", "show", "--json"], clone).stdout).values()))["data"]
-    assert {"metrics/eval.json", "metrics/baseline.json", "metrics/gradcam.json",
-            "dvclive/train/metrics.json"} <= set(files)
-    assert "accuracy" in files["metrics/eval.json"]["data"]
-    assert "accuracy" in files["metrics/baseline.json"]["data"]["random_forest"]
 
 
 BAD_PARAMS = {

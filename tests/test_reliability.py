@@ -5,6 +5,7 @@ Real `dvc` in temporary git repositories, offline. The bad-input cases of the RE
 names each test, and test_every_case_in_the_readme_table_has_its_test checks those names.
 """
 
+import json
 import os
 import re
 import signal
@@ -13,7 +14,6 @@ import time
 import zipfile
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -21,6 +21,7 @@ from lungdx.synthetic import generate_dataset
 from tests.conftest import (ROOT, TINY, commit, copy_project, make_flat_dataset, make_kaggle_dataset, run,
                             set_params, stages_run, tree_hashes, write_image)
 
+ALL_STAGES = ["download", "sample", "prepare", "baseline", "features", "train", "evaluate", "gradcam"]
 COMPARED = ["data/sampled/manifest.csv", "data/sampled/skipped.csv", "data/prepared/meta.json",
             *(f"data/prepared/{s}/{a}.npy" for s in ("train", "val", "test") for a in ("images", "labels", "masks")),
             "metrics/baseline.json", "metrics/eval.json", "metrics/gradcam.json", "metrics/plots/predictions.csv"]
@@ -60,7 +61,20 @@ def test_killed_prepare_and_train_recover_and_fresh_clones_match_byte_for_byte(t
     source = messy_source(tmp_path / "source")
     source_before = tree_hashes(source)
     project = copy_project(tmp_path / "a", **{**TINY, "dataset.source": str(source), "models.cnn.epochs": 3})
-    assert stages_run(run(["dvc", "repro"], project).stdout)[0] == "download"  # uninterrupted
+    # Uninterrupted: every stage, then nothing; a param reruns only the stages that read it.
+    assert stages_run(run(["dvc", "repro"], project).stdout) == ALL_STAGES
+    for out in ("data/raw/COVID/images", "models/model.keras", "models/classes.json", "dvclive/train/metrics.json",
+                "reports/gradcam/index.html", *COMPARED):
+        assert (project / out).exists(), out
+    assert stages_run(run(["dvc", "repro"], project).stdout) == []
+    for changes, rerun in [({"model": "vgg19", "models.vgg19.learning_rate": 0.01}, ["features", "train"]),
+                           ({"models.cnn.epochs": 4}, ["train"]), ({"prepare.image_size": 40}, ["prepare"])]:
+        set_params(project, **changes)
+        assert stages_run(run(["dvc", "repro", "--dry"], project).stdout)[:len(rerun)] == rerun, changes
+        run(["git", "checkout", "params.yaml"], project)
+    files = next(iter(json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout).values()))["data"]
+    assert {"metrics/eval.json", "metrics/baseline.json", "metrics/gradcam.json",
+            "dvclive/train/metrics.json"} <= set(files)
     commit(project, "lock")
     clone = tmp_path / "b"
     run(["git", "clone", "-q", str(project), str(clone)], tmp_path)  # no cache, no remote: all recomputed
