@@ -77,18 +77,20 @@ def timed(cmd: list[str], cwd: Path, cores: int | None = None) -> dict:
 
 
 def synthetic_project(workdir: Path, per_class: int, source_size: int, image_size: int,
-                      drop: dict[str, int] | None = None, **params) -> Path:
+                      drop: dict[str, int] | None = None, kaggle_like: bool = False, **params) -> Path:
     """A scratch project whose data/prepared our own stages made from synthetic X-rays.
 
     `drop` removes images of a class from the source first (the real database has 1345
-    Viral Pneumonia images, half the others' 2690). Reused when the same setup exists.
+    Viral Pneumonia images, half the others' 2690); `kaggle_like` removes the lesion
+    masks, which only our synthetic data have. Reused when the same setup exists.
     """
     from lungdx.data import download
     from lungdx.prepare import prepare
     from lungdx.sample import sample
     from lungdx.synthetic import generate_dataset
 
-    key = {"per_class": per_class, "source_size": source_size, "image_size": image_size, "drop": drop or {}}
+    key = {"per_class": per_class, "source_size": source_size, "image_size": image_size, "drop": drop or {},
+           "kaggle_like": kaggle_like}
     done = workdir / "setup.json"
     if not (done.is_file() and json.loads(done.read_text()) == key):
         source = workdir / "source"
@@ -99,6 +101,9 @@ def synthetic_project(workdir: Path, per_class: int, source_size: int, image_siz
             for kind in ("images", "masks", "lesions"):
                 for path in sorted((source / cls / kind).iterdir())[keep:]:
                     path.unlink()
+        if kaggle_like:
+            for folder in source.glob("*/lesions"):
+                shutil.rmtree(folder)
         download({"seed": 239, "dataset": {"source": str(source)}}, workdir / "data" / "raw")
         sample(workdir / "data" / "raw", workdir / "data" / "sampled",
                {"seed": 239, "classes": [], "per_class": per_class, "val_size": 0.1, "test_size": 0.2})

@@ -3,8 +3,9 @@
     python -m benchmarks.prepare_speed [--per-class 2690] [--source-size 299] [--image-size 256]
 
 9415 images as the real sample (2690 each of COVID, Lung_Opacity, Normal and 1345 Viral
-Pneumonia, as in the database), synthetic 299x299 PNGs with masks like the Kaggle files,
-resized to 256 (the original's size). The stage runs as a whole process, once pinned to
+Pneumonia, as in the database), synthetic 299x299 PNGs with a lung mask each, like the
+Kaggle files (no lesion masks: those only our synthetic data have), resized to 256 (the
+original's size). The stage runs as a whole process, once pinned to
 one core (one worker) and once to two; the page cache is warm for both.
 """
 
@@ -23,7 +24,7 @@ def real_shape_project(args):
         args.per_class, args.source_size, args.image_size = 20, 64, 32
     viral = args.per_class // 2
     return synthetic_project(args.workdir or REAL_SHAPE, args.per_class, args.source_size, args.image_size,
-                             drop={"Viral Pneumonia": viral})
+                             drop={"Viral Pneumonia": viral}, kaggle_like=True)
 
 
 def main(argv=None) -> dict:

@@ -1,6 +1,6 @@
 """VGG19 frozen-base transfer learning: our stages against the original approach and the floor.
 
-    python -m benchmarks.vgg19_transfer [--per-class 50] [--image-size 256] [--epochs 6]
+    python -m benchmarks.vgg19_transfer [--per-class 75] [--image-size 256] [--epochs 6]
 
 Ours: the stages features (base once per image), train (head on cached features) and
 evaluate, each a whole process as `dvc repro` runs them. Original: one process that
@@ -21,7 +21,7 @@ OUR_STAGES = ("features", "train", "evaluate")
 
 def main(argv=None) -> dict:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--per-class", type=int, default=50, help="synthetic images per class (4 classes)")
+    p.add_argument("--per-class", type=int, default=75, help="synthetic images per class (4 classes)")
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--epochs", type=int, default=6, help="as the original")
     args = p.parse_args(argv)

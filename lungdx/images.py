@@ -92,7 +92,7 @@ def resize_square(img: np.ndarray, size: int, is_mask: bool = False) -> np.ndarr
         interp = cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_LINEAR
         out = cv2.resize(img, (size, size), interpolation=interp)
     if is_mask:
-        out = np.where(out > 127, 255, 0).astype(np.uint8)
+        out = cv2.threshold(out, 127, 255, cv2.THRESH_BINARY)[1]  # > 127 -> 255, else 0
     return out
 
 

@@ -25,31 +25,45 @@ from .images import UnreadableImage, load_for_model, load_mask
 from .sample import SPLITS, cpu_count, load_manifest
 
 
-def _load_row(args):
-    raw_dir, size, path, mask, lesion = args
-    try:
-        img = load_for_model(Path(raw_dir) / path, size)
-        masks = [load_mask(Path(raw_dir) / m, size) if m else None for m in (mask, lesion)]
-    except UnreadableImage as exc:
-        raise LungdxError(f"{Path(raw_dir) / path}: {exc}; it was readable when sampled: "
-                          "rerun dvc repro so sample sees the current files") from None
-    return img, masks[0], masks[1]
+ARRAYS = ("images", "masks", "lesions")
+CHUNK = 32  # images per task: large enough to amortise a task, small enough to balance two cores
 
 
-def _load_split(rows, raw_dir, size, pool, progress, desc):
+def _fill_chunk(args) -> int:
+    """Decode and resize one chunk of rows straight into the split's memory-mapped .npy files.
+
+    Workers write their own rows in place, so no image crosses a process boundary: sending
+    three arrays per image back through a pipe cost the parent most of a core.
+    """
+    raw_dir, size, files, start, rows = args
+    outs = {name: np.load(path, mmap_mode="r+") for name, path in files.items()}
+    for i, (path, mask, lesion) in enumerate(rows, start):
+        try:
+            outs["images"][i] = load_for_model(Path(raw_dir) / path, size)
+            for name, rel in (("masks", mask), ("lesions", lesion)):
+                if rel:
+                    outs[name][i] = load_mask(Path(raw_dir) / rel, size)
+        except UnreadableImage as exc:
+            raise LungdxError(f"{Path(raw_dir) / path}: {exc}; it was readable when sampled: "
+                              "rerun dvc repro so sample sees the current files") from None
+    for out in outs.values():
+        out.flush()
+    return len(rows)
+
+
+def _fill_split(folder: Path, rows, raw_dir, size, has, pool, progress, desc) -> None:
+    folder.mkdir()
     n = len(rows)
-    images = np.zeros((n, size, size), np.uint8)
-    masks = np.zeros((n, size, size), np.uint8)
-    lesions = np.zeros((n, size, size), np.uint8)
-    jobs = [(str(raw_dir), size, r.path, r.mask, r.lesion) for r in rows.itertuples()]
-    results = pool.map(_load_row, jobs, chunksize=16) if pool else map(_load_row, jobs)
-    for i, (img, mask, lesion) in enumerate(progress(results, total=n, desc=desc) if progress else results):
-        images[i] = img
-        if mask is not None:
-            masks[i] = mask
-        if lesion is not None:
-            lesions[i] = lesion
-    return images, masks, lesions
+    files = {name: folder / f"{name}.npy" for name in ARRAYS if name == "images" or has[name]}
+    for path in files.values():  # zero-filled, with the header np.save would write
+        np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, size, size)).flush()
+    items = list(zip(rows["path"], rows["mask"], rows["lesion"]))
+    tasks = [(str(raw_dir), size, {k: str(v) for k, v in files.items()}, i, items[i:i + CHUNK])
+             for i in range(0, n, CHUNK)]
+    done = pool.map(_fill_chunk, tasks) if pool else map(_fill_chunk, tasks)
+    for _ in progress(done, total=len(tasks), desc=f"{desc} (chunks of {CHUNK})") if progress else done:
+        pass
+    np.save(folder / "labels.npy", rows["label"].to_numpy(np.int64))
 
 
 def prepare(manifest_path: str | Path, raw_dir: str | Path, out_dir: str | Path, image_size: int,
@@ -58,21 +72,14 @@ def prepare(manifest_path: str | Path, raw_dir: str | Path, out_dir: str | Path,
     raw_dir = Path(raw_dir)
     classes = [c for _, c in sorted(set(zip(manifest["label"], manifest["class"])))]
     has = {"masks": bool((manifest["mask"] != "").any()), "lesions": bool((manifest["lesion"] != "").any())}
-    workers = min(cpu_count(), max(1, len(manifest) // 64))
+    workers = min(cpu_count(), max(1, len(manifest) // (2 * CHUNK)))
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
     meta = {"classes": classes, "image_size": image_size, "counts": {}, "has": has}
     try:
         with atomic_dir(out_dir) as tmp:
             for split in SPLITS:
                 rows = manifest[manifest["split"] == split]
-                images, masks, lesions = _load_split(rows, raw_dir, image_size, pool, progress, split)
-                (tmp / split).mkdir()
-                np.save(tmp / split / "images.npy", images)
-                np.save(tmp / split / "labels.npy", rows["label"].to_numpy(np.int64))
-                if has["masks"]:
-                    np.save(tmp / split / "masks.npy", masks)
-                if has["lesions"]:
-                    np.save(tmp / split / "lesions.npy", lesions)
+                _fill_split(tmp / split, rows, raw_dir, image_size, has, pool, progress, split)
                 meta["counts"][split] = {c: int((rows["class"] == c).sum()) for c in classes}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     finally:

@@ -8,7 +8,11 @@ from lungdx.features import extract
 @stage
 def main():
     info = extract(params.load())
-    print(f"features: {info}")
+    if info["model"] == "vgg19":
+        print(f"features: VGG19 base (weights {info['weights']}) once over every {info['image_size']}px image, "
+              f"{info['dim']} per image -> data/features")
+    else:
+        print(f"features: nothing to cache for model {info['model']}")
 
 
 if __name__ == "__main__":
