@@ -55,15 +55,18 @@ def run_train(root, out, params):
 def test_batches_convert_one_batch_at_a_time_and_shuffle_by_seed():
     images = np.arange(10 * 4 * 4, dtype=np.uint8).reshape(10, 4, 4)
     labels = np.arange(10) % 3
-    seq = batches(images, labels, 3, 4, shuffle_seed=1)
-    assert len(seq) == 3
-    x, y = seq[0]
+    data = batches(images, labels, 3, 4, shuffle_seed=1)
+    epoch1, epoch2 = list(data.as_numpy_iterator()), list(data.as_numpy_iterator())
+    assert len(epoch1) == 3
+    x, y = epoch1[0]
     assert x.dtype == np.float32 and x.shape == (4, 4, 4, 1) and y.shape == (4, 3)
-    seen = np.concatenate([seq[i][0][:, 0, 0, 0] for i in range(len(seq))]) // 16
+    seen = np.concatenate([b[0][:, 0, 0, 0] for b in epoch1]) // 16
     assert sorted(seen.astype(int)) == list(range(10)), "every image once per epoch"
     np.testing.assert_array_equal(y, np.eye(3)[labels[(x[:, 0, 0, 0] // 16).astype(int)]])
-    again = batches(images, labels, 3, 4, shuffle_seed=1)
-    np.testing.assert_array_equal(again[0][0], x)
+    assert not np.array_equal(epoch2[0][0], x), "a new order each epoch"
+    again = list(batches(images, labels, 3, 4, shuffle_seed=1).as_numpy_iterator())
+    for a, b in zip(again, epoch1):
+        np.testing.assert_array_equal(a[0], b[0])  # the same seed, the same batches
     assert images.dtype == np.uint8  # the source array is never converted as a whole
 
 
