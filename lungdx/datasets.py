@@ -62,3 +62,16 @@ def batches(x: np.ndarray, labels: np.ndarray | None, n_classes: int, batch_size
     # A known length lets Keras plan its epochs instead of running each one into the end of the data.
     indices = indices.apply(tf.data.experimental.assert_cardinality((n + batch_size - 1) // batch_size))
     return indices.map(take).prefetch(tf.data.AUTOTUNE)
+
+
+def predict(model, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """model's outputs for uint8 images (or float features), one float32 batch at a time.
+
+    A plain loop of predict_on_batch: inference needs no shuffling or prefetching, and this
+    is the same work as one bare `predict` over arrays in memory (benchmarks/vgg19_transfer.py).
+    """
+    out = []
+    for start in range(0, len(x), batch_size):
+        xb = np.asarray(x[start:start + batch_size], dtype=np.float32)
+        out.append(model.predict_on_batch(xb[..., None] if xb.ndim == 3 else xb))
+    return np.concatenate(out)

@@ -17,7 +17,7 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from .atomic import atomic_dir, write_json
-from .datasets import batches, load_split
+from .datasets import load_split, predict
 from .errors import LungdxError
 from .sample import load_manifest
 
@@ -68,7 +68,7 @@ def load_model(model_dir: str | Path = "models"):
 
 
 def predict_probs(model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    return model.predict(batches(images, None, 0, batch_size), verbose=0)
+    return predict(model, images, batch_size)
 
 
 def predict_split(model, images: np.ndarray, features_dir, split: str) -> np.ndarray:
@@ -82,7 +82,7 @@ def predict_split(model, images: np.ndarray, features_dir, split: str) -> np.nda
     if features is None:
         return predict_probs(model, images)
     head = keras.Model(model.get_layer("gap").output, model.output)
-    return head.predict(batches(features, None, 0, 32), verbose=0)
+    return predict(head, features)
 
 
 def write_plots(out_dir: Path, y_true, probs, classes, paths) -> None:

@@ -29,7 +29,7 @@ from .sample import SPLITS
 
 
 def extract(params: dict, prepared_dir="data/prepared", out_dir="data/features", batch_size: int = 32) -> dict:
-    from .datasets import batches, load_split, read_meta
+    from .datasets import load_split, predict, read_meta
     from .models import make_deterministic
     from .params import model_settings
 
@@ -47,7 +47,7 @@ def extract(params: dict, prepared_dir="data/prepared", out_dir="data/features",
             extractor = keras.Model(inputs, pooled)
             for split in SPLITS:
                 images, _ = load_split(prepared_dir, split)
-                feats = extractor.predict(batches(images, None, 0, batch_size), verbose=0)
+                feats = predict(extractor, images, batch_size)
                 np.save(tmp / f"{split}.npy", feats.astype(np.float32))
             base.save_weights(tmp / "base.weights.h5")
             info.update(weights=str(cfg["weights"]), image_size=meta["image_size"], dim=int(feats.shape[1]),
