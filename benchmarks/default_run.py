@@ -31,8 +31,8 @@ def main(argv=None) -> dict:
         write_params(clone, **TOY)
     log(f"dvc repro in {clone}")
     run = timed(["dvc", "repro"], clone)
-    model = json.loads((clone / "metrics" / "eval.json").read_text())
-    forest = json.loads((clone / "metrics" / "baseline.json").read_text())["random_forest"]
+    model = json.loads((clone / "reports" / "eval.json").read_text())
+    forest = json.loads((clone / "metrics" / "baseline.json").read_text())
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=clone, capture_output=True,
                             text=True).stdout.strip()
     result = {"benchmark": "default_run", "commit": commit, "machine": machine(), "toy": args.toy,

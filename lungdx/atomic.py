@@ -15,6 +15,18 @@ import tempfile
 from pathlib import Path
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp/mkdtemp create private temporaries (0600/0700); a renamed output gets the modes any
+# other new file or folder would get, so a shared project or remote stays readable.
+FILE_MODE = 0o666 & ~_current_umask()
+DIR_MODE = 0o777 & ~_current_umask()
+
+
 def _remove_leftovers(target: Path, patterns: tuple[str, ...]) -> None:
     """Temporaries of an earlier run of this target that was killed: they can never complete."""
     for pattern in patterns:
@@ -33,6 +45,7 @@ def atomic_path(target: str | os.PathLike, suffix: str = ""):
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(target, (f".{target.name}.*.tmp{suffix}",))
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+    os.fchmod(fd, FILE_MODE)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -49,6 +62,7 @@ def atomic_dir(target: str | os.PathLike):
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(target, (f".{target.name}.*.tmp", f".{target.name}.old-*"))
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp.chmod(DIR_MODE)
     try:
         yield tmp
         if target.exists():

@@ -1,37 +1,10 @@
-"""Command-line plumbing shared by the stage scripts and `python -m lungdx`."""
+"""`python -m lungdx`: the command line for people (the stage scripts use lungdx.runner)."""
 
 from __future__ import annotations
 
-import functools
-import os
 import sys
 
 from .errors import LungdxError
-
-
-def progress(iterable, total=None, desc=None):
-    """A tqdm bar on stderr, quiet in CI logs (LUNGDX_PROGRESS=0 turns it off)."""
-    from tqdm import tqdm
-
-    disable = os.environ.get("LUNGDX_PROGRESS", "1") == "0" or None
-    return tqdm(iterable, total=total, desc=desc, mininterval=1.0, disable=disable, file=sys.stderr)
-
-
-def stage(main):
-    """Run a stage's main(); a LungdxError ends it with one readable line and exit status 2."""
-
-    @functools.wraps(main)
-    def wrapper(*args, **kwargs):
-        try:
-            return main(*args, **kwargs)
-        except LungdxError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            print("interrupted; outputs of this stage were left as they were", file=sys.stderr)
-            sys.exit(130)
-
-    return wrapper
 
 
 def predict_main(argv=None) -> int:
@@ -44,7 +17,7 @@ def predict_main(argv=None) -> int:
                                      description="Classify chest X-ray images with a trained lungdx model.")
     parser.add_argument("images", nargs="+", type=Path, help="PNG or JPEG files, any size, 8 or 16 bit")
     parser.add_argument("--model", type=Path, default=Path("models/model.keras"),
-                        help="the trained model; classes.json must lie beside it (default: %(default)s)")
+                        help="the trained model file (it carries its class names and input size; default: %(default)s)")
     parser.add_argument("--gradcam", type=Path, metavar="OUTDIR",
                         help="also write a Grad-CAM overlay PNG per image into OUTDIR")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")

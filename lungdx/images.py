@@ -21,6 +21,13 @@ import cv2
 import numpy as np
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+# What load_for_model does, recorded in every saved model (lungdx.model_file): a model is only
+# ever fed images prepared the way its training images were. Change the name if the steps change.
+PREPROCESSING = "gray8-pad-square-v1"
+PREPROCESSING_STEPS = ("decode to 8-bit gray (16-bit scaled by 255/65535, colour to luminance, alpha dropped); "
+                       "pad to a square with black, centred; resize to the input size (INTER_AREA when "
+                       "shrinking, INTER_LINEAR when enlarging); pixel values 0..255 as float32, unscaled: "
+                       "the model's first layer scales them")
 MIN_SIDE = 16
 
 cv2.setNumThreads(1)  # we parallelise across images ourselves

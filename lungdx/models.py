@@ -64,20 +64,6 @@ def build_cnn(image_size: int, n_classes: int, cfg: dict):
     return keras.Model(inputs, outputs, name="cnn")
 
 
-def resolve_vgg19_weights(value) -> str | None:
-    """`imagenet` (Keras download, cached under KERAS_HOME), `none`, or a local .h5 path."""
-    if value in (None, "none", "None"):
-        return None
-    if value == "imagenet":
-        return "imagenet"
-    path = Path(str(value)).expanduser()
-    if not path.is_file() or path.suffix != ".h5":
-        raise ParamError("models.vgg19.weights", value,
-                         f"imagenet, none, or the path of an existing .h5 file ({path} "
-                         + ("is not .h5)" if path.is_file() else "does not exist)"))
-    return str(path)
-
-
 def vgg19_base(image_size: int, weights: str | None):
     """Input, the 3-channel ImageNet preprocessing, and VGG19 without top built on it.
 

@@ -169,8 +169,6 @@ def model_settings(params: dict) -> dict:
                              f"at least {2 ** len(filters)} for a cnn with {len(filters)} poolings")
         cfg["filters"] = filters
     else:
-        from .models import resolve_vgg19_weights
-
         if cfg["image_size"] < 32:
             raise ParamError("prepare.image_size", cfg["image_size"], "at least 32 for vgg19 (five 2x2 poolings)")
         cfg["weights"] = resolve_vgg19_weights(get(params, f"{key}.weights", default="imagenet"))
@@ -180,3 +178,17 @@ def model_settings(params: dict) -> dict:
         cfg["fine_tune_epochs"] = integer(params, f"{key}.fine_tune_epochs", minimum=1, default=5)
         cfg["fine_tune_learning_rate"] = positive(params, f"{key}.fine_tune_learning_rate", default=1e-5)
     return cfg
+
+
+def resolve_vgg19_weights(value) -> str | None:
+    """`imagenet` (Keras download, cached under KERAS_HOME), `none`, or a local .h5 path."""
+    if value in (None, "none", "None"):
+        return None
+    if value == "imagenet":
+        return "imagenet"
+    path = Path(str(value)).expanduser()
+    if not path.is_file() or path.suffix != ".h5":
+        raise ParamError("models.vgg19.weights", value,
+                         f"imagenet, none, or the path of an existing .h5 file ({path} "
+                         + ("is not .h5)" if path.is_file() else "does not exist)"))
+    return str(path)

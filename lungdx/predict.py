@@ -6,16 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluate import load_model, predict_probs
+from .datasets import predict
 from .images import UnreadableImage, load_for_model, write_png
+from .model_file import load_model
 
 
 def predict_files(paths: list[Path], model_path: Path, gradcam_dir: Path | None = None) -> list[dict]:
     """One result per path, in order: {path, predicted, probabilities} or {path, error}."""
-    model_path = Path(model_path)
-    if model_path.is_dir():
-        model_path = model_path / "model.keras"
-    model, info = load_model(model_path.parent)
+    model, info = load_model(model_path)  # exactly this file: it carries classes and input size
     size, classes = info["image_size"], info["classes"]
 
     results, images, good = [], [], []
@@ -30,7 +28,7 @@ def predict_files(paths: list[Path], model_path: Path, gradcam_dir: Path | None 
     if not images:
         return results
     batch = np.stack(images)
-    probs = predict_probs(model, batch)
+    probs = predict(model, batch)
     for k, i in enumerate(good):
         results[i]["predicted"] = classes[int(probs[k].argmax())]
         results[i]["probabilities"] = {c: round(float(p), 6) for c, p in zip(classes, probs[k])}

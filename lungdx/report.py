@@ -4,10 +4,14 @@
                                    matrix, then per class test images, correct and misclassified,
                                    original beside the Grad-CAM overlay of the predicted class
     reports/gradcam/img/*.png
-    metrics/gradcam.json           where masks exist, on every test image, for its true class:
+    reports/gradcam/scores.json    the quantitative check in full: model, layer, and where masks
+                                   exist, on every test image, for its true class:
                                    lung masks   -> share of Grad-CAM energy inside the lungs
                                    lesion masks -> pointing game hit rate and energy inside the
-                                                   lesion, each beside its chance level
+                                                   lesion, each beside its chance level, per class
+    metrics/gradcam.json           the headline numbers only (overall, with their chance levels):
+                                   lung_energy_share, lung_energy_chance, pointing_game,
+                                   pointing_chance; absent where the data has no such masks
 """
 
 from __future__ import annotations
@@ -21,10 +25,10 @@ import numpy as np
 
 from . import params as P
 from .atomic import atomic_dir, write_json
-from .datasets import load_split
-from .evaluate import load_model, predict_probs
+from .datasets import load_split, predict
 from .gradcam import GradCam, dilate, energy_inside, overlay, pointing_hits, tolerance
 from .images import write_png
+from .model_file import load_model
 from .sample import load_manifest
 
 DISPLAY = 256  # pixels per side in the report, whatever the model's input size
@@ -67,6 +71,19 @@ def mask_scores(heatmaps: np.ndarray, y_true: np.ndarray, classes: list[str], ma
                                       "energy_chance": r4(area[has].mean())} if has.any() else None,
                           "per_class": per_class}
     return out
+
+
+def headline_scores(scores: dict) -> dict:
+    """The numbers of metrics/gradcam.json: overall figures beside their chance levels."""
+    out = {}
+    if "lung_energy_share" in scores:
+        out["lung_energy_share"] = scores["lung_energy_share"]["overall"]
+        out["lung_energy_chance"] = scores["lung_energy_share"]["chance"]
+    overall = scores.get("lesions", {}).get("overall")
+    if overall:
+        out["pointing_game"] = overall["pointing_game"]
+        out["pointing_chance"] = overall["pointing_chance"]
+    return {k: v for k, v in out.items() if isinstance(v, (int, float))}
 
 
 def pick_examples(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, per_class: int) -> list[int]:
@@ -150,16 +167,17 @@ def _scores_html(scores: dict) -> str:
     return "".join(parts) + "</ul>"
 
 
-def build_report(params: dict, model_dir="models", prepared_dir="data/prepared",
-                 manifest_path="data/sampled/manifest.csv", eval_path="metrics/eval.json",
+def build_report(params: dict, model_path="models/model.keras", prepared_dir="data/prepared",
+                 manifest_path="data/sampled/manifest.csv", eval_path="reports/eval.json",
                  out_dir="reports/gradcam", metrics_path="metrics/gradcam.json") -> dict:
+    """The gradcam stage; returns the full scores (reports/gradcam/scores.json)."""
     cfg = P.gradcam_settings(params)
-    model, info = load_model(model_dir)
+    model, info = load_model(model_path)
     classes = info["classes"]
     images, y_true = load_split(prepared_dir, "test")
     masks = {name: np.load(Path(prepared_dir) / "test" / f"{name}.npy", mmap_mode="r")
              for name in ("masks", "lesions") if (Path(prepared_dir) / "test" / f"{name}.npy").is_file()}
-    probs = predict_probs(model, images)
+    probs = predict(model, images)
     y_pred = probs.argmax(1)
     cam = GradCam(model, cfg["layer"])
     size = images.shape[1]
@@ -195,5 +213,6 @@ def build_report(params: dict, model_dir="models", prepared_dir="data/prepared",
                            pair=2 * DISPLAY + 4, confusion=_table(evaluation["confusion_matrix"], classes),
                            scores=_scores_html(scores), sections="".join(sections), n_images=2 * len(chosen))
         (tmp / "index.html").write_text(page, encoding="utf-8")
-    write_json(metrics_path, scores)
+        write_json(tmp / "scores.json", scores)
+    write_json(metrics_path, headline_scores(scores))
     return scores

@@ -2,8 +2,14 @@
 
 Data stay uint8 on disk and in memory; each batch is converted to float32 on
 its own, so the set is never materialised as float32 (the original held 2.4 GB
-for 9415 images). dvclive logs loss and accuracy, train and validation, every
-epoch; the best epoch on validation is kept (early stopping with restore).
+for 9415 images). The best epoch on validation is kept (early stopping with restore).
+
+dvclive's own Keras callback logs loss and accuracy, train and validation (`eval/`),
+after every epoch, straight into the stage's dvclive folder: `dvc plots show`, the VS Code
+extension and DVC Studio see the curves grow while training runs. Under `dvc repro` a
+killed run leaves no trace that counts: DVC records outputs in dvc.lock only when the stage
+succeeds, and deletes them before running the stage again. The model file, written last,
+is atomic.
 """
 
 from __future__ import annotations
@@ -12,47 +18,39 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_dir, atomic_path, write_json
 from .datasets import batches, load_split, read_meta
 from .errors import LungdxError
+from .model_file import save_model
 from .models import distribution_strategy, make_deterministic
 from .params import model_settings
 
-def live_logger(live):
-    """Log every epoch's metrics to dvclive (train and val loss and accuracy)."""
-    import keras
-
-    class LiveLogger(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            for name, value in (logs or {}).items():
-                live.log_metric(f"train/{name}" if not name.startswith("val_") else f"val/{name[4:]}",
-                                float(value))
-            live.next_step()
-
-    return LiveLogger()
-
 
 def fit(model, train_data, val_data, epochs: int, learning_rate: float, patience: int, live,
-        warmup_epochs: int = 0) -> dict:
+        warmup_epochs: int = 0, initial_epoch: int = 0) -> dict:
     """Compile, fit with early stopping on val_loss (best weights restored); return the history.
+
+    Epochs are counted as Keras counts them: a second fit (fine-tuning) continues from
+    `initial_epoch`, and so do the dvclive steps.
 
     `warmup_epochs` keeps early stopping off at first: the original CNN sits at chance level for
     ten to twenty epochs on small data before its loss starts to fall, and would be stopped there.
     """
     import keras
+    from dvclive.keras import DVCLiveCallback
 
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy",
                   metrics=["accuracy"])
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True,
                                          start_from_epoch=warmup_epochs)
-    history = model.fit(train_data, validation_data=val_data, epochs=epochs, verbose=2,
-                        callbacks=[stop, live_logger(live)])
+    history = model.fit(train_data, validation_data=val_data, epochs=initial_epoch + epochs, verbose=2,
+                        initial_epoch=initial_epoch, shuffle=False,  # the order is batches()' seeded one
+                        callbacks=[stop, DVCLiveCallback(live=live)])
     return history.history
 
 
-def train(params: dict, prepared_dir="data/prepared", features_dir="data/features", out_dir="models",
-          live_dir="dvclive/train") -> dict:
-    """The train stage: fit the chosen architecture, save models/model.keras and models/classes.json."""
+def train(params: dict, prepared_dir="data/prepared", features_dir="data/features",
+          model_path="models/model.keras", live_dir="dvclive/train") -> dict:
+    """The train stage: fit the chosen architecture, save it with its metadata to model_path."""
     cfg = model_settings(params)
     meta = read_meta(prepared_dir)
     if meta["image_size"] != cfg["image_size"]:
@@ -64,10 +62,8 @@ def train(params: dict, prepared_dir="data/prepared", features_dir="data/feature
 
     train_x, train_y = load_split(prepared_dir, "train")
     val_x, val_y = load_split(prepared_dir, "val")
-    # dvclive writes into a temporary folder that becomes live_dir only when training finished,
-    # so a killed run never leaves a log that looks like a complete one.
-    with distribution_strategy().scope(), atomic_dir(live_dir) as live_tmp, \
-            Live(str(live_tmp), dvcyaml=False, save_dvc_exp=False) as live:
+    # The context manager keeps the callback's end-of-fit from closing the log between two fits.
+    with distribution_strategy().scope(), Live(str(live_dir), dvcyaml=False, save_dvc_exp=False) as live:
         live.log_params({k: v for k, v in cfg.items() if not isinstance(v, list)})
         if cfg["model"] == "cnn":
             from .models import build_cnn
@@ -84,11 +80,7 @@ def train(params: dict, prepared_dir="data/prepared", features_dir="data/feature
                    "best_val_accuracy": float(history["val_accuracy"][best])}
         for name, value in summary.items():
             live.summary[name] = value
-    out_dir = Path(out_dir)
-    with atomic_path(out_dir / "model.keras", suffix=".keras") as tmp:
-        model.save(tmp)
-    write_json(out_dir / "classes.json", {"classes": classes, "image_size": cfg["image_size"],
-                                          "architecture": cfg["model"]})
+    save_model(model, model_path, classes, cfg["image_size"], cfg["model"])
     return summary
 
 
@@ -115,6 +107,7 @@ def _train_vgg19(cfg, n_classes, features_dir, train, val, live):
         unfreeze_last_blocks(base, cfg["fine_tune_blocks"])
         more = fit(model, batches(train[0], train[1], n_classes, cfg["batch_size"], cfg["seed"] + 1),
                    batches(val[0], val[1], n_classes, cfg["batch_size"]),
-                   cfg["fine_tune_epochs"], cfg["fine_tune_learning_rate"], cfg["patience"], live)
+                   cfg["fine_tune_epochs"], cfg["fine_tune_learning_rate"], cfg["patience"], live,
+                   initial_epoch=len(history["val_loss"]))
         history = {k: history[k] + more[k] for k in history}
     return model, history

@@ -1,8 +1,8 @@
-"""Stage baseline: data/prepared -> metrics/baseline.json (see lungdx.baseline)."""
+"""Stage baseline: data/prepared -> metrics/baseline.json, reports/baseline.json (see lungdx.baseline)."""
 
 from lungdx import params
 from lungdx.baseline import run_baseline
-from lungdx.cli import stage
+from lungdx.runner import stage
 
 
 @stage

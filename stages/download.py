@@ -1,7 +1,7 @@
 """Stage download: dataset.source -> data/raw (see lungdx.data)."""
 
 from lungdx import params
-from lungdx.cli import progress, stage
+from lungdx.runner import progress, stage
 from lungdx.data import download
 
 

@@ -1,6 +1,6 @@
-"""Stage evaluate: the model on the test split -> metrics/eval.json and metrics/plots/."""
+"""Stage evaluate: the model on the test split -> metrics/eval.json, reports/eval.json, metrics/plots/."""
 
-from lungdx.cli import stage
+from lungdx.runner import stage
 from lungdx.evaluate import evaluate
 
 

@@ -1,7 +1,7 @@
 """Stage features: VGG19 base features of every prepared image, computed once (see lungdx.features)."""
 
 from lungdx import params
-from lungdx.cli import stage
+from lungdx.runner import stage
 from lungdx.features import extract
 
 

@@ -1,7 +1,7 @@
-"""Stage gradcam: reports/gradcam/index.html and metrics/gradcam.json (see lungdx.report)."""
+"""Stage gradcam: reports/gradcam/ (index.html, scores.json) and metrics/gradcam.json (see lungdx.report)."""
 
 from lungdx import params
-from lungdx.cli import stage
+from lungdx.runner import stage
 from lungdx.report import build_report
 
 

@@ -3,7 +3,7 @@
 import time
 
 from lungdx import params
-from lungdx.cli import progress, stage
+from lungdx.runner import progress, stage
 from lungdx.prepare import prepare
 
 

@@ -1,7 +1,7 @@
 """Stage sample: data/raw -> data/sampled/manifest.csv (see lungdx.sample)."""
 
 from lungdx import params
-from lungdx.cli import progress, stage
+from lungdx.runner import progress, stage
 from lungdx.sample import sample
 
 

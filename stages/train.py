@@ -1,7 +1,7 @@
-"""Stage train: the chosen architecture -> models/model.keras, models/classes.json, dvclive/train."""
+"""Stage train: the chosen architecture -> models/model.keras (with its class names), dvclive/train."""
 
 from lungdx import params
-from lungdx.cli import stage
+from lungdx.runner import stage
 from lungdx.train import train
 
 

@@ -159,11 +159,11 @@ def tiny_run(tmp_path_factory) -> Path:
                                              "test_size": 0.2})
     prepare(root / "sampled" / "manifest.csv", root / "raw", root / "prepared", 48)
     extract(params, root / "prepared", root / "features")
-    train(params, root / "prepared", root / "features", root / "models", root / "dvclive")
-    evaluate(root / "models", root / "prepared", root / "sampled" / "manifest.csv", root / "eval.json",
-             root / "plots")
-    build_report(params, root / "models", root / "prepared", root / "sampled" / "manifest.csv",
-                 root / "eval.json", root / "report", root / "gradcam.json")
+    train(params, root / "prepared", root / "features", root / "models" / "model.keras", root / "dvclive")
+    evaluate(root / "models" / "model.keras", root / "prepared", root / "sampled" / "manifest.csv",
+             root / "eval.json", root / "eval_details.json", root / "plots")
+    build_report(params, root / "models" / "model.keras", root / "prepared", root / "sampled" / "manifest.csv",
+                 root / "eval_details.json", root / "report", root / "gradcam.json")
     return root
 
 

@@ -19,8 +19,8 @@ def test_default_dvc_repro_cnn_beats_the_random_forest(tmp_path):
     result = run_benchmark("default_run", "--repo", str(project), "--workdir", str(tmp_path / "bench"))
     clone = tmp_path / "bench" / "clone"
     print(f"default run: {json.dumps(result)}")
-    model = json.loads((clone / "metrics" / "eval.json").read_text())
-    forest = json.loads((clone / "metrics" / "baseline.json").read_text())["random_forest"]
+    model = json.loads((clone / "reports" / "eval.json").read_text())
+    forest = json.loads((clone / "metrics" / "baseline.json").read_text())
     assert result["stages_run"] == ["download", "sample", "prepare", "baseline", "features", "train", "evaluate",
                                     "gradcam"]
     assert result["accuracy"] == model["accuracy"] and result["random_forest_accuracy"] == forest["accuracy"]
@@ -29,7 +29,7 @@ def test_default_dvc_repro_cnn_beats_the_random_forest(tmp_path):
     assert model["accuracy"] - forest["accuracy"] >= 0.15, (model["accuracy"], forest["accuracy"])
 
     # Where the model looks: the heatmap's peak lands on the lesion far above chance, per lesion class.
-    cam = json.loads((clone / "metrics" / "gradcam.json").read_text())
+    cam = json.loads((clone / "reports" / "gradcam" / "scores.json").read_text())
     print(f"default run: gradcam {json.dumps(cam['lesions'])}")
     for cls, score in cam["lesions"]["per_class"].items():
         assert score["pointing_game"] >= 0.6, (cls, score)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lungdx.datasets import batches
-from lungdx.evaluate import predict_probs
+from lungdx.datasets import predict as predict_probs
 from lungdx.gradcam import GradCam, dilate, energy_inside, overlay, pointing_hits, tolerance
 from lungdx.models import build_cnn, build_head_only, build_vgg19, make_deterministic
 from lungdx.report import mask_scores, pick_examples

@@ -6,7 +6,8 @@ import pytest
 
 from lungdx.errors import LungdxError, ParamError
 from lungdx.gradcam import default_layer
-from lungdx.models import build_cnn, build_head_only, build_vgg19, resolve_vgg19_weights, unfreeze_last_blocks
+from lungdx.models import build_cnn, build_head_only, build_vgg19, unfreeze_last_blocks
+from lungdx.params import resolve_vgg19_weights
 
 CNN = {"filters": [16, 32, 64, 128, 256], "dense_units": 160, "dropout": 0.3}
 

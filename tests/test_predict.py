@@ -1,19 +1,23 @@
 """`python -m lungdx predict`: any PNG or JPEG in, probabilities out; a bad file never stops the rest."""
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+import zipfile
 
 import cv2
 import numpy as np
 import pytest
 
-from lungdx.images import load_for_model
+from lungdx.images import PREPROCESSING, load_for_model
 from tests.conftest import ROOT, shared, write_image
 
 
 def predict(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "lungdx", "predict", *map(str, args)], cwd=cwd,
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the library from this checkout, whatever cwd is
+    return subprocess.run([sys.executable, "-m", "lungdx", "predict", *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -57,9 +61,10 @@ def test_every_form_gets_the_same_prediction_and_a_bad_file_is_named(tiny_run, i
 
 
 def test_preprocessing_is_exactly_the_training_one(tiny_run, inputs):
-    from lungdx.evaluate import load_model, predict_probs
+    from lungdx.datasets import predict as predict_probs
+    from lungdx.model_file import load_model
 
-    model, info = load_model(tiny_run / "models")
+    model, info = load_model(tiny_run / "models" / "model.keras")
     expected = predict_probs(model, load_for_model(inputs["gray"], info["image_size"])[None])[0]
     proc = predict(inputs["gray"], "--model", tiny_run / "models" / "model.keras", "--json")
     got = list(json.loads(proc.stdout)[0]["probabilities"].values())
@@ -69,7 +74,7 @@ def test_preprocessing_is_exactly_the_training_one(tiny_run, inputs):
 def test_real_kaggle_layout_images_get_a_table(tiny_run):
     images = sorted(shared("cxr-kaggle-layout").glob("*/images/*.png"))
     assert len(images) == 4
-    proc = predict(*images, "--model", tiny_run / "models")
+    proc = predict(*images, "--model", tiny_run / "models" / "model.keras")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].split()[:2] == ["image", "predicted"] and "Viral Pneumonia" in lines[0]
@@ -81,3 +86,32 @@ def test_a_missing_model_is_one_clear_line(tmp_path, inputs):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and "dvc repro train" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_model_file_alone_is_enough_to_predict(tiny_run, inputs, tmp_path):
+    # What `dvc artifacts get` or a copy delivers: one .keras file, nothing beside it, run from elsewhere.
+    lonely = tmp_path / "elsewhere" / "classifier-v1.keras"
+    lonely.parent.mkdir()
+    shutil.copy(tiny_run / "models" / "model.keras", lonely)
+    here = predict(inputs["gray"], "--model", tiny_run / "models" / "model.keras", "--json")
+    there = predict(inputs["gray"], "--model", lonely, "--json", cwd=tmp_path)
+    assert there.returncode == 0, there.stderr
+    assert json.loads(there.stdout)[0]["probabilities"] == json.loads(here.stdout)[0]["probabilities"]
+    # The file says what it needs: class names in output order, input size, how pixels are prepared.
+    with zipfile.ZipFile(lonely) as archive:
+        info = json.loads(archive.read("lungdx.json"))
+    assert info["classes"] == ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
+    assert info["image_size"] == 48 and info["input"]["preprocessing"] == PREPROCESSING
+
+
+def test_a_folder_or_a_foreign_keras_file_as_model_is_one_clear_line(tiny_run, inputs, tmp_path):
+    folder = predict(inputs["gray"], "--model", tiny_run / "models")
+    assert folder.returncode == 2 and f"error: {tiny_run / 'models'}: is a folder; give the model file" in folder.stderr
+    foreign = tmp_path / "plain.keras"  # a Keras model file that lungdx did not save
+    with zipfile.ZipFile(tiny_run / "models" / "model.keras") as src, zipfile.ZipFile(foreign, "w") as dst:
+        for entry in src.namelist():
+            if entry != "lungdx.json":
+                dst.writestr(entry, src.read(entry))
+    proc = predict(inputs["gray"], "--model", foreign)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"error: {foreign}: a Keras file without lungdx's lungdx.json" in proc.stderr

@@ -3,7 +3,9 @@
 import numpy as np
 
 from lungdx.data import download
-from lungdx.evaluate import evaluate, load_model, predict_probs
+from lungdx.datasets import predict as predict_probs
+from lungdx.evaluate import evaluate
+from lungdx.model_file import load_model
 from lungdx.gradcam import GradCam, energy_inside
 from lungdx.images import load_for_model, load_mask
 from lungdx.features import extract
@@ -29,16 +31,18 @@ def test_cnn_on_real_covid_vs_normal_reaches_085(tmp_path):
     assert manifest.groupby("class").size().to_dict() == {"COVID": 250, "Normal": 250}
     prepare(tmp_path / "sampled" / "manifest.csv", tmp_path / "raw", tmp_path / "prepared", 64)
     extract(REDUCED, tmp_path / "prepared", tmp_path / "features")
-    train(REDUCED, tmp_path / "prepared", tmp_path / "features", tmp_path / "models", tmp_path / "dvclive")
-    result = evaluate(tmp_path / "models", tmp_path / "prepared", tmp_path / "sampled" / "manifest.csv",
-                      tmp_path / "eval.json", tmp_path / "plots")
+    train(REDUCED, tmp_path / "prepared", tmp_path / "features", tmp_path / "models" / "model.keras",
+          tmp_path / "dvclive")
+    result = evaluate(tmp_path / "models" / "model.keras", tmp_path / "prepared",
+                      tmp_path / "sampled" / "manifest.csv", tmp_path / "eval.json", tmp_path / "details.json",
+                      tmp_path / "plots")
     print(f"real COVID vs Normal, 64 px: accuracy {result['accuracy']}, f1_macro {result['f1_macro']}")
     assert result["n_test"] == 100 and list(result["per_class"]) == ["COVID", "Normal"]
     assert result["accuracy"] >= 0.85, result
 
     # Where does this real-data model look? The masked real images of the Kaggle layout (one per class,
     # four in all: a number to read, not to judge) against their lung masks.
-    model, info = load_model(tmp_path / "models")
+    model, info = load_model(tmp_path / "models" / "model.keras")
     kaggle = shared("cxr-kaggle-layout")
     paths = sorted(kaggle.glob("*/images/*.png"))
     images = np.stack([load_for_model(p, 64) for p in paths])

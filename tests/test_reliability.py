@@ -24,7 +24,10 @@ from tests.conftest import (ROOT, TINY, commit, copy_project, make_flat_dataset,
 ALL_STAGES = ["download", "sample", "prepare", "baseline", "features", "train", "evaluate", "gradcam"]
 COMPARED = ["data/sampled/manifest.csv", "data/sampled/skipped.csv", "data/prepared/meta.json",
             *(f"data/prepared/{s}/{a}.npy" for s in ("train", "val", "test") for a in ("images", "labels", "masks")),
-            "metrics/baseline.json", "metrics/eval.json", "metrics/gradcam.json", "metrics/plots/predictions.csv"]
+            "metrics/baseline.json", "metrics/eval.json", "metrics/gradcam.json", "metrics/plots/predictions.csv",
+            "reports/baseline.json", "reports/eval.json", "reports/gradcam/scores.json",
+            "dvclive/train/metrics.json", "dvclive/train/plots/metrics/train/loss.tsv",
+            "dvclive/train/plots/metrics/eval/accuracy.tsv"]
 
 
 def messy_source(root: Path) -> Path:
@@ -41,7 +44,8 @@ def messy_source(root: Path) -> Path:
 
 
 def kill_when(project: Path, ready, what: str) -> None:
-    """Start `dvc repro` and SIGKILL it, stage process included, as soon as ready() is true."""
+    """Start `dvc repro` and SIGKILL it, stage process included, as soon as ready() is true
+    (polled every 5 ms while dvc runs)."""
     with open(project / f"killed-{what}.log", "w") as log:
         proc = subprocess.Popen(["dvc", "repro"], cwd=project, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
@@ -63,18 +67,25 @@ def test_killed_prepare_and_train_recover_and_fresh_clones_match_byte_for_byte(t
     project = copy_project(tmp_path / "a", **{**TINY, "dataset.source": str(source), "models.cnn.epochs": 3})
     # Uninterrupted: every stage, then nothing; a param reruns only the stages that read it.
     assert stages_run(run(["dvc", "repro"], project).stdout) == ALL_STAGES
-    for out in ("data/raw/COVID/images", "models/model.keras", "models/classes.json", "dvclive/train/metrics.json",
-                "reports/gradcam/index.html", *COMPARED):
+    for out in ("data/raw/COVID/images", "models/model.keras", "reports/gradcam/index.html", *COMPARED):
         assert (project / out).exists(), out
+    assert not private_outputs(project), "outputs get the modes of any new file or folder (umask), not 0700/0600"
     assert stages_run(run(["dvc", "repro"], project).stdout) == []
     for changes, rerun in [({"model": "vgg19", "models.vgg19.learning_rate": 0.01}, ["features", "train"]),
                            ({"models.cnn.epochs": 4}, ["train"]), ({"prepare.image_size": 40}, ["prepare"])]:
         set_params(project, **changes)
         assert stages_run(run(["dvc", "repro", "--dry"], project).stdout)[:len(rerun)] == rerun, changes
         run(["git", "checkout", "params.yaml"], project)
+    # Editing a module reruns the stages that run it and what follows them, and no other.
+    for module, rerun in [("lungdx/report.py", ["gradcam"]), ("lungdx/baseline.py", ["baseline"]),
+                          ("lungdx/model_file.py", ["train", "evaluate", "gradcam"])]:
+        with open(project / module, "a") as f:
+            f.write("# edited\n")
+        assert stages_run(run(["dvc", "repro", "--dry"], project).stdout) == rerun, module
+        run(["git", "checkout", module], project)
     files = next(iter(json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout).values()))["data"]
-    assert {"metrics/eval.json", "metrics/baseline.json", "metrics/gradcam.json",
-            "dvclive/train/metrics.json"} <= set(files)
+    assert list(files) == ["metrics/eval.json", "metrics/baseline.json", "metrics/gradcam.json"]
+    assert all(isinstance(v, (int, float)) for f in files.values() for v in f["data"].values()), files
     commit(project, "lock")
     clone = tmp_path / "b"
     run(["git", "clone", "-q", str(project), str(clone)], tmp_path)  # no cache, no remote: all recomputed
@@ -82,9 +93,18 @@ def test_killed_prepare_and_train_recover_and_fresh_clones_match_byte_for_byte(t
     # prepare killed after writing its train split, before val and test.
     kill_when(clone, lambda: any((clone / "data").glob(".prepared.*.tmp/train/labels.npy")), "prepare")
     assert not (clone / "data" / "prepared").exists(), "a half-written prepared folder looks complete"
-    # train killed after its first epoch.
-    kill_when(clone, lambda: any(clone.glob("dvclive/.train.*.tmp/plots/metrics/train/loss.tsv")), "train")
-    assert not (clone / "models" / "model.keras").exists() and not (clone / "dvclive" / "train").exists()
+    # train killed after its second epoch of three, its curves read between epochs: they grow while it runs.
+    curve, rows_seen = clone / "dvclive" / "train" / "plots" / "metrics" / "eval" / "loss.tsv", []
+
+    def second_epoch_logged():
+        rows = max(len(curve.read_text().splitlines()) - 1, 0) if curve.is_file() else 0
+        if rows and rows not in rows_seen:
+            rows_seen.append(rows)
+        return rows >= 2
+
+    kill_when(clone, second_epoch_logged, "train")
+    assert rows_seen[:2] == [1, 2], f"rows of the live curve as read during training: {rows_seen}"
+    assert not (clone / "models" / "model.keras").exists(), "no model file from a killed run"
 
     assert stages_run(run(["dvc", "repro"], clone).stdout) == ["train", "evaluate", "gradcam"]
     for name in COMPARED:
@@ -98,6 +118,19 @@ def test_killed_prepare_and_train_recover_and_fresh_clones_match_byte_for_byte(t
     assert tree_hashes(clone / "data" / "raw") == tree_hashes(project / "data" / "raw")
     skipped = (clone / "data" / "sampled" / "skipped.csv").read_text()
     assert all(name in skipped for name in ("empty.png", "notes.txt", "cut.png")), skipped
+
+
+def private_outputs(project: Path) -> list[str]:
+    """Outputs whose group/other permission bits are stricter than the umask asks for."""
+    mask = os.umask(0)
+    os.umask(mask)
+    private = []
+    for top in ("data", "models", "metrics", "reports", "dvclive"):
+        for path in [project / top, *(project / top).rglob("*")]:
+            want = (0o055 if path.is_dir() else 0o044) & ~mask
+            if path.stat().st_mode & want != want:
+                private.append(f"{path.relative_to(project)} {oct(path.stat().st_mode & 0o777)}")
+    return private
 
 
 def test_sources_are_never_modified_even_by_failing_runs(tmp_path):

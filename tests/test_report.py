@@ -22,10 +22,15 @@ def chromium(tmp_path, *args):
 def test_report_files_and_quantitative_check(tiny_run):
     report = tiny_run / "report"
     page = (report / "index.html").read_text()
-    scores = json.loads((tiny_run / "gradcam.json").read_text())
+    scores = json.loads((report / "scores.json").read_text())
     assert scores["model"] == "cnn" and scores["layer"] == "conv2"  # the last conv with a 16x16+ grid at 48 px
     assert set(scores["lesions"]["per_class"]) == {"COVID", "Lung_Opacity", "Viral Pneumonia"}
     assert 0 <= scores["lung_energy_share"]["overall"] <= 1
+    headline = json.loads((tiny_run / "gradcam.json").read_text())
+    assert headline == {"lung_energy_share": scores["lung_energy_share"]["overall"],
+                        "lung_energy_chance": scores["lung_energy_share"]["chance"],
+                        "pointing_game": scores["lesions"]["overall"]["pointing_game"],
+                        "pointing_chance": scores["lesions"]["overall"]["pointing_chance"]}
     for cls in ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"):
         assert f"<h2>{cls}</h2>" in page
     assert "test accuracy" in page and "Confusion matrix" in page and "Pointing game" in page

@@ -9,7 +9,10 @@ import pytest
 
 from lungdx.data import download
 from lungdx.errors import LungdxError
-from lungdx.evaluate import classification_metrics, evaluate, load_model, predict_probs, predict_split
+from lungdx.datasets import predict as predict_probs
+from lungdx.evaluate import evaluate, predict_split
+from lungdx.metrics import classification_metrics
+from lungdx.model_file import load_model
 from lungdx.features import cached_features_for, extract
 from lungdx.prepare import prepare
 from lungdx.sample import sample
@@ -48,7 +51,7 @@ def workdir(tmp_path_factory):
 def run_train(root, out, params):
     (root / out).mkdir(exist_ok=True)
     extract(params, root / "prepared", root / out / "features")
-    return train(params, root / "prepared", root / out / "features", root / out / "models",
+    return train(params, root / "prepared", root / out / "features", root / out / "models" / "model.keras",
                  root / out / "dvclive")
 
 
@@ -93,12 +96,13 @@ def test_cnn_training_is_deterministic_and_logs_every_epoch(workdir):
     wa = keras.models.load_model(workdir / "a" / "models" / "model.keras").get_weights()
     wb = keras.models.load_model(workdir / "b" / "models" / "model.keras").get_weights()
     assert all(np.array_equal(x, y) for x, y in zip(wa, wb))
-    info = json.loads((workdir / "a" / "models" / "classes.json").read_text())
-    assert info == {"classes": ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"], "image_size": 32,
-                    "architecture": "cnn"}
-    for name in ("train/loss", "train/accuracy", "val/loss", "val/accuracy"):
+    _, info = load_model(workdir / "a" / "models" / "model.keras")
+    assert (info["classes"], info["image_size"], info["architecture"]) == (
+        ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"], 32, "cnn")
+    for name in ("train/loss", "train/accuracy", "eval/loss", "eval/accuracy"):
         rows = (workdir / "a" / "dvclive" / "plots" / "metrics" / f"{name}.tsv").read_text().splitlines()
         assert len(rows) == 1 + 2, f"{name}: a header and one row per epoch"
+        assert [r.split("\t")[0] for r in rows[1:]] == ["0", "1"], "steps are Keras's epoch indices"
 
 
 def test_vgg19_head_on_cached_features_becomes_one_end_to_end_model(workdir):
@@ -106,7 +110,7 @@ def test_vgg19_head_on_cached_features_becomes_one_end_to_end_model(workdir):
     run_train(workdir, "v", params)
     feats = np.load(workdir / "v" / "features" / "test.npy")
     assert feats.shape[1] == 512 and feats.dtype == np.float32
-    model, info = load_model(workdir / "v" / "models")
+    model, info = load_model(workdir / "v" / "models" / "model.keras")
     assert info["architecture"] == "vgg19" and model.get_layer("block5_conv4")
     # The end-to-end model on images equals the trained head on the cached features.
     head = keras.Model(model.get_layer("dropout0").input, model.output)
@@ -123,7 +127,7 @@ def test_vgg19_fine_tuning_trains_the_last_block_on_images(workdir):
 
     params = make_params(model="vgg19", **{"models.vgg19.fine_tune_blocks": 1, "models.vgg19.fine_tune_epochs": 1})
     run_train(workdir, "ft", params)
-    tuned, _ = load_model(workdir / "ft" / "models")
+    tuned, _ = load_model(workdir / "ft" / "models" / "model.keras")
     _, cached = build_vgg19(32, 4, {"dense_units": 8, "dropout": 0.3})
     cached.load_weights(workdir / "ft" / "features" / "base.weights.h5")
     # block5 moved during fine-tuning, block1 stayed as the features stage computed it.
@@ -131,20 +135,26 @@ def test_vgg19_fine_tuning_trains_the_last_block_on_images(workdir):
                               cached.get_layer("block5_conv4").get_weights()[0])
     np.testing.assert_array_equal(tuned.get_layer("block1_conv1").get_weights()[0],
                                   cached.get_layer("block1_conv1").get_weights()[0])
-    rows = (workdir / "ft" / "dvclive" / "plots" / "metrics" / "val" / "loss.tsv").read_text().splitlines()
-    assert len(rows) >= 3, "the fine-tuning epoch is logged after the head's"
+    rows = (workdir / "ft" / "dvclive" / "plots" / "metrics" / "eval" / "loss.tsv").read_text().splitlines()
+    steps = [int(r.split("\t")[0]) for r in rows[1:]]
+    assert steps == list(range(len(steps))) and len(steps) >= 2, "the fine-tuning epoch continues the head's count"
     # Its base is no longer the cached one: evaluate must run it on the images.
     assert cached_features_for(tuned, workdir / "ft" / "features", "test") is None
 
 
 def test_evaluate_writes_metrics_and_plots(workdir, tmp_path):
     run_train(workdir, "e", make_params())
-    result = evaluate(workdir / "e" / "models", workdir / "prepared", workdir / "sampled" / "manifest.csv",
-                      tmp_path / "eval.json", tmp_path / "plots")
-    saved = json.loads((tmp_path / "eval.json").read_text())
-    assert saved == result and saved["n_test"] == 8 and saved["model"] == "cnn"
-    assert {"accuracy", "f1_macro", "f1_weighted", "roc_auc_ovr", "per_class", "confusion_matrix"} <= set(saved)
-    assert np.array(saved["confusion_matrix"]).sum() == 8
+    result = evaluate(workdir / "e" / "models" / "model.keras", workdir / "prepared",
+                      workdir / "sampled" / "manifest.csv", tmp_path / "eval.json", tmp_path / "details.json",
+                      tmp_path / "plots")
+    details = json.loads((tmp_path / "details.json").read_text())
+    assert details == result and details["n_test"] == 8 and details["model"] == "cnn"
+    assert {"f1_weighted", "per_class", "confusion_matrix"} <= set(details)
+    assert np.array(details["confusion_matrix"]).sum() == 8
+    # The metrics file holds the headline numbers only, headline first, numbers only.
+    headline = json.loads((tmp_path / "eval.json").read_text())
+    assert list(headline) == ["accuracy", "f1_macro", "roc_auc_ovr"]
+    assert headline == {k: details[k] for k in headline}
     table = (tmp_path / "plots" / "predictions.csv").read_text().splitlines()
     assert table[0].startswith("path,actual,predicted,p_COVID") and len(table) == 9
     assert sorted(p.name for p in (tmp_path / "plots" / "roc").iterdir()) == [
@@ -153,7 +163,7 @@ def test_evaluate_writes_metrics_and_plots(workdir, tmp_path):
 
 def test_classification_metrics_on_known_predictions():
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
-    result = classification_metrics(np.array([0, 1, 1, 1]), probs, ["COVID", "Normal"], "x")
+    result = classification_metrics(np.array([0, 1, 1, 1]), probs, ["COVID", "Normal"])
     assert result["accuracy"] == 0.75 and result["confusion_matrix"] == [[1, 0], [1, 2]]
     assert result["per_class"]["Normal"] == {"precision": 1.0, "recall": 0.666667, "f1": 0.8, "support": 3}
     assert result["roc_auc_ovr"] == 1.0  # two classes: the AUC of p(Normal)

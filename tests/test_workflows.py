@@ -2,31 +2,39 @@
 compare commits, share artifacts through a remote, queue experiments."""
 
 import json
+import os
+import shlex
 import shutil
+import sys
 import time
 
 import numpy as np
 
 import pytest
 
-from tests.conftest import commit, run, set_params, stages_run
+from lungdx.metrics import HEADLINE
+from tests.conftest import ROOT, commit, run, set_params, stages_run, write_image
 
 pytestmark = pytest.mark.slow
 
 OUTPUTS = ("data", "models", "metrics", "dvclive", "reports")
 
 
-def test_compare_two_commits_then_push_delete_and_pull_everything_back(project, tmp_path):
+def test_compare_two_commits_register_a_version_get_it_elsewhere_push_delete_and_pull_back(project, tmp_path):
     run(["dvc", "repro"], project)
     commit(project, "first run")
     set_params(project, **{"models.cnn.learning_rate": 0.01, "models.cnn.epochs": 3})
     run(["dvc", "repro"], project)
     commit(project, "higher learning rate")
 
-    metrics = json.loads(run(["dvc", "metrics", "diff", "HEAD~1", "--json"], project).stdout)
-    changed = {(f, k) for f, entries in metrics.items() for k, v in entries.items() if v.get("diff")}
-    assert ("dvclive/train/metrics.json", "train.loss") in changed, metrics
-    assert ("dvclive/train/metrics.json", "epochs_run") in changed, metrics
+    # The headline numbers only, the same keys for the model and the forest.
+    metrics = json.loads(run(["dvc", "metrics", "diff", "HEAD~1", "--all", "--json"], project).stdout)
+    assert set(metrics) == {"metrics/eval.json", "metrics/baseline.json", "metrics/gradcam.json"}, metrics
+    assert set(metrics["metrics/eval.json"]) == set(metrics["metrics/baseline.json"]) == set(HEADLINE)
+    assert set(metrics["metrics/gradcam.json"]) == {"lung_energy_share", "lung_energy_chance", "pointing_game",
+                                                    "pointing_chance"}
+    assert all(v["diff"] == 0 for v in metrics["metrics/baseline.json"].values()), "the forest did not change"
+    assert any(v["diff"] for f in ("metrics/eval.json", "metrics/gradcam.json") for v in metrics[f].values())
     params = json.loads(run(["dvc", "params", "diff", "HEAD~1", "--json"], project).stdout)["params.yaml"]
     assert (params["models.cnn.learning_rate"]["old"], params["models.cnn.learning_rate"]["new"]) == (0.0003, 0.01)
     assert (params["models.cnn.epochs"]["old"], params["models.cnn.epochs"]["new"]) == (2, 3)
@@ -37,10 +45,32 @@ def test_compare_two_commits_then_push_delete_and_pull_everything_back(project, 
     # Share through a local-folder remote; then lose every output and the cache, and pull them back.
     run(["dvc", "remote", "add", "-d", "store", str(tmp_path / "remote")], project)
     run(["dvc", "push"], project)
-    from lungdx.evaluate import load_model, predict_probs
+    commit(project, "remote")
+
+    # Register a version of the model (a GTO git tag) and get it elsewhere: the file alone predicts.
+    run(["gto", "register", "lung-xray-classifier", "--version", "v1.0.0"], project)
+    tags = run(["git", "tag", "--list"], project).stdout.split()
+    assert tags == ["lung-xray-classifier@v1.0.0"], tags
+    shown = run([sys.executable, "-c", "import dvc.api, json, sys; print(json.dumps(dvc.api.artifacts_show("
+                 "'lung-xray-classifier', version='v1.0.0', repo=sys.argv[1])))", str(project)], tmp_path).stdout
+    head = run(["git", "rev-parse", "HEAD"], project).stdout.strip()
+    assert json.loads(shown) == {"rev": head, "path": "models/model.keras"}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run(["dvc", "artifacts", "get", str(project), "lung-xray-classifier", "--rev", "v1.0.0",
+         "-o", "classifier.keras"], elsewhere)
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["classifier.keras"]
+    assert (elsewhere / "classifier.keras").read_bytes() == (project / "models" / "model.keras").read_bytes()
+    image = tmp_path / "xray.png"
+    write_image(image, np.load(project / "data" / "prepared" / "test" / "images.npy")[0])
+    predicted = run([sys.executable, "-m", "lungdx", "predict", str(image), "--model", "classifier.keras", "--json"],
+                    elsewhere, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert json.loads(predicted.stdout)[0]["predicted"] in ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
+    from lungdx.datasets import predict as predict_probs
+    from lungdx.model_file import load_model
 
     images = np.load(project / "data" / "prepared" / "test" / "images.npy")
-    before = predict_probs(load_model(project / "models")[0], images)
+    before = predict_probs(load_model(project / "models" / "model.keras")[0], images)
     shutil.rmtree(project / ".dvc" / "cache")
     for name in OUTPUTS:
         for path in (project / name).iterdir():
@@ -50,7 +80,7 @@ def test_compare_two_commits_then_push_delete_and_pull_everything_back(project, 
     status = run(["dvc", "status"], project).stdout
     assert "Data and pipelines are up to date" in status, status
     assert stages_run(run(["dvc", "repro"], project).stdout) == []
-    after = predict_probs(load_model(project / "models")[0], images)
+    after = predict_probs(load_model(project / "models" / "model.keras")[0], images)
     np.testing.assert_array_equal(after, before)
 
 
@@ -58,13 +88,14 @@ def test_experiments_switch_model_skip_cached_features_and_run_queued_in_paralle
     run(["dvc", "repro"], project)
     commit(project, "baseline")
     vgg = ["dvc", "exp", "run", "-S", "model=vgg19", "-S", "models.vgg19.weights=none"]
-    first = run(vgg, project)
+    first = run(vgg + ["-n", "vgg19"], project)
     assert stages_run(first.stdout) == ["features", "train", "evaluate", "gradcam"], first.stdout
-    second = run(vgg + ["-S", "models.vgg19.learning_rate=0.01"], project)
+    second = run(vgg + ["-n", "vgg19-lr", "-S", "models.vgg19.learning_rate=0.01"], project)
     assert stages_run(second.stdout) == ["train", "evaluate", "gradcam"], second.stdout
 
     for lr in ("0.002", "0.005"):
-        run(["dvc", "exp", "run", "--queue", "-S", "model=cnn", "-S", f"models.cnn.learning_rate={lr}"], project)
+        run(["dvc", "exp", "run", "--queue", "-n", f"cnn-{lr[-1]}", "-S", "model=cnn", "-S",
+             f"models.cnn.learning_rate={lr}"], project)
     run(["dvc", "queue", "start", "-j", "2"], project)
     deadline = time.time() + 600
     while time.time() < deadline:
@@ -88,3 +119,19 @@ def test_experiments_switch_model_skip_cached_features_and_run_queued_in_paralle
     assert "workspace" in revs and len(revs) == 6, accuracy  # workspace, the baseline commit, 4 experiments
     runs = {(model, lr) for _, model, lr in accuracy}
     assert {("cnn", 0.0003), ("vgg19", 0.001), ("vgg19", 0.01), ("cnn", 0.002), ("cnn", 0.005)} <= runs, accuracy
+
+    # The README's recommended views of this table fit a 160-column terminal: nothing squeezed or cut.
+    for command in readme_exp_show_commands():
+        table = run(command + ["--no-pager"], project, env={**os.environ, "COLUMNS": "160"}).stdout
+        lines = table.splitlines()
+        assert "…" not in table and max(map(len, lines)) <= 160, f"{' '.join(command)}:\n{table}"
+        assert "Experiment" in lines[1] and "vgg19-lr" in table, table
+
+
+def readme_exp_show_commands() -> list[list[str]]:
+    """Every `$ dvc exp show ...` the README's "Compare experiments" section recommends."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Compare experiments", 1)[1].split("\n### ", 1)[0]
+    commands = [shlex.split(line[2:]) for line in section.splitlines() if line.startswith("$ dvc exp show")]
+    assert len(commands) >= 2, "the README recommends no dvc exp show view"
+    return commands
