@@ -15,16 +15,29 @@ import tempfile
 from pathlib import Path
 
 
-def _current_umask() -> int:
+def current_umask() -> int:
+    """The process's umask now. Linux shows it in /proc; elsewhere set-and-restore, which is
+    only safe while no other thread creates files."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
 # mkstemp/mkdtemp create private temporaries (0600/0700); a renamed output gets the modes any
-# other new file or folder would get, so a shared project or remote stays readable.
-FILE_MODE = 0o666 & ~_current_umask()
-DIR_MODE = 0o777 & ~_current_umask()
+# other new file or folder would get under the umask in force, so a shared project stays readable.
+def _file_mode() -> int:
+    return 0o666 & ~current_umask()
+
+
+def _dir_mode() -> int:
+    return 0o777 & ~current_umask()
 
 
 def _remove_leftovers(target: Path, patterns: tuple[str, ...]) -> None:
@@ -45,7 +58,7 @@ def atomic_path(target: str | os.PathLike, suffix: str = ""):
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(target, (f".{target.name}.*.tmp{suffix}",))
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
-    os.fchmod(fd, FILE_MODE)
+    os.fchmod(fd, _file_mode())
     os.close(fd)
     try:
         yield Path(tmp)
@@ -62,7 +75,7 @@ def atomic_dir(target: str | os.PathLike):
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(target, (f".{target.name}.*.tmp", f".{target.name}.old-*"))
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    tmp.chmod(DIR_MODE)
+    tmp.chmod(_dir_mode())
     try:
         yield tmp
         if target.exists():

@@ -2,8 +2,8 @@
 
     metrics/eval.json                 headline numbers only: accuracy, f1_macro, roc_auc_ovr
                                       (what dvc exp show / dvc metrics diff compare)
-    reports/eval.json                 the details: model, f1_weighted, n_test,
-                                      per_class {precision, recall, f1, support}, confusion_matrix
+    reports/eval.json                 the details: the headline numbers, f1_weighted, n_test,
+                                      per_class {precision, recall, f1, support}, confusion_matrix, model
     metrics/plots/predictions.csv     one row per test image: path, actual, predicted, p_<class>...
                                       (dvc's confusion template reads actual/predicted)
     metrics/plots/roc/<class>.csv     one-vs-rest ROC curve per class: fpr, tpr, threshold

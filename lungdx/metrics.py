@@ -22,7 +22,7 @@ def r6(x) -> float | None:
 
 
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
-    """Headline numbers first, then n_test, per_class and the confusion matrix."""
+    """Headline numbers first (HEADLINE), then f1_weighted, n_test, per_class and the confusion matrix."""
     y_pred = probs.argmax(axis=1)
     labels = list(range(len(classes)))
     p, r, f, s = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)

@@ -1,7 +1,8 @@
 """The stage runner: how every stage script starts and ends.
 
-Kept apart from the command line (lungdx.cli) and free of heavy imports, so a stage's
-import graph -- and so its code deps in dvc.yaml -- is only what the stage runs.
+Kept apart from the command line (lungdx.cli, which imports predict and through it the
+model and Grad-CAM code), so a stage's import graph -- and so its code deps in dvc.yaml,
+see lungdx.stage_deps -- is only what the stage runs.
 """
 
 from __future__ import annotations

@@ -1,17 +1,17 @@
 """The project code each DVC stage can run, from the static import graph, checked against dvc.yaml.
 
 DVC reruns a stage only when one of its listed deps changes, so a module missing from a
-stage's deps is a stale result that `dvc status` calls up to date. A stage's code is
-`stages/<name>.py` and every project module it imports, transitively, including imports
-inside functions (found with `ast`, without importing anything), plus the `__init__.py`
-of each package on the way (Python runs those too).
+stage's deps is a stale result that `dvc status` calls up to date. A stage's code is the
+module its `cmd` runs (`python -m stages.<name>`) and every project module that imports,
+transitively, including imports inside functions (found with `ast`, without importing
+anything), plus the `__init__.py` of each package on the way (Python runs those too).
 
     python -m lungdx.stage_deps           # report what dvc.yaml misses or lists in vain; exit 1 if any
     python -m lungdx.stage_deps --write   # rewrite each stage's code deps in dvc.yaml to match
 
-Only the `*.py` lines of each stage's `deps:` are ours; data deps (data/raw, models/...)
-are left as they are. Per-stage lists, not the whole package, so that editing the
-Grad-CAM code reruns `gradcam` alone, not the download.
+Only the deps under the project's packages (lungdx/, stages/) are ours; data deps
+(data/raw, models/...) and any other file are left as they are. Per-stage lists, not the
+whole package, so that editing the Grad-CAM code reruns `gradcam`, not the download.
 """
 
 from __future__ import annotations
@@ -19,12 +19,18 @@ from __future__ import annotations
 import argparse
 import ast
 import re
+import shlex
 import sys
 from pathlib import Path
 
 import yaml
 
 PACKAGES = ("lungdx", "stages")  # the project's own code; every other import is a library
+DYNAMIC_IMPORTS = {"import_module", "__import__", "run_module", "run_path", "spec_from_file_location"}
+
+
+class StageDepsError(Exception):
+    """dvc.yaml or the code is in a shape this tool cannot follow; the message says what to do."""
 
 
 def _module_file(root: Path, dotted: str) -> Path | None:
@@ -69,11 +75,18 @@ def imported_modules(root: Path, path: Path) -> set[str]:
             found.add(base)
             # `from pkg import name` may import the submodule pkg.name
             found.update(f"{base}.{alias.name}" for alias in node.names)
-        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
-                "import_module", "__import__"):
-            raise ValueError(f"{path.relative_to(root)}:{node.lineno}: a dynamic import; the import graph "
-                             "cannot see it, so list what it loads by hand or import it statically")
+            if base in ("importlib", "importlib.util", "runpy") and {a.name for a in node.names} & DYNAMIC_IMPORTS:
+                _refuse_dynamic(root, path, node)
+        elif isinstance(node, ast.Call):
+            name = getattr(node.func, "attr", getattr(node.func, "id", ""))
+            if name in DYNAMIC_IMPORTS:
+                _refuse_dynamic(root, path, node)
     return {name for name in found if _module_file(root, name)}
+
+
+def _refuse_dynamic(root: Path, path: Path, node) -> None:
+    raise StageDepsError(f"{path.relative_to(root)}:{node.lineno}: a dynamic import; the import graph cannot "
+                         "see what it loads: import the module statically")
 
 
 def reachable_files(root: Path, script: Path) -> set[str]:
@@ -92,46 +105,130 @@ def reachable_files(root: Path, script: Path) -> set[str]:
     return {p.relative_to(root).as_posix() for p in seen}
 
 
+def _stages(root: Path) -> dict:
+    try:
+        stages = yaml.safe_load((Path(root) / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    except (OSError, yaml.YAMLError, TypeError, KeyError) as exc:
+        raise StageDepsError(f"{Path(root) / 'dvc.yaml'}: no readable stages ({exc})") from exc
+    for name, stage in stages.items():
+        if not isinstance(stage, dict) or "cmd" not in stage:
+            raise StageDepsError(f"dvc.yaml: stage {name} has no plain cmd (foreach/matrix stages are not "
+                                 "supported); list its code deps by hand")
+    return stages
+
+
+def stage_script(root: Path, name: str, cmd: str) -> Path:
+    """The project file a stage's cmd runs: `python -m pkg.module` or `python path/to/file.py`."""
+    words = shlex.split(cmd) if isinstance(cmd, str) else []
+    if len(words) >= 2 and re.fullmatch(r"python[\d.]*", Path(words[0]).name):
+        if words[1] == "-m" and len(words) >= 3 and (found := _module_file(Path(root), words[2])):
+            return found
+        if words[1].endswith(".py") and (Path(root) / words[1]).is_file():
+            return Path(root) / words[1]
+    raise StageDepsError(f"dvc.yaml: stage {name} runs {cmd!r}, not a Python module of this project "
+                         f"({', '.join(PACKAGES)}); list its code deps by hand")
+
+
+def _ours(dep: str) -> bool:
+    return dep.endswith(".py") and dep.split("/")[0] in PACKAGES
+
+
 def declared_code_deps(root: Path) -> dict[str, set[str]]:
-    """Per stage in dvc.yaml: the *.py files among its deps."""
-    stages = yaml.safe_load((Path(root) / "dvc.yaml").read_text())["stages"]
-    return {name: {d for d in stage.get("deps", []) if d.endswith(".py")} for name, stage in stages.items()}
+    """Per stage in dvc.yaml: its deps that are files of the project's packages."""
+    return {name: {d for d in stage.get("deps") or [] if isinstance(d, str) and _ours(d)}
+            for name, stage in _stages(root).items()}
 
 
-def stage_script(root: Path, name: str) -> Path:
-    return Path(root) / "stages" / f"{name}.py"
+def needed_code_deps(root: Path) -> dict[str, set[str]]:
+    return {name: reachable_files(root, stage_script(root, name, stage["cmd"]))
+            for name, stage in _stages(root).items()}
 
 
 def differences(root: Path) -> dict[str, dict[str, list[str]]]:
     """Per stage whose code deps are wrong: {'missing': [...], 'extra': [...]}."""
+    declared, needed = declared_code_deps(root), needed_code_deps(root)
     out = {}
-    for name, declared in declared_code_deps(root).items():
-        needed = reachable_files(root, stage_script(root, name))
-        missing, extra = sorted(needed - declared), sorted(declared - needed)
+    for name in declared:
+        missing, extra = sorted(needed[name] - declared[name]), sorted(declared[name] - needed[name])
         if missing or extra:
             out[name] = {"missing": missing, "extra": extra}
     return out
 
 
 def rewrite(root: Path) -> str:
-    """dvc.yaml's text with each stage's *.py deps replaced by its reachable files (sorted, first)."""
-    text = (Path(root) / "dvc.yaml").read_text()
-    out, stage, in_deps = [], None, False
-    for line in text.splitlines(keepends=True):
-        head = re.match(r"^  (\w[\w-]*):\s*$", line)
-        if head:
-            stage, in_deps = head.group(1), False
-        elif re.match(r"^    deps:\s*$", line) and stage:
-            in_deps = True
-            out.append(line)
-            out.extend(f"      - {f}\n" for f in sorted(reachable_files(root, stage_script(root, stage))))
+    """dvc.yaml's text with each stage's code deps replaced by what it runs (sorted, first).
+
+    Text-based, to keep comments and layout: inside a stage's `deps:` list the lines naming
+    lungdx/ or stages/ files are dropped and the needed ones written at the top; every other
+    line stays. The result is parsed again and must differ from the original only there.
+    """
+    text = (Path(root) / "dvc.yaml").read_bytes().decode("utf-8")  # as it is: \r\n kept
+    newline = "\r\n" if "\r\n" in text else "\n"
+    needed = needed_code_deps(root)
+    lines = text.splitlines(keepends=True)
+    level = _stage_indent(text)
+    out, stage, deps_indent = [], None, None
+    for i, line in enumerate(lines):
+        bare = line.rstrip("\r\n")
+        indent, content = len(bare) - len(bare.lstrip()), bare.strip()
+        if deps_indent is not None and content and not content.startswith("#") and (
+                indent < deps_indent or (indent == deps_indent and not content.startswith("-"))):
+            deps_indent = None  # the deps list ended
+        if deps_indent is not None:
+            item = re.fullmatch(r"-\s+(['\"]?)([^'\"#]+?)\1\s*(#.*)?", content)
+            if not (item and _ours(item.group(2))):
+                out.append(line)  # a data dep, a comment, another file: kept; ours are written anew
             continue
-        elif in_deps and not re.match(r"^      - ", line):
-            in_deps = False
-        if in_deps and line.strip().endswith(".py"):
-            continue  # replaced above
+        head = re.fullmatch(r"(\s*)([\w.-]+):\s*(#.*)?", bare)
+        if head and not head.group(1):
+            stage = None  # a top-level key: out of the stage we were in
+        if head and len(head.group(1)) == level and head.group(2) in needed:
+            stage = head.group(2)
+        elif head and head.group(2) == "deps" and stage is not None:
+            deps_indent = len(head.group(1))
+            out.append(line)
+            pad = " " * _item_indent(lines[i + 1:], deps_indent)
+            out.extend(f"{pad}- {f}{newline}" for f in sorted(needed[stage]))
+            continue
         out.append(line)
-    return "".join(out)
+    new = "".join(out)
+    _check_rewrite(root, text, new, needed)
+    return new
+
+
+def _stage_indent(text: str) -> int | None:
+    """The indentation of the stage names (the keys under `stages:`)."""
+    match = re.search(r"^stages:[^\n]*\n(?:[ \t]*(?:#[^\n]*)?\r?\n)*( +)\S", text, re.M)
+    return len(match.group(1)) if match else None
+
+
+def _item_indent(following: list[str], deps_indent: int) -> int:
+    """The indentation of the list items under a deps: key, in the file's own style."""
+    for line in following:
+        content = line.strip()
+        if content.startswith("-"):
+            return len(line) - len(line.lstrip())
+        if content and not content.startswith("#"):
+            break
+    return deps_indent + 2
+
+
+def _check_rewrite(root: Path, old: str, new: str, needed: dict[str, set[str]]) -> None:
+    """The rewrite changed exactly the code deps, and they are now right; else refuse."""
+    before, after = yaml.safe_load(old), yaml.safe_load(new)
+    for name, stage in after["stages"].items():
+        deps = stage.get("deps") or []
+        ours = [d for d in deps if _ours(d)]
+        others = [d for d in deps if not _ours(d)]
+        old_others = [d for d in before["stages"][name].get("deps") or [] if not _ours(d)]
+        stage_without = {k: v for k, v in stage.items() if k != "deps"}
+        old_without = {k: v for k, v in before["stages"][name].items() if k != "deps"}
+        if (sorted(ours) != sorted(needed[name]) or len(ours) != len(set(ours)) or others != old_others
+                or stage_without != old_without):
+            raise StageDepsError(f"dvc.yaml: could not rewrite the deps of stage {name} safely (an unusual "
+                                 f"layout?); list these there by hand: {', '.join(sorted(needed[name]))}")
+    if {k: v for k, v in after.items() if k != "stages"} != {k: v for k, v in before.items() if k != "stages"}:
+        raise StageDepsError("dvc.yaml: the rewrite touched more than stage deps; nothing was written")
 
 
 def main(argv=None) -> int:
@@ -139,9 +236,17 @@ def main(argv=None) -> int:
     parser.add_argument("--write", action="store_true", help="rewrite the code deps of dvc.yaml to match")
     parser.add_argument("--root", type=Path, default=Path("."), help="the project (default: .)")
     args = parser.parse_args(argv)
-    if args.write:
-        (args.root / "dvc.yaml").write_text(rewrite(args.root))
-    wrong = differences(args.root)
+    try:
+        if args.write:
+            from .atomic import write_text
+
+            new = rewrite(args.root)
+            if new != (args.root / "dvc.yaml").read_bytes().decode("utf-8"):
+                write_text(args.root / "dvc.yaml", new)
+        wrong = differences(args.root)
+    except StageDepsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     for name, diff in wrong.items():
         for f in diff["missing"]:
             print(f"dvc.yaml: stage {name} runs {f} but does not list it in deps")

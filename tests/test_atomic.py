@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from lungdx.atomic import atomic_dir, atomic_path, write_json
+from lungdx.atomic import atomic_dir, atomic_path, current_umask, write_json
 
 
 @pytest.fixture
@@ -35,3 +35,17 @@ def test_a_failure_inside_leaves_the_old_output_and_no_temporary(tmp_path):
             raise RuntimeError("killed")
     assert (tmp_path / "eval.json").read_text() == '{\n  "accuracy": 0.5\n}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["eval.json"]
+
+
+@pytest.mark.parametrize("mask", [0o002, 0o077])
+def test_modes_follow_the_umask_in_force_when_written(tmp_path, mask):
+    old = os.umask(mask)
+    try:
+        assert current_umask() == mask
+        write_json(tmp_path / "m.json", {})
+        with atomic_dir(tmp_path / "d"):
+            pass
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o666 & ~mask
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o777 & ~mask

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -115,3 +116,50 @@ def test_a_folder_or_a_foreign_keras_file_as_model_is_one_clear_line(tiny_run, i
     proc = predict(inputs["gray"], "--model", foreign)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"error: {foreign}: a Keras file without lungdx's lungdx.json" in proc.stderr
+
+
+def with_info(src, dest, info_bytes):
+    """A copy of model file `src` whose lungdx.json is replaced by `info_bytes`."""
+    with zipfile.ZipFile(src) as old, zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as new:
+        for entry in old.namelist():
+            if entry != "lungdx.json":
+                new.writestr(entry, old.read(entry))
+        new.writestr("lungdx.json", info_bytes)
+    return dest
+
+
+DAMAGED = {
+    "a_list": (lambda info: [info], "damaged (not a JSON object)"),
+    "no_classes": (lambda info: {k: v for k, v in info.items() if k != "classes"}, "damaged (classes must be"),
+    "size_as_text": (lambda info: {**info, "image_size": "48"}, "damaged (image_size must be an integer"),
+    "three_names_for_four_outputs": (lambda info: {**info, "classes": info["classes"][:3]},
+                                     "gives 4 outputs, but its lungdx.json says (48, 48, 1) and 3 classes"),
+    "another_input_size": (lambda info: {**info, "image_size": 64},
+                           "its network takes (48, 48, 1) and gives 4 outputs, but its lungdx.json says (64, 64, 1)"),
+    "unknown_preprocessing": (lambda info: {**info, "input": {**info["input"], "preprocessing": "rgb-v9"}},
+                              "made for input preprocessing 'rgb-v9'"),
+}
+
+
+@pytest.mark.parametrize("case", DAMAGED)
+def test_a_damaged_model_metadata_is_one_clear_error_not_a_wrong_answer(tiny_run, tmp_path, case):
+    from lungdx.errors import LungdxError
+    from lungdx.model_file import load_model
+
+    source = tiny_run / "models" / "model.keras"
+    with zipfile.ZipFile(source) as archive:
+        info = json.loads(archive.read("lungdx.json"))
+    change, message = DAMAGED[case]
+    damaged = with_info(source, tmp_path / "damaged.keras", json.dumps(change(info)))
+    with pytest.raises(LungdxError, match=re.escape(message)):
+        load_model(damaged)
+
+
+def test_an_oversized_metadata_entry_is_refused_before_it_is_read(tiny_run, tmp_path):
+    from lungdx.errors import LungdxError
+    from lungdx.model_file import read_info
+
+    bomb = with_info(tiny_run / "models" / "model.keras", tmp_path / "bomb.keras", b" " * (64 << 20) + b"{}")
+    assert bomb.stat().st_size < 8 << 20  # 64 MiB of spaces compress to almost nothing
+    with pytest.raises(LungdxError, match="declares 67108866 bytes, more than 1048576"):
+        read_info(bomb)

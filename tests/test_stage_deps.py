@@ -1,9 +1,11 @@
 """dvc.yaml's code deps: every module a stage can run is listed, so no stale result looks up to date."""
 
+import re
 import shutil
 import textwrap
 
 import pytest
+import yaml
 
 from lungdx import stage_deps
 from tests.conftest import ROOT
@@ -53,9 +55,12 @@ def test_every_import_form_is_followed_and_a_dynamic_import_is_refused(tmp_path)
     assert stage_deps.reachable_files(root, root / "stages" / "s.py") == {
         "stages/__init__.py", "stages/s.py", "lungdx/__init__.py", "lungdx/a.py", "lungdx/b.py", "lungdx/c.py",
         "lungdx/sub/__init__.py", "lungdx/sub/d.py"}
-    (root / "lungdx" / "c.py").write_text("import importlib\nm = importlib.import_module('lungdx.unused')\n")
-    with pytest.raises(ValueError, match=r"lungdx/c.py:2: a dynamic import"):
-        stage_deps.reachable_files(root, root / "stages" / "s.py")
+    for dynamic in ("import importlib\nm = importlib.import_module('lungdx.unused')\n",
+                    "from importlib import import_module as im\nm = im('lungdx.unused')\n",
+                    "import runpy\nrunpy.run_module('lungdx.unused')\n"):
+        (root / "lungdx" / "c.py").write_text(dynamic)
+        with pytest.raises(stage_deps.StageDepsError, match=r"lungdx/c.py:\d: a dynamic import"):
+            stage_deps.reachable_files(root, root / "stages" / "s.py")
 
 
 def project_copy(tmp_path):
@@ -79,3 +84,61 @@ def test_a_module_missing_from_dvc_yaml_fails_the_check_and_write_puts_it_back(t
 
     assert stage_deps.main(["--root", str(project), "--write"]) == 0
     assert (project / "dvc.yaml").read_text() == original, "only the missing line came back; nothing else moved"
+
+
+def train_block(text):
+    return text.split("  train:\n", 1)[1].split("\n\n", 1)[0]
+
+
+# Hand-edited dvc.yaml shapes: --write fixes the code deps and keeps everything else as it was.
+LAYOUTS = {
+    "comment_inside_deps": lambda text: text.replace("      - lungdx/train.py\n", "      # the code\n", 1),
+    "quoted_entry": lambda text: text.replace("      - lungdx/train.py\n", '      - "lungdx/train.py"\n', 1),
+    "another_script_dep": lambda text: text.replace("      - data/prepared\n      - data/features\n",
+                                                     "      - data/prepared\n      - data/features\n"
+                                                     "      - tools/make_report.py\n", 1),
+    "inline_comment_on_key": lambda text: text.replace("  train:\n    cmd: python -m stages.train\n    deps:\n",
+                                                       "  train:\n    cmd: python -m stages.train\n"
+                                                       "    deps:  # generated\n", 1),
+    "four_space_indent": lambda text: "\n".join(
+        " " * (2 * (len(line) - len(line.lstrip()))) + line.lstrip() if line.strip() else line
+        for line in text.split("\n")),
+    "crlf": lambda text: text.replace("\n", "\r\n"),
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_write_fixes_a_hand_edited_dvc_yaml_and_keeps_the_rest(tmp_path, layout):
+    project = project_copy(tmp_path)
+    good = (project / "dvc.yaml").read_text()
+    # train is the first stage that runs lungdx/model_file.py: drop that line there.
+    broken = re.sub(r"[ ]*- lungdx/model_file\.py\r?\n", "", LAYOUTS[layout](good), count=1)
+    (project / "dvc.yaml").write_bytes(broken.encode())
+    assert "train" in stage_deps.differences(project)
+    assert stage_deps.main(["--root", str(project), "--write"]) == 0
+    fixed = (project / "dvc.yaml").read_bytes().decode()
+    assert stage_deps.differences(project) == {}
+    parsed = yaml.safe_load(fixed)["stages"]["train"]["deps"]
+    assert len(parsed) == len(set(parsed)), "no line twice"
+    if layout == "another_script_dep":
+        assert "tools/make_report.py" in parsed, "a dep outside lungdx/ and stages/ is not ours to remove"
+    if layout == "crlf":
+        assert fixed.count("\r\n") == fixed.count("\n"), "one line-ending style"
+    if layout in ("comment_inside_deps", "inline_comment_on_key"):
+        assert ("# the code" in fixed) or ("# generated" in fixed)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda text: text.replace("  train:\n    cmd: python -m stages.train\n", "  train:\n    cmd: make train\n"),
+     "stage train runs 'make train', not a Python module of this project"),
+    (lambda text: text.replace("\nartifacts:", "  export:\n    cmd: python -m stages.train\n\nartifacts:"),
+     "could not rewrite the deps of stage export safely"),
+])
+def test_a_stage_the_tool_cannot_follow_is_one_error_line(tmp_path, capsys, change, message):
+    project = project_copy(tmp_path)
+    before = change((project / "dvc.yaml").read_text())
+    assert before != (ROOT / "dvc.yaml").read_text()
+    (project / "dvc.yaml").write_text(before)
+    assert stage_deps.main(["--root", str(project), "--write"]) == 2
+    assert f"error: dvc.yaml: {message}" in capsys.readouterr().err
+    assert (project / "dvc.yaml").read_text() == before, "nothing written"

@@ -122,11 +122,11 @@ def test_vgg19_head_on_cached_features_becomes_one_end_to_end_model(workdir):
     assert cached_features_for(model, workdir / "v" / "features", "test") is not None
 
 
-def test_vgg19_fine_tuning_trains_the_last_block_on_images(workdir):
+def test_vgg19_fine_tuning_trains_the_last_block_on_images(workdir, capsys):
     from lungdx.models import build_vgg19
 
     params = make_params(model="vgg19", **{"models.vgg19.fine_tune_blocks": 1, "models.vgg19.fine_tune_epochs": 1})
-    run_train(workdir, "ft", params)
+    summary = run_train(workdir, "ft", params)
     tuned, _ = load_model(workdir / "ft" / "models" / "model.keras")
     _, cached = build_vgg19(32, 4, {"dense_units": 8, "dropout": 0.3})
     cached.load_weights(workdir / "ft" / "features" / "base.weights.h5")
@@ -137,7 +137,9 @@ def test_vgg19_fine_tuning_trains_the_last_block_on_images(workdir):
                                   cached.get_layer("block1_conv1").get_weights()[0])
     rows = (workdir / "ft" / "dvclive" / "plots" / "metrics" / "eval" / "loss.tsv").read_text().splitlines()
     steps = [int(r.split("\t")[0]) for r in rows[1:]]
-    assert steps == list(range(len(steps))) and len(steps) >= 2, "the fine-tuning epoch continues the head's count"
+    # Three epochs of the head, then the fine-tuning epoch as Keras counts it: the fourth.
+    assert steps == [0, 1, 2, 3] and summary["epochs_run"] == 4, (steps, summary)
+    assert "Epoch 4/4" in capsys.readouterr().out
     # Its base is no longer the cached one: evaluate must run it on the images.
     assert cached_features_for(tuned, workdir / "ft" / "features", "test") is None
 

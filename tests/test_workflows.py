@@ -3,6 +3,7 @@ compare commits, share artifacts through a remote, queue experiments."""
 
 import json
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -42,15 +43,28 @@ def test_compare_two_commits_register_a_version_get_it_elsewhere_push_delete_and
     page = (tmp_path / "plots" / "index.html").read_text()
     assert "Confusion-Matrix" in page and "Training-Loss" in page and "HEAD~1" in page
 
-    # Share through a local-folder remote; then lose every output and the cache, and pull them back.
+    # Share through a local-folder remote and register a version of the model (a GTO git tag).
     run(["dvc", "remote", "add", "-d", "store", str(tmp_path / "remote")], project)
     run(["dvc", "push"], project)
     commit(project, "remote")
-
-    # Register a version of the model (a GTO git tag) and get it elsewhere: the file alone predicts.
     run(["gto", "register", "lung-xray-classifier", "--version", "v1.0.0"], project)
     tags = run(["git", "tag", "--list"], project).stdout.split()
     assert tags == ["lung-xray-classifier@v1.0.0"], tags
+
+    # Then lose every output and the cache: what follows comes from the remote.
+    from lungdx.datasets import predict as predict_probs
+    from lungdx.model_file import load_model
+
+    images = np.load(project / "data" / "prepared" / "test" / "images.npy")
+    model_bytes = (project / "models" / "model.keras").read_bytes()
+    before = predict_probs(load_model(project / "models" / "model.keras")[0], images)
+    shutil.rmtree(project / ".dvc" / "cache")
+    for name in OUTPUTS:
+        for path in (project / name).iterdir():
+            if path.name != ".gitignore":
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+    # Get the registered version elsewhere: the file alone predicts.
     shown = run([sys.executable, "-c", "import dvc.api, json, sys; print(json.dumps(dvc.api.artifacts_show("
                  "'lung-xray-classifier', version='v1.0.0', repo=sys.argv[1])))", str(project)], tmp_path).stdout
     head = run(["git", "rev-parse", "HEAD"], project).stdout.strip()
@@ -60,22 +74,15 @@ def test_compare_two_commits_register_a_version_get_it_elsewhere_push_delete_and
     run(["dvc", "artifacts", "get", str(project), "lung-xray-classifier", "--rev", "v1.0.0",
          "-o", "classifier.keras"], elsewhere)
     assert sorted(p.name for p in elsewhere.iterdir()) == ["classifier.keras"]
-    assert (elsewhere / "classifier.keras").read_bytes() == (project / "models" / "model.keras").read_bytes()
+    assert (elsewhere / "classifier.keras").read_bytes() == model_bytes
     image = tmp_path / "xray.png"
-    write_image(image, np.load(project / "data" / "prepared" / "test" / "images.npy")[0])
+    write_image(image, images[0])
     predicted = run([sys.executable, "-m", "lungdx", "predict", str(image), "--model", "classifier.keras", "--json"],
                     elsewhere, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert json.loads(predicted.stdout)[0]["predicted"] in ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
-    from lungdx.datasets import predict as predict_probs
-    from lungdx.model_file import load_model
+    probabilities = json.loads(predicted.stdout)[0]["probabilities"]
+    np.testing.assert_allclose(list(probabilities.values()), before[0], atol=1e-5)
 
-    images = np.load(project / "data" / "prepared" / "test" / "images.npy")
-    before = predict_probs(load_model(project / "models" / "model.keras")[0], images)
-    shutil.rmtree(project / ".dvc" / "cache")
-    for name in OUTPUTS:
-        for path in (project / name).iterdir():
-            if path.name != ".gitignore":
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
+    # And pull everything back into the project.
     run(["dvc", "pull"], project)
     status = run(["dvc", "status"], project).stdout
     assert "Data and pipelines are up to date" in status, status
@@ -120,18 +127,29 @@ def test_experiments_switch_model_skip_cached_features_and_run_queued_in_paralle
     runs = {(model, lr) for _, model, lr in accuracy}
     assert {("cnn", 0.0003), ("vgg19", 0.001), ("vgg19", 0.01), ("cnn", 0.002), ("cnn", 0.005)} <= runs, accuracy
 
-    # The README's recommended views of this table fit a 160-column terminal: nothing squeezed or cut.
-    for command in readme_exp_show_commands():
+    # The README's views of this table fit a 160-column terminal, nothing squeezed or cut, and show
+    # the columns the README shows (a --keep that matches nothing would only make it narrower).
+    for command, columns in readme_exp_show_views():
         table = run(command + ["--no-pager"], project, env={**os.environ, "COLUMNS": "160"}).stdout
         lines = table.splitlines()
         assert "…" not in table and max(map(len, lines)) <= 160, f"{' '.join(command)}:\n{table}"
-        assert "Experiment" in lines[1] and "vgg19-lr" in table, table
+        header = next(line for line in lines if "Experiment" in line)
+        assert column_names(header) == columns, f"{' '.join(command)}:\n{table}"
+        assert "vgg19-lr" in table, table
 
 
-def readme_exp_show_commands() -> list[list[str]]:
-    """Every `$ dvc exp show ...` the README's "Compare experiments" section recommends."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("### Compare experiments", 1)[1].split("\n### ", 1)[0]
-    commands = [shlex.split(line[2:]) for line in section.splitlines() if line.startswith("$ dvc exp show")]
-    assert len(commands) >= 2, "the README recommends no dvc exp show view"
-    return commands
+def column_names(header: str) -> list[str]:
+    return [name for name in re.split(r"\s{2,}|\s*\|\s*", header.strip()) if name]
+
+
+def readme_exp_show_views() -> list[tuple[list[str], list[str]]]:
+    """Every `$ dvc exp show ...` in the README's console blocks, with the columns its output shows."""
+    views = []
+    for block in re.findall(r"```console\n(.*?)```", (ROOT / "README.md").read_text(), re.S):
+        lines = block.splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith("$ dvc exp show"):
+                shown = next(out for out in lines[i + 1:] if "Experiment" in out or out.startswith("$ "))
+                views.append((shlex.split(line[2:]), column_names(shown)))
+    assert len(views) >= 3, "the README shows fewer dvc exp show views than expected"
+    return views
