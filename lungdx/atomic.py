@@ -14,6 +14,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .errors import DiskFull
+
 
 def current_umask() -> int:
     """The process's umask now. Linux shows it in /proc; elsewhere set-and-restore, which is
@@ -51,6 +53,12 @@ def _remove_leftovers(target: Path, patterns: tuple[str, ...]) -> None:
                     stale.unlink()
 
 
+def _naming(exc: OSError, target: Path) -> OSError:
+    """exc, naming `target` when it names no file (a failed write() does not): a full disk is then
+    reported as the output it stopped, not as a nameless error."""
+    return exc if exc.filename or exc.errno is None else type(exc)(exc.errno, exc.strerror, str(target))
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, suffix: str = ""):
     """Yield a temporary file path next to `target`; rename it onto `target` on success."""
@@ -63,6 +71,8 @@ def atomic_path(target: str | os.PathLike, suffix: str = ""):
     try:
         yield Path(tmp)
         os.replace(tmp, target)
+    except OSError as exc:
+        raise _naming(exc, target) from exc
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -87,8 +97,32 @@ def atomic_dir(target: str | os.PathLike):
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, target)
+    except OSError as exc:
+        raise _naming(exc, target) from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+
+
+def check_free_space(target: str | os.PathLike, needed: int, what: str) -> None:
+    """Refuse before writing `needed` bytes at `target` when its file system has less free.
+
+    A stage that runs out of space midway is still answered (lungdx.runner turns ENOSPC into
+    one line); this check only says it earlier, with both numbers, before any work is lost.
+    """
+    folder = Path(target).absolute()
+    while not folder.exists():
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise DiskFull(f"no space left for {what} at {target}: it needs about {human_bytes(needed)}, "
+                       f"{human_bytes(free)} is free there; free some space (or move the project) and run again")
 
 
 def write_text(target: str | os.PathLike, text: str) -> None:

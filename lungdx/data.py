@@ -3,7 +3,11 @@
     data/raw/<Class>/images/<file>     every file of the class's image folder, byte for byte
     data/raw/<Class>/masks/<file>      lung masks, when the source has them (Kaggle does)
     data/raw/<Class>/lesions/<file>    lesion masks (synthetic data only)
-    data/raw/source.json               where it came from
+    data/raw/source.json               where it came from: kind, location, files, classes, and
+                                       "skipped": [{"path", "reason"}], every file of the source
+                                       not taken, its path relative to the source (for a zip:
+                                       the entry's name); the sample stage lists them in
+                                       data/sampled/skipped.csv as "source:<path>"
 
 Sources (params `dataset.source`): `synthetic`, `kaggle`, a local folder, a local
 `.zip`, or an http(s) URL of a `.zip`. Folders and zips may use the current
@@ -13,28 +17,35 @@ metadata files beside the class folders) or the old flat one (<Class>/*.png).
 The source is only ever read. Files are copied (not hard-linked) because DVC
 may later make its cache files read-only, and a hard link would carry that
 change back into the user's source folder.
+
+Careless and hostile sources (a source inside the project, links, pipes, zip bombs) are
+refused or skipped by lungdx.source_checks; one class folder of the Kaggle layout given as
+the source is refused by plan_layout.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-import shutil
-import sys
+import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from . import params as P
-from .atomic import atomic_dir
-from .errors import LungdxError, ParamError
+from .atomic import atomic_dir, check_free_space
+from .errors import DiskFull, LungdxError, ParamError
 from .images import IMAGE_SUFFIXES
+from .source_checks import (DIRECTORY, ZIP_LIMITS, SourceError, ZipLimits, check_entry_count,
+                            check_source_location, check_zip_limits, copy_at_most, file_kind, open_inside,
+                            regular_file_in, report_skipped, unsafe_name, usable, walk_source,
+                            zip_entry_skip_reason)
 from .synthetic import generate_dataset
 
 SUBFOLDERS = ("images", "masks", "lesions")
 SOURCE_FORMS = ("synthetic | kaggle | a path to a local folder | a path to a local .zip "
                 "| an http(s) URL of a .zip")
-IGNORED_NAMES = {"__MACOSX", "Thumbs.db", "desktop.ini"}
 
 
 @dataclass(frozen=True)
@@ -68,21 +79,19 @@ def resolve_source(params: dict) -> Source:
 
 # --- layout detection, shared by folders and zips ---------------------------------------
 
-def _usable(parts: tuple[str, ...]) -> bool:
-    return not any(p.startswith(".") or p in IGNORED_NAMES for p in parts)
-
-
-def plan_layout(files: list[str], dirs: list[str] = ()) -> dict[str, str]:
+def plan_layout(files: list[str], dirs: list[str] = (), where: str = "the source") -> dict[str, str]:
     """Map source-relative POSIX file paths to raw-layout paths (<Class>/<sub>/<name>).
 
     The class root is the shallowest folder with a child folder that either has an
     `images/` subfolder (Kaggle layout) or holds image files directly (flat layout).
     Every non-hidden child folder of the root is then a class, even an empty one,
     so a class with no usable image is reported by name later instead of vanishing.
+    Classes that are all images/, masks/ or lesions/ mean the source is one class folder
+    of the Kaggle layout: refused (SourceError naming `where`, the source as the user gave it).
     """
     entries = [PurePosixPath(f).parts for f in files]
-    entries = [e for e in entries if e and _usable(e)]
-    all_dirs = {PurePosixPath(d).parts for d in dirs if d and _usable(PurePosixPath(d).parts)}
+    entries = [e for e in entries if e and usable(e)]
+    all_dirs = {PurePosixPath(d).parts for d in dirs if d and usable(PurePosixPath(d).parts)}
     for e in entries:
         all_dirs.update(e[:i] for i in range(1, len(e)))
 
@@ -98,6 +107,12 @@ def plan_layout(files: list[str], dirs: list[str] = ()) -> dict[str, str]:
     root = roots[0]
     n = len(root)
     classes = sorted({d[n] for d in all_dirs if len(d) == n + 1 and d[:n] == root})
+    if set(classes) <= set(SUBFOLDERS):
+        held = [f"{c}/" for c in classes]
+        held = " and ".join([", ".join(held[:-1]), held[-1]] if len(held) > 1 else held)
+        folder = where + "".join(f"/{part}" for part in root)
+        raise SourceError(f"{folder} looks like one class folder of the Kaggle layout (it holds {held}); point "
+                          "dataset.source at the folder that holds the class folders (COVID/, Normal/, ...)")
     plan = {}
     for e in entries:
         if e[:n] != root or len(e) < n + 2 or e[n] not in classes:
@@ -125,6 +140,8 @@ def _safe_destination(out_dir: Path, rel: str) -> Path:
 
 
 def _materialise(plan: dict[str, str], out_dir: Path, copy_one) -> int:
+    """Create the planned files with copy_one(source name, destination); it returns whether it
+    copied (False: skipped, already reported)."""
     count = 0
     for src, rel in plan.items():
         if src.startswith("<dir>"):
@@ -132,43 +149,124 @@ def _materialise(plan: dict[str, str], out_dir: Path, copy_one) -> int:
             continue
         dest = _safe_destination(out_dir, rel)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        copy_one(src, dest)
-        count += 1
+        count += bool(copy_one(src, dest))
     return count
 
 
-def import_folder(src: Path, out_dir: Path) -> int:
-    files, dirs = [], []
-    for dirpath, dirnames, filenames in os.walk(src):
-        rel = Path(dirpath).relative_to(src).as_posix()
-        rel = "" if rel == "." else rel + "/"
-        dirs += [rel + d for d in dirnames]
-        files += [rel + f for f in filenames]
-    plan = plan_layout(files, dirs)
-    return _materialise(plan, out_dir, lambda s, d: shutil.copyfile(src / s, d))
+def import_folder(src: Path, out_dir: Path, skipped: list[dict] | None = None,
+                  space_at: str | Path | None = None) -> int:
+    """Copy the class images and masks of a folder into the raw layout; returns the count.
+
+    Only regular files that resolve inside the source are read (see regular_file_in and
+    open_inside); every other planned file is skipped, reported and appended to `skipped`.
+    The total is checked against the free space at `space_at` (default out_dir) first.
+    """
+    skipped = [] if skipped is None else skipped
+    shown = str(src).rstrip("/") or "/"
+    root = Path(src).resolve()
+    files, dirs = walk_source(root, skipped, shown)
+    for name in [f for f in files if unsafe_name(f)]:  # a backslash is legal in a Linux file name
+        report_skipped(skipped, f"{shown}/{name}", name, "unsafe name (with a backslash), not copied")
+        files.remove(name)
+    try:
+        plan = plan_layout(files, dirs, where=shown)
+    except SourceError:
+        raise
+    except LungdxError as exc:
+        raise SourceError(f"{shown}: {exc}") from None
+    where, total = {}, 0
+    for name, rel in list(plan.items()):
+        if name.startswith("<dir>"):
+            continue
+        found = regular_file_in(root, name)
+        if isinstance(found, str):
+            report_skipped(skipped, f"{shown}/{name}", name, found)
+            del plan[name]
+        else:
+            where[name] = found
+            total += found[1]
+    check_free_space(space_at or out_dir, total, f"the {len(where):,} files of {shown}")
+
+    root_fd = os.open(root, os.O_RDONLY | DIRECTORY)
+    try:
+        def copy_one(name, dest):
+            parts, size = where[name]
+            try:
+                fd = open_inside(root_fd, parts)
+            except OSError as exc:
+                reason = ("changed while being copied: a symbolic link appeared on its path"
+                          if exc.errno in (errno.ELOOP, errno.ENOTDIR) else f"could not be read ({exc.strerror})")
+                report_skipped(skipped, f"{shown}/{name}", name, reason)
+                return False
+            with os.fdopen(fd, "rb", buffering=0) as fin:
+                mode = os.fstat(fin.fileno()).st_mode
+                if not stat.S_ISREG(mode):
+                    report_skipped(skipped, f"{shown}/{name}", name,
+                          f"changed while being copied: now a {file_kind(mode)}, not a regular file")
+                    return False
+                with open(dest, "wb") as fout:  # never more than it had when checked: a file
+                    copy_at_most(fin, fout, size)  # growing meanwhile cannot fill the disk
+            return True
+
+        return _materialise(plan, out_dir, copy_one)
+    finally:
+        os.close(root_fd)
 
 
-def import_zip(path: Path, out_dir: Path) -> int:
-    """Extract only the class images and masks of a zip, straight into the raw layout."""
+def import_zip(path: Path, out_dir: Path, skipped: list[dict] | None = None, limits: ZipLimits = ZIP_LIMITS,
+               shown: str | None = None, space_at: str | Path | None = None) -> int:
+    """Extract only the class images and masks of a zip, straight into the raw layout.
+
+    `shown` names the zip in messages (the URL for a downloaded one). Unsafe names, symbolic
+    links and special files are skipped, reported and appended to `skipped`; then the entries
+    to extract are checked (check_zip_limits) before any is; none is written past its size.
+    """
+    skipped = [] if skipped is None else skipped
+    shown = shown or str(path)
     try:
         with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-            skipped = [n for n in names if n.startswith("/") or ".." in PurePosixPath(n).parts]
-            for n in skipped:
-                print(f"warning: {path}: skipping unsafe entry {n!r}", file=sys.stderr)
-            names = [n for n in names if n not in skipped]
-            plan = plan_layout([n for n in names if not n.endswith("/")], [n.rstrip("/") for n in names if n.endswith("/")])
+            infos = zf.infolist()
+            check_entry_count(shown, len(infos), limits)
+            # plan_layout tidies names ('./A/x', 'top//A/x'); look entries up by the tidy name.
+            by_name = {}
+            for info in infos:
+                if unsafe_name(info.filename):
+                    report_skipped(skipped, f"{shown}/{info.filename}", info.filename,
+                                   "unsafe name (absolute, with .. or a backslash), never extracted")
+                else:
+                    by_name["/".join(PurePosixPath(info.filename).parts) + "/" * info.is_dir()] = info
+            names = list(by_name)
+            plan = plan_layout([n for n in names if not n.endswith("/")],
+                               [n.rstrip("/") for n in names if n.endswith("/")], where=shown)
+            members = {}
+            for name in list(plan):
+                if name.startswith("<dir>"):
+                    continue
+                info = by_name[name]
+                why = zip_entry_skip_reason(info)
+                if why:
+                    report_skipped(skipped, f"{shown}/{name}", name, why)
+                    del plan[name]
+                else:
+                    members[name] = info
+            check_zip_limits(shown, os.path.getsize(path), list(members.values()), limits, space_at or out_dir)
 
-            def copy_one(member, dest):
-                with zf.open(member) as fin, open(dest, "wb") as fout:
-                    shutil.copyfileobj(fin, fout, 1 << 20)
+            def copy_one(name, dest):
+                with zf.open(members[name]) as fin, open(dest, "wb") as fout:
+                    copy_at_most(fin, fout, members[name].file_size)  # zipfile stops there too
+                return True
 
             return _materialise(plan, out_dir, copy_one)
     except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile) as exc:
-        raise LungdxError(f"{path}: not a valid zip file ({exc}); if it was downloaded, it may be "
+        raise LungdxError(f"{shown}: not a valid zip file ({exc}); if it was downloaded, it may be "
                           "incomplete: download it again") from None
+    except NotImplementedError as exc:  # e.g. Deflate64, which Windows uses for zips over 2 GB
+        raise LungdxError(f"{shown}: cannot be extracted here ({exc}); unpack it with another tool and point "
+                          "dataset.source at the folder") from None
+    except (SourceError, DiskFull):
+        raise
     except LungdxError as exc:
-        raise LungdxError(f"{path}: {exc}") from None
+        raise LungdxError(f"{shown}: {exc}") from None
 
 
 def download_url(url: str, dest: Path, timeout: float = 30.0) -> None:
@@ -181,6 +279,8 @@ def download_url(url: str, dest: Path, timeout: float = 30.0) -> None:
             resp.raise_for_status()
             ctype = resp.headers.get("Content-Type", "")
             total = int(resp.headers.get("Content-Length") or 0) or None
+            if total:
+                check_free_space(dest, total, f"the zip at {url}")
             with open(dest, "wb") as fout, tqdm(total=total, unit="B", unit_scale=True, desc="download",
                                                  disable=None) as bar:
                 for chunk in resp.iter_content(1 << 20):
@@ -216,14 +316,22 @@ def kaggle_download(handle: str, version) -> Path:
         ) from None
 
 
-def download(params: dict, out_dir: str | Path = "data/raw", progress=None, url_timeout: float = 30.0) -> dict:
+def download(params: dict, out_dir: str | Path = "data/raw", progress=None, url_timeout: float = 30.0,
+             project_root: str | Path | None = None, zip_limits: ZipLimits = ZIP_LIMITS) -> dict:
     """Run the download stage; returns the provenance record also written to source.json.
 
     `url_timeout`: seconds a URL source may stay silent (connecting, or between two chunks).
+    `project_root`: where dvc.yaml is, to refuse a source inside the pipeline's own outputs
+    (check_source_location); default the working directory, where stages run.
+    `zip_limits`: what a zip source may declare (ZipLimits).
     """
     source = resolve_source(params)
     seed = P.integer(params, "seed", minimum=0)
     out_dir = Path(out_dir)
+    if source.kind in ("folder", "zip"):
+        check_source_location(source.location, P.get(params, "dataset.source").strip(),
+                              Path.cwd() if project_root is None else project_root, out_dir)
+    skipped: list[dict] = []
     with atomic_dir(out_dir) as tmp:
         if source.kind == "synthetic":
             per_class = P.integer(params, "dataset.synthetic.per_class", minimum=1)
@@ -232,18 +340,19 @@ def download(params: dict, out_dir: str | Path = "data/raw", progress=None, url_
             n = per_class * 4 * 3
         elif source.kind == "kaggle":
             version = P.get(params, "dataset.kaggle_version", default=None)
-            n = import_folder(kaggle_download(source.location, version), tmp)
+            n = import_folder(kaggle_download(source.location, version), tmp, skipped, space_at=out_dir)
         elif source.kind == "folder":
-            n = import_folder(Path(source.location), tmp)
+            n = import_folder(Path(source.location), tmp, skipped, space_at=out_dir)
         elif source.kind == "zip":
-            n = import_zip(Path(source.location), tmp)
+            n = import_zip(Path(source.location), tmp, skipped, zip_limits, space_at=out_dir)
         else:
             archive = tmp / ".download.zip"
             download_url(source.location, archive, url_timeout)
-            n = import_zip(archive, tmp)
+            n = import_zip(archive, tmp, skipped, zip_limits, shown=source.location, space_at=out_dir)
             archive.unlink()
         classes = sorted(p.name for p in tmp.iterdir() if p.is_dir())
-        record = {"kind": source.kind, "location": source.location, "files": n, "classes": classes}
+        record = {"kind": source.kind, "location": source.location, "files": n, "classes": classes,
+                  "skipped": sorted(skipped, key=lambda s: s["path"])}
         if source.kind == "synthetic":
             record["seed"] = seed
         (tmp / "source.json").write_text(json.dumps(record, indent=2) + "\n")

@@ -64,14 +64,33 @@ def batches(x: np.ndarray, labels: np.ndarray | None, n_classes: int, batch_size
     return indices.map(take).prefetch(tf.data.AUTOTUNE)
 
 
-def predict(model, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
+class NonFiniteOutputs(LungdxError):
+    """A model gave nan or inf: its weights are broken (most often, its training diverged)."""
+
+    def __init__(self, message: str, bad: int, total: int):
+        super().__init__(message)
+        self.bad, self.total = bad, total
+
+
+def predict(model, x: np.ndarray, batch_size: int = 32, source: str | Path | None = None) -> np.ndarray:
     """model's outputs for uint8 images (or float features), one float32 batch at a time.
 
     A plain loop of predict_on_batch: inference needs no shuffling or prefetching, and this
     is the same work as one bare `predict` over arrays in memory (benchmarks/vgg19_transfer.py).
+
+    Outputs that are not finite raise NonFiniteOutputs (a LungdxError) naming `source`, the
+    model file, instead of passing nan on to a metric, a report or a user.
     """
     out = []
     for start in range(0, len(x), batch_size):
         xb = np.asarray(x[start:start + batch_size], dtype=np.float32)
         out.append(model.predict_on_batch(xb[..., None] if xb.ndim == 3 else xb))
-    return np.concatenate(out)
+    out = np.concatenate(out)
+    finite = np.isfinite(out.reshape(len(out), -1)).all(axis=1)
+    if not finite.all():
+        bad = int((~finite).sum())
+        what = f"{source}: the model's" if source is not None else "the model's"
+        raise NonFiniteOutputs(f"{what} outputs are not finite numbers for {bad} of {len(out)} images, so its "
+                               "weights are broken (did its training diverge?); retrain it: dvc repro -f train",
+                               bad, len(out))
+    return out

@@ -15,3 +15,7 @@ class ParamError(LungdxError):
     def __init__(self, key: str, value, allowed: str):
         self.key, self.value, self.allowed = key, value, allowed
         super().__init__(f"params.yaml: {key} = {value!r} is not allowed: {allowed}")
+
+
+class DiskFull(LungdxError):
+    """Not enough free space for an output; the message names it and, when known, both sizes."""

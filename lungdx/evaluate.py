@@ -25,18 +25,19 @@ from .model_file import load_model
 from .sample import load_manifest
 
 
-def predict_split(model, images: np.ndarray, features_dir, split: str) -> np.ndarray:
+def predict_split(model, images: np.ndarray, features_dir, split: str, model_path=None) -> np.ndarray:
     """The model's probabilities on a prepared split; for a VGG19 whose frozen base computed the
-    cached features, its head on those features: the same numbers, one pass of the base fewer."""
+    cached features, its head on those features: the same numbers, one pass of the base fewer.
+    Outputs that are not finite are a LungdxError naming model_path (see datasets.predict)."""
     import keras
 
     from .features import cached_features_for
 
     features = cached_features_for(model, features_dir, split)
     if features is None:
-        return predict(model, images)
+        return predict(model, images, source=model_path)
     head = keras.Model(model.get_layer("gap").output, model.output)
-    return predict(head, features)
+    return predict(head, features, source=model_path)
 
 
 def write_plots(out_dir: Path, y_true, probs, classes, paths) -> None:
@@ -64,7 +65,7 @@ def evaluate(model_path="models/model.keras", prepared_dir="data/prepared", mani
     if images.shape[1] != info["image_size"]:
         raise LungdxError(f"{model_path} expects {info['image_size']}px images but {prepared_dir} holds "
                           f"{images.shape[1]}px ones; run dvc repro")
-    probs = predict_split(model, images, features_dir, "test")
+    probs = predict_split(model, images, features_dir, "test", model_path)
     details = {**classification_metrics(y_true, probs, info["classes"]), "model": info["architecture"]}
     rows = load_manifest(manifest)
     write_plots(Path(plots_dir), y_true, probs, info["classes"], rows[rows["split"] == "test"]["path"].tolist())

@@ -2,6 +2,13 @@
 
 Policy, documented in the README:
 - any PNG/JPEG/BMP/TIFF that OpenCV decodes: 8 or 16 bit, gray, RGB or RGBA;
+- decompression bombs are refused before any pixel is decoded: a file over
+  MAX_FILE_BYTES is refused from its size (stat) before it is read, and an image
+  whose padded square (below) would exceed MAX_PIXELS from the width and height in its header (PNG IHDR, JPEG SOFn
+  frame header, BMP info header, first IFD of a classic TIFF; BigTIFF is not
+  supported). A 30000x30000 black PNG is under 1 MB on disk and 900 MB decoded;
+  anything whose header cannot be read is refused too, so nothing reaches the
+  decoder unchecked;
 - 16-bit is scaled to 8-bit by its full range (value * 255 / 65535), so a
   16-bit export of an 8-bit image gives the same pixels back;
 - colour is converted to luminance; an alpha channel is dropped (X-rays carry
@@ -14,7 +21,9 @@ Policy, documented in the README:
 
 from __future__ import annotations
 
+import math
 import os
+import struct
 from pathlib import Path
 
 import cv2
@@ -29,6 +38,13 @@ PREPROCESSING_STEPS = ("decode to 8-bit gray (16-bit scaled by 255/65535, colour
                        "shrinking, INTER_LINEAR when enlarging); pixel values 0..255 as float32, unscaled: "
                        "the model's first layer scales them")
 MIN_SIDE = 16
+# Decompression-bomb limits, checked before decoding. Real chest X-rays are at most about
+# 4300x3500 (15 megapixels: full-resolution DICOM exports); the Kaggle database's are 299x299.
+# The limit applies to the square an image is padded to (its longest side squared, at most
+# 6000x6000): 36 megapixels decode to at most 288 MB (16-bit RGBA), a 30000x30000 PNG to 900 MB-7.2 GB.
+MAX_PIXELS = 6000 * 6000
+# A 4300x3500 16-bit RGBA image stored uncompressed is 120 MB; no real X-ray file comes near this.
+MAX_FILE_BYTES = 256 << 20
 
 cv2.setNumThreads(1)  # we parallelise across images ourselves
 
@@ -37,25 +53,153 @@ class UnreadableImage(Exception):
     """A file that is not a decodable image; carries the reason."""
 
 
-def read_gray(path: str | os.PathLike) -> np.ndarray:
-    """Decode `path` to a 2-D uint8 array, or raise UnreadableImage with a reason."""
-    path = Path(path)
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of an image file; one over MAX_FILE_BYTES is refused from its size, unread."""
     try:
-        data = np.fromfile(path, dtype=np.uint8)
+        size = os.stat(path).st_size
+        if size > MAX_FILE_BYTES:
+            raise UnreadableImage(f"file too large to read safely: {size / 2**20:.1f} MiB ({size} bytes), over the "
+                                  f"limit of {MAX_FILE_BYTES / 2**20:g} MiB (lungdx.images.MAX_FILE_BYTES); "
+                                  "downscale or recompress it first")
+        return Path(path).read_bytes()
     except OSError as exc:
         raise UnreadableImage(f"cannot read file: {exc.strerror}") from None
-    return decode_gray(data)
+
+
+def read_gray(path: str | os.PathLike) -> np.ndarray:
+    """Decode `path` to a 2-D uint8 array, or raise UnreadableImage with a reason."""
+    return decode_gray(read_bytes(path))
 
 
 def decode_gray(data) -> np.ndarray:
-    """Decode encoded image bytes to a 2-D uint8 array, or raise UnreadableImage."""
-    data = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes) else data
+    """Decode encoded image bytes to a 2-D uint8 array, or raise UnreadableImage.
+
+    The header's width and height are checked against MAX_PIXELS first: a bomb is never decoded.
+    """
+    data = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray)) else data
     if data.size == 0:
         raise UnreadableImage("empty file (0 bytes)")
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    width, height = image_dimensions(data)
+    side = max(width, height)  # what resize_square pads it to: a 60000x600 strip becomes 60000x60000
+    if side * side > MAX_PIXELS:
+        padded = f" (padded to a {side}x{side} square)" if width != height else ""
+        raise UnreadableImage(f"too large to decode safely: {width}x{height}{padded} is {side * side:,} pixels, "
+                              f"over the limit of {MAX_PIXELS:,} (lungdx.images.MAX_PIXELS, a longest side of "
+                              f"{math.isqrt(MAX_PIXELS)}); downscale it first")
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:  # e.g. a header OpenCV's own checks refuse
+        raise UnreadableImage(f"not a decodable image ({str(exc).strip().splitlines()[-1]})") from None
     if img is None:
         raise UnreadableImage("not a decodable image (truncated, corrupt or not an image)")
     return to_gray_uint8(img)
+
+
+def image_dimensions(data) -> tuple[int, int]:
+    """(width, height) of encoded image bytes, read from the header alone, without decoding.
+
+    PNG, JPEG, BMP and classic TIFF; anything else, or a header that is truncated or
+    malformed, raises UnreadableImage.
+    """
+    data = memoryview(data)
+    for magic, kind, reader in _HEADER_READERS:
+        if bytes(data[:len(magic)]) == magic:
+            width, height = reader(data)
+            if width <= 0 or height <= 0:
+                raise _malformed(kind, f"it gives a {width}x{height} image")
+            return width, height
+    raise UnreadableImage("not a decodable image (not a PNG, JPEG, BMP or TIFF file)")
+
+
+def _malformed(kind: str, what: str) -> UnreadableImage:
+    return UnreadableImage(f"not a decodable image (malformed {kind} header: {what})")
+
+
+def _unpack(kind: str, fmt: str, data, offset: int) -> tuple:
+    """struct.unpack_from, a header that ends too early being UnreadableImage."""
+    try:
+        return struct.unpack_from(fmt, data, offset)
+    except struct.error:
+        raise UnreadableImage(f"not a decodable image (truncated {kind} header)") from None
+
+
+def _png_size(data) -> tuple[int, int]:
+    # The 8-byte signature, then the IHDR chunk, which must come first: length, b"IHDR", width, height.
+    _, chunk, width, height = _unpack("PNG", ">I4sII", data, 8)
+    if chunk != b"IHDR":
+        raise _malformed("PNG", "the first chunk is not IHDR")
+    return width, height
+
+
+# Frame headers (start of frame, SOFn) carry the size; C4 (DHT), C8 (JPG) and CC (DAC) do not.
+_JPEG_SOF = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_size(data) -> tuple[int, int]:
+    # After SOI (FF D8): segments FF <code> <length: 2 bytes, counting itself> <payload>, up to a SOFn,
+    # whose payload is length, precision, height, width.
+    pos = 2
+    while True:
+        marker, code = _unpack("JPEG", "BB", data, pos)
+        if marker != 0xFF:
+            raise _malformed("JPEG", f"no marker at byte {pos}")
+        if code == 0xFF:  # a fill byte before the marker's code
+            pos += 1
+            continue
+        pos += 2
+        if code == 0x01 or 0xD0 <= code <= 0xD7:  # TEM, RSTn: markers without a length
+            continue
+        if code in (0xD8, 0xD9, 0xDA):  # SOI, EOI, or the image data (SOS) before any frame header
+            raise _malformed("JPEG", "no frame header (SOFn) before the image data")
+        if code in _JPEG_SOF:
+            _, _, height, width = _unpack("JPEG", ">HBHH", data, pos)
+            return width, height
+        (length,) = _unpack("JPEG", ">H", data, pos)
+        if length < 2:
+            raise _malformed("JPEG", f"segment length {length} at byte {pos}")
+        pos += length  # APPn, COM, DQT, DHT, ...: skipped
+
+
+def _bmp_size(data) -> tuple[int, int]:
+    # "BM", file size, reserved, pixel offset (14 bytes), then the DIB header, starting with its own size.
+    (header_size,) = _unpack("BMP", "<I", data, 14)
+    if header_size == 12:  # BITMAPCOREHEADER (OS/2 1.x): unsigned 16-bit width and height
+        return _unpack("BMP", "<HH", data, 18)
+    if header_size >= 40:  # BITMAPINFOHEADER and its successors: signed 32-bit; height < 0: top-down rows
+        width, height = _unpack("BMP", "<ii", data, 18)
+        return width, abs(height)
+    raise _malformed("BMP", f"unknown info header size {header_size}")
+
+
+def _tiff_size(data) -> tuple[int, int]:
+    # Byte order ("II" little-endian, "MM" big), 42, offset of the first IFD: a count, then 12-byte
+    # entries (tag, type, count, value); ImageWidth is tag 256, ImageLength 257, SHORT (3) or LONG (4).
+    order = "<" if bytes(data[:2]) == b"II" else ">"
+    version, ifd = _unpack("TIFF", order + "HI", data, 2)
+    if version == 43:
+        raise UnreadableImage("BigTIFF is not supported; save the image as PNG or as a classic TIFF")
+    (count,) = _unpack("TIFF", order + "H", data, ifd)
+    found = {}
+    for entry in range(ifd + 2, ifd + 2 + 12 * count, 12):
+        tag, field_type = _unpack("TIFF", order + "HH", data, entry)
+        if tag in (256, 257):
+            if tag in found:  # libtiff takes the first, a reader of the last would be fooled: refuse
+                raise _malformed("TIFF", f"tag {tag} ({'ImageWidth' if tag == 256 else 'ImageLength'}) twice")
+            if field_type not in (3, 4):
+                raise _malformed("TIFF", f"tag {tag} has type {field_type}, not SHORT or LONG")
+            (found[tag],) = _unpack("TIFF", order + ("H" if field_type == 3 else "I"), data, entry + 8)
+    if 256 not in found or 257 not in found:
+        raise _malformed("TIFF", "no ImageWidth and ImageLength in the first IFD")
+    return found[256], found[257]
+
+
+_HEADER_READERS = (
+    (b"\x89PNG\r\n\x1a\n", "PNG", _png_size),
+    (b"\xff\xd8", "JPEG", _jpeg_size),
+    (b"BM", "BMP", _bmp_size),
+    (b"II*\x00", "TIFF", _tiff_size), (b"MM\x00*", "TIFF", _tiff_size),
+    (b"II+\x00", "TIFF", _tiff_size), (b"MM\x00+", "TIFF", _tiff_size),  # BigTIFF: refused by _tiff_size
+)
 
 
 def to_gray_uint8(img: np.ndarray) -> np.ndarray:

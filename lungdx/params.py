@@ -2,12 +2,16 @@
 
 Every stage validates all keys before doing any work (load runs check_all), so a typo costs
 a one-line message naming the key, the value and what is allowed, not a
-crash twenty minutes into training.
+crash twenty minutes into training. check_all refuses unknown keys (with the nearest known
+one), non-finite numbers, and values beyond the ranges that work (see README's reference).
 """
 
 from __future__ import annotations
 
+import difflib
+import math
 import numbers
+import re
 from pathlib import Path
 
 import yaml
@@ -17,11 +21,20 @@ from .errors import LungdxError, ParamError
 _MISSING = object()
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML as DVC reads it: 3e-05 (no dot) is a number in YAML 1.2, which DVC follows and writes
+    for `dvc exp run -S ...=3e-5`; PyYAML's YAML 1.1 rules would read it as text."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                              re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
 def load(path: str | Path = "params.yaml", check: bool = True) -> dict:
     """params.yaml, with every stage's checks run (see check_all) unless check is False."""
     path = Path(path)
     try:
-        params = yaml.safe_load(path.read_text(encoding="utf-8"))
+        params = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
     except FileNotFoundError:
         raise LungdxError(f"{path}: not found; run the stage from the project root (where dvc.yaml is)") from None
     except yaml.YAMLError as exc:
@@ -43,12 +56,18 @@ def get(params: dict, key: str, default=_MISSING):
     return node
 
 
-def integer(params: dict, key: str, minimum: int | None = None, default=_MISSING) -> int:
+def integer(params: dict, key: str, minimum: int | None = None, default=_MISSING,
+            maximum: int | None = None) -> int:
     value = get(params, key, default)
+    if minimum is not None and maximum is not None:
+        allowed = f"an integer from {minimum} to {maximum}"
+    else:
+        allowed = "an integer" + (f" >= {minimum}" if minimum is not None else "") + (
+            f" <= {maximum}" if maximum is not None else "")
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ParamError(key, value, "an integer" + (f" >= {minimum}" if minimum is not None else ""))
-    if minimum is not None and value < minimum:
-        raise ParamError(key, value, f"an integer >= {minimum}")
+        raise ParamError(key, value, allowed)
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ParamError(key, value, allowed)
     return int(value)
 
 
@@ -61,9 +80,10 @@ def fraction(params: dict, key: str, default=_MISSING) -> float:
 
 
 def positive(params: dict, key: str, default=_MISSING) -> float:
+    """A finite number > 0 (YAML's .inf and .nan are refused)."""
     value = get(params, key, default)
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
-        raise ParamError(key, value, "a number > 0")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+        raise ParamError(key, value, "a finite number > 0")
     return float(value)
 
 
@@ -80,6 +100,10 @@ def string_list(params: dict, key: str, default=_MISSING) -> list[str]:
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise ParamError(key, value, "a list of class folder names, e.g. [COVID, Normal], or [] for all")
+    for name in value:
+        if "/" in name or "\\" in name or name.startswith("."):
+            raise ParamError(key, value, f"a list of class folder names; {name!r} cannot be one "
+                                         "(no slashes, no leading dot)")
     if len(set(value)) != len(value):
         raise ParamError(key, value, "a list without repeated names")
     return value
@@ -87,24 +111,132 @@ def string_list(params: dict, key: str, default=_MISSING) -> list[str]:
 
 # --- the checks of each stage, so the stage scripts stay thin -------------------------
 
+SEED_MAX = 2 ** 32 - 1      # numpy's legacy seeding (used by Keras) takes no larger seed
+MAX_IMAGE_SIZE = 1024       # pixels per side of a generated or prepared image
+MAX_EPOCHS = 10_000
+MAX_BATCH_SIZE = 4096
+MAX_DENSE_UNITS = 8192
+MAX_FILTERS = 2048          # filters of one cnn conv block
+MAX_CONV_BLOCKS = 10        # each halves the image: 2**10 = MAX_IMAGE_SIZE
+MAX_SYNTHETIC_PER_CLASS = 100_000
+MAX_N_ESTIMATORS = 10_000
+KAGGLE_HANDLE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+# Every key params.yaml may hold: a dict is a section, None a value. check_all refuses any other
+# key, so a typo (models.cnn.dropuot) is an error instead of a silently used default.
+_TRAINING = ("epochs", "batch_size", "learning_rate", "dropout", "patience", "warmup_epochs", "dense_units")
+SCHEMA = {
+    "seed": None,
+    "dataset": {"source": None, "kaggle_handle": None, "kaggle_version": None, "classes": None,
+                "synthetic": {"per_class": None, "image_size": None}},
+    "sample": {"per_class": None, "val_size": None, "test_size": None},
+    "prepare": {"image_size": None},
+    "baseline": {"image_size": None, "n_estimators": None},
+    "gradcam": {"per_class": None, "layer": None},
+    "model": None,
+    "models": {
+        "cnn": dict.fromkeys(_TRAINING + ("filters",)),
+        "vgg19": dict.fromkeys(("weights",) + _TRAINING
+                               + ("fine_tune_blocks", "fine_tune_epochs", "fine_tune_learning_rate")),
+    },
+}
+
+# VGG19's conv layers per block, as keras.applications.VGG19 names them (block1_conv1 ... block5_conv4).
+VGG19_CONVS_PER_BLOCK = (2, 2, 4, 4, 4)
+
+
+class _Elided:
+    def __repr__(self) -> str:
+        return "{...}"
+
+
+def check_keys(params: dict, schema: dict = SCHEMA, prefix: str = "") -> None:
+    """Refuse any key params.yaml may not hold, at any level, suggesting the nearest allowed one."""
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if key not in schema:
+            allowed = list(schema)
+            near = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+            where = prefix[:-1] or "params.yaml"
+            hint = f"; did you mean {prefix}{near[0]}?" if near else ""
+            raise ParamError(name, _Elided() if isinstance(value, dict) else value,
+                             f"no such key{hint} ({where} takes: {', '.join(map(str, allowed))})")
+        section = schema[key]
+        if isinstance(section, dict) and value is not None:  # an empty section: its keys are reported missing
+            if not isinstance(value, dict):
+                raise ParamError(name, value, f"a mapping of {', '.join(section)}")
+            check_keys(value, section, name + ".")
+
+
 def check_all(params: dict) -> dict:
     """Every stage's checks at once. `load` runs them, so whichever stage `dvc repro` starts
-    first stops on a bad value anywhere in params.yaml, before any work."""
-    # dataset.source itself is checked by download, the first stage (only it needs the source to exist).
-    if get(params, "dataset.source", default=None) == "synthetic":
-        integer(params, "dataset.synthetic.per_class", minimum=1)
-        integer(params, "dataset.synthetic.image_size", minimum=32, default=256)
+    first stops on a bad value anywhere in params.yaml, before any work.
+
+    Both architectures' settings are checked whatever `model` is, so switching with
+    `dvc exp run -S model=vgg19` cannot fail late; what ties a setting to the chosen model
+    (the image size it needs, a local vgg19 weights file existing, gradcam.layer) is checked
+    for the chosen model only.
+    """
+    check_keys(params)
+    integer(params, "seed", minimum=0, maximum=SEED_MAX)
+    dataset_settings(params)
     sample_settings(params)
-    prepare_settings(params)
-    baseline_settings(params)
-    gradcam_settings(params)
-    model_settings(params)
+    image_size = prepare_settings(params)["image_size"]
+    baseline = baseline_settings(params)
+    if baseline["image_size"] > image_size:
+        raise ParamError("baseline.image_size", baseline["image_size"],
+                         f"an integer from 4 to prepare.image_size (now {image_size})")
+    gradcam = gradcam_settings(params)
+    cfg = model_settings(params)  # the chosen model first: its errors are the ones that matter now
+    for arch in ARCHITECTURES:
+        if arch != cfg["model"]:
+            architecture_settings(params, arch)
+    if gradcam["layer"] is not None:
+        names = conv_layer_names(cfg["model"], cfg.get("filters"))
+        if gradcam["layer"] not in names:
+            near = difflib.get_close_matches(gradcam["layer"], names, n=1, cutoff=0.6)
+            raise ParamError("gradcam.layer", gradcam["layer"],
+                             "null (the last conv layer with a 16x16+ grid) or a conv layer of the "
+                             f"{cfg['model']} model: {', '.join(names)}"
+                             + (f"; did you mean {near[0]}?" if near else ""))
     return params
+
+
+def conv_layer_names(arch: str, filters: list | None = None) -> list[str]:
+    """The conv layers' names of the model lungdx.models builds, known without building it."""
+    if arch == "cnn":
+        return [f"conv{i}" for i in range(1, len(filters) + 1)]
+    return [f"block{b}_conv{c}" for b, n in enumerate(VGG19_CONVS_PER_BLOCK, start=1) for c in range(1, n + 1)]
+
+
+def dataset_settings(params: dict) -> dict:
+    """The dataset keys' forms; whether a dataset.source path exists is download's check."""
+    source = get(params, "dataset.source", default=None)
+    if source is not None and not (isinstance(source, str) and source.strip()):
+        raise ParamError("dataset.source", source, "synthetic, kaggle, a local folder, a local .zip, "
+                                                   "or an http(s) URL of a .zip")
+    handle = get(params, "dataset.kaggle_handle", default=None if source != "kaggle" else _MISSING)
+    if handle is not None and not (isinstance(handle, str) and KAGGLE_HANDLE.fullmatch(handle)):
+        raise ParamError("dataset.kaggle_handle", handle,
+                         "a Kaggle dataset handle owner/dataset, e.g. tawsifurrahman/covid19-radiography-database")
+    version = get(params, "dataset.kaggle_version", default=None)
+    if version is not None and (isinstance(version, bool) or not isinstance(version, numbers.Integral)
+                                or version < 1):
+        raise ParamError("dataset.kaggle_version", version, "a dataset version, an integer >= 1, or null (the latest)")
+    # The synthetic keys are needed only for source: synthetic, but checked wherever they are set.
+    per_class = get(params, "dataset.synthetic.per_class", default=_MISSING if source == "synthetic" else None)
+    return {"source": source, "kaggle_handle": handle, "kaggle_version": version,
+            "classes": string_list(params, "dataset.classes", default=[]),
+            "synthetic": {
+                "per_class": None if per_class is None else integer(
+                    params, "dataset.synthetic.per_class", minimum=1, maximum=MAX_SYNTHETIC_PER_CLASS),
+                "image_size": integer(params, "dataset.synthetic.image_size", minimum=32, default=256,
+                                      maximum=MAX_IMAGE_SIZE)}}
 
 
 def sample_settings(params: dict) -> dict:
     settings = {
-        "seed": integer(params, "seed", minimum=0),
+        "seed": integer(params, "seed", minimum=0, maximum=SEED_MAX),
         "classes": string_list(params, "dataset.classes", default=[]),
         "per_class": integer(params, "sample.per_class", minimum=1),
         "val_size": fraction(params, "sample.val_size"),
@@ -118,13 +250,13 @@ def sample_settings(params: dict) -> dict:
 
 
 def prepare_settings(params: dict) -> dict:
-    return {"image_size": integer(params, "prepare.image_size", minimum=16)}
+    return {"image_size": integer(params, "prepare.image_size", minimum=16, maximum=MAX_IMAGE_SIZE)}
 
 
 def baseline_settings(params: dict) -> dict:
-    return {"seed": integer(params, "seed", minimum=0),
-            "image_size": integer(params, "baseline.image_size", minimum=4),
-            "n_estimators": integer(params, "baseline.n_estimators", minimum=1)}
+    return {"seed": integer(params, "seed", minimum=0, maximum=SEED_MAX),
+            "image_size": integer(params, "baseline.image_size", minimum=4, maximum=MAX_IMAGE_SIZE),
+            "n_estimators": integer(params, "baseline.n_estimators", minimum=1, maximum=MAX_N_ESTIMATORS)}
 
 
 def gradcam_settings(params: dict) -> dict:
@@ -139,56 +271,85 @@ MODEL_DEFAULTS = {"dropout": 0.3, "dense_units": 160, "patience": 10, "warmup_ep
 ARCHITECTURES = ("cnn", "vgg19")
 
 
-def model_settings(params: dict) -> dict:
-    """Check `model` and `models.<model>` before any work."""
-    arch = choice(params, "model", ARCHITECTURES)
+def architecture_settings(params: dict, arch: str) -> dict:
+    """The settings under models.<arch>, each checked for its type and range on its own.
+
+    What ties them to the rest (the image size the network needs, a local weights file
+    existing) is model_settings' check, for the chosen model only.
+    """
     key = f"models.{arch}"
     if not isinstance(get(params, key, default={}), dict):
         raise ParamError(key, get(params, key), "a mapping of training settings (see README)")
     cfg = {
-        "model": arch,
-        "seed": integer(params, "seed", minimum=0),
-        "image_size": integer(params, "prepare.image_size", minimum=16),
-        "epochs": integer(params, f"{key}.epochs", minimum=1),
-        "batch_size": integer(params, f"{key}.batch_size", minimum=1),
+        "epochs": integer(params, f"{key}.epochs", minimum=1, maximum=MAX_EPOCHS),
+        "batch_size": integer(params, f"{key}.batch_size", minimum=1, maximum=MAX_BATCH_SIZE),
         "learning_rate": positive(params, f"{key}.learning_rate"),
-        "patience": integer(params, f"{key}.patience", minimum=1, default=MODEL_DEFAULTS["patience"]),
-        "warmup_epochs": integer(params, f"{key}.warmup_epochs", minimum=0, default=MODEL_DEFAULTS["warmup_epochs"]),
-        "dense_units": integer(params, f"{key}.dense_units", minimum=1, default=MODEL_DEFAULTS["dense_units"]),
+        "patience": integer(params, f"{key}.patience", minimum=1, maximum=MAX_EPOCHS,
+                            default=MODEL_DEFAULTS["patience"]),
+        "warmup_epochs": integer(params, f"{key}.warmup_epochs", minimum=0, maximum=MAX_EPOCHS,
+                                 default=MODEL_DEFAULTS["warmup_epochs"]),
+        "dense_units": integer(params, f"{key}.dense_units", minimum=1, maximum=MAX_DENSE_UNITS,
+                               default=MODEL_DEFAULTS["dense_units"]),
         "dropout": get(params, f"{key}.dropout", default=MODEL_DEFAULTS["dropout"]),
     }
-    if isinstance(cfg["dropout"], bool) or not isinstance(cfg["dropout"], (int, float)) or not 0 <= cfg["dropout"] < 1:
+    if isinstance(cfg["dropout"], bool) or not isinstance(cfg["dropout"], numbers.Real) \
+            or not 0 <= cfg["dropout"] < 1:
         raise ParamError(f"{key}.dropout", cfg["dropout"], "a number from 0 up to (not including) 1")
     if arch == "cnn":
         filters = get(params, f"{key}.filters", default=[16, 32, 64, 128, 256])
-        if not isinstance(filters, list) or not filters or not all(
-                isinstance(f, int) and not isinstance(f, bool) and f > 0 for f in filters):
-            raise ParamError(f"{key}.filters", filters, "a non-empty list of positive integers")
-        if cfg["image_size"] < 2 ** len(filters):
-            raise ParamError("prepare.image_size", cfg["image_size"],
-                             f"at least {2 ** len(filters)} for a cnn with {len(filters)} poolings")
+        if not isinstance(filters, list) or not 0 < len(filters) <= MAX_CONV_BLOCKS or not all(
+                isinstance(f, int) and not isinstance(f, bool) and 0 < f <= MAX_FILTERS for f in filters):
+            raise ParamError(f"{key}.filters", filters, f"a list of 1 to {MAX_CONV_BLOCKS} integers from 1 to "
+                                                        f"{MAX_FILTERS}, the filters of each conv block")
         cfg["filters"] = filters
     else:
-        if cfg["image_size"] < 32:
-            raise ParamError("prepare.image_size", cfg["image_size"], "at least 32 for vgg19 (five 2x2 poolings)")
-        cfg["weights"] = resolve_vgg19_weights(get(params, f"{key}.weights", default="imagenet"))
-        cfg["fine_tune_blocks"] = integer(params, f"{key}.fine_tune_blocks", minimum=0, default=0)
-        if cfg["fine_tune_blocks"] > 5:
-            raise ParamError(f"{key}.fine_tune_blocks", cfg["fine_tune_blocks"], "an integer from 0 to 5")
-        cfg["fine_tune_epochs"] = integer(params, f"{key}.fine_tune_epochs", minimum=1, default=5)
+        cfg["weights"] = get(params, f"{key}.weights", default="imagenet")
+        _check_vgg19_weights_form(cfg["weights"])
+        cfg["fine_tune_blocks"] = integer(params, f"{key}.fine_tune_blocks", minimum=0, maximum=5, default=0)
+        cfg["fine_tune_epochs"] = integer(params, f"{key}.fine_tune_epochs", minimum=1, maximum=MAX_EPOCHS,
+                                          default=5)
         cfg["fine_tune_learning_rate"] = positive(params, f"{key}.fine_tune_learning_rate", default=1e-5)
     return cfg
 
 
+def model_settings(params: dict) -> dict:
+    """Check `model` and `models.<model>` before any work."""
+    arch = choice(params, "model", ARCHITECTURES)
+    cfg = {"model": arch,
+           "seed": integer(params, "seed", minimum=0, maximum=SEED_MAX),
+           "image_size": integer(params, "prepare.image_size", minimum=16, maximum=MAX_IMAGE_SIZE),
+           **architecture_settings(params, arch)}
+    if arch == "cnn":
+        if cfg["image_size"] < 2 ** len(cfg["filters"]):
+            raise ParamError("prepare.image_size", cfg["image_size"],
+                             f"at least {2 ** len(cfg['filters'])} for a cnn with {len(cfg['filters'])} poolings")
+    else:
+        if cfg["image_size"] < 32:
+            raise ParamError("prepare.image_size", cfg["image_size"], "at least 32 for vgg19 (five 2x2 poolings)")
+        # Only the chosen model's weights file must exist: a path on another machine does not stop a cnn run.
+        cfg["weights"] = resolve_vgg19_weights(cfg["weights"])
+    return cfg
+
+
+WEIGHTS_FORMS = "imagenet, none, or the path of an existing .h5 file"
+
+
+def _check_vgg19_weights_form(value) -> None:
+    if value in (None, "none", "None", "imagenet"):
+        return
+    if not isinstance(value, str) or not value.strip() or Path(value).suffix != ".h5":
+        raise ParamError("models.vgg19.weights", value, WEIGHTS_FORMS)
+
+
 def resolve_vgg19_weights(value) -> str | None:
     """`imagenet` (Keras download, cached under KERAS_HOME), `none`, or a local .h5 path."""
+    _check_vgg19_weights_form(value)
     if value in (None, "none", "None"):
         return None
     if value == "imagenet":
         return "imagenet"
     path = Path(str(value)).expanduser()
-    if not path.is_file() or path.suffix != ".h5":
+    if not path.is_file():
         raise ParamError("models.vgg19.weights", value,
-                         f"imagenet, none, or the path of an existing .h5 file ({path} "
-                         + ("is not .h5)" if path.is_file() else "does not exist)"))
+                         f"{WEIGHTS_FORMS} ({path} " + ("is a folder)" if path.is_dir() else "does not exist)"))
     return str(path)

@@ -28,7 +28,7 @@ def predict_files(paths: list[Path], model_path: Path, gradcam_dir: Path | None 
     if not images:
         return results
     batch = np.stack(images)
-    probs = predict(model, batch)
+    probs = predict(model, batch, source=model_path)  # nan or inf: a LungdxError, never printed
     for k, i in enumerate(good):
         results[i]["predicted"] = classes[int(probs[k].argmax())]
         results[i]["probabilities"] = {c: round(float(p), 6) for c, p in zip(classes, probs[k])}

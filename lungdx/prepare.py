@@ -14,15 +14,16 @@ lungdx.images (pad to square, INTER_AREA down, INTER_LINEAR up, masks nearest).
 from __future__ import annotations
 
 import json
-from concurrent.futures import ProcessPoolExecutor
+import os
 from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_dir
+from .atomic import atomic_dir, check_free_space
 from .errors import LungdxError
 from .images import UnreadableImage, load_for_model, load_mask
-from .sample import SPLITS, cpu_count, load_manifest
+from .sample import SPLITS, load_manifest
+from .workers import cpu_count, map_in_workers
 
 
 ARRAYS = ("images", "masks", "lesions")
@@ -51,16 +52,35 @@ def _fill_chunk(args) -> int:
     return len(rows)
 
 
-def _fill_split(folder: Path, rows, raw_dir, size, has, pool, progress, desc) -> None:
+def _allocate(path: Path, n: int, size: int) -> None:
+    """A zero-filled .npy of n images with the header np.save would write, its blocks reserved.
+
+    Reserving matters: writing into a sparse memory-mapped file on a full disk kills the
+    process with SIGBUS (no message, no cleanup); posix_fallocate fails with ENOSPC instead,
+    before any image is decoded.
+    """
+    np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, size, size)).flush()
+    if not hasattr(os, "posix_fallocate"):  # macOS: the free-space check in prepare() must do
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+    finally:
+        os.close(fd)
+
+
+def _fill_split(folder: Path, rows, raw_dir, size, has, workers, progress, desc) -> None:
     folder.mkdir()
     n = len(rows)
     files = {name: folder / f"{name}.npy" for name in ARRAYS if name == "images" or has[name]}
-    for path in files.values():  # zero-filled, with the header np.save would write
-        np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, size, size)).flush()
+    for path in files.values():
+        _allocate(path, n, size)
     items = list(zip(rows["path"], rows["mask"], rows["lesion"]))
     tasks = [(str(raw_dir), size, {k: str(v) for k, v in files.items()}, i, items[i:i + CHUNK])
              for i in range(0, n, CHUNK)]
-    done = pool.map(_fill_chunk, tasks) if pool else map(_fill_chunk, tasks)
+    done = map_in_workers(_fill_chunk, tasks, workers)
     for _ in progress(done, total=len(tasks), desc=f"{desc} (chunks of {CHUNK})") if progress else done:
         pass
     np.save(folder / "labels.npy", rows["label"].to_numpy(np.int64))
@@ -72,17 +92,16 @@ def prepare(manifest_path: str | Path, raw_dir: str | Path, out_dir: str | Path,
     raw_dir = Path(raw_dir)
     classes = [c for _, c in sorted(set(zip(manifest["label"], manifest["class"])))]
     has = {"masks": bool((manifest["mask"] != "").any()), "lesions": bool((manifest["lesion"] != "").any())}
+    arrays = 1 + has["masks"] + has["lesions"]
+    # Each image: one uint8 square per array, and an int64 label; then .npy headers and meta.json.
+    needed = len(manifest) * (arrays * image_size ** 2 + 8) + 64 * 1024
+    check_free_space(out_dir, needed, f"{len(manifest):,} prepared images at {image_size}x{image_size}")
     workers = min(cpu_count(), max(1, len(manifest) // (2 * CHUNK)))
-    pool = ProcessPoolExecutor(workers) if workers > 1 else None
     meta = {"classes": classes, "image_size": image_size, "counts": {}, "has": has}
-    try:
-        with atomic_dir(out_dir) as tmp:
-            for split in SPLITS:
-                rows = manifest[manifest["split"] == split]
-                _fill_split(tmp / split, rows, raw_dir, image_size, has, pool, progress, split)
-                meta["counts"][split] = {c: int((rows["class"] == c).sum()) for c in classes}
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    finally:
-        if pool:
-            pool.shutdown()
+    with atomic_dir(out_dir) as tmp:
+        for split in SPLITS:
+            rows = manifest[manifest["split"] == split]
+            _fill_split(tmp / split, rows, raw_dir, image_size, has, workers, progress, split)
+            meta["counts"][split] = {c: int((rows["class"] == c).sum()) for c in classes}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta

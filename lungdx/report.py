@@ -177,7 +177,7 @@ def build_report(params: dict, model_path="models/model.keras", prepared_dir="da
     images, y_true = load_split(prepared_dir, "test")
     masks = {name: np.load(Path(prepared_dir) / "test" / f"{name}.npy", mmap_mode="r")
              for name in ("masks", "lesions") if (Path(prepared_dir) / "test" / f"{name}.npy").is_file()}
-    probs = predict(model, images)
+    probs = predict(model, images, source=model_path)
     y_pred = probs.argmax(1)
     cam = GradCam(model, cfg["layer"])
     size = images.shape[1]

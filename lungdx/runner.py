@@ -3,15 +3,29 @@
 Kept apart from the command line (lungdx.cli, which imports predict and through it the
 model and Grad-CAM code), so a stage's import graph -- and so its code deps in dvc.yaml,
 see lungdx.stage_deps -- is only what the stage runs.
+
+A stage ends in one line whatever stops it: a LungdxError (bad input: exit 2), a full disk
+(exit 2) or Ctrl-C (exit 130). Before the line, the outputs this run wrote (its `outs` in
+dvc.yaml that changed since it started: a stage with several outputs may have finished some)
+are removed, so nothing of a failed run looks complete and the line can say truthfully what
+is left. A second Ctrl-C is ignored until then: it would cut that cleanup short.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
+import shutil
+import signal
 import sys
+from pathlib import Path
 
-from .errors import LungdxError
+from .atomic import human_bytes
+from .errors import DiskFull, LungdxError
+from .pipeline import pipeline_outputs
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def progress(iterable, total=None, desc=None):
@@ -22,18 +36,118 @@ def progress(iterable, total=None, desc=None):
     return tqdm(iterable, total=total, desc=desc, mininterval=1.0, disable=disable, file=sys.stderr)
 
 
+def stage_outputs(name: str) -> list[str]:
+    """The outputs of stage `name` in ./dvc.yaml ([] when it cannot be read)."""
+    try:
+        return [path for stage, path in pipeline_outputs(".") if stage == name]
+    except LungdxError:
+        return []
+
+
+def _identity(path: str):
+    """What tells this path's file or folder apart from one written later (None: absent)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns
+
+
+def _remove_this_runs(outputs: dict) -> None:
+    """Remove the outputs that changed since the run started (`outputs`: path -> identity then)."""
+    for path, before in outputs.items():
+        if _identity(path) not in (None, before):
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                Path(path).unlink(missing_ok=True)
+
+
+def outputs_now(outputs) -> str:
+    """Which outputs exist, in words (run after _remove_this_runs: what exists is as before)."""
+    present = [o for o in outputs if os.path.lexists(o)]
+    absent = [o for o in outputs if o not in present]
+    parts = ([f"as before this run: {', '.join(present)}"] if present else []) + \
+            ([f"absent: {', '.join(absent)}"] if absent else [])
+    return "; ".join(parts) or "none declared"
+
+
+def disk_full_cause(exc: BaseException) -> OSError | None:
+    """The ENOSPC/EDQUOT OSError behind `exc`, following the chain libraries wrap it in."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+            return exc
+        if "No space left on device" in str(exc):  # h5py and TensorFlow keep only the text
+            return OSError(errno.ENOSPC, "No space left on device")
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _declared(filename: str | None, outputs: list[str]) -> str:
+    """The output a failed write belongs to: an atomic temporary (.<name>.*) counts as its target."""
+    if filename:
+        path = Path(os.path.abspath(filename))
+        for out in outputs:
+            target = Path(os.path.abspath(out))
+            if path.is_relative_to(target):
+                return out
+            if path.is_relative_to(target.parent) and path.relative_to(target.parent).parts[0].startswith(
+                    f".{target.name}."):
+                return out
+        return filename
+    return ", ".join(outputs) or "its outputs"
+
+
+def disk_full_message(name: str, exc: OSError, outputs: list[str]) -> str:
+    where = _declared(exc.filename, outputs)
+    folder = Path(where.split(", ")[0]).absolute()
+    while not folder.exists():
+        folder = folder.parent
+    free = human_bytes(shutil.disk_usage(folder).free)
+    return f"stage {name}: no space left on the device writing {where} ({free} free there now); " \
+           "free some space and run dvc repro again"
+
+
+def _interrupt_once(signum, frame):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
+    raise KeyboardInterrupt
+
+
 def stage(main):
-    """Run a stage's main(); a LungdxError ends it with one readable line and exit status 2."""
+    """Run a stage's main(); any way it stops early ends in one readable line (see module doc)."""
+    name = Path(main.__code__.co_filename).stem  # stages/<name>.py: the stage's name in dvc.yaml
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
+        outputs = stage_outputs(name)
+        before = {out: _identity(out) for out in outputs}
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, _interrupt_once)
         try:
             return main(*args, **kwargs)
+        except KeyboardInterrupt:
+            _remove_this_runs(before)
+            print(f"interrupted: stage {name} stopped and kept nothing of this run; its outputs are "
+                  f"{outputs_now(outputs)}; run dvc repro to run it again", file=sys.stderr)
+            sys.exit(130)
+        except DiskFull as exc:
+            _remove_this_runs(before)
+            print(f"error: stage {name}: {exc}. Nothing of this run was kept ({outputs_now(outputs)})",
+                  file=sys.stderr)
+            sys.exit(2)
         except LungdxError as exc:
+            _remove_this_runs(before)
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
-        except KeyboardInterrupt:
-            print("interrupted; outputs of this stage were left as they were", file=sys.stderr)
-            sys.exit(130)
+        except Exception as exc:
+            _remove_this_runs(before)
+            cause = disk_full_cause(exc)
+            if cause is None:
+                raise
+            print(f"error: {disk_full_message(name, cause, outputs)}. Nothing of this run was kept "
+                  f"({outputs_now(outputs)})", file=sys.stderr)
+            sys.exit(2)
 
     return wrapper

@@ -3,7 +3,11 @@
 Reads data/raw (never writes there) and writes:
 
     data/sampled/manifest.csv   path, class, label, split, sha256, mask, lesion, width, height
-    data/sampled/skipped.csv    path, reason: unreadable files and exact duplicates
+    data/sampled/skipped.csv    path, reason: unreadable files and exact duplicates (paths
+                                relative to data/raw), and first the files the download stage
+                                did not take from dataset.source (symbolic links, pipes, unsafe
+                                zip entries, ...), as "source:<path relative to dataset.source>"
+                                (read from data/raw/source.json)
 
 Every file is hashed and decoded once, so unreadable files are reported by
 name instead of crashing training, and exact duplicates (same bytes; the real
@@ -14,9 +18,8 @@ in both train and test.
 from __future__ import annotations
 
 import hashlib
-import os
+import json
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -24,17 +27,11 @@ import pandas as pd
 
 from .atomic import atomic_dir
 from .errors import LungdxError
-from .images import UnreadableImage, decode_gray, read_gray
+from .images import UnreadableImage, decode_gray, read_bytes, read_gray
+from .workers import cpu_count, map_in_workers
 
 SPLITS = ("train", "val", "test")
 COLUMNS = ["path", "class", "label", "split", "sha256", "mask", "lesion", "width", "height"]
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return os.cpu_count() or 1
 
 
 def find_classes(raw_dir: Path, wanted: list[str]) -> list[str]:
@@ -55,9 +52,9 @@ def _inspect(args):
     """Hash and decode one image (and check its masks); runs in a worker process."""
     raw_dir, rel = args
     path = Path(raw_dir) / rel
-    data = path.read_bytes()
     try:
-        img = decode_gray(data)
+        data = read_bytes(path)  # a file over images.MAX_FILE_BYTES is refused from its size, unread
+        img = decode_gray(data)  # an image over images.MAX_PIXELS is refused from its header, undecoded
     except UnreadableImage as exc:
         return rel, None, str(exc), None, {}
     masks, problems = {}, []
@@ -75,15 +72,8 @@ def _inspect(args):
 def inspect_all(raw_dir: Path, rels: list[str], progress=None) -> list[tuple]:
     jobs = [(str(raw_dir), rel) for rel in rels]
     workers = min(cpu_count(), max(1, len(jobs) // 64))
-    if workers == 1:
-        results = map(_inspect, jobs)
-    else:
-        pool = ProcessPoolExecutor(workers)
-        results = pool.map(_inspect, jobs, chunksize=32)
-    out = list(progress(results, total=len(jobs), desc="inspect") if progress else results)
-    if workers != 1:
-        pool.shutdown()
-    return out
+    results = map_in_workers(_inspect, jobs, workers, chunksize=32)
+    return list(progress(results, total=len(jobs), desc="inspect") if progress else results)
 
 
 def split_counts(n: int, val_size: float, test_size: float) -> tuple[int, int, int]:
@@ -92,10 +82,26 @@ def split_counts(n: int, val_size: float, test_size: float) -> tuple[int, int, i
     return n - n_val - n_test, n_val, n_test
 
 
+def skipped_by_download(raw_dir: Path) -> list[tuple[str, str]]:
+    """The files the download stage did not take from dataset.source (links, pipes, ...; see
+    lungdx.source_checks), as (path, reason) rows for skipped.csv: "source:<path relative to
+    dataset.source>". The download already warned about each."""
+    record = raw_dir / "source.json"
+    if not record.is_file():
+        return []
+    try:
+        listed = json.loads(record.read_text(encoding="utf-8")).get("skipped", [])
+        return [(f"source:{item['path']}", str(item["reason"])) for item in listed]
+    except (OSError, ValueError, AttributeError, TypeError, KeyError) as exc:
+        raise LungdxError(f"{record}: not the record the download stage writes ({type(exc).__name__}: "
+                          f"{exc}); run it again: dvc repro -f download") from None
+
+
 def sample(raw_dir: str | Path, out_dir: str | Path, settings: dict, progress=None) -> pd.DataFrame:
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     if not raw_dir.is_dir():
         raise LungdxError(f"{raw_dir}: not found; run the download stage first (dvc repro download)")
+    from_source = skipped_by_download(raw_dir)
     classes = find_classes(raw_dir, settings["classes"])
     rels = []
     for cls in classes:
@@ -120,6 +126,9 @@ def sample(raw_dir: str | Path, out_dir: str | Path, settings: dict, progress=No
                             "width": shape[1], "height": shape[0]})
     for rel, reason in skipped:
         print(f"warning: skipped {raw_dir / rel}: {reason}", file=sys.stderr)
+    if from_source:
+        print(f"note: the download stage skipped {len(from_source)} file(s) of dataset.source (links, pipes, "
+              f"...); they are listed in {out_dir / 'skipped.csv'} as source:<path>", file=sys.stderr)
 
     rng = np.random.default_rng(settings["seed"])
     rows = []
@@ -148,7 +157,7 @@ def sample(raw_dir: str | Path, out_dir: str | Path, settings: dict, progress=No
     manifest = manifest.sort_values(["_split", "label", "path"]).drop(columns="_split").reset_index(drop=True)
     with atomic_dir(out_dir) as tmp:
         manifest.to_csv(tmp / "manifest.csv", index=False, lineterminator="\n")
-        pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(tmp / "skipped.csv", index=False,
+        pd.DataFrame(from_source + skipped, columns=["path", "reason"]).to_csv(tmp / "skipped.csv", index=False,
                                                                  lineterminator="\n")
     return manifest
 

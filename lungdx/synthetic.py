@@ -23,13 +23,13 @@ of (seed, class, index), so generation is deterministic and parallel.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from .images import write_png
+from .workers import cpu_count, map_in_workers
 
 CLASSES = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
 MARKER_TEXTS = ("R", "L")
@@ -208,13 +208,6 @@ def generate_dataset(out_dir: str | os.PathLike, per_class: int, seed: int, size
         for sub in ("images", "masks", "lesions"):
             (out_dir / cls / sub).mkdir(parents=True, exist_ok=True)
     jobs = [(str(out_dir), seed, cls, i, size) for cls in CLASSES for i in range(per_class)]
-    workers = workers or os.cpu_count() or 1
-    if workers == 1:
-        results = map(_write_one, jobs)
-    else:
-        pool = ProcessPoolExecutor(workers)
-        results = pool.map(_write_one, jobs, chunksize=16)
+    results = map_in_workers(_write_one, jobs, workers or cpu_count(), chunksize=16)
     for _ in (progress(results, total=len(jobs), desc="synthetic") if progress else results):
         pass
-    if workers != 1:
-        pool.shutdown()

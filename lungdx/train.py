@@ -10,24 +10,64 @@ extension and DVC Studio see the curves grow while training runs. Under `dvc rep
 killed run leaves no trace that counts: DVC records outputs in dvc.lock only when the stage
 succeeds, and deletes them before running the stage again. The model file, written last,
 is atomic.
+
+A training that goes wrong leaves nothing that looks complete: the loss is checked after
+every batch, and the first nan or inf stops the run with one line naming the epoch, the
+batch and the learning rate to lower; the final model's outputs on the validation images
+must be finite before it is saved; and whatever stops train() (that error, a full disk,
+Ctrl-C) removes the stage's dvclive folder, once dvclive has closed it, and writes no model.
 """
 
 from __future__ import annotations
 
+import math
+import shutil
 from pathlib import Path
 
 import numpy as np
 
-from .datasets import batches, load_split, read_meta
+from .datasets import NonFiniteOutputs, batches, load_split, predict, read_meta
 from .errors import LungdxError
 from .model_file import save_model
 from .models import distribution_strategy, make_deterministic
 from .params import model_settings
 
 
+def lower_rate_advice(key: str, learning_rate: float) -> str:
+    """What to do about a diverging training: the param to lower, with a value to try."""
+    def plain(x: float) -> str:  # 0.00003, not 3e-05: what to write in params.yaml
+        return np.format_float_positional(float(f"{x:.3g}"), trim="-")
+
+    return f"lower {key} (now {plain(learning_rate)}), e.g. to {plain(learning_rate / 10)}, or check the data"
+
+
+def stop_on_nonfinite_loss(key: str, learning_rate: float):
+    """A Keras callback that ends the fit at the first batch whose loss is nan or inf, with a
+    LungdxError naming the epoch and batch (as Keras counts them in its log, from 1) and the
+    learning rate `key` to lower. Keras's own TerminateOnNaN only stops, and a run that
+    stopped this way would save the broken model."""
+    import keras
+
+    class StopOnNonFiniteLoss(keras.callbacks.Callback):
+        epoch = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                raise LungdxError(f"training diverged: the loss became {float(loss)} in epoch {self.epoch + 1}, "
+                                  f"batch {batch + 1}; {lower_rate_advice(key, learning_rate)}; no model was saved")
+
+    return StopOnNonFiniteLoss()
+
+
 def fit(model, train_data, val_data, epochs: int, learning_rate: float, patience: int, live,
-        warmup_epochs: int = 0, initial_epoch: int = 0) -> dict:
+        warmup_epochs: int = 0, initial_epoch: int = 0, learning_rate_key: str = "learning_rate") -> dict:
     """Compile, fit with early stopping on val_loss (best weights restored); return the history.
+
+    A nan or inf loss ends the fit with a LungdxError that names `learning_rate_key`.
 
     Epochs are counted as Keras counts them: a second fit (fine-tuning) continues from
     `initial_epoch`, and so do the dvclive steps.
@@ -44,7 +84,8 @@ def fit(model, train_data, val_data, epochs: int, learning_rate: float, patience
                                          start_from_epoch=warmup_epochs)
     history = model.fit(train_data, validation_data=val_data, epochs=initial_epoch + epochs, verbose=2,
                         initial_epoch=initial_epoch, shuffle=False,  # the order is batches()' seeded one
-                        callbacks=[stop, DVCLiveCallback(live=live)])
+                        callbacks=[stop_on_nonfinite_loss(learning_rate_key, learning_rate), stop,
+                                   DVCLiveCallback(live=live)])
     return history.history
 
 
@@ -62,30 +103,54 @@ def train(params: dict, prepared_dir="data/prepared", features_dir="data/feature
 
     train_x, train_y = load_split(prepared_dir, "train")
     val_x, val_y = load_split(prepared_dir, "val")
-    # The context manager keeps the callback's end-of-fit from closing the log between two fits.
-    with distribution_strategy().scope(), Live(str(live_dir), dvcyaml=False, save_dvc_exp=False) as live:
-        live.log_params({k: v for k, v in cfg.items() if not isinstance(v, list)})
-        if cfg["model"] == "cnn":
-            from .models import build_cnn
+    try:
+        # The context manager keeps the callback's end-of-fit from closing the log between two fits.
+        with distribution_strategy().scope(), Live(str(live_dir), dvcyaml=False, save_dvc_exp=False) as live:
+            live.log_params({k: v for k, v in cfg.items() if not isinstance(v, list)})
+            if cfg["model"] == "cnn":
+                from .models import build_cnn
 
-            model = build_cnn(cfg["image_size"], n, cfg)
-            history = fit(model, batches(train_x, train_y, n, cfg["batch_size"], cfg["seed"]),
-                          batches(val_x, val_y, n, cfg["batch_size"]),
-                          cfg["epochs"], cfg["learning_rate"], cfg["patience"], live, cfg["warmup_epochs"])
-        else:
-            model, history = _train_vgg19(cfg, n, features_dir, (train_x, train_y), (val_x, val_y), live)
-        best = int(np.argmin(history["val_loss"]))
-        summary = {"best_epoch": best + 1, "epochs_run": len(history["val_loss"]),
-                   "best_val_loss": float(history["val_loss"][best]),
-                   "best_val_accuracy": float(history["val_accuracy"][best])}
-        for name, value in summary.items():
-            live.summary[name] = value
-    save_model(model, model_path, classes, cfg["image_size"], cfg["model"])
+                model = build_cnn(cfg["image_size"], n, cfg)
+                history = fit(model, batches(train_x, train_y, n, cfg["batch_size"], cfg["seed"]),
+                              batches(val_x, val_y, n, cfg["batch_size"]),
+                              cfg["epochs"], cfg["learning_rate"], cfg["patience"], live, cfg["warmup_epochs"],
+                              learning_rate_key="models.cnn.learning_rate")
+                check = (model, val_x, "learning_rate")
+            else:
+                model, history, check = _train_vgg19(cfg, n, features_dir, (train_x, train_y), (val_x, val_y), live)
+            val_loss = np.asarray(history["val_loss"], dtype=float)
+            best = int(np.argmin(np.where(np.isfinite(val_loss), val_loss, np.inf)))  # argmin takes nan for least
+            summary = {"best_epoch": best + 1, "epochs_run": len(history["val_loss"]),
+                       "best_val_loss": float(history["val_loss"][best]),
+                       "best_val_accuracy": float(history["val_accuracy"][best])}
+            for name, value in summary.items():
+                live.summary[name] = value
+        _check_outputs_finite(*check, cfg)
+        save_model(model, model_path, classes, cfg["image_size"], cfg["model"])
+    except BaseException:
+        # Live has closed by now (its context ended first): remove what it wrote, so that a
+        # failed run leaves no curves that look like a finished training. No model was saved.
+        shutil.rmtree(live_dir, ignore_errors=True)
+        raise
     return summary
 
 
+def _check_outputs_finite(model, x, rate: str, cfg: dict) -> None:
+    """Refuse to save a model whose outputs on the validation inputs are not all finite."""
+    try:
+        predict(model, x)
+    except NonFiniteOutputs as exc:
+        key = f"models.{cfg['model']}.{rate}"
+        raise LungdxError(f"training diverged: the trained model's outputs are not finite for {exc.bad} of "
+                          f"{exc.total} validation images; {lower_rate_advice(key, cfg[rate])}; "
+                          "no model was saved") from None
+
+
 def _train_vgg19(cfg, n_classes, features_dir, train, val, live):
-    """Head on cached base features; then optionally fine-tune the last blocks on images."""
+    """Head on cached base features; then optionally fine-tune the last blocks on images.
+
+    Returns the end-to-end model, the history, and what shows its validation outputs
+    (a model, its inputs, the learning rate that shaped it) for the check before saving."""
     from .features import load_features
     from .models import build_head_only, build_vgg19, unfreeze_last_blocks
 
@@ -93,7 +158,10 @@ def _train_vgg19(cfg, n_classes, features_dir, train, val, live):
     head = build_head_only(feats["train"].shape[1], n_classes, cfg)
     history = fit(head, batches(feats["train"], train[1], n_classes, cfg["batch_size"], cfg["seed"]),
                   batches(feats["val"], val[1], n_classes, cfg["batch_size"]),
-                  cfg["epochs"], cfg["learning_rate"], cfg["patience"], live, cfg["warmup_epochs"])
+                  cfg["epochs"], cfg["learning_rate"], cfg["patience"], live, cfg["warmup_epochs"],
+                  learning_rate_key="models.vgg19.learning_rate")
+    # The head on the cached validation features gives the end-to-end model's outputs, one pass of the base fewer.
+    check = (head, feats["val"], "learning_rate")
 
     # One end-to-end model for evaluate, Grad-CAM and predict: the cached base's weights plus the head.
     model, base = build_vgg19(cfg["image_size"], n_classes, cfg, weights=None)
@@ -108,6 +176,8 @@ def _train_vgg19(cfg, n_classes, features_dir, train, val, live):
         more = fit(model, batches(train[0], train[1], n_classes, cfg["batch_size"], cfg["seed"] + 1),
                    batches(val[0], val[1], n_classes, cfg["batch_size"]),
                    cfg["fine_tune_epochs"], cfg["fine_tune_learning_rate"], cfg["patience"], live,
-                   initial_epoch=len(history["val_loss"]))
+                   initial_epoch=len(history["val_loss"]),
+                   learning_rate_key="models.vgg19.fine_tune_learning_rate")
         history = {k: history[k] + more[k] for k in history}
-    return model, history
+        check = (model, val[0], "fine_tune_learning_rate")
+    return model, history, check

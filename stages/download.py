@@ -8,8 +8,8 @@ from lungdx.data import download
 @stage
 def main():
     record = download(params.load(), "data/raw", progress=progress)
-    print(f"download: {record['files']} files of {len(record['classes'])} classes from {record['kind']} "
-          f"{record['location']} -> data/raw")
+    origin = record["kind"] if record["kind"] == "synthetic" else f"{record['kind']} {record['location']}"
+    print(f"download: {record['files']} files of {len(record['classes'])} classes from {origin} -> data/raw")
 
 
 if __name__ == "__main__":

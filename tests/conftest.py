@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import struct
 import subprocess
+import zlib
 from pathlib import Path
 
 import cv2
@@ -70,6 +72,17 @@ def make_kaggle_dataset(root: Path, counts: dict[str, int], size: int = 64, top:
         (base / f"{cls}.metadata.xlsx").write_bytes(b"PK\x03\x04 not really a spreadsheet")
     (base / "README.md.txt").write_text("COVID-19 Radiography Database\n")
     return root
+
+
+def require_private_mounts() -> None:
+    """Skip unless this process may mount file systems in a private mount namespace
+    (`unshare --user --map-root-user --mount`: no root needed where the kernel allows it)."""
+    probe = shutil.which("unshare") and subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+         "d=$(mktemp -d) && mount -t tmpfs -o size=64k tmpfs $d"], capture_output=True)
+    if not probe or probe.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here: unprivileged user namespaces "
+                    "(unshare --user --map-root-user --mount) are not allowed by this kernel")
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.CompletedProcess:
@@ -170,3 +183,34 @@ def tiny_run(tmp_path_factory) -> Path:
 def pytest_collection_modifyitems(items):
     # Under pytest-xdist the longest tests must start first; left to the end they run alone.
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def png_bomb(path: Path, side: int = 30000, bit_depth: int = 8, height: int | None = None) -> Path:
+    """A real, valid black gray PNG, side wide and `height` (default side) high: tiny on disk,
+    side x height x bit_depth/8 bytes once decoded.
+
+    IHDR, then one IDAT of zero rows (filter byte 0, black pixels) deflated in chunks of 64
+    rows, then IEND; CRCs correct. After a full flush deflate starts afresh, so identical
+    chunks compress to identical bytes: each distinct chunk is compressed once and repeated,
+    which makes a 30000² bomb in milliseconds instead of seconds.
+    """
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    row = 1 + side * bit_depth // 8
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)  # raw deflate; the zlib header and checksum are ours
+    compressed, stream = {}, [b"\x78\xda"]  # zlib header: deflate, 32K window, level 9
+    height = side if height is None else height
+    for start in range(0, height, 64):
+        rows = min(64, height - start)
+        if rows not in compressed:
+            compressed[rows] = deflate.compress(bytes(row * rows)) + deflate.flush(zlib.Z_FULL_FLUSH)
+        stream.append(compressed[rows])
+    stream.append(deflate.flush(zlib.Z_FINISH))
+    # Adler-32 of n zero bytes: a stays 1, b adds 1 per byte.
+    stream.append(struct.pack(">I", ((row * height) % 65521) << 16 | 1))
+    ihdr = struct.pack(">IIBBBBB", side, height, bit_depth, 0, 0, 0, 0)  # gray, deflate, adaptive, no interlace
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"".join(stream))
+                     + chunk(b"IEND", b""))
+    return path

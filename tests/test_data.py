@@ -9,11 +9,12 @@ from functools import partial
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import cv2
 import pytest
 
 from lungdx.data import download, plan_layout, resolve_source
 from lungdx.errors import LungdxError, ParamError
-from tests.conftest import make_flat_dataset, make_kaggle_dataset, shared, tree_hashes
+from tests.conftest import make_flat_dataset, make_kaggle_dataset, shared, tree_hashes, write_image, xray
 
 FOUR = {"COVID": 3, "Lung_Opacity": 2, "Normal": 3, "Viral Pneumonia": 2}
 
@@ -126,6 +127,27 @@ def test_zip_slip_entries_are_never_written_outside(tmp_path):
     download(params_for(archive), out)
     assert not list(tmp_path.rglob("escaped.png"))
     assert sorted(p.name for p in out.iterdir()) == ["COVID", "Normal", "source.json"]
+
+
+def test_entry_names_with_dot_slash_or_double_slash_are_found_and_backslash_names_skipped(tmp_path, capsys):
+    img = cv2.imencode(".png", xray(1))[1].tobytes()
+    archive = tmp_path / "odd.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("./top/COVID/images/a.png", img)    # some zip tools write ./ in front
+        zf.writestr("top//Normal/images/b.png", img)    # or a double slash
+        zf.writestr("top/Normal/images/c\\d.png", img)  # a Windows separator, or a trick
+    record = download(params_for(archive), tmp_path / "raw")
+    assert (tmp_path / "raw" / "COVID" / "images" / "a.png").read_bytes() == img
+    assert (tmp_path / "raw" / "Normal" / "images" / "b.png").read_bytes() == img
+    assert record["skipped"] == [{"path": "top/Normal/images/c\\d.png",
+                                  "reason": "unsafe name (absolute, with .. or a backslash), never extracted"}]
+    folder = tmp_path / "folder"
+    for name in ("COVID/x.png", "Normal/y.png", "Normal/z\\w.png"):  # legal on Linux
+        write_image(folder / name, xray(len(name)))
+    record = download(params_for(folder), tmp_path / "raw2")
+    assert record["files"] == 2 and record["skipped"] == [
+        {"path": "Normal/z\\w.png", "reason": "unsafe name (with a backslash), not copied"}]
+    assert "Traceback" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("content", [b"this is not a zip", None])

@@ -1,11 +1,16 @@
-"""Every supported image form becomes the same 8-bit grayscale array."""
+"""Every supported image form becomes the same 8-bit grayscale array; bombs are refused undecoded."""
+
+import struct
+import time
+import tracemalloc
 
 import cv2
 import numpy as np
 import pytest
 
-from lungdx.images import UnreadableImage, load_for_model, read_gray, resize_square
-from tests.conftest import write_image, xray
+from lungdx.images import (MAX_FILE_BYTES, UnreadableImage, decode_gray, image_dimensions, load_for_model,
+                           read_gray, resize_square)
+from tests.conftest import png_bomb, write_image, xray
 
 
 @pytest.fixture
@@ -74,3 +79,170 @@ def test_load_for_model_gives_the_model_size(tmp_path):
     big = write_image(tmp_path / "big.png", np.full((4000, 4000), 90, np.uint8))
     out = load_for_model(big, 64)
     assert out.shape == (64, 64) and out.dtype == np.uint8 and (out == 90).all()
+
+
+# --- decompression bombs: sizes from the header, limits before decoding ---
+
+def encoded(ext: str, img: np.ndarray, *flags) -> bytes:
+    ok, buf = cv2.imencode(ext, img, list(flags))
+    assert ok, ext
+    return buf.tobytes()
+
+
+def bmp_core_header(img: np.ndarray) -> bytes:
+    """A 24-bit BMP with the old 12-byte BITMAPCOREHEADER (OS/2 1.x), which cv2 does not write."""
+    h, w = img.shape[:2]
+    stride = (3 * w + 3) // 4 * 4
+    rows = b"".join(np.ascontiguousarray(row).tobytes().ljust(stride, b"\0") for row in img[::-1])  # bottom-up
+    return (b"BM" + struct.pack("<IHHI", 26 + len(rows), 0, 0, 26)
+            + struct.pack("<IHHHH", 12, w, h, 1, 24) + rows)
+
+
+def bmp_top_down(img: np.ndarray) -> bytes:
+    """A BITMAPINFOHEADER BMP stored top-down: the height in the header is negative."""
+    data = bytearray(encoded(".bmp", img))
+    h = struct.unpack_from("<i", data, 22)[0]
+    struct.pack_into("<i", data, 22, -h)
+    return bytes(data)
+
+
+def tiff_big_endian(img: np.ndarray) -> bytes:
+    """An uncompressed 8-bit gray TIFF in Motorola byte order, width a SHORT and height a LONG."""
+    h, w = img.shape
+    entries = [(256, 3, w), (257, 4, h), (258, 3, 8), (259, 3, 1), (262, 3, 1), (273, 4, 8 + 2 + 12 * 8 + 4),
+               (278, 4, h), (279, 4, w * h)]
+    ifd = struct.pack(">H", len(entries)) + b"".join(
+        struct.pack(">HHI", tag, kind, 1) + (struct.pack(">HH", value, 0) if kind == 3 else struct.pack(">I", value))
+        for tag, kind, value in entries) + struct.pack(">I", 0)
+    return b"MM\x00*" + struct.pack(">I", 8) + ifd + img.tobytes()
+
+
+def jpeg_with_metadata(img: np.ndarray) -> bytes:
+    """A JPEG with an APP1 and a COM segment and fill bytes before its frame header, as cameras write."""
+    data = encoded(".jpg", img)
+    app1 = b"\xff\xe1" + struct.pack(">H", 2 + 1000) + b"Exif\0\0" + bytes(994)
+    comment = b"\xff\xff\xff\xfe" + struct.pack(">H", 2 + 5) + b"hello"
+    return data[:2] + app1 + comment + data[2:]
+
+
+GRAY = xray(5, 80)[:53, :37]  # not square, so width and height cannot be confused
+FORMS = {
+    "png 8-bit": lambda: encoded(".png", GRAY),
+    "png 16-bit": lambda: encoded(".png", GRAY.astype(np.uint16) * 257),
+    "png rgba": lambda: encoded(".png", cv2.cvtColor(GRAY, cv2.COLOR_GRAY2BGRA)),
+    "jpeg": lambda: encoded(".jpg", GRAY),
+    "jpeg progressive": lambda: encoded(".jpg", GRAY, cv2.IMWRITE_JPEG_PROGRESSIVE, 1),
+    "jpeg with metadata": lambda: jpeg_with_metadata(GRAY),
+    "bmp": lambda: encoded(".bmp", GRAY),
+    "bmp core header": lambda: bmp_core_header(cv2.cvtColor(GRAY, cv2.COLOR_GRAY2BGR)),
+    "bmp top-down": lambda: bmp_top_down(cv2.cvtColor(GRAY, cv2.COLOR_GRAY2BGR)),
+    "tiff little-endian": lambda: encoded(".tif", GRAY),
+    "tiff big-endian": lambda: tiff_big_endian(GRAY),
+}
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_header_dimensions_equal_the_decoded_shape(form):
+    data = FORMS[form]()
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert decoded is not None, form
+    assert image_dimensions(data) == (37, 53) == (decoded.shape[1], decoded.shape[0])
+    assert decode_gray(data).shape == (53, 37)
+
+
+PNG = encoded(".png", GRAY)
+JPEG = encoded(".jpg", GRAY)
+BAD_HEADERS = {
+    "gif": (b"GIF89a" + bytes(100), "not a decodable image (not a PNG, JPEG, BMP or TIFF file)"),
+    "png cut in its header": (PNG[:20], "not a decodable image (truncated PNG header)"),
+    "png without IHDR first": (PNG[:12] + b"tEXt" + PNG[16:], "malformed PNG header: the first chunk is not IHDR"),
+    "png of width 0": (PNG[:16] + bytes(4) + PNG[20:], "malformed PNG header: it gives a 0x53 image"),
+    "jpeg cut before its frame header": (JPEG[:JPEG.index(b"\xff\xc0")], "truncated JPEG header"),
+    "jpeg with data before any frame header": (b"\xff\xd8\xff\xda\x00\x08" + bytes(50),
+                                                "no frame header (SOFn) before the image data"),
+    "bmp cut in its header": (b"BM" + bytes(14), "truncated BMP header"),
+    "bmp with an unknown header": (b"BM" + bytes(12) + struct.pack("<I", 20) + bytes(40),
+                                   "malformed BMP header: unknown info header size 20"),
+    "tiff whose first IFD is past the end": (b"II*\x00" + struct.pack("<I", 10 ** 6), "truncated TIFF header"),
+    "tiff without a width": (b"II*\x00" + struct.pack("<IH", 8, 1) + struct.pack("<HHII", 257, 3, 1, 53)
+                             + bytes(4), "no ImageWidth and ImageLength in the first IFD"),
+    # libtiff takes the first of two ImageWidth tags; a reader of the last one would be fooled.
+    "tiff with a size tag twice": (b"II*\x00" + struct.pack("<IH", 8, 4)
+                                   + b"".join(struct.pack("<HHII", tag, 4, 1, value)
+                                              for tag, value in ((256, 30000), (256, 100), (257, 30000), (257, 100)))
+                                   + bytes(4), "malformed TIFF header: tag 256 (ImageWidth) twice"),
+    "bigtiff": (b"II+\x00" + struct.pack("<HHQ", 8, 0, 16) + bytes(64),
+                "BigTIFF is not supported; save the image as PNG or as a classic TIFF"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_HEADERS)
+def test_unknown_formats_and_bad_headers_are_unreadable_with_the_reason(tmp_path, case):
+    content, reason = BAD_HEADERS[case]
+    path = tmp_path / "bad.img"
+    path.write_bytes(content)
+    with pytest.raises(UnreadableImage) as caught:
+        read_gray(path)
+    assert reason in str(caught.value)
+
+
+@pytest.mark.parametrize("bit_depth, dtype", [(8, np.uint8), (16, np.uint16)])
+def test_the_png_bomb_helper_writes_a_real_png(tmp_path, bit_depth, dtype):
+    path = png_bomb(tmp_path / "small.png", side=300, bit_depth=bit_depth)  # several 64-row chunks, repeated
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert img is not None and img.shape == (300, 300) and img.dtype == dtype and not img.any()
+    assert image_dimensions(path.read_bytes()) == (300, 300)
+
+
+BOMB = ("too large to decode safely: 30000x30000 is 900,000,000 pixels, over the limit of 36,000,000 "
+        "(lungdx.images.MAX_PIXELS, a longest side of 6000); downscale it first")
+
+
+@pytest.mark.parametrize("width, height, bit_depth, message", [
+    (30000, None, 8, BOMB), (30000, None, 16, BOMB),
+    # A strip within 36 megapixels that resize_square would pad to a 60000x60000 square (3.6 GB).
+    (60000, 600, 8, "too large to decode safely: 60000x600 (padded to a 60000x60000 square) is "
+                    "3,600,000,000 pixels, over the limit of 36,000,000"),
+])
+def test_image_bombs_are_refused_from_the_header_before_decoding(tmp_path, width, height, bit_depth, message):
+    path = png_bomb(tmp_path / "bomb.png", side=width, bit_depth=bit_depth, height=height)
+    assert path.stat().st_size < 2 << 20  # decoded: 900 MB (8-bit) or 1.8 GB (16-bit)
+    for refuse in (lambda: read_gray(path), lambda: decode_gray(path.read_bytes()),
+                   lambda: load_for_model(path, 128)):
+        tracemalloc.start()  # counts numpy and OpenCV output arrays: a decode would show 900 MB or more
+        start = time.perf_counter()
+        try:
+            with pytest.raises(UnreadableImage) as caught:
+                refuse()
+            seconds = time.perf_counter() - start
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert str(caught.value).startswith(message)
+        assert peak < 8 << 20, f"{peak} bytes allocated: the bomb was decoded"
+        assert seconds < 3.0  # decoding it takes 7-10 s here
+
+
+def test_the_pixel_limit_is_exact(tmp_path):
+    at_limit = png_bomb(tmp_path / "6000.png", side=6000)  # 36 megapixels: allowed
+    assert read_gray(at_limit).shape == (6000, 6000)
+    with pytest.raises(UnreadableImage, match=r"6001x6001 is 36,012,001 pixels, over the limit of 36,000,000"):
+        read_gray(png_bomb(tmp_path / "6001.png", side=6001))
+    with pytest.raises(UnreadableImage, match=r"6001x16 \(padded to a 6001x6001 square\)"):
+        read_gray(png_bomb(tmp_path / "strip.png", side=6001, height=16))
+
+
+def test_a_file_over_the_size_limit_is_refused_without_being_read(tmp_path):
+    path = write_image(tmp_path / "huge.png", xray(3))
+    with open(path, "r+b") as f:
+        f.truncate(MAX_FILE_BYTES + 1)  # sparse: no disk used, but reading it would take 256 MiB
+    tracemalloc.start()
+    try:
+        with pytest.raises(UnreadableImage) as caught:
+            read_gray(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(caught.value) == ("file too large to read safely: 256.0 MiB (268435457 bytes), over the limit of "
+                                 "256 MiB (lungdx.images.MAX_FILE_BYTES); downscale or recompress it first")
+    assert peak < 1 << 20, f"{peak} bytes allocated: the file was read"

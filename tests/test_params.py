@@ -1,5 +1,7 @@
 """params.yaml is a public interface: every key is documented, and bad values are named."""
 
+import re
+
 import pytest
 import yaml
 
@@ -38,3 +40,190 @@ def test_unreadable_params_file_is_a_clear_error(tmp_path):
     (tmp_path / "params.yaml").write_text("seed: [unclosed\n")
     with pytest.raises(LungdxError, match="not valid YAML"):
         P.load(tmp_path / "params.yaml")
+
+
+def default_params() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def with_value(params: dict, key: str, value) -> dict:
+    node = params
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    return params
+
+
+def load_with(tmp_path, **changes):
+    """params.yaml with `changes` written as YAML (so nan is `.nan`) and read back by load, as a stage does."""
+    params = default_params()
+    for key, value in changes.items():
+        with_value(params, key.replace("__", "."), value)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return P.load(path)
+
+
+NAN, INF = float("nan"), float("inf")
+
+# (key, a value that must be refused, what the message must say is allowed); every key of params.yaml.
+BAD_VALUES = [
+    ("seed", -1, "an integer from 0 to 4294967295"),
+    ("seed", 2 ** 32, "an integer from 0 to 4294967295"),
+    ("seed", 1.5, "an integer from 0"),
+    ("seed", True, "an integer from 0"),
+    ("dataset.source", 5, "synthetic, kaggle, a local folder"),
+    ("dataset.source", "", "synthetic, kaggle, a local folder"),
+    ("dataset.kaggle_handle", "covid19-radiography-database", "owner/dataset"),
+    ("dataset.kaggle_handle", "a/b/c", "owner/dataset"),
+    ("dataset.kaggle_version", 0, r"an integer >= 1, or null"),
+    ("dataset.kaggle_version", "latest", r"an integer >= 1, or null"),
+    ("dataset.kaggle_version", INF, r"an integer >= 1, or null"),
+    ("dataset.classes", "COVID", "a list of class folder names"),
+    ("dataset.classes", ["COVID", "COVID"], "without repeated names"),
+    ("dataset.classes", ["../COVID"], "no slashes"),
+    ("dataset.synthetic.per_class", 0, "an integer from 1 to 100000"),
+    ("dataset.synthetic.per_class", 10 ** 6, "an integer from 1 to 100000"),
+    ("dataset.synthetic.image_size", 16, "an integer from 32 to 1024"),
+    ("dataset.synthetic.image_size", 2048, "an integer from 32 to 1024"),
+    ("dataset.synthetic.image_size", INF, "an integer from 32 to 1024"),
+    ("sample.per_class", 0, "an integer >= 1"),
+    ("sample.per_class", 2.5, "an integer >= 1"),
+    ("sample.val_size", 0, "strictly between 0 and 1"),
+    ("sample.val_size", NAN, "strictly between 0 and 1"),
+    ("sample.test_size", INF, "strictly between 0 and 1"),
+    ("prepare.image_size", 8, "an integer from 16 to 1024"),
+    ("prepare.image_size", 2048, "an integer from 16 to 1024"),
+    ("prepare.image_size", NAN, "an integer from 16 to 1024"),
+    ("baseline.image_size", 2, "an integer from 4 to 1024"),
+    ("baseline.image_size", 256, r"an integer from 4 to prepare.image_size \(now 128\)"),
+    ("baseline.n_estimators", 0, "an integer from 1 to 10000"),
+    ("baseline.n_estimators", 10 ** 6, "an integer from 1 to 10000"),
+    ("gradcam.per_class", 0, "an integer >= 1"),
+    ("gradcam.layer", 5, "null .* or a conv layer's name"),
+    ("gradcam.layer", "conv6", "a conv layer of the cnn model: conv1, conv2, conv3, conv4, conv5; did you mean"),
+    ("gradcam.layer", "block5_conv4", "a conv layer of the cnn model: conv1"),
+    ("model", "resnet", "one of cnn, vgg19"),
+    ("models.cnn.epochs", 0, "an integer from 1 to 10000"),
+    ("models.cnn.epochs", 10 ** 6, "an integer from 1 to 10000"),
+    ("models.cnn.batch_size", 0, "an integer from 1 to 4096"),
+    ("models.cnn.batch_size", 10 ** 5, "an integer from 1 to 4096"),
+    ("models.cnn.learning_rate", 0, "a finite number > 0"),
+    ("models.cnn.learning_rate", INF, "a finite number > 0"),
+    ("models.cnn.learning_rate", NAN, "a finite number > 0"),
+    ("models.cnn.learning_rate", "fast", "a finite number > 0"),
+    ("models.cnn.dropout", 1, "from 0 up to"),
+    ("models.cnn.dropout", NAN, "from 0 up to"),
+    ("models.cnn.patience", 0, "an integer from 1 to 10000"),
+    ("models.cnn.warmup_epochs", -1, "an integer from 0 to 10000"),
+    ("models.cnn.dense_units", 0, "an integer from 1 to 8192"),
+    ("models.cnn.dense_units", 10 ** 5, "an integer from 1 to 8192"),
+    ("models.cnn.filters", [], "a list of 1 to 10 integers from 1 to 2048"),
+    ("models.cnn.filters", [16, 0], "a list of 1 to 10 integers from 1 to 2048"),
+    ("models.cnn.filters", [4] * 11, "a list of 1 to 10 integers from 1 to 2048"),
+    ("models.cnn.filters", [16, 32, 64, 128, 256, 512, 512, 512], "at least 256 for a cnn with 8 poolings"),
+    # The vgg19 settings are checked while model is cnn: `-S model=vgg19` cannot fail late.
+    ("models.vgg19.weights", "weights.bin", "imagenet, none, or the path of an existing .h5 file"),
+    ("models.vgg19.weights", 5, "imagenet, none, or the path of an existing .h5 file"),
+    ("models.vgg19.epochs", 0, "an integer from 1 to 10000"),
+    ("models.vgg19.batch_size", 0, "an integer from 1 to 4096"),
+    ("models.vgg19.learning_rate", NAN, "a finite number > 0"),
+    ("models.vgg19.dropout", -0.1, "from 0 up to"),
+    ("models.vgg19.patience", 0, "an integer from 1 to 10000"),
+    ("models.vgg19.warmup_epochs", 1.5, "an integer from 0 to 10000"),
+    ("models.vgg19.dense_units", 0, "an integer from 1 to 8192"),
+    ("models.vgg19.fine_tune_blocks", 6, "an integer from 0 to 5"),
+    ("models.vgg19.fine_tune_epochs", 0, "an integer from 1 to 10000"),
+    ("models.vgg19.fine_tune_learning_rate", INF, "a finite number > 0"),
+]
+
+
+@pytest.mark.parametrize("key, value, allowed", BAD_VALUES, ids=[f"{k}={v!r}" for k, v, _ in BAD_VALUES])
+def test_every_param_is_checked_for_type_and_range_before_any_work(tmp_path, key, value, allowed):
+    changes = {key.replace(".", "__"): value}
+    if key == "dataset.kaggle_handle":
+        changes["dataset__source"] = "kaggle"
+    if key == "models.cnn.filters" and len(value) == 8:
+        changes["prepare__image_size"] = 128
+    with pytest.raises(ParamError) as caught:
+        load_with(tmp_path, **changes)
+    message = str(caught.value)
+    named = "prepare.image_size" if "poolings" in allowed else key
+    assert message.startswith(f"params.yaml: {named} = ") and " is not allowed: " in message, message
+    assert re.search(allowed, message), message
+    assert "\n" not in message
+
+
+def test_the_bad_value_cases_cover_every_key_of_params_yaml():
+    covered = {key for key, _, _ in BAD_VALUES}
+    assert set(leaves(default_params())) - covered == set()
+
+
+def test_default_params_and_the_documented_alternatives_pass_every_check(tmp_path):
+    assert P.load(ROOT / "params.yaml")["model"] == "cnn"
+    for changes in ({"model": "vgg19", "gradcam__layer": "block5_conv4", "models__vgg19__weights": "none"},
+                    {"gradcam__layer": "conv5", "dataset__kaggle_version": None, "dataset__source": "kaggle"},
+                    {"seed": 2 ** 32 - 1, "prepare__image_size": 1024, "dataset__synthetic__image_size": 1024,
+                     "baseline__image_size": 1024, "models__vgg19__fine_tune_blocks": 5}):
+        load_with(tmp_path, **changes)
+
+
+@pytest.mark.parametrize("key, suggestion", [
+    ("models.cnn.dropuot", "did you mean models.cnn.dropout?"),
+    ("sead", "did you mean seed?"),
+    ("dataset.synthetic.imagesize", "did you mean dataset.synthetic.image_size?"),
+    ("gradcam.layers", "did you mean gradcam.layer?"),
+    ("models.vgg19.filters", r"no such key \(models.vgg19 takes: weights, epochs"),
+    ("models.resnet", r"no such key \(models takes: cnn, vgg19\)"),
+])
+def test_unknown_keys_at_any_level_are_refused_with_a_suggestion(tmp_path, key, suggestion):
+    with pytest.raises(ParamError, match=rf"^params.yaml: {re.escape(key)} = .* is not allowed: .*{suggestion}"):
+        load_with(tmp_path, **{key.replace(".", "__"): 0.5 if key != "models.resnet" else {"epochs": 3}})
+
+
+def test_a_missing_vgg19_weights_file_matters_only_when_vgg19_is_trained(tmp_path):
+    missing = str(tmp_path / "no_such_vgg19.h5")
+    assert load_with(tmp_path, models__vgg19__weights=missing)["model"] == "cnn"
+    with pytest.raises(ParamError, match=r"models.vgg19.weights = .* is not allowed: .*does not exist"):
+        load_with(tmp_path, models__vgg19__weights=missing, model="vgg19")
+
+
+def test_a_too_small_image_for_the_other_architecture_is_checked_when_it_is_chosen(tmp_path):
+    # prepare.image_size 24 suits a two-block cnn; vgg19 needs 32, which matters once it is chosen.
+    load_with(tmp_path, prepare__image_size=24, baseline__image_size=8, models__cnn__filters=[8, 16])
+    with pytest.raises(ParamError, match=r"prepare.image_size = 24 .*at least 32 for vgg19"):
+        load_with(tmp_path, prepare__image_size=24, baseline__image_size=8, model="vgg19")
+
+
+def test_gradcam_layer_names_known_statically_are_the_conv_layers_of_the_built_models():
+    from lungdx.gradcam import conv_layers
+    from lungdx.models import build_cnn, build_vgg19
+
+    cfg = {"dense_units": 4, "dropout": 0.0}
+    for filters in ([4], [4, 8, 8]):
+        cnn = build_cnn(32, 3, {**cfg, "filters": filters})
+        assert [layer.name for layer in conv_layers(cnn)] == P.conv_layer_names("cnn", filters)
+    vgg19, _ = build_vgg19(32, 3, cfg, weights=None)
+    assert [layer.name for layer in conv_layers(vgg19)] == P.conv_layer_names("vgg19")
+
+
+def test_numbers_with_an_exponent_are_numbers_as_dvc_writes_them(tmp_path):
+    """`dvc exp run -S models.cnn.learning_rate=3e-5` writes 3e-05 (YAML 1.2, which DVC reads as a
+    number); PyYAML's YAML 1.1 rules read it as text, which used to refuse every rate below 1e-4."""
+    from lungdx.train import lower_rate_advice
+
+    text = (ROOT / "params.yaml").read_text()
+    path = tmp_path / "params.yaml"
+    for written, number in [("3e-05", 3e-05), ("1E-3", 1e-3), ("2.5e-4", 2.5e-4), ("-1e+2", None)]:
+        path.write_text(text.replace("learning_rate: 0.0003", f"learning_rate: {written}"))
+        if number is None:
+            with pytest.raises(ParamError, match="models.cnn.learning_rate = -100.0 is not allowed"):
+                P.load(path)
+        else:
+            assert P.load(path)["models"]["cnn"]["learning_rate"] == number
+    advice = lower_rate_advice("models.cnn.learning_rate", 0.0003)
+    assert advice == "lower models.cnn.learning_rate (now 0.0003), e.g. to 0.00003, or check the data"
+    suggested = advice.split("e.g. to ")[1].split(",")[0]
+    path.write_text(text.replace("learning_rate: 0.0003", f"learning_rate: {suggested}"))
+    assert P.load(path)["models"]["cnn"]["learning_rate"] == 3e-05

@@ -163,3 +163,21 @@ def test_an_oversized_metadata_entry_is_refused_before_it_is_read(tiny_run, tmp_
     assert bomb.stat().st_size < 8 << 20  # 64 MiB of spaces compress to almost nothing
     with pytest.raises(LungdxError, match="declares 67108866 bytes, more than 1048576"):
         read_info(bomb)
+
+
+def test_an_image_bomb_is_named_with_the_reason_and_the_other_files_are_answered(tiny_run, inputs, tmp_path,
+                                                                                 capsys):
+    from lungdx.cli import main  # what python -m lungdx runs; in this process, to spare a TensorFlow start
+    from tests.conftest import png_bomb
+
+    bomb = png_bomb(tmp_path / "bomb.png")  # 30000x30000: 900 MB decoded, under 1 MB on disk
+    status = main(["predict", str(inputs["gray"]), str(bomb), "--model", str(tiny_run / "models" / "model.keras"),
+                   "--json"])
+    out, err = capsys.readouterr()
+    assert status == 1
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {bomb}: too large to decode safely: 30000x30000 is 900,000,000 pixels, over the "
+                      "limit of 36,000,000 (lungdx.images.MAX_PIXELS, a longest side of 6000); downscale it first"]
+    good, refused = json.loads(out)
+    assert good["path"] == str(inputs["gray"]) and abs(sum(good["probabilities"].values()) - 1) < 1e-4
+    assert refused["path"] == str(bomb) and "predicted" not in refused and "too large" in refused["error"]

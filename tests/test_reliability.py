@@ -5,17 +5,20 @@ Real `dvc` in temporary git repositories, offline. The bad-input cases of the RE
 names each test, and test_every_case_in_the_readme_table_has_its_test checks those names.
 """
 
+import hashlib
 import json
 import os
 import re
 import signal
 import subprocess
+import sys
 import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from lungdx.synthetic import generate_dataset
 from tests.conftest import (ROOT, TINY, commit, copy_project, make_flat_dataset, make_kaggle_dataset, run,
@@ -61,7 +64,7 @@ def kill_when(project: Path, ready, what: str) -> None:
 
 
 @pytest.mark.slow
-def test_killed_prepare_and_train_recover_and_fresh_clones_match_byte_for_byte(tmp_path):
+def test_killed_stages_recover_fresh_clones_match_and_link_caches_stay_intact(tmp_path):
     source = messy_source(tmp_path / "source")
     source_before = tree_hashes(source)
     project = copy_project(tmp_path / "a", **{**TINY, "dataset.source": str(source), "models.cnn.epochs": 3})
@@ -83,6 +86,7 @@ def test_killed_prepare_and_train_recover_and_fresh_clones_match_byte_for_byte(t
             f.write("# edited\n")
         assert stages_run(run(["dvc", "repro", "--dry"], project).stdout) == rerun, module
         run(["git", "checkout", module], project)
+    assert_stages_replace_their_outputs_under_link_caches(project)
     files = next(iter(json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout).values()))["data"]
     assert list(files) == ["metrics/eval.json", "metrics/baseline.json", "metrics/gradcam.json"]
     assert all(isinstance(v, (int, float)) for f in files.values() for v in f["data"].values()), files
@@ -118,6 +122,56 @@ def test_killed_prepare_and_train_recover_and_fresh_clones_match_byte_for_byte(t
     assert tree_hashes(clone / "data" / "raw") == tree_hashes(project / "data" / "raw")
     skipped = (clone / "data" / "sampled" / "skipped.csv").read_text()
     assert all(name in skipped for name in ("empty.png", "notes.txt", "cut.png")), skipped
+
+
+def corrupted_cache_files(project: Path) -> list[str]:
+    """Files of the DVC cache whose content no longer has the md5 they are named by."""
+    bad = []
+    for path in (project / ".dvc" / "cache" / "files" / "md5").glob("*/*"):
+        if not path.name.endswith(".dir"):
+            if hashlib.md5(path.read_bytes()).hexdigest() != path.parent.name + path.name:
+                bad.append(path.parent.name + path.name)
+    return bad
+
+
+WATCHED = ["data/raw/COVID/images/COVID-1.png", "data/sampled/manifest.csv", "data/prepared/train/images.npy",
+           "metrics/baseline.json", "models/model.keras", "dvclive/train/metrics.json",
+           "dvclive/train/plots/metrics/train/loss.tsv", "metrics/eval.json", "metrics/plots/predictions.csv",
+           "metrics/gradcam.json", "reports/gradcam/scores.json"]
+
+
+def assert_stages_replace_their_outputs_under_link_caches(project: Path) -> None:
+    """With cache.type hardlink or symlink an output is the cache file itself: a stage that wrote
+    into an existing output would change the cache, and DVC would then restore the wrong bytes.
+    Runs stages by hand over linked outputs, with another seed, and checks the cache after each."""
+    committed = {name: (project / name).read_bytes() for name in WATCHED}
+    env = {**os.environ, "LUNGDX_PROGRESS": "0", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    # Every kind of writer: atomic folders (download, sample, prepare, evaluate's plots, the report),
+    # atomic files (metrics, the model) and dvclive's log (train).
+    for cache_type, by_hand, rewritten in [
+            ("hardlink", ["download", "sample", "prepare", "baseline"],
+             {"data/sampled/manifest.csv", "metrics/baseline.json"}),
+            ("symlink", ["train", "evaluate", "gradcam"],
+             {"models/model.keras", "dvclive/train/metrics.json", "metrics/plots/predictions.csv"})]:
+        run(["dvc", "config", "--local", "cache.type", cache_type], project)
+        run(["dvc", "checkout", "--relink"], project)
+        model = project / "models" / "model.keras"
+        assert model.is_symlink() if cache_type == "symlink" else model.stat().st_nlink == 2, cache_type
+        set_params(project, seed=yaml.safe_load((project / "params.yaml").read_text())["seed"] + 1)
+        for name in by_hand:
+            run([sys.executable, "-m", f"stages.{name}"], project, env=env)
+        changed = [name for name in WATCHED if (project / name).read_bytes() != committed[name]]
+        assert set(changed) >= rewritten, changed
+        if cache_type == "hardlink":  # the same source, the same bytes: but a new file, no longer the cache's
+            assert (project / "data/raw/COVID/images/COVID-1.png").stat().st_nlink == 1
+        assert corrupted_cache_files(project) == [], cache_type
+        # The results come back byte for byte, and DVC says so truthfully.
+        run(["git", "checkout", "params.yaml"], project)
+        run(["dvc", "checkout", "--force"], project)
+        assert {name: (project / name).read_bytes() for name in WATCHED} == committed, cache_type
+        assert run(["dvc", "status", "--json"], project).stdout.strip() == "{}", cache_type
+    run(["dvc", "config", "--local", "--unset", "cache.type"], project)
+    run(["dvc", "checkout", "--relink"], project)  # back to plain copies, as the rest of the test had
 
 
 def private_outputs(project: Path) -> list[str]:
@@ -158,6 +212,22 @@ def test_sources_are_never_modified_even_by_failing_runs(tmp_path):
         if not ok:
             assert re.search(r"^error: .+", proc.stderr, re.M), proc.stderr
     assert {str(s): tree_hashes(s) if s.is_dir() else s.read_bytes() for s in sources} == before
+
+
+def test_a_source_inside_a_pipeline_output_is_refused_before_dvc_or_lungdx_deletes_anything(tmp_path):
+    """data/raw is a persist output, so DVC leaves it in place and download can refuse it."""
+    project = copy_project(tmp_path / "p", **TINY)
+    run(["dvc", "repro", "sample"], project)
+    raw, sampled = tree_hashes(project / "data" / "raw"), tree_hashes(project / "data" / "sampled")
+    for source, named in [("data/raw", "data/raw"), ("data/raw/COVID", "data/raw"),
+                          (str(project / "data" / "sampled"), "data/sampled"), (".", "project")]:
+        set_params(project, **{"dataset.source": source})
+        proc = run(["dvc", "repro"], project, check=False)
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+        line = re.search(r"^error: .*", proc.stderr, re.M)
+        assert line and "dataset.source" in line[0] and named in line[0], (source, proc.stderr)
+        assert tree_hashes(project / "data" / "raw") == raw, f"{source}: data/raw changed"
+        assert tree_hashes(project / "data" / "sampled") == sampled, f"{source}: data/sampled changed"
 
 
 def test_every_case_in_the_readme_table_has_its_test():

@@ -140,3 +140,55 @@ def test_a_16bit_rgb_and_jpeg_mix_is_usable(tmp_path):
     download({"seed": 0, "dataset": {"source": str(src)}}, tmp_path / "raw")
     manifest, _ = run_sample(tmp_path / "raw", tmp_path)
     assert manifest.groupby("class").size().to_dict() == {"A": 10, "B": 10}
+
+
+def test_image_bombs_are_warned_about_by_name_skipped_and_listed_and_the_rest_sampled(tmp_path, capsys):
+    from lungdx.images import MAX_FILE_BYTES
+    from tests.conftest import png_bomb
+
+    raw = tmp_path / "raw"
+    for i in range(10):
+        write_image(raw / "A" / "images" / f"a{i}.png", xray(i))
+        write_image(raw / "B" / "images" / f"b{i}.png", xray(100 + i))
+    png_bomb(raw / "A" / "images" / "bomb.png")  # 30000x30000, under 1 MB
+    png_bomb(raw / "B" / "masks" / "b0.png", bit_depth=16)  # a bomb as a mask: the image stays, the mask goes
+    huge = write_image(raw / "B" / "images" / "huge.png", xray(200))
+    with open(huge, "r+b") as f:
+        f.truncate(MAX_FILE_BYTES + 1)  # sparse
+    manifest, out = run_sample(raw, tmp_path, per_class=20)
+
+    too_big = ("too large to decode safely: 30000x30000 is 900,000,000 pixels, over the limit of 36,000,000 "
+               "(lungdx.images.MAX_PIXELS, a longest side of 6000); downscale it first")
+    err = capsys.readouterr().err
+    assert f"warning: skipped {raw / 'A/images/bomb.png'}: {too_big}" in err
+    assert f"warning: skipped {raw / 'B/images/huge.png'}: file too large to read safely" in err
+    reasons = dict(pd.read_csv(out / "skipped.csv").itertuples(index=False))
+    assert reasons == {"A/images/bomb.png": too_big, "B/masks/b0.png": "unreadable mask: " + too_big,
+                       "B/images/huge.png": reasons["B/images/huge.png"]}
+    assert "over the limit of 256 MiB (lungdx.images.MAX_FILE_BYTES)" in reasons["B/images/huge.png"]
+    assert manifest.groupby("class").size().to_dict() == {"A": 10, "B": 10}
+    assert manifest.loc[manifest["path"] == "B/images/b0.png", "mask"].item() == ""
+
+
+def test_files_the_download_skipped_are_listed_in_skipped_csv_as_source_paths(tmp_path, capsys):
+    import os
+
+    src = make_flat_dataset(tmp_path / "src", {"A": 10, "B": 10})
+    (src / "A" / "dangling.png").symlink_to("gone.png")
+    os.mkfifo(src / "B" / "pipe.png")
+    write_image(src / "A" / "bad.png", xray(0)).write_bytes(b"")  # skipped by sample, not by download
+    download({"seed": 0, "dataset": {"source": str(src)}}, tmp_path / "raw")
+    _, out = run_sample(tmp_path / "raw", tmp_path, per_class=10)
+    rows = list(pd.read_csv(out / "skipped.csv").itertuples(index=False, name=None))
+    assert rows[:2] == [("source:A/dangling.png", "dangling symbolic link (its target gone.png does not exist)"),
+                        ("source:B/pipe.png", "named pipe (FIFO), not a regular file")]
+    assert [path for path, _ in rows[2:]] == ["A/images/bad.png"]  # raw paths keep their form
+    assert "the download stage skipped 2 file(s) of dataset.source" in capsys.readouterr().err
+
+
+def test_a_source_json_that_is_not_the_download_record_is_one_clear_line(tmp_path):
+    src = make_flat_dataset(tmp_path / "src", {"A": 10, "B": 10})
+    download({"seed": 0, "dataset": {"source": str(src)}}, tmp_path / "raw")
+    (tmp_path / "raw" / "source.json").write_text('{"skipped": [{"reason": "no path"}]}')
+    with pytest.raises(LungdxError, match=r"source.json: not the record the download stage writes \(KeyError"):
+        run_sample(tmp_path / "raw", tmp_path)

@@ -2,6 +2,7 @@
 and the VGG19 head trained on cached features becomes one end-to-end model."""
 
 import json
+import re
 
 import keras
 import numpy as np
@@ -12,7 +13,7 @@ from lungdx.errors import LungdxError
 from lungdx.datasets import predict as predict_probs
 from lungdx.evaluate import evaluate, predict_split
 from lungdx.metrics import classification_metrics
-from lungdx.model_file import load_model
+from lungdx.model_file import load_model, save_model
 from lungdx.features import cached_features_for, extract
 from lungdx.prepare import prepare
 from lungdx.sample import sample
@@ -169,3 +170,88 @@ def test_classification_metrics_on_known_predictions():
     assert result["accuracy"] == 0.75 and result["confusion_matrix"] == [[1, 0], [1, 2]]
     assert result["per_class"]["Normal"] == {"precision": 1.0, "recall": 0.666667, "f1": 0.8, "support": 3}
     assert result["roc_auc_ovr"] == 1.0  # two classes: the AUC of p(Normal)
+
+
+DIVERGING = {
+    "cnn": ({"models.cnn.learning_rate": 1e6}, r"models\.cnn\.learning_rate \(now 1000000\), e\.g\. to 100000,"),
+    # The head trains normally; the fine-tuning phase's rate is the one to lower.
+    "vgg19_fine_tuning": ({"model": "vgg19", "models.vgg19.fine_tune_blocks": 1, "models.vgg19.fine_tune_epochs": 1,
+                           "models.vgg19.fine_tune_learning_rate": 1e6},
+                          r"epoch 4, batch \d+; lower models\.vgg19\.fine_tune_learning_rate \(now 1000000\)"),
+}
+
+
+@pytest.mark.parametrize("case", DIVERGING)
+def test_a_diverging_training_stops_naming_epoch_batch_and_learning_rate_and_leaves_no_model_or_dvclive(
+        workdir, case):
+    changes, named = DIVERGING[case]
+    with pytest.raises(LungdxError) as caught:
+        run_train(workdir, f"diverged_{case}", make_params(**changes))
+    message = str(caught.value)
+    assert re.fullmatch(r"training diverged: the loss became (nan|inf) in epoch \d+, batch \d+; lower \S+ \(now "
+                        r"[^)]+\), e\.g\. to [0-9.e+-]+, or check the data; no model was saved", message), message
+    assert re.search(named, message), message
+    assert not (workdir / f"diverged_{case}" / "models" / "model.keras").exists()
+    assert not (workdir / f"diverged_{case}" / "dvclive").exists(), "no partial curves that look complete"
+
+
+def test_a_failed_save_removes_the_dvclive_folder_and_writes_no_model(workdir):
+    # The model's folder cannot be made (a file is in the way): an OSError after training, like a full disk.
+    out = workdir / "blocked"
+    out.mkdir()
+    (out / "models").write_text("not a folder")
+    extract(make_params(), workdir / "prepared", out / "features")
+    with pytest.raises(OSError):
+        train(make_params(), workdir / "prepared", out / "features", out / "models" / "model.keras", out / "dvclive")
+    assert not (out / "dvclive").exists()
+    assert (out / "models").read_text() == "not a folder"
+
+
+@pytest.fixture(scope="module")
+def nan_model(workdir):
+    """A model file whose network gives nan (one weight set to nan), saved as train saves models."""
+    from lungdx.models import build_cnn
+
+    model = build_cnn(32, 4, {"filters": [4], "dense_units": 4, "dropout": 0.0})
+    kernel, bias = model.get_layer("probabilities").get_weights()
+    bias[0] = np.nan
+    model.get_layer("probabilities").set_weights([kernel, bias])
+    path = workdir / "nan" / "model.keras"
+    save_model(model, path, ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"], 32, "cnn")
+    return path
+
+
+def test_evaluate_refuses_a_model_whose_outputs_are_nan_naming_the_file(workdir, nan_model, tmp_path):
+    with pytest.raises(LungdxError) as caught:
+        evaluate(nan_model, workdir / "prepared", workdir / "sampled" / "manifest.csv", tmp_path / "eval.json",
+                 tmp_path / "details.json", tmp_path / "plots")
+    assert str(caught.value) == (f"{nan_model}: the model's outputs are not finite numbers for 8 of 8 images, so "
+                                 "its weights are broken (did its training diverge?); retrain it: dvc repro -f train")
+    assert list(tmp_path.iterdir()) == [], "no metrics computed from nan"
+
+
+def test_predict_cli_with_a_nan_model_prints_one_error_and_exits_2_never_nan(workdir, nan_model, capsys):
+    from lungdx.cli import main  # what python -m lungdx runs; in this process, to spare a TensorFlow start
+
+    image = next((workdir / "raw").rglob("images/*.png"))
+    status = main(["predict", str(image), "--model", str(nan_model)])
+    out, err = capsys.readouterr()
+    assert status == 2 and out == ""
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {nan_model}: the model's outputs are not finite numbers for 1 of 1 images, so its "
+                      "weights are broken (did its training diverge?); retrain it: dvc repro -f train"], err
+    assert "Traceback" not in err and "nan" not in errors[0].replace(str(nan_model), "").lower()
+
+
+def test_a_trained_model_with_non_finite_outputs_is_never_saved(workdir, nan_model):
+    """The last guard before save_model: even when every logged loss was finite, a network that
+    gives nan on the validation images is refused, naming the learning rate to lower."""
+    from lungdx.train import _check_outputs_finite
+
+    model, _ = load_model(nan_model)
+    val_x, _ = load_split(workdir / "prepared", "val")
+    with pytest.raises(LungdxError) as caught:
+        _check_outputs_finite(model, val_x, "learning_rate", {"model": "cnn", "learning_rate": 0.5})
+    assert str(caught.value) == (f"training diverged: the trained model's outputs are not finite for {len(val_x)} "
+                                 f"of {len(val_x)} validation images; lower models.cnn.learning_rate (now 0.5), "
+                                 "e.g. to 0.05, or check the data; no model was saved")

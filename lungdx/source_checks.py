@@ -1,0 +1,296 @@
+"""Checks on a folder or zip source before and while the download stage copies it.
+
+- Where it may be (check_source_location): not the project itself, nor a folder containing it,
+  nor anything under a stage output of dvc.yaml (DVC deletes or replaces those when a stage
+  runs, and download replaces data/raw whole), nor under .dvc/ or .git/.
+- Which files of a folder are taken (walk_source, regular_file_in, open_inside): only regular
+  files that resolve inside the source; dangling links, links leading outside, links to
+  folders, pipes, sockets and devices are skipped, reported and listed (report_skipped).
+  Files are opened without following any link and must still be regular once open.
+- What a zip may declare (ZipLimits, check_zip_limits): size per entry, compression ratio,
+  entry count, overlapping entries, and the total against the free space, all before anything
+  is extracted; no entry is written past the size it declares (copy_at_most).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from .atomic import check_free_space, human_bytes
+from .errors import LungdxError
+from .images import MAX_FILE_BYTES
+from .pipeline import pipeline_outputs
+
+CHUNK = 1 << 20
+IGNORED_NAMES = {"__MACOSX", "Thumbs.db", "desktop.ini"}
+
+
+def usable(parts: tuple[str, ...]) -> bool:
+    """Not hidden, not an operating system's litter: a path a dataset may hold."""
+    return not any(p.startswith(".") or p in IGNORED_NAMES for p in parts)
+
+
+class SourceError(LungdxError):
+    """A refusal whose message already names the source (not prefixed again)."""
+
+
+@dataclass(frozen=True)
+class ZipLimits:
+    """What a zip may declare before anything is extracted. The real COVID-19 Radiography
+    Database (21,165 PNG images ~299x299 and as many 256x256 masks, ~800 MB zipped) is far
+    inside: its largest image is a few hundred KB and PNGs barely compress (ratio ~1)."""
+
+    max_entries: int = 1_000_000           # entries in the whole zip (the database has ~42,000)
+    max_entry_bytes: int = MAX_FILE_BYTES  # per extracted file: 256 MiB, what sample reads at most
+    max_ratio: float = 100.0               # declared size / compressed size, for files ...
+    ratio_from_bytes: int = 1 << 20        # ... over 1 MiB (tiny files may compress very well)
+
+
+ZIP_LIMITS = ZipLimits()
+
+
+# --- where a folder or zip source may be -------------------------------------------------
+
+KEEP_AWAY = "copy the images outside the project (e.g. ~/data/covid) and point dataset.source there"
+
+
+def _forms(path: Path) -> list[Path]:
+    """A path as written (absolute, '..' folded) and resolved (every symbolic link followed)."""
+    return list(dict.fromkeys([Path(os.path.abspath(path)), path.resolve()]))
+
+
+def _file_ids(paths) -> set[tuple[int, int]]:
+    ids = set()
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        ids.add((st.st_dev, st.st_ino))
+    return ids
+
+
+def _within(inner: list[Path], outer: list[Path]) -> bool:
+    """Whether `inner` is `outer` or below it: by path, or by the folders themselves (device and
+    inode), which also sees through a bind mount or a second mount of the same file system."""
+    if any(i.is_relative_to(o) for i in inner for o in outer):
+        return True
+    return bool(_file_ids(outer) & _file_ids(p for i in inner for p in (i, *i.parents)))
+
+
+def check_source_location(location: str | Path, value: str, project_root: str | Path,
+                          out_dir: str | Path) -> None:
+    """Refuse a folder or zip source at `location` (`value`: dataset.source as written) where
+    the pipeline itself would destroy or re-read it.
+
+    `project_root` is where dvc.yaml lives (stages run from there); without a dvc.yaml there
+    only the output folder is checked. Paths are compared as written and resolved, so a
+    symbolic link into data/raw is caught as well as data/raw itself.
+    """
+    src = _forms(Path(location))
+    out = _forms(Path(out_dir))
+    root_path = Path(project_root)
+    shown = f"dataset.source = {value!r}"
+    if (root_path / "dvc.yaml").is_file():
+        root = _forms(root_path)
+        if _within(src, root) and _within(root, src):
+            raise LungdxError(f"{shown} is the project itself ({root[-1]}): it holds the pipeline's outputs, "
+                              "which DVC deletes or replaces when a stage runs, and DVC's and git's own "
+                              f"files; {KEEP_AWAY}")
+        if _within(root, src):
+            raise LungdxError(f"{shown} contains the project ({root[-1]}): it holds the pipeline's outputs, "
+                              "which DVC deletes or replaces when a stage runs, and DVC's and git's own "
+                              f"files; {KEEP_AWAY}")
+        for folder in [root_path.absolute(), *root_path.absolute().parents]:
+            for name, what in ((".dvc", "DVC's own folder (its cache and settings)"), (".git", "git's own folder")):
+                own = folder / name
+                if own.exists() and _within(src, _forms(own)):
+                    raise LungdxError(f"{shown} is inside {name}/ ({own}), {what}: files there are its "
+                                      f"bookkeeping, not a dataset; {KEEP_AWAY}")
+        for stage, rel in pipeline_outputs(root_path):
+            target = _forms(root_path / rel)
+            if _within(src, target):
+                where = rel if _within(target, src) else f"inside {rel}"
+                raise LungdxError(f"{shown} is {where}, an output of this pipeline (stage {stage}): DVC "
+                                  "deletes or replaces a stage's outputs when it runs, so images kept there "
+                                  f"are lost; {KEEP_AWAY}")
+            if _within(target, src):
+                raise LungdxError(f"{shown} contains {rel}, an output of this pipeline (stage {stage}): the "
+                                  "download would read the pipeline's own outputs, which DVC deletes or "
+                                  "replaces when a stage runs; point dataset.source at a folder that holds "
+                                  "only the images (e.g. ~/data/covid)")
+    if _within(src, out):
+        where = "" if _within(out, src) else "inside "
+        raise LungdxError(f"{shown} is {where}the download's output folder {out_dir}, which the download "
+                          "replaces whole, so images kept there are lost; copy them elsewhere and point "
+                          "dataset.source there")
+    if _within(out, src):
+        raise LungdxError(f"{shown} contains the download's output folder {out_dir}: the download would "
+                          "read its own output; point dataset.source at a folder that holds only the images")
+
+
+# --- which files of a folder are taken ------------------------------------------------------
+
+def report_skipped(skipped: list[dict], shown: str, rel: str, reason: str) -> None:
+    """Report one file of the source that is not taken: a warning now, a line in source.json."""
+    print(f"warning: skipped {shown}: {reason}", file=sys.stderr)
+    skipped.append({"path": rel, "reason": reason})
+
+
+_KINDS = {stat.S_IFIFO: "named pipe (FIFO)", stat.S_IFSOCK: "socket", stat.S_IFCHR: "character device",
+          stat.S_IFBLK: "block device", stat.S_IFDIR: "folder", stat.S_IFLNK: "symbolic link"}
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+
+
+def file_kind(mode: int) -> str:
+    return _KINDS.get(stat.S_IFMT(mode), "special file")
+
+
+def regular_file_in(root: Path, rel: str) -> tuple[tuple[str, ...], int] | str:
+    """Where a planned file of the folder `root` (resolved) really is: (its path's parts relative
+    to root, its size), or the reason it is not taken."""
+    path = root / rel
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        return f"could not be read ({exc.strerror})"
+    if stat.S_ISREG(st.st_mode):
+        return PurePosixPath(rel).parts, st.st_size
+    if not stat.S_ISLNK(st.st_mode):
+        return f"{file_kind(st.st_mode)}, not a regular file"
+    target = os.readlink(path)
+    try:
+        real = path.resolve(strict=True)
+    except FileNotFoundError:
+        return f"dangling symbolic link (its target {target} does not exist)"
+    except (RuntimeError, OSError) as exc:  # a loop: RuntimeError up to Python 3.12, OSError after
+        return f"symbolic link that cannot be followed ({target}: {getattr(exc, 'strerror', None) or exc})"
+    if not real.is_relative_to(root):
+        return f"symbolic link to {real}, outside the source"
+    try:
+        st = os.stat(real)
+    except OSError as exc:
+        return f"symbolic link to {real}, which could not be read ({exc.strerror})"
+    if not stat.S_ISREG(st.st_mode):
+        return f"symbolic link to {real}, a {file_kind(st.st_mode)}, not a regular file"
+    return real.relative_to(root).parts, st.st_size
+
+
+def open_inside(root_fd: int, parts: tuple[str, ...]) -> int:
+    """Open root/parts for reading without following any symbolic link on the way (every folder
+    with O_NOFOLLOW from the one before, the file with O_NOFOLLOW and O_NONBLOCK, so a pipe
+    swapped in cannot block); the caller checks with fstat that it is a regular file."""
+    fd, opened = root_fd, []
+    try:
+        for part in parts[:-1]:
+            fd = os.open(part, os.O_RDONLY | DIRECTORY | NOFOLLOW, dir_fd=fd)
+            opened.append(fd)
+        return os.open(parts[-1], os.O_RDONLY | NOFOLLOW | NONBLOCK, dir_fd=fd)
+    finally:
+        for d in opened:
+            os.close(d)
+
+
+def copy_at_most(fin, fout, limit: int) -> int:
+    """Copy up to `limit` bytes; returns how many were copied."""
+    left = limit
+    while left > 0:
+        chunk = fin.read(min(CHUNK, left))
+        if not chunk:
+            break
+        fout.write(chunk)
+        left -= len(chunk)
+    return limit - left
+
+
+def walk_source(root: Path, skipped: list[dict], shown: str) -> tuple[list[str], list[str]]:
+    """Files and folders below root (POSIX paths relative to it). Symbolic links to folders are
+    not followed; they, and folders that cannot be read, are skipped and reported."""
+    files, dirs = [], []
+
+    def unreadable(exc: OSError):
+        rel = Path(exc.filename).relative_to(root).as_posix() if exc.filename else "?"
+        if rel != "." and usable(PurePosixPath(rel).parts):
+            report_skipped(skipped, f"{shown}/{rel}", rel, f"folder that could not be read ({exc.strerror})")
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
+        rel = Path(dirpath).relative_to(root).as_posix()
+        rel = "" if rel == "." else rel + "/"
+        dirnames.sort()  # one order on every file system: the same warnings, the same source.json
+        for d in list(dirnames):
+            if os.path.islink(os.path.join(dirpath, d)):
+                dirnames.remove(d)
+                if usable(PurePosixPath(rel + d).parts):
+                    report_skipped(skipped, f"{shown}/{rel}{d}", rel + d, "symbolic link to a folder, not followed")
+        dirs += [rel + d for d in dirnames]
+        files += [rel + f for f in sorted(filenames)]
+    return files, dirs
+
+
+# --- what a zip may declare --------------------------------------------------------------
+
+def zip_entry_skip_reason(info: zipfile.ZipInfo) -> str | None:
+    """Why a zip entry is not a regular file (its unix mode, external_attr >> 16), or None."""
+    fmt = stat.S_IFMT(info.external_attr >> 16)
+    if fmt in (0, stat.S_IFREG):
+        return None
+    if fmt == stat.S_IFLNK:
+        return "symbolic link, not extracted"
+    return f"{file_kind(fmt)}, not a regular file"
+
+
+def unsafe_name(name: str) -> bool:
+    """An entry or file name that could write outside data/raw or means another path elsewhere:
+    absolute, with `..`, a backslash (a Windows separator, or a trick) or a NUL."""
+    return name.startswith("/") or ".." in PurePosixPath(name).parts or "\\" in name or "\0" in name
+
+
+ZIP_TODO = ("check where the zip came from; if it is what you meant, unpack its class folders yourself "
+            "and point dataset.source at that folder")
+
+
+def check_entry_count(shown: str, n_entries: int, limits: ZipLimits) -> None:
+    """Refuse a zip of too many entries, before anything looks at each of them."""
+    if n_entries > limits.max_entries:
+        raise SourceError(f"{shown}: holds {n_entries:,} entries, more than the {limits.max_entries:,} allowed "
+                          f"(the full COVID-19 Radiography Database has about 42,000): refusing a possible "
+                          f"zip bomb before extracting anything; {ZIP_TODO}")
+
+
+def check_zip_limits(shown: str, zip_bytes: int, infos: list[zipfile.ZipInfo], limits: ZipLimits,
+                     space_at: str | Path) -> None:
+    """Refuse a zip bomb from what its central directory declares, before extracting anything."""
+    todo = ZIP_TODO
+    for info in infos:
+        size, packed = info.file_size, info.compress_size
+        if size > limits.max_entry_bytes:
+            raise SourceError(f"{shown}: entry {info.filename!r} declares {size:,} bytes ({human_bytes(size)}) once "
+                              f"extracted, more than the {limits.max_entry_bytes:,} bytes "
+                              f"({limits.max_entry_bytes / 2**20:g} MiB) allowed per file (a chest X-ray image "
+                              f"or mask is a few MB at most): refusing a possible zip bomb before extracting "
+                              f"anything; {todo}")
+        if size > limits.ratio_from_bytes and size > limits.max_ratio * packed:
+            ratio = f"{size / packed:,.0f}-fold" if packed else "from nothing"
+            raise SourceError(f"{shown}: entry {info.filename!r} inflates {ratio} ({packed:,} bytes to {size:,}), "
+                              f"more than the {limits.max_ratio:g}-fold allowed for files over "
+                              f"{limits.ratio_from_bytes / 2**20:g} MiB (X-ray images barely compress): refusing "
+                              f"a possible zip bomb before extracting anything; {todo}")
+    total = sum(i.file_size for i in infos)
+    if total > limits.ratio_from_bytes and total > limits.max_ratio * zip_bytes:  # many small bombs
+        raise SourceError(f"{shown}: its entries to extract declare {total:,} bytes, {total / max(zip_bytes, 1):,.0f} "
+                          f"times the zip's own {zip_bytes:,} bytes, more than the {limits.max_ratio:g}-fold "
+                          f"allowed (X-ray images barely compress): refusing a possible zip bomb before "
+                          f"extracting anything; {todo}")
+    packed_total = sum(i.compress_size for i in infos)
+    if packed_total > zip_bytes:
+        raise SourceError(f"{shown}: its entries to extract declare {packed_total:,} bytes of compressed data, "
+                          f"more than the zip's own {zip_bytes:,} bytes: entries overlap (a zip bomb technique) "
+                          f"or the zip is corrupt; refusing to extract anything; {todo}")
+    check_free_space(space_at, total, f"the {len(infos):,} files to extract from {shown}")
