@@ -118,13 +118,9 @@ def synthetic_project(workdir: Path, per_class: int, source_size: int, image_siz
 
 def write_params(project: Path, **changes) -> None:
     """The project's params.yaml with dotted-key changes, e.g. write_params(p, **{"prepare.image_size": 64})."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for key, value in changes.items():
-        node = params
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node[part]
-        node[last] = value
+    from lungdx.params import with_changes
+
+    params = with_changes(yaml.safe_load((ROOT / "params.yaml").read_text()), changes)
     project.mkdir(parents=True, exist_ok=True)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 

@@ -4,7 +4,7 @@
 
 100 good synthetic X-rays (299x299 PNGs with a lung mask each, like the database's files)
 in the raw layout, then the same with 1 and with 10 bombs added: 30000x30000 black 8-bit
-PNGs (tests.conftest.png_bomb), 0.9 MB on disk and 900 MB decoded. Each measurement is a
+PNGs (tests.helpers.png_bomb), 0.9 MB on disk and 900 MB decoded. Each measurement is a
 fresh child process -- `sample` then `prepare`, or `python -m lungdx predict` (in-process
 `lungdx.cli.main`, so the exit status can be checked) -- and its peak RSS, with that of any
 worker it waited for, comes from wait4 (common.timed), as /usr/bin/time -v reports it
@@ -69,7 +69,7 @@ assert img is not None and img.shape == (int(sys.argv[2]),) * 2, img
 def raw_trees(workdir: Path, images: int, source_size: int, bomb_side: int) -> dict[int, Path]:
     """raw/ trees of `images` good X-rays plus 0, 1 and 10 bombs (in COVID/images); reused when present."""
     from lungdx.synthetic import CLASSES, generate_dataset
-    from tests.conftest import png_bomb
+    from tests.helpers import png_bomb
 
     key = {"images": images, "source_size": source_size, "bomb_side": bomb_side}
     done = workdir / "setup.json"

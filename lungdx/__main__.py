@@ -1,3 +1,5 @@
+"""`python -m lungdx`: the same command line as the installed `lungdx` (see lungdx.cli)."""
+
 import sys
 
 from lungdx.cli import main

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .console import import_tensorflow, progress
 from .errors import LungdxError
 
 
@@ -39,8 +40,7 @@ def batches(x: np.ndarray, labels: np.ndarray | None, n_classes: int, batch_size
     `shuffle_seed` anew for each epoch (each pass over the dataset), so every run sees the
     same batches; without a seed, the stored order.
     """
-    import tensorflow as tf
-
+    tf = import_tensorflow()
     n = len(x)
     rng = np.random.default_rng(shuffle_seed) if shuffle_seed is not None else None
 
@@ -72,8 +72,10 @@ class NonFiniteOutputs(LungdxError):
         self.bad, self.total = bad, total
 
 
-def predict(model, x: np.ndarray, batch_size: int = 32, source: str | Path | None = None) -> np.ndarray:
-    """model's outputs for uint8 images (or float features), one float32 batch at a time.
+def predict(model, x: np.ndarray, batch_size: int = 32, source: str | Path | None = None,
+            desc: str | None = None) -> np.ndarray:
+    """model's outputs for uint8 images (or float features), one float32 batch at a time;
+    with `desc`, under a progress bar of that name counting the batches.
 
     A plain loop of predict_on_batch: inference needs no shuffling or prefetching, and this
     is the same work as one bare `predict` over arrays in memory (benchmarks/vgg19_transfer.py).
@@ -82,7 +84,8 @@ def predict(model, x: np.ndarray, batch_size: int = 32, source: str | Path | Non
     model file, instead of passing nan on to a metric, a report or a user.
     """
     out = []
-    for start in range(0, len(x), batch_size):
+    starts = range(0, len(x), batch_size)
+    for start in starts if desc is None else progress(starts, desc=desc):
         xb = np.asarray(x[start:start + batch_size], dtype=np.float32)
         out.append(model.predict_on_batch(xb[..., None] if xb.ndim == 3 else xb))
     out = np.concatenate(out)

@@ -6,7 +6,10 @@
                                       per_class {precision, recall, f1, support}, confusion_matrix, model
     metrics/plots/predictions.csv     one row per test image: path, actual, predicted, p_<class>...
                                       (dvc's confusion template reads actual/predicted)
-    metrics/plots/roc/<class>.csv     one-vs-rest ROC curve per class: fpr, tpr, threshold
+    metrics/plots/roc.csv             every class's one-vs-rest ROC curve in one table: class, curve,
+                                      fpr, tpr, threshold; curve is the legend's name, with the AUC
+                                      ("COVID (AUC 0.981)"); class "chance" is the diagonal.
+                                      dvc.yaml draws it with .dvc/plots/roc.json
 """
 
 from __future__ import annotations
@@ -35,25 +38,35 @@ def predict_split(model, images: np.ndarray, features_dir, split: str, model_pat
 
     features = cached_features_for(model, features_dir, split)
     if features is None:
-        return predict(model, images, source=model_path)
+        return predict(model, images, source=model_path, desc=f"predict {split}")
     head = keras.Model(model.get_layer("gap").output, model.output)
-    return predict(head, features, source=model_path)
+    return predict(head, features, source=model_path, desc=f"predict {split}")
+
+
+def roc_table(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    """Every class's one-vs-rest ROC curve (a class absent from, or alone in, the split has none),
+    then the chance diagonal; `curve` names each in the legend with its AUC."""
+    parts = []
+    for i, c in enumerate(classes):
+        if (y_true == i).any() and (y_true != i).any():
+            fpr, tpr, thr = skm.roc_curve(y_true == i, probs[:, i])
+            parts.append(pd.DataFrame({"class": c, "curve": f"{c} (AUC {skm.auc(fpr, tpr):.3f})",
+                                       "fpr": fpr.round(6), "tpr": tpr.round(6),
+                                       "threshold": np.clip(thr, 0, 1).round(6)}))  # roc_curve starts at inf
+    parts.append(pd.DataFrame({"class": "chance", "curve": "chance (AUC 0.500)", "fpr": [0.0, 1.0],
+                               "tpr": [0.0, 1.0], "threshold": np.nan}))
+    return pd.concat(parts, ignore_index=True)
 
 
 def write_plots(out_dir: Path, y_true, probs, classes, paths) -> None:
-    """predictions.csv for the confusion matrix, and one ROC curve per class."""
+    """predictions.csv for the confusion matrix, and roc.csv: the ROC curves of all classes."""
     with atomic_dir(out_dir) as tmp:
         table = pd.DataFrame({"path": paths, "actual": [classes[i] for i in y_true],
                               "predicted": [classes[i] for i in probs.argmax(1)]})
         for i, c in enumerate(classes):
             table[f"p_{c}"] = probs[:, i].round(6)
         table.to_csv(tmp / "predictions.csv", index=False, lineterminator="\n")
-        (tmp / "roc").mkdir()
-        for i, c in enumerate(classes):
-            if (y_true == i).any() and (y_true != i).any():
-                fpr, tpr, thr = skm.roc_curve(y_true == i, probs[:, i])
-                pd.DataFrame({"fpr": fpr.round(6), "tpr": tpr.round(6), "threshold": np.clip(thr, 0, 1).round(6)}
-                             ).to_csv(tmp / "roc" / f"{c}.csv", index=False, lineterminator="\n")
+        roc_table(y_true, probs, classes).to_csv(tmp / "roc.csv", index=False, lineterminator="\n")
 
 
 def evaluate(model_path="models/model.keras", prepared_dir="data/prepared", manifest="data/sampled/manifest.csv",

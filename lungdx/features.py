@@ -37,17 +37,18 @@ def extract(params: dict, prepared_dir="data/prepared", out_dir="data/features",
     info = {"model": cfg["model"]}
     with atomic_dir(out_dir) as tmp:
         if cfg["model"] == "vgg19":
+            # First: it imports TensorFlow quietly, and seeds the random base of weights none.
+            make_deterministic(cfg["seed"])
             import keras
 
             from .models import vgg19_base
 
-            make_deterministic(cfg["seed"])  # weights none: the random base is a function of the seed
             meta = read_meta(prepared_dir)
             inputs, base, pooled = vgg19_base(meta["image_size"], cfg["weights"])
             extractor = keras.Model(inputs, pooled)
             for split in SPLITS:
                 images, _ = load_split(prepared_dir, split)
-                feats = predict(extractor, images, batch_size)
+                feats = predict(extractor, images, batch_size, desc=f"features {split}")
                 np.save(tmp / f"{split}.npy", feats.astype(np.float32))
             base.save_weights(tmp / "base.weights.h5")
             info.update(weights=str(cfg["weights"]), image_size=meta["image_size"], dim=int(feats.shape[1]),

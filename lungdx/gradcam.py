@@ -19,6 +19,9 @@ The default layer is the last conv layer whose grid is at least MIN_GRID cells
 wide: a heatmap upsampled from an 8x8 grid cannot point at a lesion 1/20 of
 the image wide (cnn at 128 px: conv4; at 256 px: conv5; vgg19 at 256 px:
 block5_conv4).
+
+For the report: `overlay` paints a heatmap over its X-ray, `draw_outline` adds a
+mask's outline on top, and `colorbar` is the colour scale of both.
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .console import progress
 from .errors import ParamError
 
 COLORMAP = cv2.COLORMAP_INFERNO  # perceptually uniform, readable in grayscale print
+OUTLINE_BGR = (255, 255, 0)  # cyan: a hue inferno never takes, so it stands out on gray and on every heat level
 MIN_GRID = 16
 
 
@@ -78,10 +83,12 @@ class GradCam:
         peak = cam.reshape(len(cam), -1).max(axis=1)[:, None, None]
         return np.where(peak > 0, cam / np.maximum(peak, 1e-12), 0.0).astype(np.float32)
 
-    def batched(self, images: np.ndarray, classes: np.ndarray, size: int, batch_size: int = 32) -> np.ndarray:
-        """Heatmaps upsampled to size x size (bilinear), computed batch by batch."""
+    def batched(self, images: np.ndarray, classes: np.ndarray, size: int, batch_size: int = 32,
+                desc: str = "Grad-CAM") -> np.ndarray:
+        """Heatmaps upsampled to size x size (bilinear), computed batch by batch (a progress bar: desc)."""
         out = np.zeros((len(images), size, size), np.float32)
-        for start in range(0, len(images), batch_size):
+        starts = range(0, len(images), batch_size)
+        for start in progress(starts, total=len(starts), desc=desc):
             maps = self.heatmaps(images[start:start + batch_size], classes[start:start + batch_size])
             for i, cam in enumerate(maps):
                 out[start + i] = cv2.resize(cam, (size, size), interpolation=cv2.INTER_LINEAR)
@@ -94,6 +101,33 @@ def overlay(gray: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.nd
     colour = cv2.applyColorMap(np.uint8(np.clip(heat, 0, 1) * 255), COLORMAP)
     base = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
     return cv2.addWeighted(colour, alpha, base, 1 - alpha, 0)
+
+
+def colorbar(width: int = 256, height: int = 14) -> np.ndarray:
+    """The overlay's colour scale as a BGR strip, heat 0 on the left to 1 on the right: made by the
+    same cv2 colormap as the overlay, so the two cannot disagree (matplotlib's inferno is a
+    separate table, and its text would be baked into pixels; the page sets the labels as text)."""
+    ramp = np.uint8(np.round(np.linspace(0, 255, width)))
+    return cv2.applyColorMap(np.tile(ramp, (height, 1)), COLORMAP)
+
+
+def mask_boundary(mask: np.ndarray) -> np.ndarray:
+    """The mask's pixels with a 4-neighbour outside it (beyond the image's edge counts as
+    outside): a closed outline one pixel wide, lying on the mask itself."""
+    inside = (np.asarray(mask) > 0).astype(np.uint8)
+    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    core = cv2.erode(inside, cross, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return (inside > 0) & (core == 0)
+
+
+def draw_outline(picture: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """A copy of a BGR picture with the outline of `mask` in OUTLINE_BGR. A smaller mask is scaled
+    up smoothly (bilinear, then cut at half) so that its outline does not show the mask's pixel steps."""
+    inside = (np.asarray(mask) > 0).astype(np.float32)
+    scaled = cv2.resize(inside, picture.shape[1::-1], interpolation=cv2.INTER_LINEAR) > 0.5
+    out = picture.copy()
+    out[mask_boundary(scaled)] = OUTLINE_BGR
+    return out
 
 
 def energy_inside(heatmaps: np.ndarray, masks: np.ndarray) -> np.ndarray:

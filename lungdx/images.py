@@ -1,6 +1,6 @@
 """Reading any X-ray image file the same way everywhere (sample, prepare, predict).
 
-Policy, documented in the README:
+Policy, documented in docs/data.md:
 - any PNG/JPEG/BMP/TIFF that OpenCV decodes: 8 or 16 bit, gray, RGB or RGBA;
 - decompression bombs are refused before any pixel is decoded: a file over
   MAX_FILE_BYTES is refused from its size (stat) before it is read, and an image

@@ -6,9 +6,13 @@ Two views of one computation:
 - `headline` -- the few numbers people compare across experiments, the only content
   of the files dvc.yaml declares as metrics (`dvc exp show`, `dvc metrics diff`, VS Code),
   with the same keys for the model and the baseline so columns line up.
+
+And `wilson_interval`, the confidence interval the Grad-CAM report gives its accuracy.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from sklearn import metrics as skm
@@ -49,3 +53,15 @@ def headline(details: dict, keys=HEADLINE) -> dict:
     """Only the numbers of `keys`, in that order; an undefined one (None) is left out, not written
     as null, so a metrics file holds numbers only."""
     return {k: details[k] for k in keys if isinstance(details.get(k), (int, float))}
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The Wilson score interval of a proportion successes/n, 95% by default. Unlike the normal
+    approximation it stays within [0, 1] and keeps a width at 0 or n successes (an accuracy of 1.0
+    on 40 images is not certain). (nan, nan) for n = 0."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p, z2 = successes / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return max(0.0, centre - half), min(1.0, centre + half)

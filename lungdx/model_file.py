@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 from .atomic import atomic_path
+from .console import import_tensorflow
 from .errors import LungdxError
 from .images import PREPROCESSING, PREPROCESSING_STEPS
 
@@ -85,6 +86,7 @@ def _check_info(path: Path, info) -> None:
 def load_model(path: str | Path):
     """(Keras model, lungdx metadata) of a model file saved by save_model; the two must agree."""
     info = read_info(path)  # before importing Keras: a wrong path costs no TensorFlow start-up
+    import_tensorflow()  # the first TensorFlow call of evaluating, Grad-CAM and predicting: quietly
     import keras
 
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .console import import_tensorflow
 from .errors import LungdxError, ParamError
 
 VGG19_NOTOP = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -21,9 +22,10 @@ VGG19_BLOCKS = ("block5", "block4", "block3", "block2", "block1")
 
 
 def make_deterministic(seed: int) -> None:
-    """Same params + same seed = same weights on CPU."""
+    """Same params + same seed = same weights on CPU. The first TensorFlow call of training and
+    feature extraction, so it imports TensorFlow quietly (see lungdx.console)."""
+    tf = import_tensorflow()
     import keras
-    import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
@@ -31,7 +33,7 @@ def make_deterministic(seed: int) -> None:
 
 def distribution_strategy():
     """Several visible GPUs: mirror the model on all of them; else the default single device."""
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     gpus = tf.config.list_logical_devices("GPU")
     return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()

@@ -3,7 +3,7 @@
 Every stage validates all keys before doing any work (load runs check_all), so a typo costs
 a one-line message naming the key, the value and what is allowed, not a
 crash twenty minutes into training. check_all refuses unknown keys (with the nearest known
-one), non-finite numbers, and values beyond the ranges that work (see README's reference).
+one), non-finite numbers, and values beyond the ranges that work (see docs/parameters.md).
 """
 
 from __future__ import annotations
@@ -44,6 +44,22 @@ def load(path: str | Path = "params.yaml", check: bool = True) -> dict:
     return check_all(params) if check else params
 
 
+def with_changes(params: dict, changes: dict) -> dict:
+    """A copy of `params` with dotted-key changes, as `dvc exp run -S key=value` makes them:
+    with_changes(p, {"models.cnn.epochs": 2}). Each parent must exist as a mapping."""
+    import copy
+
+    params = copy.deepcopy(params)
+    for key, value in changes.items():
+        node, *parents, last = params, *key.split(".")
+        for depth, part in enumerate(parents):
+            node = node.get(part) if isinstance(node, dict) else None
+            if not isinstance(node, dict):
+                raise ParamError(key, value, f"{'.'.join(parents[:depth + 1])} is not a group of params")
+        node[last] = value
+    return params
+
+
 def get(params: dict, key: str, default=_MISSING):
     """Value at a dotted key; a missing key without a default is a clear error."""
     node = params
@@ -51,7 +67,7 @@ def get(params: dict, key: str, default=_MISSING):
         if not isinstance(node, dict) or part not in node:
             if default is not _MISSING:
                 return default
-            raise ParamError(key, None, "this key is missing; see the params reference in README.md")
+            raise ParamError(key, None, "this key is missing: add it (the comments in params.yaml explain each key)")
         node = node[part]
     return node
 
@@ -279,7 +295,7 @@ def architecture_settings(params: dict, arch: str) -> dict:
     """
     key = f"models.{arch}"
     if not isinstance(get(params, key, default={}), dict):
-        raise ParamError(key, get(params, key), "a mapping of training settings (see README)")
+        raise ParamError(key, get(params, key), "a mapping of training settings (see the comments in params.yaml)")
     cfg = {
         "epochs": integer(params, f"{key}.epochs", minimum=1, maximum=MAX_EPOCHS),
         "batch_size": integer(params, f"{key}.batch_size", minimum=1, maximum=MAX_BATCH_SIZE),

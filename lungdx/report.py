@@ -1,14 +1,24 @@
 """The `gradcam` stage: an HTML report of where the model looks, and how often it looks right.
 
-    reports/gradcam/index.html     opens from disk, no server: model, key metrics, confusion
-                                   matrix, then per class test images, correct and misclassified,
-                                   original beside the Grad-CAM overlay of the predicted class
+    reports/gradcam/index.html     opens from disk, no server: model, test accuracy (with its 95%
+                                   Wilson interval), F1 macro, ROC AUC, confusion matrix, the heatmap's
+                                   colour bar; then per class test images, correct and misclassified:
+                                   the X-ray, the Grad-CAM of the predicted class and, for a
+                                   misclassified one, of its true class, each labelled, the lung-mask
+                                   outline on the heatmaps where the data has lung masks, and every
+                                   class's probability (the predicted one highlighted)
     reports/gradcam/img/*.png
     reports/gradcam/scores.json    the quantitative check in full: model, layer, and where masks
                                    exist, on every test image, for its true class:
                                    lung masks   -> share of Grad-CAM energy inside the lungs
                                    lesion masks -> pointing game hit rate and energy inside the
                                                    lesion, each beside its chance level, per class
+    reports/gradcam_images/<class>_<k>.png
+                                   image plots for `dvc plots show/diff` and the VS Code extension,
+                                   so experiments compare side by side: slot k of a class is its k-th
+                                   test image (k = 1..3, split order), the same X-ray in every
+                                   experiment on the same data; beside it the Grad-CAM of its true
+                                   class, and a line saying what the model predicted
     metrics/gradcam.json           the headline numbers only (overall, with their chance levels):
                                    lung_energy_share, lung_energy_chance, pointing_game,
                                    pointing_chance; absent where the data has no such masks
@@ -18,6 +28,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -26,12 +37,15 @@ import numpy as np
 from . import params as P
 from .atomic import atomic_dir, write_json
 from .datasets import load_split, predict
-from .gradcam import GradCam, dilate, energy_inside, overlay, pointing_hits, tolerance
+from .gradcam import (OUTLINE_BGR, GradCam, colorbar, dilate, draw_outline, energy_inside, overlay,
+                      pointing_hits, tolerance)
 from .images import write_png
+from .metrics import wilson_interval
 from .model_file import load_model
 from .sample import load_manifest
 
 DISPLAY = 256  # pixels per side in the report, whatever the model's input size
+PLOT_SLOTS = 3  # image plots per class
 
 
 def mask_scores(heatmaps: np.ndarray, y_true: np.ndarray, classes: list[str], masks: dict) -> dict:
@@ -99,6 +113,59 @@ def pick_examples(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, per_cl
     return [int(i) for i in chosen]
 
 
+def slug(name: str) -> str:
+    """A class name as a file name part: "Viral Pneumonia" -> "Viral_Pneumonia"."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
+
+
+def plot_slots(y_true: np.ndarray, n_classes: int, per_class: int = PLOT_SLOTS) -> list[tuple[int, int, int]]:
+    """(class, k from 1, image index): each class's first test images in split order, so a slot
+    holds the same X-ray in every experiment on the same data."""
+    return [(c, k + 1, int(i)) for c in range(n_classes) for k, i in enumerate(np.flatnonzero(y_true == c)[:per_class])]
+
+
+def _probabilities(p: np.ndarray, classes: list[str], predicted: int) -> str:
+    rows = "".join(
+        f'<tr class="{"predicted" if j == predicted else ""}"><td>{html.escape(c)}</td>'
+        f'<td><span class="bar" style="width:{80 * v:.1f}px"></span></td><td class="p">{v:.3f}</td></tr>'
+        for j, (c, v) in enumerate(zip(classes, p)))
+    return f'<table class="probs">{rows}</table>'
+
+
+def _panel(src: str, label: str) -> str:
+    alt = html.escape(re.sub("<[^>]+>", "", label), quote=True)
+    return f'<div class="panel"><div class="label">{label}</div><img src="{src}" alt="{alt}"></div>'
+
+
+def _figure(i: int, panels: list[tuple[str, str]], path: str, true: int, classes: list[str], p: np.ndarray) -> str:
+    """One test image: its pictures (src, label), then its path and every class's probability."""
+    predicted = int(p.argmax())
+    pictures = "".join(_panel(src, label) for src, label in panels)
+    return (f'<figure class="{"wrong" if predicted != true else "right"}" data-image="{i}">'
+            f'<div class="panels">{pictures}</div><figcaption>{html.escape(path)}<br>'
+            f"true <b>{html.escape(classes[true])}</b>, predicted <b>{html.escape(classes[predicted])}</b>"
+            f"{_probabilities(p, classes, predicted)}</figcaption></figure>")
+
+
+def _plot_picture(gray: np.ndarray, heat: np.ndarray, lung, text: str) -> np.ndarray:
+    """The X-ray beside its true-class overlay, over two lines of text with the colour bar: an
+    image plot is shown with no caption."""
+    cam = overlay(gray, heat)
+    if lung is not None:
+        cam = draw_outline(cam, lung)
+    pair = np.hstack([cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), np.full((DISPLAY, 4, 3), 255, np.uint8), cam])
+    band = np.full((44, pair.shape[1], 3), 255, np.uint8)
+
+    def write(words, x, y):
+        cv2.putText(band, words, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+
+    write(text, 4, 16)
+    write("heat 0", 4, 37)
+    band[28:38, 56:216] = colorbar(160, 10)
+    write("1 (strongest)" + ("; cyan: lung outline" if lung is not None else ""), 222, 37)
+    return np.vstack([pair, band])
+
+
 def _table(matrix, classes) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in classes)
     rows = "".join(
@@ -111,31 +178,54 @@ def _table(matrix, classes) -> str:
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Grad-CAM report: {model}</title>
 <style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+body {{ font-family: system-ui, sans-serif; margin: 0 2em 2em; color: #222; }}
 .metrics span {{ display: inline-block; margin-right: 2em; font-size: 1.1em; }}
 table.cm {{ border-collapse: collapse; margin: 1em 0; }}
 table.cm td, table.cm th {{ border: 1px solid #bbb; padding: 4px 10px; text-align: center; }}
 table.cm td.diag {{ background: #e6f2e6; font-weight: bold; }}
-.grid {{ display: flex; flex-wrap: wrap; gap: 14px; }}
-figure {{ margin: 0; padding: 6px; border: 2px solid #8c8; border-radius: 6px; }}
-figure.wrong {{ border-color: #d66; }}
-figure img {{ width: {display}px; height: {display}px; image-rendering: auto; }}
-figcaption {{ font-size: 0.85em; max-width: {pair}px; }}
+.key {{ position: sticky; top: 0; z-index: 1; background: #fff; border-bottom: 1px solid #ccc;
+        padding: 8px 0; display: flex; flex-wrap: wrap; align-items: center; gap: 6px 28px; font-size: 0.9em; }}
+.colorbar {{ display: inline-flex; align-items: center; gap: 8px; }}
+.colorbar img {{ width: {display}px; height: 14px; border: 1px solid #888; }}
+.swatch {{ display: inline-block; width: 28px; height: 3px; background: {outline}; vertical-align: middle;
+           outline: 1px solid #555; }}
+.grid {{ display: flex; flex-wrap: wrap; gap: 14px; align-items: flex-start; }}
+figure {{ margin: 0; padding: 6px; border: 3px solid #4a4; border-radius: 6px; }}
+figure.wrong {{ border-color: #d33; }}
+.panels {{ display: flex; gap: 4px; }}
+.panel .label {{ font-size: 0.8em; height: 2.6em; max-width: {display}px; }}
+.panel img {{ display: block; width: {display}px; height: {display}px; }}
+figcaption {{ width: 0; min-width: 100%; padding-top: 4px; font-size: 0.85em; overflow-wrap: anywhere; }}
+table.probs {{ border-collapse: collapse; margin-top: 3px; }}
+table.probs td {{ padding: 0 6px 0 0; }}
+table.probs td:nth-child(2) {{ width: 80px; }}
+table.probs td.p {{ text-align: right; font-variant-numeric: tabular-nums; }}
+table.probs .bar {{ display: inline-block; height: 0.7em; background: #999; }}
+table.probs tr.predicted {{ font-weight: bold; background: #fff3b0; }}
+table.probs tr.predicted .bar {{ background: #333; }}
 .missing {{ outline: 3px dashed red; }}
 #broken {{ color: #c00; font-weight: bold; }}
 </style></head>
 <body data-images-total="{n_images}">
 <h1>Grad-CAM report: {model}</h1>
-<p class="metrics"><span>test accuracy <b>{accuracy}</b></span><span>F1 macro <b>{f1_macro}</b></span>
+<p class="metrics"><span>test accuracy <b>{accuracy}</b> <small>(95% CI {ci_low}&ndash;{ci_high},
+Wilson score interval)</small></span><span>F1 macro <b>{f1_macro}</b></span>
 <span>ROC AUC (one-vs-rest) <b>{roc_auc}</b></span><span>{n_test} test images</span>
 <span>Grad-CAM layer <code>{layer}</code></span></p>
 <p id="broken"></p>
 <h2>Confusion matrix</h2>
 {confusion}
 {scores}
-<p>Each pair: the X-ray as the model sees it, then the Grad-CAM heatmap of the <em>predicted</em>
-class over it (inferno colormap: dark = no evidence, yellow = strongest). Green frame: correct;
-red frame: misclassified.</p>
+<h2>Test images</h2>
+<p>Each figure: the X-ray as the model sees it, then the Grad-CAM heatmap of the <em>predicted</em>
+class over it and, when the prediction is wrong, the heatmap of the <em>true</em> class. Each heatmap is
+scaled to its own strongest point (1). Green frame: correct; red frame: misclassified. Below: every
+class's probability, the predicted class highlighted.</p>
+<div class="key">
+<span class="colorbar">heatmap: <span>0 = no evidence</span><img src="img/colorbar.png"
+ alt="colour bar: the inferno colormap from 0, no evidence, to 1, strongest evidence"><span>1 = strongest</span></span>
+{outline_key}
+</div>
 {sections}
 <script>
 // Say so on the page if an image file is missing (and let tests read the count).
@@ -149,6 +239,9 @@ window.addEventListener("load", () => {{
 </script>
 </body></html>
 """
+
+OUTLINE_KEY = ('<span><span class="swatch"></span> lung outline: the edge of the dataset\'s lung mask, '
+               "drawn on the heatmaps</span>")
 
 
 def _scores_html(scores: dict) -> str:
@@ -169,50 +262,79 @@ def _scores_html(scores: dict) -> str:
 
 def build_report(params: dict, model_path="models/model.keras", prepared_dir="data/prepared",
                  manifest_path="data/sampled/manifest.csv", eval_path="reports/eval.json",
-                 out_dir="reports/gradcam", metrics_path="metrics/gradcam.json") -> dict:
-    """The gradcam stage; returns the full scores (reports/gradcam/scores.json)."""
+                 out_dir="reports/gradcam", metrics_path="metrics/gradcam.json", images_dir=None) -> dict:
+    """The gradcam stage; returns the full scores (reports/gradcam/scores.json). The image plots
+    go to images_dir (default: gradcam_images beside out_dir)."""
     cfg = P.gradcam_settings(params)
     model, info = load_model(model_path)
     classes = info["classes"]
     images, y_true = load_split(prepared_dir, "test")
     masks = {name: np.load(Path(prepared_dir) / "test" / f"{name}.npy", mmap_mode="r")
              for name in ("masks", "lesions") if (Path(prepared_dir) / "test" / f"{name}.npy").is_file()}
-    probs = predict(model, images, source=model_path)
+    lungs = masks.get("masks")
+    probs = predict(model, images, source=model_path, desc="predict test")
     y_pred = probs.argmax(1)
     cam = GradCam(model, cfg["layer"])
     size = images.shape[1]
 
-    scores = mask_scores(cam.batched(images, y_true, size), y_true, classes, masks) if masks else {}
+    # Every test image's heatmap for its true class: the mask scores, and the true-class pictures.
+    heat_true = cam.batched(images, y_true, size, desc="Grad-CAM, true class")
+    scores = mask_scores(heat_true, y_true, classes, masks) if masks else {}
     scores = {"model": info["architecture"], "layer": cam.layer, **scores}
 
     evaluation = json.loads(Path(eval_path).read_text())
     paths = load_manifest(manifest_path).query("split == 'test'")["path"].tolist()
     chosen = pick_examples(y_true, y_pred, len(classes), cfg["per_class"])
-    heat = cam.batched(images[chosen], y_pred[chosen], size) if chosen else np.zeros((0, size, size))
+    wrong = [i for i in chosen if y_pred[i] != y_true[i]]
+    # A correct prediction's heatmap is its true class's; only the misclassified need another.
+    heat_pred = dict(zip(wrong, cam.batched(images[wrong], y_pred[wrong], size, desc="Grad-CAM, predicted class")))
+
+    def display(i):
+        return cv2.resize(np.asarray(images[i]), (DISPLAY, DISPLAY), interpolation=cv2.INTER_LINEAR)
+
+    def heat_picture(gray, heat, i):
+        picture = overlay(gray, heat)
+        return picture if lungs is None else draw_outline(picture, lungs[i])
+
+    n_images = 1  # the colour bar
     with atomic_dir(out_dir) as tmp:
         (tmp / "img").mkdir()
+        write_png(tmp / "img" / "colorbar.png", colorbar(DISPLAY))
         sections = []
         for c, cls in enumerate(classes):
             figs = []
-            for k, i in enumerate(chosen):
-                if y_true[i] != c:
-                    continue
-                gray = cv2.resize(np.asarray(images[i]), (DISPLAY, DISPLAY), interpolation=cv2.INTER_LINEAR)
+            for i in (i for i in chosen if y_true[i] == c):
+                gray, pred = display(i), html.escape(classes[y_pred[i]])
                 write_png(tmp / "img" / f"{i}.png", gray)
-                write_png(tmp / "img" / f"{i}_cam.png", overlay(gray, heat[k]))
-                wrong = y_pred[i] != y_true[i]
-                figs.append(
-                    f'<figure class="{"wrong" if wrong else "right"}"><img src="img/{i}.png" alt="X-ray {i}">'
-                    f'<img src="img/{i}_cam.png" alt="Grad-CAM {i}"><figcaption>{html.escape(paths[i])}<br>'
-                    f"true <b>{html.escape(cls)}</b>, predicted <b>{html.escape(classes[y_pred[i]])}</b> "
-                    f"(p = {probs[i, y_pred[i]]:.3f})</figcaption></figure>")
+                write_png(tmp / "img" / f"{i}_cam.png", heat_picture(gray, heat_pred.get(i, heat_true[i]), i))
+                panels = [(f"img/{i}.png", "X-ray")]
+                if i in heat_pred:
+                    write_png(tmp / "img" / f"{i}_true.png", heat_picture(gray, heat_true[i], i))
+                    panels += [(f"img/{i}_cam.png", f"Grad-CAM of the predicted class, <b>{pred}</b>"),
+                               (f"img/{i}_true.png", f"Grad-CAM of the true class, <b>{html.escape(cls)}</b>")]
+                else:
+                    panels.append((f"img/{i}_cam.png", f"Grad-CAM of the predicted (and true) class, <b>{pred}</b>"))
+                n_images += len(panels)
+                figs.append(_figure(i, panels, paths[i], c, classes, probs[i]))
             sections.append(f"<h2>{html.escape(cls)}</h2><div class=\"grid\">{''.join(figs)}</div>")
+        cm = np.asarray(evaluation["confusion_matrix"])
+        low, high = wilson_interval(int(np.trace(cm)), int(cm.sum()))
         page = PAGE.format(model=html.escape(info["architecture"]), accuracy=evaluation["accuracy"],
+                           ci_low=f"{low:.3f}", ci_high=f"{high:.3f}",
                            f1_macro=evaluation["f1_macro"], roc_auc=evaluation["roc_auc_ovr"],
                            n_test=evaluation["n_test"], layer=html.escape(cam.layer), display=DISPLAY,
-                           pair=2 * DISPLAY + 4, confusion=_table(evaluation["confusion_matrix"], classes),
-                           scores=_scores_html(scores), sections="".join(sections), n_images=2 * len(chosen))
+                           outline="#%02x%02x%02x" % OUTLINE_BGR[::-1],
+                           outline_key=OUTLINE_KEY if lungs is not None else "",
+                           confusion=_table(evaluation["confusion_matrix"], classes),
+                           scores=_scores_html(scores), sections="".join(sections), n_images=n_images)
         (tmp / "index.html").write_text(page, encoding="utf-8")
         write_json(tmp / "scores.json", scores)
+
+    with atomic_dir(images_dir or Path(out_dir).parent / "gradcam_images") as tmp:
+        for c, k, i in plot_slots(y_true, len(classes)):
+            pred = y_pred[i]
+            text = f"{classes[c]} #{k}: true-class Grad-CAM; predicted {classes[pred]} ({probs[i, pred]:.2f})"
+            write_png(tmp / f"{slug(classes[c])}_{k}.png",
+                      _plot_picture(display(i), heat_true[i], None if lungs is None else lungs[i], text))
     write_json(metrics_path, headline_scores(scores))
     return scores

@@ -9,6 +9,9 @@ A stage ends in one line whatever stops it: a LungdxError (bad input: exit 2), a
 dvc.yaml that changed since it started: a stage with several outputs may have finished some)
 are removed, so nothing of a failed run looks complete and the line can say truthfully what
 is left. A second Ctrl-C is ignored until then: it would cut that cleanup short.
+
+Before the stage runs, logging is set up (lungdx.console): dvc repro passes no flags, so
+LUNGDX_VERBOSE=1 in the environment is how a stage shows debug lines and TensorFlow's own.
 """
 
 from __future__ import annotations
@@ -22,18 +25,11 @@ import sys
 from pathlib import Path
 
 from .atomic import human_bytes
+from .console import configure_logging
 from .errors import DiskFull, LungdxError
 from .pipeline import pipeline_outputs
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-
-
-def progress(iterable, total=None, desc=None):
-    """A tqdm bar on stderr, quiet in CI logs (LUNGDX_PROGRESS=0 turns it off)."""
-    from tqdm import tqdm
-
-    disable = os.environ.get("LUNGDX_PROGRESS", "1") == "0" or None
-    return tqdm(iterable, total=total, desc=desc, mininterval=1.0, disable=disable, file=sys.stderr)
 
 
 def stage_outputs(name: str) -> list[str]:
@@ -121,6 +117,7 @@ def stage(main):
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
+        configure_logging()  # verbose from LUNGDX_VERBOSE
         outputs = stage_outputs(name)
         before = {out: _identity(out) for out in outputs}
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,8 @@ from .atomic import atomic_dir
 from .errors import LungdxError
 from .images import UnreadableImage, decode_gray, read_bytes, read_gray
 from .workers import cpu_count, map_in_workers
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 COLUMNS = ["path", "class", "label", "split", "sha256", "mask", "lesion", "width", "height"]
@@ -125,10 +127,10 @@ def sample(raw_dir: str | Path, out_dir: str | Path, settings: dict, progress=No
                             "mask": masks.get("masks", ""), "lesion": masks.get("lesions", ""),
                             "width": shape[1], "height": shape[0]})
     for rel, reason in skipped:
-        print(f"warning: skipped {raw_dir / rel}: {reason}", file=sys.stderr)
+        log.warning(f"skipped {raw_dir / rel}: {reason}")
     if from_source:
-        print(f"note: the download stage skipped {len(from_source)} file(s) of dataset.source (links, pipes, "
-              f"...); they are listed in {out_dir / 'skipped.csv'} as source:<path>", file=sys.stderr)
+        log.info(f"the download stage skipped {len(from_source)} file(s) of dataset.source (links, pipes, "
+                 f"...); they are listed in {out_dir / 'skipped.csv'} as source:<path>")
 
     rng = np.random.default_rng(settings["seed"])
     rows = []
@@ -139,8 +141,8 @@ def sample(raw_dir: str | Path, out_dir: str | Path, settings: dict, progress=No
                               "or leave it out with dataset.classes")
         n = min(settings["per_class"], len(items))
         if n < settings["per_class"]:
-            print(f"note: class '{cls}' has {len(items)} usable images, fewer than sample.per_class="
-                  f"{settings['per_class']}; using all of them", file=sys.stderr)
+            log.info(f"class '{cls}' has {len(items)} usable images, fewer than sample.per_class="
+                     f"{settings['per_class']}; using all of them")
         n_train, n_val, n_test = split_counts(n, settings["val_size"], settings["test_size"])
         if min(n_train, n_val, n_test) < 1:
             raise LungdxError(f"class '{cls}': {n} images give train/val/test = {n_train}/{n_val}/{n_test} with "

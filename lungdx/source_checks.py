@@ -14,9 +14,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
-import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -25,6 +25,8 @@ from .atomic import check_free_space, human_bytes
 from .errors import LungdxError
 from .images import MAX_FILE_BYTES
 from .pipeline import pipeline_outputs
+
+log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 IGNORED_NAMES = {"__MACOSX", "Thumbs.db", "desktop.ini"}
@@ -138,7 +140,7 @@ def check_source_location(location: str | Path, value: str, project_root: str | 
 
 def report_skipped(skipped: list[dict], shown: str, rel: str, reason: str) -> None:
     """Report one file of the source that is not taken: a warning now, a line in source.json."""
-    print(f"warning: skipped {shown}: {reason}", file=sys.stderr)
+    log.warning(f"skipped {shown}: {reason}")
     skipped.append({"path": rel, "reason": reason})
 
 

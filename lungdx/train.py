@@ -5,7 +5,8 @@ its own, so the set is never materialised as float32 (the original held 2.4 GB
 for 9415 images). The best epoch on validation is kept (early stopping with restore).
 
 dvclive's own Keras callback logs loss and accuracy, train and validation (`eval/`),
-after every epoch, straight into the stage's dvclive folder: `dvc plots show`, the VS Code
+after every epoch, straight into the stage's dvclive folder, with step = the epoch's number
+from 1 as Keras prints it (fine-tuning goes on counting): `dvc plots show`, the VS Code
 extension and DVC Studio see the curves grow while training runs. Under `dvc repro` a
 killed run leaves no trace that counts: DVC records outputs in dvc.lock only when the stage
 succeeds, and deletes them before running the stage again. The model file, written last,
@@ -70,7 +71,7 @@ def fit(model, train_data, val_data, epochs: int, learning_rate: float, patience
     A nan or inf loss ends the fit with a LungdxError that names `learning_rate_key`.
 
     Epochs are counted as Keras counts them: a second fit (fine-tuning) continues from
-    `initial_epoch`, and so do the dvclive steps.
+    `initial_epoch`, and so do the dvclive steps (which train() starts at 1).
 
     `warmup_epochs` keeps early stopping off at first: the original CNN sits at chance level for
     ten to twenty epochs on small data before its loss starts to fall, and would be stopped there.
@@ -107,6 +108,7 @@ def train(params: dict, prepared_dir="data/prepared", features_dir="data/feature
         # The context manager keeps the callback's end-of-fit from closing the log between two fits.
         with distribution_strategy().scope(), Live(str(live_dir), dvcyaml=False, save_dvc_exp=False) as live:
             live.log_params({k: v for k, v in cfg.items() if not isinstance(v, list)})
+            live.step = 1  # dvclive counts from 0; its callback then adds 1 per epoch, across both fits
             if cfg["model"] == "cnn":
                 from .models import build_cnn
 

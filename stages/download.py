@@ -1,7 +1,8 @@
 """Stage download: dataset.source -> data/raw (see lungdx.data)."""
 
 from lungdx import params
-from lungdx.runner import progress, stage
+from lungdx.console import progress
+from lungdx.runner import stage
 from lungdx.data import download
 
 

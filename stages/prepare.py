@@ -3,7 +3,8 @@
 import time
 
 from lungdx import params
-from lungdx.runner import progress, stage
+from lungdx.console import progress
+from lungdx.runner import stage
 from lungdx.prepare import prepare
 
 

@@ -1,7 +1,8 @@
 """Stage sample: data/raw -> data/sampled/manifest.csv (see lungdx.sample)."""
 
 from lungdx import params
-from lungdx.runner import progress, stage
+from lungdx.console import progress
+from lungdx.runner import stage
 from lungdx.sample import sample
 
 

@@ -1,14 +1,13 @@
 """Every benchmark runs at toy size, so none can rot. No timing is asserted: the figures
 are in benchmarks/README.md; here only that each run completes and reports its ratios."""
 
-import json
 import math
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import run_benchmark
+
+pytestmark = pytest.mark.slow  # benchmarks: the full tier only
 
 RATIOS = {
     "vgg19_transfer": ["speedup_vs_original", "features_vs_floor"],
@@ -17,13 +16,6 @@ RATIOS = {
     "train_memory": ["rss_ratio", "peak_rss_mb_ours", "peak_rss_mb_original"],
     "gpu": ["vgg19_features_mixed_speedup", "cnn_training_mixed_speedup"],
 }
-
-
-def run_benchmark(name: str, *args: str) -> dict:
-    proc = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize("name", RATIOS)

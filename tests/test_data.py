@@ -1,7 +1,6 @@
 """The download stage: every source form into one raw layout, sources never touched."""
 
 import json
-import shutil
 import threading
 import time
 import zipfile
@@ -14,23 +13,15 @@ import pytest
 
 from lungdx.data import download, plan_layout, resolve_source
 from lungdx.errors import LungdxError, ParamError
-from tests.conftest import make_flat_dataset, make_kaggle_dataset, shared, tree_hashes, write_image, xray
+from tests.helpers import (make_flat_dataset, make_kaggle_dataset, params_for, shared, tree_hashes, write_image, xray,
+                           zip_folder)
 
 FOUR = {"COVID": 3, "Lung_Opacity": 2, "Normal": 3, "Viral Pneumonia": 2}
-
-
-def params_for(source, **extra):
-    return {"seed": 1, "dataset": {"source": str(source), "kaggle_handle": "owner/data", "kaggle_version": 1,
-                                   "synthetic": {"per_class": 2, "image_size": 64}, **extra}}
 
 
 def raw_listing(raw: Path) -> dict[str, list[str]]:
     return {p.relative_to(raw).as_posix(): sorted(f.name for f in p.iterdir())
             for p in sorted(raw.glob("*/*")) if p.is_dir()}
-
-
-def zip_folder(folder: Path, dest: Path) -> Path:
-    return Path(shutil.make_archive(str(dest.with_suffix("")), "zip", folder))
 
 
 def test_plan_layout_finds_kaggle_classes_under_a_top_folder_and_ignores_metadata():

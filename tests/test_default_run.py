@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from tests.conftest import copy_project
-from tests.test_benchmarks import run_benchmark
+from tests.helpers import copy_project
+from tests.helpers import run_benchmark
 
 
 @pytest.mark.slow

@@ -5,7 +5,8 @@ import pytest
 
 from lungdx.datasets import batches
 from lungdx.datasets import predict as predict_probs
-from lungdx.gradcam import GradCam, dilate, energy_inside, overlay, pointing_hits, tolerance
+from lungdx.gradcam import (OUTLINE_BGR, GradCam, colorbar, dilate, draw_outline, energy_inside, overlay,
+                            pointing_hits, tolerance)
 from lungdx.models import build_cnn, build_head_only, build_vgg19, make_deterministic
 from lungdx.report import mask_scores, pick_examples
 
@@ -64,6 +65,7 @@ def test_gradcam_on_a_cnn_points_at_the_patch_also_after_reload(data, tmp_path):
     np.testing.assert_allclose(after, before, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_gradcam_on_vgg19_points_at_the_patch_also_after_reload(data, tmp_path):
     import keras
 
@@ -119,3 +121,38 @@ def test_overlay_is_a_colour_picture_of_the_xray_size():
     heat[0, 0] = 1
     out = overlay(gray, heat)
     assert out.shape == (64, 64, 3) and out[0, 0].tolist() != out[63, 63].tolist()
+
+
+def test_the_colour_bar_has_the_overlay_colours_from_no_evidence_to_strongest():
+    bar = colorbar(200, 10)
+    assert bar.shape == (10, 200, 3) and (bar == bar[0]).all(), "every row the same"
+    black = np.zeros((4, 4), np.uint8)
+    for heat, column in ((0.0, 0), (1.0, -1)):
+        pure = overlay(black, np.full((4, 4), heat, np.float32), alpha=1.0)  # the colormap alone
+        assert bar[0, column].tolist() == pure[0, 0].tolist(), heat
+    assert bar[0, 0].sum() < 60 < 600 < bar[0, -1].sum(), "dark for no evidence, bright for the strongest"
+
+
+def test_the_lung_outline_lies_exactly_on_the_mask_boundary():
+    mask = np.zeros((40, 40), np.uint8)
+    mask[5:30, 8:20] = 255
+    mask[20:38, 25:40] = 255  # touches the image's right edge: the outline runs along it
+    inside = mask > 0
+    padded = np.pad(inside, 1)
+    all_neighbours_in = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    boundary = inside & ~all_neighbours_in
+    gray = np.random.default_rng(0).integers(0, 256, (40, 40)).astype(np.uint8)
+    picture = overlay(gray, np.random.default_rng(1).random((5, 5)).astype(np.float32))
+    drawn = draw_outline(picture, mask)
+    assert (drawn[boundary] == OUTLINE_BGR).all()
+    np.testing.assert_array_equal(drawn[~boundary], picture[~boundary])
+    assert boundary[:, 39].sum() == 18 and not boundary[10, 12], "the edge counts as outside; the inside stays"
+
+
+def test_a_small_mask_is_outlined_where_it_lies_on_a_larger_picture():
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:12, 4:12] = 255  # pixels 4..11 of 16: 64..191 of 256
+    drawn = draw_outline(np.zeros((256, 256, 3), np.uint8), mask)
+    ys, xs = np.nonzero((drawn == OUTLINE_BGR).all(axis=2))
+    assert abs(ys.min() - 64) <= 8 and abs(ys.max() - 191) <= 8 and abs(xs.min() - 64) <= 8
+    assert len(ys) < 4 * 140, "one pixel wide"

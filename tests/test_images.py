@@ -10,7 +10,7 @@ import pytest
 
 from lungdx.images import (MAX_FILE_BYTES, UnreadableImage, decode_gray, image_dimensions, load_for_model,
                            read_gray, resize_square)
-from tests.conftest import png_bomb, write_image, xray
+from tests.helpers import png_bomb, write_image, xray
 
 
 @pytest.fixture

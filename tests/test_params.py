@@ -7,7 +7,7 @@ import yaml
 
 from lungdx import params as P
 from lungdx.errors import LungdxError, ParamError
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def leaves(node, prefix=""):
@@ -19,12 +19,35 @@ def leaves(node, prefix=""):
             yield path
 
 
-def test_readme_params_reference_covers_every_key():
-    readme = (ROOT / "README.md").read_text()
-    keys = list(leaves(yaml.safe_load((ROOT / "params.yaml").read_text())))
-    assert len(keys) > 20
-    missing = [k for k in keys if f"`{k}`" not in readme]
-    assert not missing, f"README's params reference lacks {missing}"
+def uncommented_settings(text: str) -> list[str]:
+    """Settings (keys whose value is not a group) with no comment at the end of their line
+    and none on the line right above them."""
+    lines = text.splitlines()
+
+    def settings(node, prefix=""):
+        for key, value in node.value:
+            if isinstance(value, yaml.MappingNode) and value.value:
+                yield from settings(value, f"{prefix}{key.value}.")
+            else:
+                yield f"{prefix}{key.value}", key, value
+
+    def commented(key, value) -> bool:
+        # A value on the key's line ends where its comment may start; a block value starts below.
+        end = value.end_mark if value.end_mark.line == key.start_mark.line else key.end_mark
+        after = lines[end.line][end.column:].lstrip(" :")
+        above = lines[key.start_mark.line - 1].strip() if key.start_mark.line else ""
+        return after.startswith("#") or above.startswith("#")
+
+    return [path for path, key, value in settings(yaml.compose(text)) if not commented(key, value)]
+
+
+def test_every_param_is_explained_by_a_comment_in_params_yaml():
+    # params.yaml's comments are the parameter reference (docs/parameters.md says how params work).
+    assert uncommented_settings("a: 1\n# the b\nb: 2\ng:\n  c: [1, 2]  # the c\n  d: '#'\n") == ["a", "g.d"]
+    text = (ROOT / "params.yaml").read_text()
+    assert len(list(leaves(yaml.safe_load(text)))) > 20
+    missing = uncommented_settings(text)
+    assert not missing, f"params.yaml: give each of these a short comment saying what it sets: {missing}"
 
 
 def test_missing_key_and_bad_types_are_named():

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import ROOT, TINY, copy_project, run, stages_run
+from tests.helpers import ROOT, TINY, copy_project, run, stages_run
 
 
 

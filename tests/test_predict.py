@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from lungdx.images import PREPROCESSING, load_for_model
-from tests.conftest import ROOT, shared, write_image
+from tests.helpers import ROOT, shared, write_image
 
 
 def predict(*args, cwd=ROOT):
@@ -42,6 +42,7 @@ def inputs(tmp_path_factory):
     return files
 
 
+@pytest.mark.slow
 def test_every_form_gets_the_same_prediction_and_a_bad_file_is_named(tiny_run, inputs, tmp_path):
     order = ["gray", "rgb", "corrupt", "rgba", "16bit", "jpeg"]
     proc = predict(*[inputs[k] for k in order], "--model", tiny_run / "models" / "model.keras", "--json",
@@ -72,6 +73,7 @@ def test_preprocessing_is_exactly_the_training_one(tiny_run, inputs):
     np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_real_kaggle_layout_images_get_a_table(tiny_run):
     images = sorted(shared("cxr-kaggle-layout").glob("*/images/*.png"))
     assert len(images) == 4
@@ -89,6 +91,7 @@ def test_a_missing_model_is_one_clear_line(tmp_path, inputs):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_the_model_file_alone_is_enough_to_predict(tiny_run, inputs, tmp_path):
     # What `dvc artifacts get` or a copy delivers: one .keras file, nothing beside it, run from elsewhere.
     lonely = tmp_path / "elsewhere" / "classifier-v1.keras"
@@ -168,7 +171,7 @@ def test_an_oversized_metadata_entry_is_refused_before_it_is_read(tiny_run, tmp_
 def test_an_image_bomb_is_named_with_the_reason_and_the_other_files_are_answered(tiny_run, inputs, tmp_path,
                                                                                  capsys):
     from lungdx.cli import main  # what python -m lungdx runs; in this process, to spare a TensorFlow start
-    from tests.conftest import png_bomb
+    from tests.helpers import png_bomb
 
     bomb = png_bomb(tmp_path / "bomb.png")  # 30000x30000: 900 MB decoded, under 1 MB on disk
     status = main(["predict", str(inputs["gray"]), str(bomb), "--model", str(tiny_run / "models" / "model.keras"),

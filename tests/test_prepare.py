@@ -39,7 +39,7 @@ def test_prepare_writes_aligned_uint8_arrays_per_split(tmp_path):
 
 
 def test_prepare_is_deterministic_and_skips_masks_when_there_are_none(tmp_path):
-    from tests.conftest import make_flat_dataset
+    from tests.helpers import make_flat_dataset
 
     make_flat_dataset(tmp_path / "src", {"A": 10, "B": 10}, size=50)
     download({"seed": 0, "dataset": {"source": str(tmp_path / "src")}}, tmp_path / "raw")

@@ -14,7 +14,7 @@ from lungdx.sample import sample
 from lungdx.train import train
 import pytest
 
-from tests.conftest import shared
+from tests.helpers import shared
 
 # Reduced settings: 64 px instead of 128, 30 epochs at most; the original CNN otherwise.
 REDUCED = {"seed": 239, "prepare": {"image_size": 64}, "model": "cnn",

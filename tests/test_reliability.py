@@ -1,8 +1,9 @@
 """Nothing lost: sources never change, killed stages recover, fresh clones agree byte for byte.
 
-Real `dvc` in temporary git repositories, offline. The bad-input cases of the README's
-"When things go wrong" table are tested next to the code that handles them; the table
-names each test, and test_every_case_in_the_readme_table_has_its_test checks those names.
+Real `dvc` in temporary git repositories, offline. The bad-input cases of the
+troubleshooting table (docs/troubleshooting.md) are tested next to the code that handles them;
+the table names each test, and test_every_case_in_the_troubleshooting_table_has_its_test checks
+those names.
 """
 
 import hashlib
@@ -21,7 +22,7 @@ import pytest
 import yaml
 
 from lungdx.synthetic import generate_dataset
-from tests.conftest import (ROOT, TINY, commit, copy_project, make_flat_dataset, make_kaggle_dataset, run,
+from tests.helpers import (ROOT, TINY, commit, copy_project, make_flat_dataset, make_kaggle_dataset, run,
                             set_params, stages_run, tree_hashes, write_image)
 
 ALL_STAGES = ["download", "sample", "prepare", "baseline", "features", "train", "evaluate", "gradcam"]
@@ -187,6 +188,7 @@ def private_outputs(project: Path) -> list[str]:
     return private
 
 
+@pytest.mark.slow
 def test_sources_are_never_modified_even_by_failing_runs(tmp_path):
     good = make_kaggle_dataset(tmp_path / "kaggle", {"COVID": 8, "Normal": 8}, top="COVID-19_Radiography_Dataset")
     (good / "COVID-19_Radiography_Dataset" / "Normal" / "images" / "empty.png").write_bytes(b"")
@@ -214,6 +216,7 @@ def test_sources_are_never_modified_even_by_failing_runs(tmp_path):
     assert {str(s): tree_hashes(s) if s.is_dir() else s.read_bytes() for s in sources} == before
 
 
+@pytest.mark.slow
 def test_a_source_inside_a_pipeline_output_is_refused_before_dvc_or_lungdx_deletes_anything(tmp_path):
     """data/raw is a persist output, so DVC leaves it in place and download can refuse it."""
     project = copy_project(tmp_path / "p", **TINY)
@@ -230,10 +233,12 @@ def test_a_source_inside_a_pipeline_output_is_refused_before_dvc_or_lungdx_delet
         assert tree_hashes(project / "data" / "sampled") == sampled, f"{source}: data/sampled changed"
 
 
-def test_every_case_in_the_readme_table_has_its_test():
-    readme = (ROOT / "README.md").read_text()
-    table = readme.split("## When things go wrong", 1)[1].split("\n## ", 1)[0]
-    named = set(re.findall(r"`(test_\w+)`", table))
+def test_every_case_in_the_troubleshooting_table_has_its_test():
+    rows = [line for line in (ROOT / "docs" / "troubleshooting.md").read_text().splitlines()
+            if line.startswith("| ") and not line.startswith("| Situation")]
+    tests_of = {row: re.findall(r"`(test_\w+)`", row.rstrip(" |").rsplit("|", 1)[1]) for row in rows}  # last column
+    named = {name for names in tests_of.values() for name in names}
     defined = {m for f in (ROOT / "tests").glob("test_*.py") for m in re.findall(r"^def (test_\w+)", f.read_text(), re.M)}
-    assert len(named) >= 25 and named - {"test_every_case_in_the_readme_table_has_its_test"} <= defined, \
-        sorted(named - defined)
+    assert len(rows) >= 25 and len(named) >= 25, (len(rows), len(named))
+    assert all(tests_of.values()), [row[:80] for row, names in tests_of.items() if not names]
+    assert named <= defined, sorted(named - defined)

@@ -14,8 +14,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 
-from tests.conftest import TINY, copy_project, require_private_mounts, run
+from tests.helpers import TINY, copy_project, require_private_mounts, run
 
 STAGE_ENV = {**os.environ, "LUNGDX_PROGRESS": "0", "TF_CPP_MIN_LOG_LEVEL": "3"}
 
@@ -71,6 +72,7 @@ def on_full_disk(project: Path, folder: str, stage_name: str) -> tuple[int, list
     return int((project / "stage.rc").read_text()), messages((project / "stage.err").read_text()), left
 
 
+@pytest.mark.slow
 def test_a_full_disk_in_any_stage_is_one_line_and_leaves_no_temporary(tmp_path):
     project = prepared_project(tmp_path / "p")
     cases = [  # stage, the folder that fills up, what the line must name
@@ -124,6 +126,7 @@ def interrupt_when(project: Path, stage_name: str, ready, times: int = 1) -> tup
     return proc.returncode, messages(stderr)
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_a_stage_is_one_true_line_without_worker_tracebacks_or_temporaries(tmp_path):
     # Enough images that download and prepare use worker processes and take a few seconds.
     project = prepared_project(tmp_path / "p", **{"dataset.synthetic.per_class": 200, "models.cnn.epochs": 50})

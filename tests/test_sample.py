@@ -9,7 +9,7 @@ from lungdx.data import download
 from lungdx.errors import LungdxError
 from lungdx.params import sample_settings
 from lungdx.sample import sample
-from tests.conftest import make_flat_dataset, tree_hashes, write_image, xray
+from tests.helpers import make_flat_dataset, tree_hashes, write_image, xray
 
 SETTINGS = {"seed": 239, "classes": [], "per_class": 20, "val_size": 0.1, "test_size": 0.2}
 
@@ -144,7 +144,7 @@ def test_a_16bit_rgb_and_jpeg_mix_is_usable(tmp_path):
 
 def test_image_bombs_are_warned_about_by_name_skipped_and_listed_and_the_rest_sampled(tmp_path, capsys):
     from lungdx.images import MAX_FILE_BYTES
-    from tests.conftest import png_bomb
+    from tests.helpers import png_bomb
 
     raw = tmp_path / "raw"
     for i in range(10):

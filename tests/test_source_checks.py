@@ -25,9 +25,9 @@ from lungdx.atomic import DiskFull
 from lungdx.data import download
 from lungdx.errors import LungdxError
 from lungdx.source_checks import ZIP_LIMITS, ZipLimits
-from tests.conftest import (ROOT, make_flat_dataset, make_kaggle_dataset, require_private_mounts, shared,
+from tests.helpers import (ROOT, make_flat_dataset, make_kaggle_dataset, require_private_mounts, shared,
                             tree_hashes)
-from tests.test_data import params_for, zip_folder
+from tests.helpers import params_for, zip_folder
 
 FILE_SIZE_CAP = 64 << 20
 

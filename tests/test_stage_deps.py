@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from lungdx import stage_deps
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 STAGES = ["download", "sample", "prepare", "baseline", "features", "train", "evaluate", "gradcam"]
 

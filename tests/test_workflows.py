@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from lungdx.metrics import HEADLINE
-from tests.conftest import ROOT, commit, run, set_params, stages_run, write_image
+from tests.helpers import ROOT, commit, run, set_params, stages_run, write_image
 
 pytestmark = pytest.mark.slow
 
@@ -127,9 +127,9 @@ def test_experiments_switch_model_skip_cached_features_and_run_queued_in_paralle
     runs = {(model, lr) for _, model, lr in accuracy}
     assert {("cnn", 0.0003), ("vgg19", 0.001), ("vgg19", 0.01), ("cnn", 0.002), ("cnn", 0.005)} <= runs, accuracy
 
-    # The README's views of this table fit a 160-column terminal, nothing squeezed or cut, and show
-    # the columns the README shows (a --keep that matches nothing would only make it narrower).
-    for command, columns in readme_exp_show_views():
+    # The documented views of this table fit a 160-column terminal, nothing squeezed or cut, and show
+    # the columns the docs show (a --keep that matches nothing would only make it narrower).
+    for command, columns in documented_exp_show_views():
         table = run(command + ["--no-pager"], project, env={**os.environ, "COLUMNS": "160"}).stdout
         lines = table.splitlines()
         assert "…" not in table and max(map(len, lines)) <= 160, f"{' '.join(command)}:\n{table}"
@@ -142,14 +142,14 @@ def column_names(header: str) -> list[str]:
     return [name for name in re.split(r"\s{2,}|\s*\|\s*", header.strip()) if name]
 
 
-def readme_exp_show_views() -> list[tuple[list[str], list[str]]]:
-    """Every `$ dvc exp show ...` in the README's console blocks, with the columns its output shows."""
+def documented_exp_show_views() -> list[tuple[list[str], list[str]]]:
+    """Every `$ dvc exp show ...` in docs/workflows.md's console blocks, with the columns its output shows."""
     views = []
-    for block in re.findall(r"```console\n(.*?)```", (ROOT / "README.md").read_text(), re.S):
+    for block in re.findall(r"```console\n(.*?)```", (ROOT / "docs" / "workflows.md").read_text(), re.S):
         lines = block.splitlines()
         for i, line in enumerate(lines):
             if line.startswith("$ dvc exp show"):
                 shown = next(out for out in lines[i + 1:] if "Experiment" in out or out.startswith("$ "))
                 views.append((shlex.split(line[2:]), column_names(shown)))
-    assert len(views) >= 3, "the README shows fewer dvc exp show views than expected"
+    assert len(views) >= 3, "docs/workflows.md shows fewer dvc exp show views than expected"
     return views

@@ -1,0 +1,110 @@
+"""What a person sees on the terminal, in one place: log lines, progress bars, a quiet TensorFlow.
+
+Log lines: library modules log with logging.getLogger(__name__); configure_logging makes the
+`lungdx` logger write one line per record to stderr, prefixed as people and tests read them:
+`note: ...` (info), `warning: ...`, `error: ...`, and `debug: ...` when verbose.
+
+Verbose shows debug lines and TensorFlow's own start-up and C++ log lines. The command line
+takes -v/--verbose; stages run by `dvc repro`, which cannot pass them flags, so for them (and
+everywhere) the environment variable LUNGDX_VERBOSE=1 turns it on.
+
+Progress bars: progress() draws tqdm bars on stderr; LUNGDX_PROGRESS=0 (what `lungdx -q` sets)
+turns them off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+
+from .errors import LungdxError
+
+PREFIXES = {logging.DEBUG: "debug", logging.INFO: "note", logging.WARNING: "warning",
+            logging.ERROR: "error", logging.CRITICAL: "error"}
+
+_verbose = False
+_tensorflow = None
+
+
+class _StderrLines(logging.Handler):
+    """`<prefix>: <message>` on sys.stderr as it is at each record (tests capture it by swapping it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            # tqdm.write: a line printed while a bar is drawn must not break the bar in two
+            tqdm.write(f"{PREFIXES.get(record.levelno, 'note')}: {record.getMessage()}", file=sys.stderr)
+        except Exception:
+            self.handleError(record)
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """Send the `lungdx` logger's records to stderr as prefixed lines; verbose (or LUNGDX_VERBOSE=1)
+    adds debug lines and TensorFlow's own. Calling it again replaces the earlier settings."""
+    global _verbose
+    _verbose = verbose or os.environ.get("LUNGDX_VERBOSE") == "1"
+    if _verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"  # read when TensorFlow is imported
+    logger = logging.getLogger("lungdx")
+    for handler in [h for h in logger.handlers if isinstance(h, _StderrLines)]:
+        logger.removeHandler(handler)
+    logger.addHandler(_StderrLines())
+    logger.setLevel(logging.DEBUG if _verbose else logging.INFO)
+    logger.propagate = False  # a root handler set up by someone else would print every line twice
+
+
+def progress(iterable, total=None, desc=None):
+    """A tqdm bar on stderr, quiet in CI logs (LUNGDX_PROGRESS=0 turns it off)."""
+    from tqdm import tqdm
+
+    disable = os.environ.get("LUNGDX_PROGRESS", "1") == "0" or None
+    return tqdm(iterable, total=total, desc=desc, mininterval=1.0, disable=disable, file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _stderr_fd_to_devnull():
+    """File descriptor 2 (C and C++ code write there, not to sys.stderr) to /dev/null, then back."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()  # what Python wrote meanwhile belongs to the hidden part
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def import_tensorflow():
+    """The tensorflow module, imported with its devices ready; call it before the first
+    `import keras` or `import tensorflow` of a run.
+
+    TensorFlow 2.21 writes its C++ start-up lines (CUDA probes, CPU feature notes) before its
+    logging is initialised, so TF_CPP_MIN_LOG_LEVEL cannot silence them. They come while it is
+    imported and while its devices are first set up, so stderr's file descriptor points to
+    /dev/null for exactly that time. An import that fails is a LungdxError with its message,
+    raised once stderr is back. Verbose: nothing is hidden.
+    """
+    global _tensorflow
+    if _tensorflow is None:
+        start = time.perf_counter()
+        try:
+            with contextlib.nullcontext() if _verbose else _stderr_fd_to_devnull():
+                import tensorflow as tf
+
+                devices = tf.config.list_physical_devices()
+                tf.constant(0)  # the first op sets the devices up: the second burst of lines
+        except ImportError as exc:
+            raise LungdxError(f"TensorFlow could not be imported ({exc}); LUNGDX_VERBOSE=1 (or lungdx -v) shows "
+                              "its own messages; reinstall the pinned versions: pip install -e .") from exc
+        _tensorflow = tf
+        logging.getLogger(__name__).debug(
+            f"TensorFlow {tf.__version__} ready in {time.perf_counter() - start:.1f} s on "
+            + ", ".join(d.name.removeprefix("/physical_device:") for d in devices))
+    return _tensorflow
