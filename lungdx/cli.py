@@ -4,7 +4,7 @@ Installed as `lungdx` (pyproject.toml); `python -m lungdx` runs the same main. T
 itself runs with `dvc repro` (the stage scripts use lungdx.runner, not this).
 
 Exit status: 0 done; 1 some image files could not be read (the others are answered);
-2 a bad model file or bad usage.
+2 a bad model file or bad usage; 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 
 from . import __version__
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   description="Classify chest X-ray images with a trained lungdx model: a table "
                                               "(or JSON) of the predicted class and each class's probability.")
     predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE",
-                         help="PNG or JPEG files, any size, 8 or 16 bit")
+                         help="PNG, JPEG, BMP or TIFF files, any size, 8 or 16 bit")
     predict.add_argument("--model", type=Path, metavar="PATH",
                          help=f"the trained model file (it carries its class names and input size; default: "
                               f"{DEFAULT_MODEL} in the current folder)")
@@ -71,30 +72,42 @@ def main(argv=None) -> int:
         log.error(str(exc))
         return 2
     except KeyboardInterrupt:
-        log.error("interrupted")
+        print("interrupted: lungdx stopped; files it wrote so far are complete", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `lungdx predict ... | head`: the reader left; nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 1
+
+
+def shown(text) -> str:
+    """`text` for a terminal line: control characters (a newline or an escape sequence in a
+    file or class name) written as escapes, so a name cannot forge or split a line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
 
 def run_predict(args) -> int:
     from .predict import predict_files
 
-    model = args.model or DEFAULT_MODEL
-    if args.model is None and not DEFAULT_MODEL.exists():
-        raise LungdxError(f"no model given and there is no {DEFAULT_MODEL} in this folder ({Path.cwd()}); "
-                          "pass --model PATH with the trained model file")
+    model = args.model
+    if model is None:
+        model = DEFAULT_MODEL
+        if not model.exists():
+            raise LungdxError(f"no model given and there is no {DEFAULT_MODEL} in this folder ({Path.cwd()}); "
+                              "pass --model PATH with the trained model file, or train one first (dvc repro train) "
+                              "in the project's folder")
     results = predict_files(args.images, model, args.gradcam)
     for r in results:
         if "error" in r:
-            log.error(f"{r['path']}: {r['error']}")
+            log.error(f"{shown(r['path'])}: {r['error']}")
     good = [r for r in results if "error" not in r]
     if args.json:
         print(json.dumps(results, indent=2))
     elif good:
         classes = list(good[0]["probabilities"])
-        width = max(len(str(r["path"])) for r in good)
-        print(f"{'image':<{width}}  {'predicted':<16}" + "".join(f"{c:>17}" for c in classes))
+        width = max(len(shown(r["path"])) for r in good)
+        print(f"{'image':<{width}}  {'predicted':<16}" + "".join(f"{shown(c):>17}" for c in classes))
         for r in good:
-            print(f"{r['path']:<{width}}  {r['predicted']:<16}"
+            print(f"{shown(r['path']):<{width}}  {shown(r['predicted']):<16}"
                   + "".join(f"{r['probabilities'][c]:>17.4f}" for c in classes))
     return 1 if len(good) < len(results) else 0
 
@@ -116,7 +129,7 @@ def run_info(args) -> int:
             "preprocessing": f"{pixels['preprocessing']}: {pixels.get('steps', '')}",
             "lungdx version": info.get("lungdx_version", "unknown"),
             "file size": human_bytes(size)}
-    print(args.model)
+    print(shown(args.model))
     for name, value in rows.items():
-        print(f"  {name:<16}{value}")
+        print(f"  {name:<16}{shown(value)}")
     return 0

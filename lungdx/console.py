@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import sys
+import tempfile
 import time
 
 from .errors import LungdxError
@@ -61,24 +62,30 @@ def progress(iterable, total=None, desc=None):
     """A tqdm bar on stderr, quiet in CI logs (LUNGDX_PROGRESS=0 turns it off)."""
     from tqdm import tqdm
 
-    disable = os.environ.get("LUNGDX_PROGRESS", "1") == "0" or None
+    # True: off; None: tqdm's own choice, off when stderr is not a terminal (CI logs, files)
+    disable = True if os.environ.get("LUNGDX_PROGRESS", "1") == "0" else None
     return tqdm(iterable, total=total, desc=desc, mininterval=1.0, disable=disable, file=sys.stderr)
 
 
 @contextlib.contextmanager
-def _stderr_fd_to_devnull():
-    """File descriptor 2 (C and C++ code write there, not to sys.stderr) to /dev/null, then back."""
+def _stderr_fd_captured():
+    """File descriptor 2 (C and C++ code write there, not to sys.stderr) into a temporary file,
+    then back; yields that file, so what was hidden can be shown if something goes wrong."""
     sys.stderr.flush()
     saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    os.close(devnull)
+    captured = tempfile.TemporaryFile()
     try:
-        yield
+        os.dup2(captured.fileno(), 2)
+        yield captured
     finally:
         sys.stderr.flush()  # what Python wrote meanwhile belongs to the hidden part
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def _hidden_text(captured) -> str:
+    captured.seek(0)
+    return captured.read().decode(errors="replace").strip()
 
 
 def import_tensorflow():
@@ -87,22 +94,31 @@ def import_tensorflow():
 
     TensorFlow 2.21 writes its C++ start-up lines (CUDA probes, CPU feature notes) before its
     logging is initialised, so TF_CPP_MIN_LOG_LEVEL cannot silence them. They come while it is
-    imported and while its devices are first set up, so stderr's file descriptor points to
-    /dev/null for exactly that time. An import that fails is a LungdxError with its message,
-    raised once stderr is back. Verbose: nothing is hidden.
+    imported and while its devices are first set up, so stderr's file descriptor points to a
+    temporary file for exactly that time. If the start-up fails with a Python exception, what it
+    wrote there is shown, then a LungdxError says what failed. A crash that ends the process
+    (an abort for a CPU without AVX, a segfault) cannot be shown: LUNGDX_VERBOSE=1 (or lungdx -v)
+    hides nothing. Verbose: nothing is hidden.
     """
     global _tensorflow
     if _tensorflow is None:
         start = time.perf_counter()
-        try:
-            with contextlib.nullcontext() if _verbose else _stderr_fd_to_devnull():
+        with contextlib.nullcontext() if _verbose else _stderr_fd_captured() as captured:
+            try:
                 import tensorflow as tf
 
                 devices = tf.config.list_physical_devices()
                 tf.constant(0)  # the first op sets the devices up: the second burst of lines
-        except ImportError as exc:
-            raise LungdxError(f"TensorFlow could not be imported ({exc}); LUNGDX_VERBOSE=1 (or lungdx -v) shows "
-                              "its own messages; reinstall the pinned versions: pip install -e .") from exc
+                failure = None
+            except Exception as exc:  # noqa: BLE001 - any failure to start is reported the same way
+                failure = exc
+        if failure is not None:
+            hidden = _hidden_text(captured) if captured is not None else ""
+            if hidden:
+                print(hidden, file=sys.stderr)
+            raise LungdxError(f"TensorFlow could not start ({type(failure).__name__}: {failure}); reinstall the "
+                              "pinned versions (pip install -e .); LUNGDX_VERBOSE=1 (or lungdx -v) shows all of "
+                              "its messages") from failure
         _tensorflow = tf
         logging.getLogger(__name__).debug(
             f"TensorFlow {tf.__version__} ready in {time.perf_counter() - start:.1f} s on "

@@ -8,7 +8,9 @@
                                       (dvc's confusion template reads actual/predicted)
     metrics/plots/roc.csv             every class's one-vs-rest ROC curve in one table: class, curve,
                                       fpr, tpr, threshold; curve is the legend's name, with the AUC
-                                      ("COVID (AUC 0.981)"); class "chance" is the diagonal.
+                                      ("COVID (AUC 0.981)"); the chance diagonal, "chance (AUC 0.500)",
+                                      has an empty class: no class name is empty, so a class
+                                      named chance keeps its own curve.
                                       dvc.yaml draws it with .dvc/plots/roc.json
 """
 
@@ -45,7 +47,7 @@ def predict_split(model, images: np.ndarray, features_dir, split: str, model_pat
 
 def roc_table(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> pd.DataFrame:
     """Every class's one-vs-rest ROC curve (a class absent from, or alone in, the split has none),
-    then the chance diagonal; `curve` names each in the legend with its AUC."""
+    then the chance diagonal, whose class is empty; `curve` names each in the legend with its AUC."""
     parts = []
     for i, c in enumerate(classes):
         if (y_true == i).any() and (y_true != i).any():
@@ -53,7 +55,7 @@ def roc_table(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> pd.D
             parts.append(pd.DataFrame({"class": c, "curve": f"{c} (AUC {skm.auc(fpr, tpr):.3f})",
                                        "fpr": fpr.round(6), "tpr": tpr.round(6),
                                        "threshold": np.clip(thr, 0, 1).round(6)}))  # roc_curve starts at inf
-    parts.append(pd.DataFrame({"class": "chance", "curve": "chance (AUC 0.500)", "fpr": [0.0, 1.0],
+    parts.append(pd.DataFrame({"class": "", "curve": "chance (AUC 0.500)", "fpr": [0.0, 1.0],
                                "tpr": [0.0, 1.0], "threshold": np.nan}))
     return pd.concat(parts, ignore_index=True)
 

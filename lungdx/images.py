@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import struct
 from pathlib import Path
 
@@ -54,14 +55,22 @@ class UnreadableImage(Exception):
 
 
 def read_bytes(path: str | os.PathLike) -> bytes:
-    """The bytes of an image file; one over MAX_FILE_BYTES is refused from its size, unread."""
+    """The bytes of a regular image file, at most MAX_FILE_BYTES: a larger one is refused from
+    its size, unread; a pipe, device or socket is refused without reading it (a FIFO would block
+    and /dev/zero never ends), and the file is read no further than the size it had when opened."""
     try:
-        size = os.stat(path).st_size
-        if size > MAX_FILE_BYTES:
-            raise UnreadableImage(f"file too large to read safely: {size / 2**20:.1f} MiB ({size} bytes), over the "
-                                  f"limit of {MAX_FILE_BYTES / 2**20:g} MiB (lungdx.images.MAX_FILE_BYTES); "
-                                  "downscale or recompress it first")
-        return Path(path).read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # O_NONBLOCK: opening a FIFO does not wait
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise UnreadableImage("not a regular file (a folder, pipe, device or socket)")
+            if st.st_size > MAX_FILE_BYTES:
+                raise UnreadableImage(f"file too large to read safely: {st.st_size / 2**20:.1f} MiB ({st.st_size} "
+                                      f"bytes), over the limit of {MAX_FILE_BYTES / 2**20:g} MiB "
+                                      "(lungdx.images.MAX_FILE_BYTES); downscale or recompress it first")
+            return f.read(st.st_size)
+    except IsADirectoryError:
+        raise UnreadableImage("not a regular file (a folder, pipe, device or socket)") from None
     except OSError as exc:
         raise UnreadableImage(f"cannot read file: {exc.strerror}") from None
 

@@ -4,18 +4,30 @@ Keras saves a `.keras` file as a zip (config.json, metadata.json, model.weights.
 We add one entry, `lungdx.json`, with the class names in output order, the input size
 and how an image file becomes the model's input, so that the file alone -- copied, or
 fetched with `dvc artifacts get` -- is enough to predict. Keras ignores the entry.
+
+A model file may come from anywhere, so reading one is guarded: only a regular file is opened
+(never a pipe or device), its zip may declare only what a model needs (entries, sizes,
+compression; MODEL_ZIP_LIMITS) before Keras or we read a member, and every field of lungdx.json
+is checked for type, range and printable text before it is used or shown.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import stat
 import zipfile
+import zlib
 from pathlib import Path
+from typing import NoReturn
 
 from .atomic import atomic_path
 from .console import import_tensorflow
 from .errors import LungdxError
 from .images import PREPROCESSING, PREPROCESSING_STEPS
+from .params import MAX_IMAGE_SIZE
+from .source_checks import NONBLOCK, ZipLimits, check_entry_count, check_zip_limits, file_kind
 
 INFO_ENTRY = "lungdx.json"
 
@@ -35,37 +47,131 @@ def save_model(model, path: str | Path, classes: list[str], image_size: int, arc
     return info
 
 
-MAX_INFO_BYTES = 1 << 20  # class names and a few settings: anything larger is not ours
+RETRAIN = "check where it came from; retrain with dvc repro -f train, or fetch the model again"
+# Members read whole into memory and parsed as JSON (lungdx.json by read_info, the others by
+# Keras), with caps far above what lungdx writes: lungdx.json holds class names and a few
+# settings (~600 bytes); config.json describes the layers (VGG19's is ~50 KB).
+JSON_CAPS = {INFO_ENTRY: 1 << 20, "metadata.json": 1 << 20, "config.json": 64 << 20}
+# What a model file's zip may declare, checked before anything is read from it. A lungdx file
+# holds 4 members, stored uncompressed as Keras writes them; the largest, VGG19's weights, is
+# ~80 MB. Keras reads the weights whole into memory, so a member that declares far more than
+# it stores would cost memory (and time) that the file's own size does not show.
+MODEL_ZIP_LIMITS = ZipLimits(
+    max_entries=1000,                                  # 4, or a few more with a custom layer's assets
+    max_entry_bytes=2 << 30, max_total_bytes=2 << 30,  # 25 times VGG19's weights
+    max_ratio=20.0, ratio_from_bytes=1 << 20,          # stored: 1; even deflated, weights ~1.3, JSON ~11
+    usual_entries="a lungdx model file has 4", usual_entry="VGG19's weights are about 80 MB",
+    usual_ratio="Keras stores members uncompressed", todo=RETRAIN)
+# zipfile reads and parses the central directory whole when it opens a zip: this is room for
+# 1000 entries with names of ~1 KB, checked first, so 300,000 tiny entries cost no time.
+MAX_DIRECTORY_BYTES = 1 << 20
+MIN_IMAGE_SIZE = 16  # the least prepare.image_size (lungdx.params)
+MAX_TEXT = 1000  # characters of any text in lungdx.json (the longest, input.steps, has ~300)
 
 
 def read_info(path: str | Path) -> dict:
-    """The lungdx metadata of a model file, checked, without loading the network."""
+    """The lungdx metadata of a model file, checked, without loading the network: the fields
+    lungdx knows, each of the right type and range (unknown ones are left out)."""
     path = Path(path)
-    if path.is_dir():
-        raise LungdxError(f"{path}: is a folder; give the model file itself, e.g. {path / 'model.keras'}")
-    if not path.is_file():
-        raise LungdxError(f"{path}: not found; train a model first (dvc repro train), or fetch one with "
-                          "dvc artifacts get REPO lung-xray-classifier")
+    with _open_regular(path) as file:
+        try:
+            raw = _read_info_entry(path, file)
+        except KeyError:
+            raise LungdxError(f"{path}: a Keras file without lungdx's {INFO_ENTRY} (class names, input size); "
+                              "models saved by lungdx carry it: retrain with dvc repro -f train") from None
+        # what zipfile raises for a damaged zip, zlib for damaged data, and zipfile for a member
+        # it cannot read: NotImplementedError (an unknown compression), RuntimeError (encrypted)
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError, RuntimeError) as exc:
+            raise LungdxError(f"{path}: not a readable .keras model file ({exc}); retrain it with "
+                              "dvc repro -f train") from exc
     try:
-        with zipfile.ZipFile(path) as archive:
-            entry = archive.getinfo(INFO_ENTRY)
-            if entry.file_size > MAX_INFO_BYTES:
-                raise LungdxError(f"{path}: its {INFO_ENTRY} declares {entry.file_size} bytes, more than "
-                                  f"{MAX_INFO_BYTES}: not a lungdx model file")
-            info = json.loads(archive.read(entry))
-    except KeyError:
-        raise LungdxError(f"{path}: a Keras file without lungdx's {INFO_ENTRY} (class names, input size); "
-                          "models saved by lungdx carry it: retrain with dvc repro -f train") from None
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise LungdxError(f"{path}: not a readable .keras model file ({exc}); retrain it with "
-                          "dvc repro -f train") from exc
-    _check_info(path, info)
-    return info
+        info = json.loads(raw)
+    except RecursionError:
+        _damaged(path, "nested too deeply")
+    except ValueError as exc:  # also bytes that are not UTF-8, and integers of thousands of digits
+        _damaged(path, f"not JSON: {exc}" if isinstance(exc, json.JSONDecodeError) else "not JSON")
+    return _checked_info(path, info)
 
 
-def _check_info(path: Path, info) -> None:
-    def bad(what: str):
-        raise LungdxError(f"{path}: its {INFO_ENTRY} is damaged ({what}); retrain with dvc repro -f train")
+def _open_regular(path: Path):
+    """`path` opened for reading (binary); one clear line unless it is a regular file. Looked at
+    before opening, so a named pipe is never opened (that would wait for a writer), and again
+    once opened (without blocking), in case something else was put there in between."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise LungdxError(f"{path}: a symbolic link to {os.readlink(path)}, which does not exist; give the "
+                              "model file itself") from None
+        raise LungdxError(f"{path}: not found; train a model first (dvc repro train), or fetch one with "
+                          "dvc artifacts get REPO lung-xray-classifier") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise LungdxError(f"{path}: a symbolic link loop (following it leads back to itself); give the "
+                              "model file itself") from None
+        raise LungdxError(f"{path}: could not be read ({exc.strerror})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise LungdxError(f"{path}: is a folder; give the model file itself, e.g. {path / 'model.keras'}")
+    if stat.S_ISREG(st.st_mode):
+        try:
+            file = os.fdopen(os.open(path, os.O_RDONLY | NONBLOCK), "rb")
+        except OSError as exc:
+            raise LungdxError(f"{path}: could not be read ({exc.strerror})") from None
+        st = os.fstat(file.fileno())
+        if stat.S_ISREG(st.st_mode):
+            return file
+        file.close()
+    raise LungdxError(f"{path}: a {file_kind(st.st_mode)}, not a regular file; give the model file itself "
+                      "(a .keras file saved by lungdx)")
+
+
+def _read_info_entry(path: Path, file) -> bytes:
+    """The bytes of lungdx.json, once what the zip declares is within MODEL_ZIP_LIMITS."""
+    shown = str(path)
+    # zipfile's own (private) finder of the end record: the very sizes ZipFile will then use
+    end = zipfile._EndRecData(file)
+    if end:
+        check_entry_count(shown, end[zipfile._ECD_ENTRIES_TOTAL], MODEL_ZIP_LIMITS)
+        if end[zipfile._ECD_SIZE] > MAX_DIRECTORY_BYTES:
+            raise LungdxError(f"{path}: its zip directory declares {end[zipfile._ECD_SIZE]:,} bytes, more than "
+                              f"the {MAX_DIRECTORY_BYTES:,} that {MODEL_ZIP_LIMITS.max_entries:,} entries need: "
+                              f"refusing a possible zip bomb before reading it; {RETRAIN}")
+    with zipfile.ZipFile(file) as archive:
+        infos = archive.infolist()
+        check_entry_count(shown, len(infos), MODEL_ZIP_LIMITS)  # the end record may understate them
+        for entry in infos:
+            cap = JSON_CAPS.get(entry.filename)
+            if cap is not None and entry.file_size > cap:
+                raise LungdxError(f"{path}: its {entry.filename} declares {entry.file_size} bytes, more than "
+                                  f"{cap}: not a lungdx model file; {RETRAIN}")
+        check_zip_limits(shown, os.fstat(file.fileno()).st_size, infos, MODEL_ZIP_LIMITS)
+        return archive.read(INFO_ENTRY)
+
+
+def _damaged(path: Path, what: str) -> NoReturn:
+    raise LungdxError(f"{path}: its {INFO_ENTRY} is damaged ({what}); retrain with dvc repro -f train")
+
+
+def _text(value) -> bool:
+    """Text that prints as one plain line: no control characters, since a line break or a
+    terminal escape in, say, a class name would forge lines of `lungdx info` or predict's table."""
+    return isinstance(value, str) and len(value) <= MAX_TEXT and value.isprintable()
+
+
+def _integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _pixel_value(value) -> bool:
+    """A number a pixel could take (NaN and infinities fail the comparison)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and -1e6 <= value <= 1e6
+
+
+def _checked_info(path: Path, info) -> dict:
+    """The fields of a parsed lungdx.json that lungdx uses, each checked; a LungdxError naming
+    the file and the field otherwise."""
+    def bad(what: str) -> NoReturn:
+        _damaged(path, what)
 
     if not isinstance(info, dict):
         bad("not a JSON object")
@@ -73,14 +179,44 @@ def _check_info(path: Path, info) -> None:
     if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) and c for c in classes)
             and len(set(classes)) == len(classes)):
         bad("classes must be a list of at least two distinct names")
+    for name in classes:
+        if not _text(name):
+            bad(f"class name {name[:60]!r} has control characters or over {MAX_TEXT} characters")
     size = info.get("image_size")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 16:
-        bad("image_size must be an integer >= 16")
-    preprocessing = info.get("input", {}).get("preprocessing") if isinstance(info.get("input"), dict) else None
+    if not (_integer(size) and MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE):
+        bad(f"image_size must be an integer from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}")
+    architecture = info.get("architecture")
+    if not (_text(architecture) and architecture):
+        bad("architecture must be a model name such as cnn or vgg19")
+    version = info.get("lungdx_version", "unknown")
+    if not _text(version):
+        bad("lungdx_version must be a version such as 1.0.0")
+    pixels = info.get("input")
+    if not isinstance(pixels, dict):
+        bad("input must be a JSON object")
+    preprocessing = pixels.get("preprocessing")
+    if not _text(preprocessing):
+        bad("input.preprocessing must be the name of how images are prepared")
     if preprocessing != PREPROCESSING:
         raise LungdxError(f"{path}: made for input preprocessing {preprocessing!r}, but this lungdx prepares "
-                          f"images as {PREPROCESSING!r}; use the lungdx version that saved it "
-                          f"({info.get('lungdx_version', 'unknown')})")
+                          f"images as {PREPROCESSING!r}; use the lungdx version that saved it ({version})")
+    channels = pixels.get("channels", 1)  # absent from the first files lungdx saved
+    if not (_integer(channels) and channels == 1):
+        bad(f"input.channels must be 1: {PREPROCESSING} makes gray images")
+    dtype = pixels.get("dtype", "float32")
+    if not (_text(dtype) and dtype):
+        bad("input.dtype must be a type name such as float32")
+    value_range = pixels.get("range", [0, 255])
+    if not (isinstance(value_range, list) and len(value_range) == 2 and all(map(_pixel_value, value_range))
+            and value_range[0] < value_range[1]):
+        bad("input.range must be two numbers, the lowest first, such as [0, 255]")
+    steps = pixels.get("steps", "")
+    if not _text(steps):
+        bad("input.steps must be one line of text")
+    return {"classes": classes, "image_size": size, "architecture": architecture,
+            "input": {"channels": channels, "dtype": dtype, "range": value_range, "preprocessing": preprocessing,
+                      "steps": steps},
+            "lungdx_version": version}
 
 
 def load_model(path: str | Path):

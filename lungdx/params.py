@@ -51,7 +51,10 @@ def with_changes(params: dict, changes: dict) -> dict:
 
     params = copy.deepcopy(params)
     for key, value in changes.items():
-        node, *parents, last = params, *key.split(".")
+        *parents, last = key.split(".")
+        if not all(key.split(".")):
+            raise ParamError(key, value, "a key is names joined by dots, e.g. models.cnn.epochs")
+        node = params
         for depth, part in enumerate(parents):
             node = node.get(part) if isinstance(node, dict) else None
             if not isinstance(node, dict):

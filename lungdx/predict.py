@@ -7,12 +7,15 @@ given, no more than one batch of images is held in memory.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_path
 from .console import progress
 from .datasets import predict
+from .errors import LungdxError
 from .images import UnreadableImage, load_for_model, write_png
 from .model_file import load_model
 
@@ -22,11 +25,13 @@ log = logging.getLogger(__name__)
 
 def predict_files(paths: list[Path], model_path: Path, gradcam_dir: Path | None = None) -> list[dict]:
     """One result per path, in order: {path, predicted, probabilities[, gradcam]} or {path, error}."""
+    if gradcam_dir is not None:
+        gradcam_dir = overlay_folder(gradcam_dir)  # before the model loads: a bad folder fails fast
     model, info = load_model(model_path)  # exactly this file: it carries classes and input size
     classes = info["classes"]
     log.debug(f"{model_path}: {info['architecture']} for {info['image_size']}px images, classes {classes}")
     results = [{"path": str(path)} for path in paths]
-    cam, written = None, set()
+    cam, names = None, overlay_names(paths, gradcam_dir) if gradcam_dir is not None else {}
     for indices, images in readable_batches(paths, info["image_size"], results):
         probs = predict(model, images, source=model_path)  # nan or inf: a LungdxError, never printed
         for i, p in zip(indices, probs):
@@ -36,16 +41,41 @@ def predict_files(paths: list[Path], model_path: Path, gradcam_dir: Path | None 
             from .gradcam import GradCam, overlay
 
             cam = cam or GradCam(model)
-            Path(gradcam_dir).mkdir(parents=True, exist_ok=True)
             for i, image, heatmap in zip(indices, images, cam.heatmaps(images, probs.argmax(1))):
-                stem = Path(paths[i]).stem
-                out = Path(gradcam_dir) / f"{stem}.gradcam.png"
-                if out in written:  # two inputs with one name
-                    out = out.with_name(f"{stem}-{i + 1}.gradcam.png")
-                write_png(out, overlay(image, heatmap))  # overlay upsamples the heatmap to the image
-                written.add(out)
+                out = names[i]
+                try:
+                    with atomic_path(out, suffix=".png") as tmp:  # Ctrl-C or a full disk: no half-written PNG
+                        write_png(tmp, overlay(image, heatmap))  # overlay upsamples the heatmap to the image
+                except OSError as exc:
+                    raise LungdxError(f"cannot write the Grad-CAM overlay {out}: {exc.strerror or exc}") from exc
                 results[i]["gradcam"] = str(out)
     return results
+
+
+def overlay_folder(folder) -> Path:
+    """The Grad-CAM output folder, created if needed; a LungdxError naming it if it cannot be."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LungdxError(f"cannot use {folder} as the Grad-CAM folder: {exc.strerror or exc}") from exc
+    return folder
+
+
+def overlay_names(paths: list[Path], folder: Path) -> dict[int, Path]:
+    """index -> overlay file: <stem>.gradcam.png, made unique (<stem>-<n>.gradcam.png) where two
+    inputs share a stem, and never one of the inputs themselves."""
+    inputs = {os.path.realpath(p) for p in paths}
+    names, used = {}, set()
+    for i, path in enumerate(paths):
+        stem, n = Path(path).stem, 1
+        out = folder / f"{stem}.gradcam.png"
+        while out in used or os.path.realpath(out) in inputs:
+            n += 1
+            out = folder / f"{stem}-{n}.gradcam.png"
+        names[i] = out
+        used.add(out)
+    return names
 
 
 def readable_batches(paths: list[Path], size: int, results: list[dict]):

@@ -18,7 +18,8 @@
                                    so experiments compare side by side: slot k of a class is its k-th
                                    test image (k = 1..3, split order), the same X-ray in every
                                    experiment on the same data; beside it the Grad-CAM of its true
-                                   class, and a line saying what the model predicted
+                                   class, and a line saying what the model predicted; <class> is the
+                                   class name's letters and digits, "_" for the rest (plot_stems)
     metrics/gradcam.json           the headline numbers only (overall, with their chance levels):
                                    lung_energy_share, lung_energy_chance, pointing_game,
                                    pointing_chance; absent where the data has no such masks
@@ -29,6 +30,8 @@ from __future__ import annotations
 import html
 import json
 import re
+import unicodedata
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -113,9 +116,22 @@ def pick_examples(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, per_cl
     return [int(i) for i in chosen]
 
 
-def slug(name: str) -> str:
-    """A class name as a file name part: "Viral Pneumonia" -> "Viral_Pneumonia"."""
-    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
+def _slug(name: str) -> str:
+    """A class name's letters (any script, with their accents) and digits, each other run "_"."""
+    kept = "".join(c if c.isalnum() or unicodedata.category(c).startswith("M") else "_"
+                   for c in unicodedata.normalize("NFC", name))
+    return re.sub("_+", "_", kept)[:60].strip("_")  # 60 characters: a file name has 255 bytes at most
+
+
+def plot_stems(classes: list[str]) -> list[str]:
+    """Each class's image-plot name before `_<k>.png`: "Viral Pneumonia" -> "Viral_Pneumonia".
+    Classes whose names give the same stem (ignoring case, for case-insensitive file systems), or
+    none, get "-<class index>" after it, a character no plain stem has; so every stem differs from
+    every other, and since k holds no "_", so does every `<stem>_<k>.png`. The same class list
+    gives the same names."""
+    slugs = [_slug(c) for c in classes]
+    counts = Counter(s.casefold() for s in slugs)
+    return [s if s and counts[s.casefold()] == 1 else f"{s or 'class'}-{i}" for i, s in enumerate(slugs)]
 
 
 def plot_slots(y_true: np.ndarray, n_classes: int, per_class: int = PLOT_SLOTS) -> list[tuple[int, int, int]]:
@@ -132,15 +148,25 @@ def _probabilities(p: np.ndarray, classes: list[str], predicted: int) -> str:
     return f'<table class="probs">{rows}</table>'
 
 
-def _panel(src: str, label: str) -> str:
-    alt = html.escape(re.sub("<[^>]+>", "", label), quote=True)
-    return f'<div class="panel"><div class="label">{label}</div><img src="{src}" alt="{alt}"></div>'
+def _panels(i: int, true: int, predicted: int, classes: list[str]) -> list[tuple[str, str, str]]:
+    """One test image's pictures, as (src, caption, the class it names, in bold after it)."""
+    xray = (f"img/{i}.png", "X-ray", "")
+    if predicted == true:
+        return [xray, (f"img/{i}_cam.png", "Grad-CAM of the predicted (and true) class, ", classes[true])]
+    return [xray, (f"img/{i}_cam.png", "Grad-CAM of the predicted class, ", classes[predicted]),
+            (f"img/{i}_true.png", "Grad-CAM of the true class, ", classes[true])]
 
 
-def _figure(i: int, panels: list[tuple[str, str]], path: str, true: int, classes: list[str], p: np.ndarray) -> str:
-    """One test image: its pictures (src, label), then its path and every class's probability."""
+def _panel(src: str, caption: str, cls: str) -> str:
+    label = html.escape(caption) + (f"<b>{html.escape(cls)}</b>" if cls else "")
+    return (f'<div class="panel"><div class="label">{label}</div>'
+            f'<img src="{html.escape(src)}" alt="{html.escape(caption + cls)}"></div>')
+
+
+def _figure(i: int, path: str, true: int, classes: list[str], p: np.ndarray) -> str:
+    """One test image: its pictures, then its path and every class's probability."""
     predicted = int(p.argmax())
-    pictures = "".join(_panel(src, label) for src, label in panels)
+    pictures = "".join(_panel(*panel) for panel in _panels(i, true, predicted, classes))
     return (f'<figure class="{"wrong" if predicted != true else "right"}" data-image="{i}">'
             f'<div class="panels">{pictures}</div><figcaption>{html.escape(path)}<br>'
             f"true <b>{html.escape(classes[true])}</b>, predicted <b>{html.escape(classes[predicted])}</b>"
@@ -296,7 +322,6 @@ def build_report(params: dict, model_path="models/model.keras", prepared_dir="da
         picture = overlay(gray, heat)
         return picture if lungs is None else draw_outline(picture, lungs[i])
 
-    n_images = 1  # the colour bar
     with atomic_dir(out_dir) as tmp:
         (tmp / "img").mkdir()
         write_png(tmp / "img" / "colorbar.png", colorbar(DISPLAY))
@@ -304,19 +329,15 @@ def build_report(params: dict, model_path="models/model.keras", prepared_dir="da
         for c, cls in enumerate(classes):
             figs = []
             for i in (i for i in chosen if y_true[i] == c):
-                gray, pred = display(i), html.escape(classes[y_pred[i]])
+                gray = display(i)
                 write_png(tmp / "img" / f"{i}.png", gray)
                 write_png(tmp / "img" / f"{i}_cam.png", heat_picture(gray, heat_pred.get(i, heat_true[i]), i))
-                panels = [(f"img/{i}.png", "X-ray")]
                 if i in heat_pred:
                     write_png(tmp / "img" / f"{i}_true.png", heat_picture(gray, heat_true[i], i))
-                    panels += [(f"img/{i}_cam.png", f"Grad-CAM of the predicted class, <b>{pred}</b>"),
-                               (f"img/{i}_true.png", f"Grad-CAM of the true class, <b>{html.escape(cls)}</b>")]
-                else:
-                    panels.append((f"img/{i}_cam.png", f"Grad-CAM of the predicted (and true) class, <b>{pred}</b>"))
-                n_images += len(panels)
-                figs.append(_figure(i, panels, paths[i], c, classes, probs[i]))
+                figs.append(_figure(i, paths[i], c, classes, probs[i]))
             sections.append(f"<h2>{html.escape(cls)}</h2><div class=\"grid\">{''.join(figs)}</div>")
+        sections = "".join(sections)
+        n_images = 1 + sections.count("<img ")  # the colour bar, and every figure's pictures
         cm = np.asarray(evaluation["confusion_matrix"])
         low, high = wilson_interval(int(np.trace(cm)), int(cm.sum()))
         page = PAGE.format(model=html.escape(info["architecture"]), accuracy=evaluation["accuracy"],
@@ -326,15 +347,16 @@ def build_report(params: dict, model_path="models/model.keras", prepared_dir="da
                            outline="#%02x%02x%02x" % OUTLINE_BGR[::-1],
                            outline_key=OUTLINE_KEY if lungs is not None else "",
                            confusion=_table(evaluation["confusion_matrix"], classes),
-                           scores=_scores_html(scores), sections="".join(sections), n_images=n_images)
+                           scores=_scores_html(scores), sections=sections, n_images=n_images)
         (tmp / "index.html").write_text(page, encoding="utf-8")
         write_json(tmp / "scores.json", scores)
 
     with atomic_dir(images_dir or Path(out_dir).parent / "gradcam_images") as tmp:
+        stems = plot_stems(classes)
         for c, k, i in plot_slots(y_true, len(classes)):
             pred = y_pred[i]
             text = f"{classes[c]} #{k}: true-class Grad-CAM; predicted {classes[pred]} ({probs[i, pred]:.2f})"
-            write_png(tmp / f"{slug(classes[c])}_{k}.png",
+            write_png(tmp / f"{stems[c]}_{k}.png",
                       _plot_picture(display(i), heat_true[i], None if lungs is None else lungs[i], text))
     write_json(metrics_path, headline_scores(scores))
     return scores

@@ -44,6 +44,10 @@ def find_classes(raw_dir: Path, wanted: list[str]) -> list[str]:
             raise LungdxError(f"params.yaml: dataset.classes names {missing} which the dataset does not have; "
                               f"classes found in {raw_dir}: {found}")
         found = list(wanted)
+    unprintable = [c for c in found if not c.isprintable()]
+    if unprintable:  # a newline or an escape sequence in a class name would forge lines wherever it is shown
+        raise LungdxError(f"{raw_dir}: class folder names with control characters: {unprintable}; rename them "
+                          "(the model file refuses such class names)")
     if len(found) < 2:
         raise LungdxError(f"{raw_dir}: found {len(found)} class ({found}); a classifier needs at least 2 class "
                           "folders (check dataset.source and dataset.classes)")

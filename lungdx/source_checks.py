@@ -9,7 +9,8 @@
   Files are opened without following any link and must still be regular once open.
 - What a zip may declare (ZipLimits, check_zip_limits): size per entry, compression ratio,
   entry count, overlapping entries, and the total against the free space, all before anything
-  is extracted; no entry is written past the size it declares (copy_at_most).
+  is extracted; no entry is written past the size it declares (copy_at_most). The same checks,
+  with a model's limits, guard a model file (lungdx.model_file).
 """
 
 from __future__ import annotations
@@ -41,16 +42,26 @@ class SourceError(LungdxError):
     """A refusal whose message already names the source (not prefixed again)."""
 
 
+ZIP_TODO = ("check where the zip came from; if it is what you meant, unpack its class folders yourself "
+            "and point dataset.source at that folder")
+
+
 @dataclass(frozen=True)
 class ZipLimits:
-    """What a zip may declare before anything is extracted. The real COVID-19 Radiography
-    Database (21,165 PNG images ~299x299 and as many 256x256 masks, ~800 MB zipped) is far
-    inside: its largest image is a few hundred KB and PNGs barely compress (ratio ~1)."""
+    """What a zip may declare before anything is extracted, and what its refusals say is usual
+    and what to do. The defaults are a dataset's: the real COVID-19 Radiography Database (21,165
+    PNG images ~299x299 and as many 256x256 masks, ~800 MB zipped) is far inside: its largest
+    image is a few hundred KB and PNGs barely compress (ratio ~1)."""
 
     max_entries: int = 1_000_000           # entries in the whole zip (the database has ~42,000)
     max_entry_bytes: int = MAX_FILE_BYTES  # per extracted file: 256 MiB, what sample reads at most
     max_ratio: float = 100.0               # declared size / compressed size, for files ...
     ratio_from_bytes: int = 1 << 20        # ... over 1 MiB (tiny files may compress very well)
+    max_total_bytes: int | None = None     # all entries together; None: only the free space limits them
+    usual_entries: str = "the full COVID-19 Radiography Database has about 42,000"
+    usual_entry: str = "a chest X-ray image or mask is a few MB at most"
+    usual_ratio: str = "X-ray images barely compress"
+    todo: str = ZIP_TODO
 
 
 ZIP_LIMITS = ZipLimits()
@@ -254,45 +265,46 @@ def unsafe_name(name: str) -> bool:
     return name.startswith("/") or ".." in PurePosixPath(name).parts or "\\" in name or "\0" in name
 
 
-ZIP_TODO = ("check where the zip came from; if it is what you meant, unpack its class folders yourself "
-            "and point dataset.source at that folder")
-
-
 def check_entry_count(shown: str, n_entries: int, limits: ZipLimits) -> None:
     """Refuse a zip of too many entries, before anything looks at each of them."""
     if n_entries > limits.max_entries:
         raise SourceError(f"{shown}: holds {n_entries:,} entries, more than the {limits.max_entries:,} allowed "
-                          f"(the full COVID-19 Radiography Database has about 42,000): refusing a possible "
-                          f"zip bomb before extracting anything; {ZIP_TODO}")
+                          f"({limits.usual_entries}): refusing a possible zip bomb before extracting "
+                          f"anything; {limits.todo}")
 
 
 def check_zip_limits(shown: str, zip_bytes: int, infos: list[zipfile.ZipInfo], limits: ZipLimits,
-                     space_at: str | Path) -> None:
-    """Refuse a zip bomb from what its central directory declares, before extracting anything."""
-    todo = ZIP_TODO
+                     space_at: str | Path | None = None) -> None:
+    """Refuse a zip bomb from what its central directory declares, before extracting anything;
+    with `space_at`, also a total that the free space there could not hold."""
+    todo = limits.todo
     for info in infos:
         size, packed = info.file_size, info.compress_size
         if size > limits.max_entry_bytes:
             raise SourceError(f"{shown}: entry {info.filename!r} declares {size:,} bytes ({human_bytes(size)}) once "
                               f"extracted, more than the {limits.max_entry_bytes:,} bytes "
-                              f"({limits.max_entry_bytes / 2**20:g} MiB) allowed per file (a chest X-ray image "
-                              f"or mask is a few MB at most): refusing a possible zip bomb before extracting "
-                              f"anything; {todo}")
+                              f"({limits.max_entry_bytes / 2**20:g} MiB) allowed per file ({limits.usual_entry}): "
+                              f"refusing a possible zip bomb before extracting anything; {todo}")
         if size > limits.ratio_from_bytes and size > limits.max_ratio * packed:
             ratio = f"{size / packed:,.0f}-fold" if packed else "from nothing"
             raise SourceError(f"{shown}: entry {info.filename!r} inflates {ratio} ({packed:,} bytes to {size:,}), "
                               f"more than the {limits.max_ratio:g}-fold allowed for files over "
-                              f"{limits.ratio_from_bytes / 2**20:g} MiB (X-ray images barely compress): refusing "
+                              f"{limits.ratio_from_bytes / 2**20:g} MiB ({limits.usual_ratio}): refusing "
                               f"a possible zip bomb before extracting anything; {todo}")
     total = sum(i.file_size for i in infos)
     if total > limits.ratio_from_bytes and total > limits.max_ratio * zip_bytes:  # many small bombs
         raise SourceError(f"{shown}: its entries to extract declare {total:,} bytes, {total / max(zip_bytes, 1):,.0f} "
                           f"times the zip's own {zip_bytes:,} bytes, more than the {limits.max_ratio:g}-fold "
-                          f"allowed (X-ray images barely compress): refusing a possible zip bomb before "
+                          f"allowed ({limits.usual_ratio}): refusing a possible zip bomb before "
                           f"extracting anything; {todo}")
+    if limits.max_total_bytes is not None and total > limits.max_total_bytes:
+        raise SourceError(f"{shown}: its entries to extract declare {total:,} bytes ({human_bytes(total)}) in all, "
+                          f"more than the {limits.max_total_bytes:,} bytes ({limits.max_total_bytes / 2**30:g} GiB) "
+                          f"allowed: refusing a possible zip bomb before extracting anything; {todo}")
     packed_total = sum(i.compress_size for i in infos)
     if packed_total > zip_bytes:
         raise SourceError(f"{shown}: its entries to extract declare {packed_total:,} bytes of compressed data, "
                           f"more than the zip's own {zip_bytes:,} bytes: entries overlap (a zip bomb technique) "
                           f"or the zip is corrupt; refusing to extract anything; {todo}")
-    check_free_space(space_at, total, f"the {len(infos):,} files to extract from {shown}")
+    if space_at is not None:
+        check_free_space(space_at, total, f"the {len(infos):,} files to extract from {shown}")

@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 
 from lungdx.console import configure_logging
-from tests.helpers import TINY, copy_project
+from tests.helpers import TINY, copy_project, run_library_stages
 
 os.environ.setdefault("LUNGDX_PROGRESS", "0")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Library functions called in-process print the `warning: ...` lines the stages print (the
 # runner and the command line configure logging the same way; importing lungdx does not).
 configure_logging()
@@ -23,16 +22,19 @@ def pytest_addoption(parser):
                      help="run every test, the slow tier too: full pipeline runs, benchmarks (what CI runs)")
 
 
+def _names_tests(config) -> bool:
+    """A test file or a single test named on the command line (a folder is not a name)."""
+    return any("::" in arg or Path(arg).is_file() for arg in config.args)
+
+
 def _fast_tier(config) -> bool:
-    """Slow tests are left out only of a plain run: --full, -m, or tests named on the command line run as asked."""
-    return not (config.getoption("full") or config.getoption("markexpr")
-                or config.args_source != pytest.Config.ArgsSource.TESTPATHS)
+    """Slow tests are left out unless asked for: by --full, by -m, or by naming them."""
+    return not (config.getoption("full") or config.getoption("markexpr") or _names_tests(config))
 
 
 def pytest_report_header(config):
-    if _fast_tier(config):
-        return "tier: fast (tests marked slow are left out; pytest --full runs them too, as CI does)"
-    return "tier: full" if config.getoption("full") else None
+    return "tier: " + ("fast (tests marked slow are left out; pytest --full runs them)" if _fast_tier(config)
+                       else "full")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -45,6 +47,12 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
+def pytest_terminal_summary(terminalreporter, config):
+    # Said at the end, also under -q, so a -k that matched only slow tests does not look like a typo.
+    if _fast_tier(config):
+        terminalreporter.write_line("fast tier: tests marked slow were left out; pytest --full runs every test")
+
+
 @pytest.fixture
 def project(tmp_path) -> Path:
     """The project with tiny params, in a temporary git repository."""
@@ -55,12 +63,6 @@ def project(tmp_path) -> Path:
 def tiny_run(tmp_path_factory) -> Path:
     """The library's stages, in order, on tiny synthetic data: a trained model, metrics and report."""
     from lungdx.data import download
-    from lungdx.evaluate import evaluate
-    from lungdx.features import extract
-    from lungdx.prepare import prepare
-    from lungdx.report import build_report
-    from lungdx.sample import sample
-    from lungdx.train import train
 
     root = tmp_path_factory.mktemp("tiny_run")
     params = {"seed": 3, "dataset": {"source": "synthetic", "synthetic": {"per_class": 10, "image_size": 64}},
@@ -68,13 +70,4 @@ def tiny_run(tmp_path_factory) -> Path:
               "models": {"cnn": {"epochs": 2, "batch_size": 8, "learning_rate": 1e-3, "filters": [8, 16, 32],
                                  "dense_units": 16}}}
     download(params, root / "raw")
-    sample(root / "raw", root / "sampled", {"seed": 3, "classes": [], "per_class": 10, "val_size": 0.2,
-                                             "test_size": 0.2})
-    prepare(root / "sampled" / "manifest.csv", root / "raw", root / "prepared", 48)
-    extract(params, root / "prepared", root / "features")
-    train(params, root / "prepared", root / "features", root / "models" / "model.keras", root / "dvclive")
-    evaluate(root / "models" / "model.keras", root / "prepared", root / "sampled" / "manifest.csv",
-             root / "eval.json", root / "eval_details.json", root / "plots")
-    build_report(params, root / "models" / "model.keras", root / "prepared", root / "sampled" / "manifest.csv",
-                 root / "eval_details.json", root / "report", root / "gradcam.json")
-    return root
+    return run_library_stages(root, params, {"per_class": 10, "val_size": 0.2, "test_size": 0.2}, 48)

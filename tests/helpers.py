@@ -188,3 +188,26 @@ def run_benchmark(name: str, *args: str) -> dict:
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_library_stages(root: Path, params: dict, split: dict, image_size: int) -> Path:
+    """The pipeline's library functions in stage order, from root/raw (already there) to the
+    report: sampled/, prepared/, features/, models/model.keras, dvclive/, eval.json,
+    eval_details.json, plots/, report/, gradcam.json. `split`: the sample settings."""
+    from lungdx.evaluate import evaluate
+    from lungdx.features import extract
+    from lungdx.prepare import prepare
+    from lungdx.report import build_report
+    from lungdx.sample import sample
+    from lungdx.train import train
+
+    model, manifest = root / "models" / "model.keras", root / "sampled" / "manifest.csv"
+    sample(root / "raw", root / "sampled", {"seed": params["seed"], "classes": [], **split})
+    prepare(manifest, root / "raw", root / "prepared", image_size)
+    extract(params, root / "prepared", root / "features")
+    train(params, root / "prepared", root / "features", model, root / "dvclive")
+    evaluate(model, root / "prepared", manifest, root / "eval.json", root / "eval_details.json", root / "plots")
+    build_report(params, model, root / "prepared", manifest, root / "eval_details.json", root / "report",
+                 root / "gradcam.json")
+    return root
+

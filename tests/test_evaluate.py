@@ -1,7 +1,11 @@
 """The evaluate stage's plot files: predictions for the confusion matrix, and one ROC table of
-every class with its AUC in the legend's name and the chance diagonal."""
+every class with its AUC in the legend's name and the chance diagonal, which the ROC template
+keeps apart from every class, a class named chance too."""
 
+import csv
+import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,7 +30,8 @@ def test_one_roc_table_names_each_curve_with_its_auc_and_holds_the_chance_line(t
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["predictions.csv", "roc.csv"]
     roc = pd.read_csv(tmp_path / "plots" / "roc.csv")
     assert list(roc.columns) == ["class", "curve", "fpr", "tpr", "threshold"]
-    assert list(roc["class"].unique()) == CLASSES + ["chance"]
+    roc["class"] = roc["class"].fillna("")  # the diagonal's class is empty
+    assert list(roc["class"].unique()) == CLASSES + [""]
     for i, c in enumerate(CLASSES):
         curve = roc[roc["class"] == c]
         (name,) = curve["curve"].unique()
@@ -35,7 +40,7 @@ def test_one_roc_table_names_each_curve_with_its_auc_and_holds_the_chance_line(t
         assert 0.5 < auc < 1, "a learnt but imperfect classifier: a non-trivial check"
         assert curve[["fpr", "tpr"]].iloc[[0, -1]].values.tolist() == [[0, 0], [1, 1]]
         assert curve["fpr"].is_monotonic_increasing and curve["tpr"].is_monotonic_increasing
-    chance = roc[roc["class"] == "chance"]
+    chance = roc[roc["class"] == ""]
     assert chance[["fpr", "tpr"]].values.tolist() == [[0, 0], [1, 1]]
     assert chance["curve"].tolist() == ["chance (AUC 0.500)"] * 2
 
@@ -44,14 +49,42 @@ def test_a_class_absent_from_the_test_split_has_no_roc_curve(tmp_path):
     y_true, probs = known_predictions()
     keep = y_true != 2
     write_plots(tmp_path / "plots", y_true[keep], probs[keep], CLASSES, ["x.png"] * int(keep.sum()))
-    roc = pd.read_csv(tmp_path / "plots" / "roc.csv")
-    assert list(roc["class"].unique()) == ["COVID", "Lung_Opacity", "Viral Pneumonia", "chance"]
+    roc = pd.read_csv(tmp_path / "plots" / "roc.csv", keep_default_na=False)
+    assert list(roc["class"].unique()) == ["COVID", "Lung_Opacity", "Viral Pneumonia", ""]
 
 
 def test_the_pipeline_writes_every_class_curve(tiny_run):
-    roc = pd.read_csv(tiny_run / "plots" / "roc.csv")
+    roc = pd.read_csv(tiny_run / "plots" / "roc.csv", keep_default_na=False)
     predictions = pd.read_csv(tiny_run / "plots" / "predictions.csv")
-    assert set(roc["class"]) == set(CLASSES) | {"chance"}
+    assert set(roc["class"]) == set(CLASSES) | {""}
     for c in CLASSES:
         auc = roc_auc_score(predictions["actual"] == c, predictions[f"p_{c}"])
         assert roc.loc[roc["class"] == c, "curve"].iloc[0] == f"{c} (AUC {auc:.3f})"
+
+
+def template_layers():
+    """The ROC template's two layers, each as (its filter as a test on a row, its encoding); the
+    filters are compared the way Vega does, `datum['class'] === '...'` or `!==`."""
+    template = json.loads((Path(__file__).parents[1] / ".dvc" / "plots" / "roc.json").read_text())
+    layers = []
+    for layer in template["spec"]["layer"]:
+        (step,) = layer["transform"]
+        op, value = re.fullmatch(r"datum\['class'\] (===|!==) '([^'\\]*)'", step["filter"]).groups()
+        layers.append((lambda row, op=op, value=value: (row["class"] == value) == (op == "==="), layer["encoding"]))
+    return layers
+
+
+def test_a_class_named_chance_gets_its_own_curve_beside_the_one_diagonal(tmp_path):
+    classes = ["chance", "COVID", "Normal", "Viral Pneumonia"]
+    y_true, probs = known_predictions()
+    write_plots(tmp_path / "plots", y_true, probs, classes, ["x.png"] * len(y_true))
+    with open(tmp_path / "plots" / "roc.csv", newline="") as f:
+        rows = list(csv.DictReader(f))  # as dvc reads it: every cell a string
+    (diagonal, dashed), (curves, coloured) = template_layers()
+    assert [(r["curve"], r["fpr"], r["tpr"]) for r in rows if diagonal(r)] == [
+        ("chance (AUC 0.500)", "0.0", "0.0"), ("chance (AUC 0.500)", "1.0", "1.0")]
+    assert 0.5 < roc_auc_score(y_true == 0, probs[:, 0]) < 1  # the class chance: not the diagonal's 0.500
+    drawn = {r["curve"] for r in rows if curves(r)}
+    assert drawn == {f"{c} (AUC {roc_auc_score(y_true == i, probs[:, i]):.3f})" for i, c in enumerate(classes)}
+    assert all(curves(r) != diagonal(r) for r in rows)  # each row in one layer
+    assert dashed["strokeDash"]["field"] == coloured["color"]["field"] == "curve"  # one line per curve name

@@ -250,3 +250,14 @@ def test_numbers_with_an_exponent_are_numbers_as_dvc_writes_them(tmp_path):
     suggested = advice.split("e.g. to ")[1].split(",")[0]
     path.write_text(text.replace("learning_rate: 0.0003", f"learning_rate: {suggested}"))
     assert P.load(path)["models"]["cnn"]["learning_rate"] == 3e-05
+
+
+def test_with_changes_sets_dotted_keys_on_a_copy_and_names_a_bad_key():
+    params = {"models": {"cnn": {"epochs": 40}}, "seed": 1}
+    changed = P.with_changes(params, {"models.cnn.epochs": 2, "models.cnn.new": [1], "seed": 5})
+    assert changed == {"models": {"cnn": {"epochs": 2, "new": [1]}}, "seed": 5}
+    assert params == {"models": {"cnn": {"epochs": 40}}, "seed": 1}  # the original is untouched
+    with pytest.raises(ParamError, match=r"seed\.x = 1 .*seed is not a group of params"):
+        P.with_changes(params, {"seed.x": 1})
+    with pytest.raises(ParamError, match=r"models\.\.cnn = 1 .*names joined by dots"):
+        P.with_changes(params, {"models..cnn": 1})

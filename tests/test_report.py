@@ -1,10 +1,12 @@
-"""The Grad-CAM report as a person sees it: opened from disk in headless Chromium; and the
-image plots and ROC plot as `dvc plots show` gives them."""
+"""The Grad-CAM report as a person sees it: opened from disk in headless Chromium, and read by an
+HTML parser when the class names are hostile; and the image plots and ROC plot as `dvc plots
+show` gives them."""
 
 import json
 import re
 import shutil
 import subprocess
+from html.parser import HTMLParser
 
 import cv2
 import numpy as np
@@ -14,8 +16,8 @@ import pytest
 from lungdx.evaluate import write_plots
 from lungdx.gradcam import colorbar
 from lungdx.metrics import wilson_interval
-from lungdx.report import slug
-from tests.helpers import commit, copy_project, run
+from lungdx.report import plot_stems
+from tests.helpers import commit, copy_project, make_kaggle_dataset, run, run_library_stages
 
 CLASSES = ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
 
@@ -125,7 +127,8 @@ def test_a_missing_image_is_reported_on_the_page(tiny_run, tmp_path):
 
 def test_image_plots_are_each_class_first_test_images_under_stable_names(tiny_run):
     labels = np.load(tiny_run / "prepared" / "test" / "labels.npy")
-    expected = {f"{slug(c)}_{k}.png" for i, c in enumerate(CLASSES) for k in range(1, min(3, (labels == i).sum()) + 1)}
+    stems = ["COVID", "Lung_Opacity", "Normal", "Viral_Pneumonia"]  # the names docs and users rely on
+    expected = {f"{stems[i]}_{k}.png" for i in range(4) for k in range(1, min(3, (labels == i).sum()) + 1)}
     assert {p.name for p in (tiny_run / "gradcam_images").iterdir()} == expected
     picture = cv2.imread(str(tiny_run / "gradcam_images" / "Viral_Pneumonia_1.png"))
     assert picture.shape == (256 + 44, 2 * 256 + 4, 3)  # the X-ray and its heatmap, over two lines of text
@@ -153,7 +156,7 @@ def test_dvc_plots_show_draws_the_roc_of_every_class_and_the_gradcam_images(tiny
     data = pd.DataFrame(spec["data"]["values"])
     roc = pd.read_csv(project / "metrics" / "plots" / "roc.csv")
     assert sorted(data["curve"].unique()) == sorted(roc["curve"].unique())
-    assert sorted(data["class"].unique()) == sorted(CLASSES + ["chance"])
+    assert sorted(data["class"].unique()) == sorted(CLASSES + [""])  # "": the chance diagonal
     assert "ROC" in page and "Training-Loss" in page
 
     # Two revisions: one panel each (the facet on rev), each curve named with its own revision's AUC.
@@ -165,3 +168,105 @@ def test_dvc_plots_show_draws_the_roc_of_every_class_and_the_gradcam_images(tiny
     curves = pd.DataFrame(diff["content"]["data"]["values"]).groupby("rev")["curve"].unique()
     assert sorted(curves["workspace"]) == [f"{c} (AUC 1.000)" for c in CLASSES] + ["chance (AUC 0.500)"]
     assert sorted(curves["HEAD"]) == sorted(roc["curve"].unique())
+
+
+HOSTILE = ["chance", "<img src=x onerror=alert(1)>", 'a,"b"', "=1+1", "1_1", "Viral Pneumonia", "Viral_Pneumonia",
+           "日本", "中文"]
+
+
+def test_plot_names_of_hostile_classes_are_unique_and_readable():
+    classes = HOSTILE + ["COVID", "covid", "???", "class", "a", "a_1", "a_1_1", "Café", "Cafe\u0301", "हिन्दी"]
+    stems = plot_stems(classes)
+    # k up to 12: "<stem>_<k>" cannot collide even past the three slots, whatever the stems end with.
+    names = [f"{s}_{k}.png".casefold() for s in stems for k in range(1, 13)]  # case-insensitive file systems too
+    assert len(set(names)) == len(names)
+    named = dict(zip(classes, stems))
+    assert [named[c] for c in ("chance", 'a,"b"', "日本", "中文", "class", "a", "a_1", "हिन्दी")] == [
+        "chance", "a_b", "日本", "中文", "class", "a", "a_1", "हिन्दी"]
+    # Clashing pairs both get their class index, after a "-" that no plain name holds.
+    for c in ("=1+1", "1_1", "Viral Pneumonia", "Viral_Pneumonia", "COVID", "covid", "Café", "Cafe\u0301", "???"):
+        assert named[c].endswith(f"-{classes.index(c)}"), (c, named[c])
+    assert named["Viral Pneumonia"].startswith("Viral_Pneumonia-") and named["???"].startswith("class-")
+
+
+def test_plot_names_of_the_usual_classes_are_their_names():
+    assert plot_stems(CLASSES) == ["COVID", "Lung_Opacity", "Normal", "Viral_Pneumonia"]
+
+
+@pytest.fixture(scope="module")
+def hostile_run(tmp_path_factory):
+    """The stages up to the report on random images in class folders with hostile names."""
+    root = tmp_path_factory.mktemp("hostile_run")
+    params = {"seed": 3, "prepare": {"image_size": 32}, "model": "cnn", "gradcam": {"per_class": 2, "layer": None},
+              "models": {"cnn": {"epochs": 1, "batch_size": 8, "learning_rate": 1e-3, "filters": [4, 8],
+                                 "dense_units": 8}}}
+    make_kaggle_dataset(root / "raw", {c: 5 for c in HOSTILE}, size=32)
+    return run_library_stages(root, params, {"per_class": 5, "val_size": 0.2, "test_size": 0.4}, 32)
+
+
+class Page(HTMLParser):
+    """A page as a browser reads it: every start tag with its attributes, and each piece of text
+    with the tag it directly follows (None after an end tag)."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.tags, self.texts, self.last = [], [], None
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        self.last = tag
+
+    def handle_endtag(self, tag):
+        self.last = None
+
+    def handle_data(self, data):
+        self.texts.append((self.last, data))
+
+
+def manifest_test_rows(run_dir) -> pd.DataFrame:
+    """The manifest's test rows, every cell as written."""
+    manifest = pd.read_csv(run_dir / "sampled" / "manifest.csv", dtype=str, keep_default_na=False)
+    return manifest[manifest["split"] == "test"]
+
+
+def test_hostile_class_names_and_paths_read_back_as_written(hostile_run):
+    page = (hostile_run / "report" / "index.html").read_text()
+    parsed = Page(page)
+
+    def texts(tag):
+        return [t for last, t in parsed.texts if last == tag]
+
+    classes = list(manifest_test_rows(hostile_run)["class"].unique())
+    assert sorted(classes) == sorted(HOSTILE)
+    bold = {t for fig in figures(page) for last, t in Page(fig).texts if last == "b"}
+    assert bold == set(classes)  # each figure's true and predicted class, its pictures' classes
+    assert set(classes) <= set(texts("h2")) and set(classes) <= set(texts("th"))
+    captions = set(texts("figcaption"))
+    assert captions <= set(manifest_test_rows(hostile_run)["path"])
+    assert any(p.startswith("<img src=x onerror=alert(1)>/") for p in captions)
+
+    images = [attrs for tag, attrs in parsed.tags if tag == "img"]
+    assert len(images) == int(re.search(r'data-images-total="(\d+)"', page)[1])  # no <img> came from a name
+    assert all((hostile_run / "report" / a["src"]).is_file() for a in images)
+    alts = []
+    for panel in re.findall(r'<div class="panel">.*?<img [^>]*>', page, re.S):  # a figure's pictures
+        read = Page(panel)
+        (alt,) = [a["alt"] for tag, a in read.tags if tag == "img"]
+        assert "".join(t for _, t in read.texts) == alt  # the label one reads and the alt say the same
+        alts.append(alt)
+    assert len(alts) == len(images) - 1  # all but the colour bar
+    named = [alt.split("class, ", 1)[1] for alt in alts if alt != "X-ray"]
+    assert len(named) == len(alts) - page.count("<figure") and set(named) == set(classes)
+    # Escaped once: nothing a reader sees holds an escape.
+    assert not [t for t in [t for _, t in parsed.texts] + alts if re.search(r"&(lt|gt|amp|quot|#\d+);", t)]
+
+
+def test_hostile_class_names_get_an_image_plot_each(hostile_run):
+    rows = manifest_test_rows(hostile_run)
+    counts = rows.groupby(rows["label"].astype(int))["class"].agg(["first", "size"])
+    assert counts.index.tolist() == list(range(len(HOSTILE)))  # every class, by class index
+    stems = plot_stems(counts["first"].tolist())
+    slots = {f"{stem}_{k}.png" for stem, n in zip(stems, counts["size"]) for k in range(1, min(3, n) + 1)}
+    assert len(slots) == sum(min(3, n) for n in counts["size"])  # no two slots share a name
+    assert {p.name for p in (hostile_run / "gradcam_images").iterdir()} == slots

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import TINY, copy_project, require_private_mounts, run
+from tests.helpers import TINY, copy_project, require_private_mounts, run, set_params
 
 STAGE_ENV = {**os.environ, "LUNGDX_PROGRESS": "0", "TF_CPP_MIN_LOG_LEVEL": "3"}
 
@@ -117,6 +117,7 @@ def interrupt_when(project: Path, stage_name: str, ready, times: int = 1) -> tup
         time.sleep(0.01)
     for i in range(times):
         time.sleep(0.05 * bool(i))
+        assert proc.poll() is None, f"{stage_name} finished before the Ctrl-C was sent: the test was too slow"
         os.killpg(proc.pid, signal.SIGINT)
     try:
         _, stderr = proc.communicate(timeout=120)
@@ -142,6 +143,10 @@ def test_ctrl_c_in_a_stage_is_one_true_line_without_worker_tracebacks_or_tempora
     for stage_name, ready, times, outputs in cases:
         if stage_name == "prepare":
             shutil.rmtree(data / "prepared")  # as dvc repro does before it runs a stage
+        # A download long enough (6000 images of 256 px) that a loaded machine cannot finish it
+        # between the first image and the signal; it is interrupted, so data/raw stays as it was.
+        set_params(project, **{"dataset.synthetic.per_class": 1500 if stage_name == "download" else 200,
+                               "dataset.synthetic.image_size": 256 if stage_name == "download" else 64})
         rc, said = interrupt_when(project, stage_name, ready, times)
         assert rc == 130 and len(said) == 1, (stage_name, said)
         assert said[0].startswith(f"interrupted: stage {stage_name} stopped and kept nothing of this run"), said

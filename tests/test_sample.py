@@ -192,3 +192,13 @@ def test_a_source_json_that_is_not_the_download_record_is_one_clear_line(tmp_pat
     (tmp_path / "raw" / "source.json").write_text('{"skipped": [{"reason": "no path"}]}')
     with pytest.raises(LungdxError, match=r"source.json: not the record the download stage writes \(KeyError"):
         run_sample(tmp_path / "raw", tmp_path)
+
+
+def test_a_class_folder_name_with_control_characters_is_refused_by_name(tmp_path):
+    from lungdx.errors import LungdxError
+    from lungdx.sample import find_classes
+
+    for name in ("COVID", "Normal\nerror: forged", "\x1b[31mRed"):
+        (tmp_path / name).mkdir()
+    with pytest.raises(LungdxError, match=r"control characters: \['\\x1b\[31mRed', 'Normal\\nerror: forged'\]"):
+        find_classes(tmp_path, [])
