@@ -109,7 +109,7 @@ def test_experiments_switch_model_skip_cached_features_and_run_queued_in_paralle
         status = run(["dvc", "queue", "status"], project).stdout
         if "Queued" not in status and "Running" not in status:
             break
-        time.sleep(3)
+        time.sleep(10)  # each `dvc queue status` costs a second of CPU that the queued runs need
     assert "Failed" not in status, status
 
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
