@@ -104,12 +104,20 @@ def test_a_full_disk_in_any_stage_is_one_line_and_leaves_no_temporary(tmp_path):
 
 # --- Ctrl-C ---------------------------------------------------------------------------------
 
+def as_from_a_terminal() -> None:
+    """In the child, before exec: SIGINT delivered and handled by default, as a shell starts a
+    command. A test worker may have inherited it ignored or blocked from a library that ran in
+    it earlier (a child inherits both), and a stage started that way rightly ignores Ctrl-C."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt_when(project: Path, stage_name: str, ready, times: int = 1) -> tuple[int, list[str]]:
     """Start a stage and send SIGINT to its whole process group, as Ctrl-C in a terminal does,
     once ready() is true (`times` times, 50 ms apart); returns its exit status and what it printed."""
     proc = subprocess.Popen([sys.executable, "-m", f"stages.{stage_name}"], cwd=project, env=STAGE_ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=as_from_a_terminal)
     deadline = time.monotonic() + 120
     while not ready():
         assert proc.poll() is None, f"{stage_name} ended before it could be interrupted: {proc.stderr.read()}"
