@@ -106,8 +106,8 @@ def test_a_full_disk_in_any_stage_is_one_line_and_leaves_no_temporary(tmp_path):
 
 def as_from_a_terminal() -> None:
     """In the child, before exec: SIGINT delivered and handled by default, as a shell starts a
-    command. A test worker may have inherited it ignored or blocked from a library that ran in
-    it earlier (a child inherits both), and a stage started that way rightly ignores Ctrl-C."""
+    command. pytest itself may run with SIGINT ignored (a non-interactive shell starts `pytest &`
+    that way) and a child inherits it; a stage started that way rightly ignores Ctrl-C."""
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
