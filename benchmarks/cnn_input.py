@@ -50,7 +50,7 @@ def main(argv=None) -> dict:
     import tensorflow as tf
 
     from lungdx import params
-    from lungdx.datasets import batches, load_split
+    from lungdx.datasets import batches, load_split, steps_per_epoch
     from lungdx.models import build_cnn, make_deterministic
 
     cfg = params.model_settings(params.load(project / "params.yaml"))
@@ -70,7 +70,8 @@ def main(argv=None) -> dict:
     for r in range(args.rounds):
         log(f"round {r + 1}: from data/prepared")
         ours.append(epoch_seconds(lambda clock: model().fit(
-            batches(images, labels, n_classes, bs, cfg["seed"]), epochs=args.epochs, verbose=0, callbacks=[clock])))
+            batches(images, labels, n_classes, bs, cfg["seed"], epochs=args.epochs), epochs=args.epochs,
+            steps_per_epoch=steps_per_epoch(len(images), bs), verbose=0, callbacks=[clock])))
         log(f"round {r + 1}: from memory")
         bound.append(epoch_seconds(lambda clock: model().fit(
             x_memory, y_memory, batch_size=bs, shuffle=True, epochs=args.epochs, verbose=0, callbacks=[clock])))

@@ -54,7 +54,7 @@ def env() -> dict:
     return {**os.environ, "PYTHONPATH": str(ROOT), "LUNGDX_PROGRESS": "0", "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
-def timed(cmd: list[str], cwd: Path, cores: int | None = None) -> dict:
+def timed(cmd: list[str], cwd: Path, cores: int | None = None, timings: Path | None = None) -> dict:
     """Run one whole process: its wall seconds, peak resident memory (as /usr/bin/time -v) and stdout.
 
     `cores` pins it (and its children) to that many CPUs, as `taskset` would; our stages
@@ -63,7 +63,10 @@ def timed(cmd: list[str], cwd: Path, cores: int | None = None) -> dict:
     pin = (lambda: os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:cores])) if cores else None
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env(), stdout=out, stderr=err, text=True,
+        extra = {"LUNGDX_TIMINGS": str(timings)} if timings else {}
+        if timings:
+            Path(timings).unlink(missing_ok=True)
+        proc = subprocess.Popen(cmd, cwd=cwd, env={**env(), **extra}, stdout=out, stderr=err, text=True,
                                 preexec_fn=pin)
         # wait4, not wait: it returns this child's own rusage; ru_maxrss is its peak RSS in KiB.
         _, status, usage = os.wait4(proc.pid, 0)
@@ -73,7 +76,9 @@ def timed(cmd: list[str], cwd: Path, cores: int | None = None) -> dict:
         stdout, stderr = out.read(), err.read()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed in {cwd} ({proc.returncode}):\n{stdout[-2000:]}\n{stderr[-4000:]}")
-    return {"seconds": round(seconds, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "stdout": stdout}
+    stages = [json.loads(line) for line in Path(timings).read_text().splitlines()] if timings else []
+    return {"seconds": round(seconds, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "stdout": stdout,
+            "stages": stages}
 
 
 def synthetic_project(workdir: Path, per_class: int, source_size: int, image_size: int,

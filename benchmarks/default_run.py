@@ -30,7 +30,7 @@ def main(argv=None) -> dict:
     if args.toy:
         write_params(clone, **TOY)
     log(f"dvc repro in {clone}")
-    run = timed(["dvc", "repro"], clone)
+    run = timed(["dvc", "repro"], clone, timings=clone.parent / "timings.jsonl")
     model = json.loads((clone / "reports" / "eval.json").read_text())
     forest = json.loads((clone / "metrics" / "baseline.json").read_text())
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=clone, capture_output=True,
@@ -39,6 +39,9 @@ def main(argv=None) -> dict:
               "stages_run": [line.split("'")[1] for line in run["stdout"].splitlines()
                              if line.startswith("Running stage '")],
               "seconds": run["seconds"], "minutes": round(run["seconds"] / 60, 2),
+              "stage_seconds": {s["stage"]: s["process_seconds"] for s in run["stages"]},
+              "tensorflow_start_seconds": {s["stage"]: s["tensorflow_start_seconds"] for s in run["stages"]
+                                           if s["tensorflow_start_seconds"]},
               "model": model["model"], "accuracy": model["accuracy"], "random_forest_accuracy": forest["accuracy"]}
     emit(result)
     return result

@@ -88,6 +88,9 @@ def _hidden_text(captured) -> str:
     return captured.read().decode(errors="replace").strip()
 
 
+tensorflow_start_seconds = 0.0  # how long import_tensorflow took in this process (0: not called)
+
+
 def import_tensorflow():
     """The tensorflow module, imported with its devices ready; call it before the first
     `import keras` or `import tensorflow` of a run.
@@ -105,6 +108,10 @@ def import_tensorflow():
         start = time.perf_counter()
         with contextlib.nullcontext() if _verbose else _stderr_fd_captured() as captured:
             try:
+                # TensorFlow's BFC allocator on the CPU keeps the memory it frees for the next
+                # batch; the default returned it to the system, and touching it again page-faulted
+                # (a third of the default CNN's training time was system time: docs/performance.md).
+                os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
                 import tensorflow as tf
 
                 devices = tf.config.list_physical_devices()
@@ -120,7 +127,9 @@ def import_tensorflow():
                               "pinned versions (pip install -e .); LUNGDX_VERBOSE=1 (or lungdx -v) shows all of "
                               "its messages") from failure
         _tensorflow = tf
+        global tensorflow_start_seconds
+        tensorflow_start_seconds = time.perf_counter() - start
         logging.getLogger(__name__).debug(
-            f"TensorFlow {tf.__version__} ready in {time.perf_counter() - start:.1f} s on "
+            f"TensorFlow {tf.__version__} ready in {tensorflow_start_seconds:.1f} s on "
             + ", ".join(d.name.removeprefix("/physical_device:") for d in devices))
     return _tensorflow

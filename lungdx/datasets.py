@@ -30,25 +30,37 @@ def read_meta(prepared_dir: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
+def batch_indices(n: int, batch_size: int, shuffle_seed: int | None, epochs: int) -> list[np.ndarray]:
+    """The index batches of `epochs` consecutive epochs: each epoch numpy's permutation drawn from
+    `shuffle_seed` anew (without a seed, the stored order), each batch sorted so that it reads in
+    storage order."""
+    rng = np.random.default_rng(shuffle_seed) if shuffle_seed is not None else None
+    out = []
+    for _ in range(epochs):
+        order = rng.permutation(n) if rng is not None else np.arange(n)
+        out += [np.sort(order[start:start + batch_size]) for start in range(0, n, batch_size)]
+    return out
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return (n + batch_size - 1) // batch_size
+
+
 def batches(x: np.ndarray, labels: np.ndarray | None, n_classes: int, batch_size: int,
-            shuffle_seed: int | None = None):
+            shuffle_seed: int | None = None, epochs: int = 1):
     """A tf.data pipeline over uint8 images (or float features), each batch made float32 in the graph.
 
     The split is held once as it comes (uint8 images: a quarter of float32). Gathering and
     converting a batch are TensorFlow ops, not Python: a Python batch generator cost a quarter
-    of the CNN's epoch time (benchmarks/cnn_input.py). The order is numpy's, drawn from
-    `shuffle_seed` anew for each epoch (each pass over the dataset), so every run sees the
-    same batches; without a seed, the stored order.
+    of the CNN's epoch time (benchmarks/cnn_input.py). The dataset holds `epochs` epochs one
+    after the other (see batch_indices), so every run sees the same batches; fit it with
+    steps_per_epoch (Keras then keeps one iterator across epochs). All the indices are made up
+    front, not by a Python generator per epoch: with `from_generator` and tf.data's autotuned
+    prefetch an epoch of the default CNN took 9-10 s instead of 5, with stalls of 3-4 s before
+    some epochs' first batch (docs/performance.md).
     """
     tf = import_tensorflow()
-    n = len(x)
-    rng = np.random.default_rng(shuffle_seed) if shuffle_seed is not None else None
-
-    def batch_indices():
-        order = rng.permutation(n) if rng is not None else np.arange(n)
-        for start in range(0, n, batch_size):
-            yield np.sort(order[start:start + batch_size])  # sorted: reads in storage order
-
+    rows = batch_indices(len(x), batch_size, shuffle_seed, epochs)
     images = tf.constant(np.asarray(x))
     onehot = None if labels is None else tf.constant(np.eye(n_classes, dtype=np.float32)[labels])
 
@@ -58,10 +70,10 @@ def batches(x: np.ndarray, labels: np.ndarray | None, n_classes: int, batch_size
             xb = xb[..., None]  # one gray channel
         return (xb,) if onehot is None else (xb, tf.gather(onehot, idx))
 
-    indices = tf.data.Dataset.from_generator(batch_indices, output_signature=tf.TensorSpec([None], tf.int64))
-    # A known length lets Keras plan its epochs instead of running each one into the end of the data.
-    indices = indices.apply(tf.data.experimental.assert_cardinality((n + batch_size - 1) // batch_size))
-    return indices.map(take).prefetch(tf.data.AUTOTUNE)
+    ragged = tf.RaggedTensor.from_row_lengths(np.concatenate(rows).astype(np.int64), [len(r) for r in rows])
+    options = tf.data.Options()
+    options.autotune.enabled = False  # its background tuning stalled epochs by seconds (above)
+    return tf.data.Dataset.from_tensor_slices(ragged).map(take).prefetch(1).with_options(options)
 
 
 class NonFiniteOutputs(LungdxError):
@@ -88,7 +100,12 @@ def predict(model, x: np.ndarray, batch_size: int = 32, source: str | Path | Non
     for start in starts if desc is None else progress(starts, desc=desc):
         xb = np.asarray(x[start:start + batch_size], dtype=np.float32)
         out.append(model.predict_on_batch(xb[..., None] if xb.ndim == 3 else xb))
-    out = np.concatenate(out)
+    return finite_outputs(np.concatenate(out), source)
+
+
+def finite_outputs(out: np.ndarray, source: str | Path | None = None) -> np.ndarray:
+    """`out`, a model's outputs one row per image, if all are finite; else NonFiniteOutputs
+    naming `source`, the model file."""
     finite = np.isfinite(out.reshape(len(out), -1)).all(axis=1)
     if not finite.all():
         bad = int((~finite).sum())

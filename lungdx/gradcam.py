@@ -26,10 +26,12 @@ mask's outline on top, and `colorbar` is the colour scale of both.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import cv2
 import numpy as np
 
-from .console import progress
+from .console import import_tensorflow, progress
 from .errors import ParamError
 
 COLORMAP = cv2.COLORMAP_INFERNO  # perceptually uniform, readable in grayscale print
@@ -52,47 +54,89 @@ def default_layer(model) -> str:
     return (fine or convs)[-1].name
 
 
+class Explained(NamedTuple):
+    """One pass of a model over images: its probabilities, and the heatmaps (at the conv layer's
+    resolution, each scaled to its peak) of each image's given class and of its predicted class."""
+    probabilities: np.ndarray
+    given: np.ndarray
+    predicted: np.ndarray
+
+
 class GradCam:
-    """Heatmaps of one model at one conv layer (default: the last conv layer)."""
+    """Heatmaps of one model at one conv layer (default: see default_layer).
+
+    One graph-compiled pass per batch gives the probabilities and two heatmaps per image: the
+    model is split at the chosen layer, its front runs forward once and the gradient goes back
+    only through the layers after it (for VGG19's block5_conv4: pooling and the head), so a
+    batch costs about one `predict` (benchmarks/gradcam_speed.py)."""
 
     def __init__(self, model, layer: str | None = None):
         import keras
 
+        tf = import_tensorflow()
         self.layer = layer or default_layer(model)
         names = [l.name for l in conv_layers(model)]
         if self.layer not in names:
             raise ParamError("gradcam.layer", layer, f"a conv layer of this model: {', '.join(names)}")
         target = model.get_layer(self.layer)
-        dense = model.layers[-1]
-        self.kernel, self.bias = dense.kernel, dense.bias
-        self.model = keras.Model(model.inputs, [target.output, dense.input])
+        dense = model.layers[-1]  # the softmax layer: its logits are recomputed from its input
+        front = keras.Model(model.inputs[0], target.output)
+        tail = keras.Model(target.output, dense.input)  # Keras clones the layers between the two
+        kernel, bias = dense.kernel, dense.bias
+
+        def cams(maps, score, tape):
+            grads = tape.gradient(score, maps)
+            cam = tf.nn.relu(tf.reduce_sum(grads * maps, axis=-1))
+            peak = tf.reduce_max(cam, axis=[1, 2], keepdims=True)
+            return tf.where(peak > 0, cam / tf.maximum(peak, 1e-12), 0.0)
+
+        def explain(x, classes):
+            maps = front(x, training=False)
+            with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
+                tape.watch(maps)
+                logits = tf.matmul(tail(maps, training=False), kernel) + bias
+                predicted = tf.argmax(logits, axis=1, output_type=tf.int32)
+                # Summed over the batch: an image's logits depend on its own maps alone, so the
+                # gradient of the sum holds each image's own gradient.
+                given_score = tf.reduce_sum(tf.gather(logits, classes, axis=1, batch_dims=1))
+                predicted_score = tf.reduce_sum(tf.gather(logits, predicted, axis=1, batch_dims=1))
+            return tf.nn.softmax(logits), cams(maps, given_score, tape), cams(maps, predicted_score, tape)
+
+        shape = (None, *model.inputs[0].shape[1:])
+        self._explain = tf.function(explain, input_signature=[tf.TensorSpec(shape, tf.float32),
+                                                              tf.TensorSpec([None], tf.int32)])
+
+    def _batch(self, images, classes):
+        x = np.asarray(images, np.float32)
+        out = self._explain(x[..., None] if x.ndim == 3 else x, np.asarray(classes, np.int32))
+        return [np.asarray(t) for t in out]
 
     def heatmaps(self, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
         """Float heatmaps in [0, 1] at the conv layer's resolution, one per image, for classes[i]."""
-        import tensorflow as tf
+        return self._batch(images, classes)[1]
 
-        x = tf.convert_to_tensor(np.asarray(images, np.float32)[..., None] if np.ndim(images) == 3
-                                 else np.asarray(images, np.float32))
-        with tf.GradientTape() as tape:
-            conv, features = self.model(x, training=False)
-            tape.watch(conv)
-            logits = tf.matmul(features, self.kernel) + self.bias
-            score = tf.gather(logits, tf.constant(classes, tf.int32), axis=1, batch_dims=1)
-        grads = tape.gradient(score, conv)
-        cam = tf.nn.relu(tf.reduce_sum(grads * conv, axis=-1)).numpy()
-        peak = cam.reshape(len(cam), -1).max(axis=1)[:, None, None]
-        return np.where(peak > 0, cam / np.maximum(peak, 1e-12), 0.0).astype(np.float32)
+    def explain(self, images: np.ndarray, classes: np.ndarray, batch_size: int = 32,
+                desc: str | None = None) -> Explained:
+        """Every image's probabilities and its heatmaps for classes[i] and for its predicted class,
+        batch by batch from (memory-mapped) uint8 images; with `desc`, under a progress bar."""
+        parts = []
+        starts = range(0, len(images), batch_size)
+        for start in starts if desc is None else progress(starts, total=len(starts), desc=desc):
+            parts.append(self._batch(images[start:start + batch_size], classes[start:start + batch_size]))
+        return Explained(*(np.concatenate(p) for p in zip(*parts)))
 
     def batched(self, images: np.ndarray, classes: np.ndarray, size: int, batch_size: int = 32,
-                desc: str = "Grad-CAM") -> np.ndarray:
-        """Heatmaps upsampled to size x size (bilinear), computed batch by batch (a progress bar: desc)."""
-        out = np.zeros((len(images), size, size), np.float32)
-        starts = range(0, len(images), batch_size)
-        for start in progress(starts, total=len(starts), desc=desc):
-            maps = self.heatmaps(images[start:start + batch_size], classes[start:start + batch_size])
-            for i, cam in enumerate(maps):
-                out[start + i] = cv2.resize(cam, (size, size), interpolation=cv2.INTER_LINEAR)
-        return out
+                desc: str | None = None) -> np.ndarray:
+        """Heatmaps for classes[i] upsampled to size x size (bilinear)."""
+        return upsample(self.explain(images, classes, batch_size, desc).given, size)
+
+
+def upsample(heatmaps: np.ndarray, size: int) -> np.ndarray:
+    """Heatmaps resized to size x size, bilinear, as float32."""
+    out = np.empty((len(heatmaps), size, size), np.float32)
+    for i, cam in enumerate(heatmaps):
+        out[i] = cv2.resize(np.asarray(cam, np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
+    return out
 
 
 def overlay(gray: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:

@@ -14,7 +14,7 @@ import numpy as np
 
 from .atomic import atomic_path
 from .console import progress
-from .datasets import predict
+from .datasets import finite_outputs, predict
 from .errors import LungdxError
 from .images import UnreadableImage, load_for_model, write_png
 from .model_file import load_model
@@ -33,15 +33,20 @@ def predict_files(paths: list[Path], model_path: Path, gradcam_dir: Path | None 
     results = [{"path": str(path)} for path in paths]
     cam, names = None, overlay_names(paths, gradcam_dir) if gradcam_dir is not None else {}
     for indices, images in readable_batches(paths, info["image_size"], results):
-        probs = predict(model, images, source=model_path)  # nan or inf: a LungdxError, never printed
+        if gradcam_dir is None:
+            probs = predict(model, images, source=model_path)  # nan or inf: a LungdxError, never printed
+        else:
+            from .gradcam import GradCam, overlay
+
+            cam = cam or GradCam(model)
+            # One pass gives the probabilities and the predicted class's heatmap (the given class is unused).
+            probs, _, heatmaps = cam.explain(images, np.zeros(len(images), np.int32))
+            finite_outputs(probs, model_path)
         for i, p in zip(indices, probs):
             results[i]["predicted"] = classes[int(p.argmax())]
             results[i]["probabilities"] = {c: round(float(v), 6) for c, v in zip(classes, p)}
         if gradcam_dir is not None:
-            from .gradcam import GradCam, overlay
-
-            cam = cam or GradCam(model)
-            for i, image, heatmap in zip(indices, images, cam.heatmaps(images, probs.argmax(1))):
+            for i, image, heatmap in zip(indices, images, heatmaps):
                 out = names[i]
                 try:
                     with atomic_path(out, suffix=".png") as tmp:  # Ctrl-C or a full disk: no half-written PNG

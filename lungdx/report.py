@@ -39,9 +39,9 @@ import numpy as np
 
 from . import params as P
 from .atomic import atomic_dir, write_json
-from .datasets import load_split, predict
+from .datasets import finite_outputs, load_split
 from .gradcam import (OUTLINE_BGR, GradCam, colorbar, dilate, draw_outline, energy_inside, overlay,
-                      pointing_hits, tolerance)
+                      pointing_hits, tolerance, upsample)
 from .images import write_png
 from .metrics import wilson_interval
 from .model_file import load_model
@@ -51,29 +51,56 @@ DISPLAY = 256  # pixels per side in the report, whatever the model's input size
 PLOT_SLOTS = 3  # image plots per class
 
 
+CHUNK = 256  # heatmaps upsampled to the masks' size at a time: memory stays flat with the split's size
+
+
+def per_image_scores(heatmaps: np.ndarray, masks: dict) -> dict[str, np.ndarray]:
+    """Per image, for whichever masks exist: the share of heatmap energy inside the lungs; and
+    whether it has a lesion, the pointing game's hit and chance, the energy share inside the lesion
+    and the lesion's area. Heatmaps of any resolution are upsampled, CHUNK at a time, to the masks'."""
+    size = next(iter(masks.values())).shape[1]
+    tol = tolerance(size)
+    parts: dict[str, list] = {}
+    for start in range(0, len(heatmaps), CHUNK):
+        chunk = heatmaps[start:start + CHUNK]
+        heat = chunk if chunk.shape[1] == size else upsample(chunk, size)
+        stop = start + len(heat)
+        found = {}
+        if "masks" in masks:
+            found["lung_share"] = energy_inside(heat, masks["masks"][start:stop])
+        if "lesions" in masks:
+            lesion = np.asarray(masks["lesions"][start:stop])
+            near = dilate(lesion, tol)
+            found.update(has_lesion=lesion.reshape(len(lesion), -1).any(1), hits=pointing_hits(heat, near),
+                         lesion_share=energy_inside(heat, lesion),
+                         # Chance of each: a peak dropped uniformly at random; energy spread evenly.
+                         hit_chance=(near > 0).reshape(len(near), -1).mean(1),
+                         lesion_area=(lesion > 0).reshape(len(lesion), -1).mean(1))
+        for name, values in found.items():
+            parts.setdefault(name, []).append(values)
+    return {name: np.concatenate(values) for name, values in parts.items()}
+
+
 def mask_scores(heatmaps: np.ndarray, y_true: np.ndarray, classes: list[str], masks: dict) -> dict:
     """The quantitative check, per class and overall, for whichever masks the data has."""
     def r4(x):
         return None if x is None or np.isnan(x) else round(float(x), 4)
 
     out = {}
+    per = per_image_scores(heatmaps, masks)
     if "masks" in masks:
-        share = energy_inside(heatmaps, masks["masks"])
+        share = per["lung_share"]
+        lungs = masks["masks"]
+        lung_area = sum(float((np.asarray(lungs[i:i + CHUNK]) > 0).sum()) for i in range(0, len(lungs), CHUNK))
         out["lung_energy_share"] = {
             "overall": r4(np.nanmean(share)),
-            "chance": r4((masks["masks"] > 0).mean()),
+            "chance": r4(lung_area / lungs[0].size / len(lungs)),
             "per_class": {c: r4(np.nanmean(share[y_true == i])) for i, c in enumerate(classes)
                           if (y_true == i).any()},
         }
     if "lesions" in masks:
-        lesion = np.asarray(masks["lesions"])
-        has = lesion.reshape(len(lesion), -1).any(1)
-        tol = tolerance(lesion.shape[1])
-        near = dilate(lesion, tol)
-        hits, share = pointing_hits(heatmaps, near), energy_inside(heatmaps, lesion)
-        # Chance of each: a peak dropped uniformly at random; energy spread evenly.
-        hit_chance = (near > 0).reshape(len(near), -1).mean(1)
-        area = (lesion > 0).reshape(len(lesion), -1).mean(1)
+        has, hits, share = per["has_lesion"], per["hits"], per["lesion_share"]
+        hit_chance, area = per["hit_chance"], per["lesion_area"]
         per_class = {}
         for i, c in enumerate(classes):
             sel = (y_true == i) & has
@@ -81,7 +108,7 @@ def mask_scores(heatmaps: np.ndarray, y_true: np.ndarray, classes: list[str], ma
                 per_class[c] = {"n": int(sel.sum()), "pointing_game": r4(hits[sel].mean()),
                                 "pointing_chance": r4(hit_chance[sel].mean()),
                                 "energy_in_lesion": r4(np.nanmean(share[sel])), "energy_chance": r4(area[sel].mean())}
-        out["lesions"] = {"pointing_tolerance_px": tol,
+        out["lesions"] = {"pointing_tolerance_px": tolerance(masks["lesions"].shape[1]),
                           "overall": {"n": int(has.sum()), "pointing_game": r4(hits[has].mean()),
                                       "pointing_chance": r4(hit_chance[has].mean()),
                                       "energy_in_lesion": r4(np.nanmean(share[has])),
@@ -298,22 +325,18 @@ def build_report(params: dict, model_path="models/model.keras", prepared_dir="da
     masks = {name: np.load(Path(prepared_dir) / "test" / f"{name}.npy", mmap_mode="r")
              for name in ("masks", "lesions") if (Path(prepared_dir) / "test" / f"{name}.npy").is_file()}
     lungs = masks.get("masks")
-    probs = predict(model, images, source=model_path, desc="predict test")
-    y_pred = probs.argmax(1)
     cam = GradCam(model, cfg["layer"])
-    size = images.shape[1]
-
-    # Every test image's heatmap for its true class: the mask scores, and the true-class pictures.
-    heat_true = cam.batched(images, y_true, size, desc="Grad-CAM, true class")
+    # One pass over the test split: every image's probabilities, the heatmap of its true class (the
+    # mask scores, the true-class pictures) and of its predicted class (the misclassified pictures).
+    probs, heat_true, heat_pred = cam.explain(images, y_true, desc="Grad-CAM test")
+    finite_outputs(probs, model_path)
+    y_pred = probs.argmax(1)
     scores = mask_scores(heat_true, y_true, classes, masks) if masks else {}
     scores = {"model": info["architecture"], "layer": cam.layer, **scores}
 
     evaluation = json.loads(Path(eval_path).read_text())
     paths = load_manifest(manifest_path).query("split == 'test'")["path"].tolist()
     chosen = pick_examples(y_true, y_pred, len(classes), cfg["per_class"])
-    wrong = [i for i in chosen if y_pred[i] != y_true[i]]
-    # A correct prediction's heatmap is its true class's; only the misclassified need another.
-    heat_pred = dict(zip(wrong, cam.batched(images[wrong], y_pred[wrong], size, desc="Grad-CAM, predicted class")))
 
     def display(i):
         return cv2.resize(np.asarray(images[i]), (DISPLAY, DISPLAY), interpolation=cv2.INTER_LINEAR)
@@ -331,8 +354,8 @@ def build_report(params: dict, model_path="models/model.keras", prepared_dir="da
             for i in (i for i in chosen if y_true[i] == c):
                 gray = display(i)
                 write_png(tmp / "img" / f"{i}.png", gray)
-                write_png(tmp / "img" / f"{i}_cam.png", heat_picture(gray, heat_pred.get(i, heat_true[i]), i))
-                if i in heat_pred:
+                write_png(tmp / "img" / f"{i}_cam.png", heat_picture(gray, heat_pred[i], i))
+                if y_pred[i] != c:
                     write_png(tmp / "img" / f"{i}_true.png", heat_picture(gray, heat_true[i], i))
                 figs.append(_figure(i, paths[i], c, classes, probs[i]))
             sections.append(f"<h2>{html.escape(cls)}</h2><div class=\"grid\">{''.join(figs)}</div>")

@@ -12,19 +12,29 @@ is left. A second Ctrl-C is ignored until then: it would cut that cleanup short.
 
 Before the stage runs, logging is set up (lungdx.console): dvc repro passes no flags, so
 LUNGDX_VERBOSE=1 in the environment is how a stage shows debug lines and TensorFlow's own.
+
+With LUNGDX_TIMINGS=<file> in the environment, a stage that succeeds appends one JSON line to
+that file: its name, wall seconds of main() and of the whole process so far (imports
+included), the seconds TensorFlow took to start (0 if it did not),
+and the peak resident memory of the process and of its worker processes. The benchmarks read
+it to break a `dvc exp run` down by stage (docs/performance.md).
 """
 
 from __future__ import annotations
 
 import errno
 import functools
+import json
 import os
+import resource
+import time
 import shutil
 import signal
 import sys
 from pathlib import Path
 
 from .atomic import human_bytes
+from . import console
 from .console import configure_logging
 from .errors import DiskFull, LungdxError
 from .pipeline import pipeline_outputs
@@ -111,6 +121,30 @@ def _interrupt_once(signum, frame):
     raise KeyboardInterrupt
 
 
+def _process_seconds() -> float | None:
+    """Seconds since this process started (its imports included), from /proc; None elsewhere."""
+    try:
+        stat = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(uptime - int(stat[19]) / os.sysconf("SC_CLK_TCK"), 2)  # field 22: start time in clock ticks
+
+
+def _record_timing(name: str, seconds: float) -> None:
+    """One JSON line for LUNGDX_TIMINGS (module doc); nothing when it is not set."""
+    path = os.environ.get("LUNGDX_TIMINGS")
+    if not path:
+        return
+    rss = {who: round(resource.getrusage(who).ru_maxrss / 1024, 1)  # KiB on Linux
+           for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)}
+    line = {"stage": name, "seconds": round(seconds, 2), "process_seconds": _process_seconds(),
+            "tensorflow_start_seconds": round(console.tensorflow_start_seconds, 2),
+            "peak_rss_mb": rss[resource.RUSAGE_SELF], "workers_peak_rss_mb": rss[resource.RUSAGE_CHILDREN]}
+    with open(path, "a", encoding="utf-8") as out:  # one short append: whole lines even from parallel stages
+        out.write(json.dumps(line) + "\n")
+
+
 def stage(main):
     """Run a stage's main(); any way it stops early ends in one readable line (see module doc)."""
     name = Path(main.__code__.co_filename).stem  # stages/<name>.py: the stage's name in dvc.yaml
@@ -122,8 +156,11 @@ def stage(main):
         before = {out: _identity(out) for out in outputs}
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             signal.signal(signal.SIGINT, _interrupt_once)
+        start = time.perf_counter()
         try:
-            return main(*args, **kwargs)
+            result = main(*args, **kwargs)
+            _record_timing(name, time.perf_counter() - start)
+            return result
         except KeyboardInterrupt:
             _remove_this_runs(before)
             print(f"interrupted: stage {name} stopped and kept nothing of this run; its outputs are "

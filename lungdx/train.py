@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import NonFiniteOutputs, batches, load_split, predict, read_meta
+from .datasets import NonFiniteOutputs, batches, load_split, predict, read_meta, steps_per_epoch
 from .errors import LungdxError
 from .model_file import save_model
 from .models import distribution_strategy, make_deterministic
@@ -64,9 +64,11 @@ def stop_on_nonfinite_loss(key: str, learning_rate: float):
     return StopOnNonFiniteLoss()
 
 
-def fit(model, train_data, val_data, epochs: int, learning_rate: float, patience: int, live,
-        warmup_epochs: int = 0, initial_epoch: int = 0, learning_rate_key: str = "learning_rate") -> dict:
-    """Compile, fit with early stopping on val_loss (best weights restored); return the history.
+def fit(model, train, val, n_classes: int, batch_size: int, seed: int, epochs: int, learning_rate: float,
+        patience: int, live, warmup_epochs: int = 0, initial_epoch: int = 0,
+        learning_rate_key: str = "learning_rate") -> dict:
+    """Compile, fit (x, y) `train` with early stopping on `val`'s loss (best weights restored), in
+    batches shuffled from `seed`; return the history.
 
     A nan or inf loss ends the fit with a LungdxError that names `learning_rate_key`.
 
@@ -83,7 +85,10 @@ def fit(model, train_data, val_data, epochs: int, learning_rate: float, patience
                   metrics=["accuracy"])
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True,
                                          start_from_epoch=warmup_epochs)
-    history = model.fit(train_data, validation_data=val_data, epochs=initial_epoch + epochs, verbose=2,
+    history = model.fit(batches(*train, n_classes, batch_size, seed, epochs=epochs),
+                        steps_per_epoch=steps_per_epoch(len(train[0]), batch_size),
+                        validation_data=batches(*val, n_classes, batch_size),
+                        epochs=initial_epoch + epochs, verbose=2,
                         initial_epoch=initial_epoch, shuffle=False,  # the order is batches()' seeded one
                         callbacks=[stop_on_nonfinite_loss(learning_rate_key, learning_rate), stop,
                                    DVCLiveCallback(live=live)])
@@ -113,8 +118,7 @@ def train(params: dict, prepared_dir="data/prepared", features_dir="data/feature
                 from .models import build_cnn
 
                 model = build_cnn(cfg["image_size"], n, cfg)
-                history = fit(model, batches(train_x, train_y, n, cfg["batch_size"], cfg["seed"]),
-                              batches(val_x, val_y, n, cfg["batch_size"]),
+                history = fit(model, (train_x, train_y), (val_x, val_y), n, cfg["batch_size"], cfg["seed"],
                               cfg["epochs"], cfg["learning_rate"], cfg["patience"], live, cfg["warmup_epochs"],
                               learning_rate_key="models.cnn.learning_rate")
                 check = (model, val_x, "learning_rate")
@@ -158,9 +162,8 @@ def _train_vgg19(cfg, n_classes, features_dir, train, val, live):
 
     feats = load_features(features_dir, cfg)
     head = build_head_only(feats["train"].shape[1], n_classes, cfg)
-    history = fit(head, batches(feats["train"], train[1], n_classes, cfg["batch_size"], cfg["seed"]),
-                  batches(feats["val"], val[1], n_classes, cfg["batch_size"]),
-                  cfg["epochs"], cfg["learning_rate"], cfg["patience"], live, cfg["warmup_epochs"],
+    history = fit(head, (feats["train"], train[1]), (feats["val"], val[1]), n_classes, cfg["batch_size"],
+                  cfg["seed"], cfg["epochs"], cfg["learning_rate"], cfg["patience"], live, cfg["warmup_epochs"],
                   learning_rate_key="models.vgg19.learning_rate")
     # The head on the cached validation features gives the end-to-end model's outputs, one pass of the base fewer.
     check = (head, feats["val"], "learning_rate")
@@ -175,9 +178,8 @@ def _train_vgg19(cfg, n_classes, features_dir, train, val, live):
     if cfg["fine_tune_blocks"]:
         # Caching cannot apply here: the unfrozen blocks change, so every epoch runs the base on images.
         unfreeze_last_blocks(base, cfg["fine_tune_blocks"])
-        more = fit(model, batches(train[0], train[1], n_classes, cfg["batch_size"], cfg["seed"] + 1),
-                   batches(val[0], val[1], n_classes, cfg["batch_size"]),
-                   cfg["fine_tune_epochs"], cfg["fine_tune_learning_rate"], cfg["patience"], live,
+        more = fit(model, train, val, n_classes, cfg["batch_size"], cfg["seed"] + 1, cfg["fine_tune_epochs"],
+                   cfg["fine_tune_learning_rate"], cfg["patience"], live,
                    initial_epoch=len(history["val_loss"]),
                    learning_rate_key="models.vgg19.fine_tune_learning_rate")
         history = {k: history[k] + more[k] for k in history}

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lungdx.datasets import batches
+from lungdx.datasets import batches, steps_per_epoch
 from lungdx.datasets import predict as predict_probs
 from lungdx.gradcam import (OUTLINE_BGR, GradCam, colorbar, dilate, draw_outline, energy_inside, overlay,
                             pointing_hits, tolerance)
@@ -31,7 +31,8 @@ def fit_quietly(model, x, y, epochs, lr=1e-3):
     import keras
 
     model.compile(optimizer=keras.optimizers.Adam(lr), loss="categorical_crossentropy", metrics=["accuracy"])
-    model.fit(batches(x, y, 2, 16, shuffle_seed=0), epochs=epochs, verbose=0)
+    model.fit(batches(x, y, 2, 16, shuffle_seed=0, epochs=epochs), steps_per_epoch=steps_per_epoch(len(x), 16), shuffle=False,
+              epochs=epochs, verbose=0)
 
 
 def assert_points_at_patches(model, images, labels, masks, layer=None):

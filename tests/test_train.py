@@ -17,7 +17,7 @@ from lungdx.model_file import load_model, save_model
 from lungdx.features import cached_features_for, extract
 from lungdx.prepare import prepare
 from lungdx.sample import sample
-from lungdx.datasets import batches, load_split
+from lungdx.datasets import batches, load_split, steps_per_epoch
 from lungdx.params import model_settings
 from lungdx.train import train
 
@@ -59,17 +59,24 @@ def run_train(root, out, params):
 def test_batches_convert_one_batch_at_a_time_and_shuffle_by_seed():
     images = np.arange(10 * 4 * 4, dtype=np.uint8).reshape(10, 4, 4)
     labels = np.arange(10) % 3
-    data = batches(images, labels, 3, 4, shuffle_seed=1)
-    epoch1, epoch2 = list(data.as_numpy_iterator()), list(data.as_numpy_iterator())
-    assert len(epoch1) == 3
+    data = batches(images, labels, 3, 4, shuffle_seed=1, epochs=2)
+    both = list(data.as_numpy_iterator())
+    assert len(both) == 2 * steps_per_epoch(10, 4) == 6
+    epoch1, epoch2 = both[:3], both[3:]
     x, y = epoch1[0]
     assert x.dtype == np.float32 and x.shape == (4, 4, 4, 1) and y.shape == (4, 3)
-    seen = np.concatenate([b[0][:, 0, 0, 0] for b in epoch1]) // 16
-    assert sorted(seen.astype(int)) == list(range(10)), "every image once per epoch"
+    for epoch in (epoch1, epoch2):
+        seen = np.concatenate([b[0][:, 0, 0, 0] for b in epoch]) // 16
+        assert sorted(seen.astype(int)) == list(range(10)), "every image once per epoch"
     np.testing.assert_array_equal(y, np.eye(3)[labels[(x[:, 0, 0, 0] // 16).astype(int)]])
     assert not np.array_equal(epoch2[0][0], x), "a new order each epoch"
-    again = list(batches(images, labels, 3, 4, shuffle_seed=1).as_numpy_iterator())
-    for a, b in zip(again, epoch1):
+    # The order is numpy's: epoch k is the k-th permutation drawn from the seed, each batch sorted.
+    rng = np.random.default_rng(1)
+    for batch_, order in zip(epoch1 + epoch2, [np.sort(p[s:s + 4]) for p in (rng.permutation(10), rng.permutation(10))
+                                               for s in (0, 4, 8)]):
+        np.testing.assert_array_equal(batch_[0][:, 0, 0, 0] // 16, order)
+    again = list(batches(images, labels, 3, 4, shuffle_seed=1, epochs=2).as_numpy_iterator())
+    for a, b in zip(again, both):
         np.testing.assert_array_equal(a[0], b[0])  # the same seed, the same batches
     assert images.dtype == np.uint8  # the source array is never converted as a whole
 
