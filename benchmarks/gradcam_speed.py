@@ -3,8 +3,7 @@
     python -m benchmarks.gradcam_speed [--sizes 200,1000] [--image-size 256] [--rounds 2]
 
 In one process, alternating, for each size N: *ours* is GradCam.explain, the gradcam stage's one
-pass over the test split (probabilities, and the heatmaps of each image's true and predicted
-class); *predict* is Keras's `model.predict` of the same end-to-end model (weights none) over the
+pass over the test split (probabilities, and the heatmap of each image's true class); *predict* is Keras's `model.predict` of the same end-to-end model (weights none) over the
 same N images held as float32, batch 32: graph-compiled, the least an inference pass costs.
 *Before* (at the smallest size only) is the stage as it was: a predict pass for the
 probabilities, then an eager GradientTape over the whole model per batch for the true class.

@@ -54,21 +54,23 @@ def default_layer(model) -> str:
     return (fine or convs)[-1].name
 
 
+PREDICTED = -1  # in place of a class: the heatmap of the class the model predicts for that image
+
+
 class Explained(NamedTuple):
-    """One pass of a model over images: its probabilities, and the heatmaps (at the conv layer's
-    resolution, each scaled to its peak) of each image's given class and of its predicted class."""
+    """One pass of a model over images: its probabilities, and one heatmap per image (at the conv
+    layer's resolution, scaled to its peak)."""
     probabilities: np.ndarray
-    given: np.ndarray
-    predicted: np.ndarray
+    heatmaps: np.ndarray
 
 
 class GradCam:
     """Heatmaps of one model at one conv layer (default: see default_layer).
 
-    One graph-compiled pass per batch gives the probabilities and two heatmaps per image: the
-    model is split at the chosen layer, its front runs forward once and the gradient goes back
-    only through the layers after it (for VGG19's block5_conv4: pooling and the head), so a
-    batch costs about one `predict` (benchmarks/gradcam_speed.py)."""
+    One graph-compiled pass per batch gives the probabilities and a heatmap per image: the model
+    is split at the chosen layer, its front runs forward once and the gradient goes back only
+    through the layers after it (for VGG19's block5_conv4: pooling and the head), so a batch
+    costs about one `predict` (benchmarks/gradcam_speed.py)."""
 
     def __init__(self, model, layer: str | None = None):
         import keras
@@ -84,51 +86,44 @@ class GradCam:
         tail = keras.Model(target.output, dense.input)  # Keras clones the layers between the two
         kernel, bias = dense.kernel, dense.bias
 
-        def cams(maps, score, tape):
-            grads = tape.gradient(score, maps)
-            cam = tf.nn.relu(tf.reduce_sum(grads * maps, axis=-1))
-            peak = tf.reduce_max(cam, axis=[1, 2], keepdims=True)
-            return tf.where(peak > 0, cam / tf.maximum(peak, 1e-12), 0.0)
-
         def explain(x, classes):
             maps = front(x, training=False)
-            with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
                 tape.watch(maps)
                 logits = tf.matmul(tail(maps, training=False), kernel) + bias
-                predicted = tf.argmax(logits, axis=1, output_type=tf.int32)
+                classes = tf.where(classes == PREDICTED, tf.argmax(logits, axis=1, output_type=tf.int32), classes)
                 # Summed over the batch: an image's logits depend on its own maps alone, so the
                 # gradient of the sum holds each image's own gradient.
-                given_score = tf.reduce_sum(tf.gather(logits, classes, axis=1, batch_dims=1))
-                predicted_score = tf.reduce_sum(tf.gather(logits, predicted, axis=1, batch_dims=1))
-            return tf.nn.softmax(logits), cams(maps, given_score, tape), cams(maps, predicted_score, tape)
+                score = tf.reduce_sum(tf.gather(logits, classes, axis=1, batch_dims=1))
+            cam = tf.nn.relu(tf.reduce_sum(tape.gradient(score, maps) * maps, axis=-1))
+            peak = tf.reduce_max(cam, axis=[1, 2], keepdims=True)
+            return tf.nn.softmax(logits), tf.where(peak > 0, cam / tf.maximum(peak, 1e-12), 0.0)
 
         shape = (None, *model.inputs[0].shape[1:])
         self._explain = tf.function(explain, input_signature=[tf.TensorSpec(shape, tf.float32),
                                                               tf.TensorSpec([None], tf.int32)])
 
-    def _batch(self, images, classes):
-        x = np.asarray(images, np.float32)
-        out = self._explain(x[..., None] if x.ndim == 3 else x, np.asarray(classes, np.int32))
-        return [np.asarray(t) for t in out]
+    def explain(self, images: np.ndarray, classes: np.ndarray, batch_size: int = 32,
+                desc: str | None = None) -> Explained:
+        """Every image's probabilities and its heatmap for classes[i] (PREDICTED: the predicted
+        class), batch by batch from (memory-mapped) uint8 images; with `desc`, under a progress bar."""
+        probs, heat = [], []
+        starts = range(0, len(images), batch_size)
+        for start in starts if desc is None else progress(starts, total=len(starts), desc=desc):
+            x = np.asarray(images[start:start + batch_size], np.float32)
+            p, h = self._explain(x[..., None] if x.ndim == 3 else x,
+                                 np.asarray(classes[start:start + batch_size], np.int32))
+            probs.append(p.numpy()), heat.append(h.numpy())
+        return Explained(np.concatenate(probs), np.concatenate(heat))
 
     def heatmaps(self, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
         """Float heatmaps in [0, 1] at the conv layer's resolution, one per image, for classes[i]."""
-        return self._batch(images, classes)[1]
-
-    def explain(self, images: np.ndarray, classes: np.ndarray, batch_size: int = 32,
-                desc: str | None = None) -> Explained:
-        """Every image's probabilities and its heatmaps for classes[i] and for its predicted class,
-        batch by batch from (memory-mapped) uint8 images; with `desc`, under a progress bar."""
-        parts = []
-        starts = range(0, len(images), batch_size)
-        for start in starts if desc is None else progress(starts, total=len(starts), desc=desc):
-            parts.append(self._batch(images[start:start + batch_size], classes[start:start + batch_size]))
-        return Explained(*(np.concatenate(p) for p in zip(*parts)))
+        return self.explain(images, classes).heatmaps
 
     def batched(self, images: np.ndarray, classes: np.ndarray, size: int, batch_size: int = 32,
                 desc: str | None = None) -> np.ndarray:
         """Heatmaps for classes[i] upsampled to size x size (bilinear)."""
-        return upsample(self.explain(images, classes, batch_size, desc).given, size)
+        return upsample(self.explain(images, classes, batch_size, desc).heatmaps, size)
 
 
 def upsample(heatmaps: np.ndarray, size: int) -> np.ndarray:

@@ -36,11 +36,11 @@ def predict_files(paths: list[Path], model_path: Path, gradcam_dir: Path | None 
         if gradcam_dir is None:
             probs = predict(model, images, source=model_path)  # nan or inf: a LungdxError, never printed
         else:
-            from .gradcam import GradCam, overlay
+            from .gradcam import PREDICTED, GradCam, overlay
 
             cam = cam or GradCam(model)
-            # One pass gives the probabilities and the predicted class's heatmap (the given class is unused).
-            probs, _, heatmaps = cam.explain(images, np.zeros(len(images), np.int32))
+            # One pass: the probabilities and the predicted class's heatmap.
+            probs, heatmaps = cam.explain(images, np.full(len(images), PREDICTED))
             finite_outputs(probs, model_path)
         for i, p in zip(indices, probs):
             results[i]["predicted"] = classes[int(p.argmax())]

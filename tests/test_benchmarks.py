@@ -7,7 +7,6 @@ import pytest
 
 from tests.helpers import run_benchmark
 
-pytestmark = pytest.mark.slow  # benchmarks: the full tier only
 
 RATIOS = {
     "vgg19_transfer": ["speedup_vs_original", "features_vs_floor"],
@@ -15,12 +14,35 @@ RATIOS = {
     "prepare_speed": ["images_per_second_2_cores", "speedup_1_to_2_cores"],
     "train_memory": ["rss_ratio", "peak_rss_mb_ours", "peak_rss_mb_original"],
     "gpu": ["vgg19_features_mixed_speedup", "cnn_training_mixed_speedup"],
+    "gradcam_speed": ["ours_vs_predict.8", "ours_vs_predict.16", "before_vs_predict.8"],
+    "experiment": ["runs.0.speedup", "runs.0.ours_seconds", "runs.0.original_seconds",
+                   "runs.0.stages.gradcam.process_seconds", "runs.0.stages.features.tensorflow_start_seconds"],
+    "cost_curves": ["fits.cnn.train.seconds.per_1000_images", "fits.vgg19.features.seconds.per_1000_images",
+                    "fits.vgg19.gradcam.peak_rss_mb.projected.sampled", "projected_total_minutes.vgg19.all"],
 }
 
 
+def value(result: dict, path: str):
+    """result["a"]["b"]... for "a.b...": a digit is a list index."""
+    for key in path.split("."):
+        result = result[int(key)] if isinstance(result, list) else result[key]
+    return result
+
+
+@pytest.mark.slow  # each starts TensorFlow and most run dvc: the full tier only
 @pytest.mark.parametrize("name", RATIOS)
 def test_benchmark_runs_at_toy_size_and_prints_its_ratios(name, tmp_path):
     result = run_benchmark(name, "--toy", "--workdir", str(tmp_path))
     assert result["benchmark"] == name and result["machine"]["cores"] >= 1
     for key in RATIOS[name]:
-        assert isinstance(result[key], float) and math.isfinite(result[key]), (key, result)
+        assert isinstance(value(result, key), float) and math.isfinite(value(result, key)), (key, result)
+
+
+def test_the_cost_fit_recovers_fixed_and_per_image_costs_and_projects_them():
+    from benchmarks.cost_curves import fit_line, project
+
+    sizes = [100, 400, 1600]
+    fit = fit_line(sizes, [12.0 + 0.05 * n for n in sizes])  # 12 s fixed, 50 s per 1000 images
+    assert fit == {"fixed": 12.0, "per_1000_images": 50.0}
+    assert project(fit, 9415) == round(12 + 0.05 * 9415, 1)
+    assert project(fit, 9415, per_image_scale=8) == round(12 + 8 * 0.05 * 9415, 1)  # 5 epochs measured, 40 run

@@ -1,0 +1,95 @@
+"""Draw docs/cost_curves.png and the cost table of docs/performance.md from docs/cost_curves.json.
+
+    python -m benchmarks.cost_curves --save docs/cost_curves.json   # measure (about 15 min here)
+    python -m docs.make_cost_curves                                 # then draw and write the table
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no screen needed
+import matplotlib.pyplot as plt  # noqa: E402
+
+DOCS = Path(__file__).resolve().parent
+START, END = "<!-- cost table: python -m docs.make_cost_curves -->", "<!-- end of cost table -->"
+
+
+def figure(result: dict, out: Path) -> None:
+    sizes = result["images"]
+    real = {"9415 (sampled)": 9415, "21165 (all)": 21165}
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharex=True)
+    for col, model in enumerate(("cnn", "vgg19")):
+        stages = [s for s in result["fits"][model] if s not in ("total", "dvc (the rest)")]
+        for row, what, label in ((0, "seconds", "seconds"), (1, "peak_rss_mb", "peak memory (MB)")):
+            ax = axes[row, col]
+            for stage in stages:
+                fit = result["fits"][model][stage].get(what)
+                if fit is None:
+                    continue
+                measured = [result["measured"][str(n)][model][stage][what] for n in sizes]
+                line = ax.plot(sizes, measured, "o", label=stage)[0]
+                xs = [min(sizes), max(real.values())]
+                ax.plot(xs, [fit["fixed"] + fit["per_1000_images"] * x / 1000 for x in xs], "-",
+                        color=line.get_color(), alpha=0.6)
+            for name, n in real.items():
+                ax.axvline(n, color="grey", lw=0.8, ls=":")
+                ax.text(n, 0.98, name, transform=ax.get_xaxis_transform(), rotation=90, va="top", ha="right",
+                        fontsize=8, color="grey")
+            ax.set_xscale("log"), ax.set_yscale("log")
+            ax.set_ylabel(label)
+            ax.set_title(f"{model}: {label}" + (f" (train: {result['cnn_epochs_measured']} epochs, as measured)" if model == "cnn" and row == 0 else ""))
+            ax.grid(True, which="both", alpha=0.3)
+        axes[1, col].set_xlabel("images in the database")
+    axes[0, 1].legend(fontsize=8, loc="upper left")
+    fig.suptitle(f"Cost per stage: measured (dots) and fitted fixed + per-image (lines); "
+                 f"{result['machine']['cpu']}, {result['machine']['cores']} cores, no GPU", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+
+
+def table(result: dict) -> str:
+    sizes = result["images"]
+    head = ("| model | stage | " + " | ".join(f"{n} img: s / MB" for n in sizes) +
+            " | fixed s + s per 1000 img | 9415 img | 21165 img |")
+    rows = [head, "|" + "---|" * (head.count("|") - 1)]
+    for model in ("cnn", "vgg19"):
+        for stage, fit in result["fits"][model].items():
+            if stage == "total":
+                continue
+            cells = []
+            for n in sizes:
+                m = result["measured"][str(n)][model][stage]
+                cells.append(f"{m['seconds']:.1f}" + (f" / {m['peak_rss_mb']:.0f}" if "peak_rss_mb" in m else ""))
+            sec = fit["seconds"]
+            rows.append(f"| {model} | {stage} | " + " | ".join(cells) +
+                        f" | {sec['fixed']:.1f} + {sec['per_1000_images']:.1f} | "
+                        f"{sec['projected']['sampled'] / 60:.1f} min | {sec['projected']['all'] / 60:.1f} min |")
+    totals = result["projected_total_minutes"]
+    rows.append("")
+    rows.append("Whole `dvc repro` from scratch, projected: " + "; ".join(
+        f"{model} {t['sampled']} min at 9415 images, {t['all']} min at 21165" for model, t in totals.items()) +
+        ". Longest stage: " + "; ".join(
+        f"{model}: " + ", ".join(f"{k} → {v}" for k, v in d.items()) for model, d in result["dominant_stage"].items()) + ".")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    result = json.loads((DOCS / "cost_curves.json").read_text())
+    figure(result, DOCS / "cost_curves.png")
+    page = DOCS / "performance.md"
+    text = page.read_text()
+    if START not in text or END not in text:
+        sys.exit(f"{page}: the markers {START} and {END} are missing")
+    page.write_text(re.sub(re.escape(START) + ".*?" + re.escape(END),
+                           lambda _: f"{START}\n{table(result)}\n{END}", text, flags=re.S))
+    print(f"wrote {DOCS / 'cost_curves.png'} and the table in {page}")
+
+
+if __name__ == "__main__":
+    main()
