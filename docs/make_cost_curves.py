@@ -79,16 +79,18 @@ def table(result: dict) -> str:
     return "\n".join(rows)
 
 
-def main() -> None:
-    result = json.loads((DOCS / "cost_curves.json").read_text())
-    figure(result, DOCS / "cost_curves.png")
-    page = DOCS / "performance.md"
+def main(result_path: Path = DOCS / "cost_curves.json", png: Path = DOCS / "cost_curves.png",
+         page: Path = DOCS / "performance.md") -> None:
+    if not result_path.is_file():
+        sys.exit(f"{result_path}: not found; measure first: python -m benchmarks.cost_curves --save {result_path}")
+    result = json.loads(result_path.read_text())
     text = page.read_text()
     if START not in text or END not in text:
-        sys.exit(f"{page}: the markers {START} and {END} are missing")
+        sys.exit(f"{page}: the markers {START} and {END} are missing; put them where the table goes")
+    figure(result, png)
     page.write_text(re.sub(re.escape(START) + ".*?" + re.escape(END),
                            lambda _: f"{START}\n{table(result)}\n{END}", text, flags=re.S))
-    print(f"wrote {DOCS / 'cost_curves.png'} and the table in {page}")
+    print(f"wrote {png} and the table in {page}")
 
 
 if __name__ == "__main__":

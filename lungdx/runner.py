@@ -25,6 +25,7 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import logging
 import os
 import resource
 import time
@@ -141,8 +142,12 @@ def _record_timing(name: str, seconds: float) -> None:
     line = {"stage": name, "seconds": round(seconds, 2), "process_seconds": _process_seconds(),
             "tensorflow_start_seconds": round(console.tensorflow_start_seconds, 2),
             "peak_rss_mb": rss[resource.RUSAGE_SELF], "workers_peak_rss_mb": rss[resource.RUSAGE_CHILDREN]}
-    with open(path, "a", encoding="utf-8") as out:  # one short append: whole lines even from parallel stages
-        out.write(json.dumps(line) + "\n")
+    try:
+        with open(path, "a", encoding="utf-8") as out:  # one short append: whole lines even from parallel stages
+            out.write(json.dumps(line) + "\n")
+    except OSError as exc:  # the stage itself succeeded: a timing record must not fail it
+        logging.getLogger(__name__).warning(f"LUNGDX_TIMINGS={path}: cannot append this stage's timing "
+                                            f"({exc.strerror or exc})")
 
 
 def stage(main):

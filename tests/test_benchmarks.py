@@ -1,6 +1,7 @@
 """Every benchmark runs at toy size, so none can rot. No timing is asserted: the figures
 are in benchmarks/README.md; here only that each run completes and reports its ratios."""
 
+import json
 import math
 
 import pytest
@@ -46,3 +47,35 @@ def test_the_cost_fit_recovers_fixed_and_per_image_costs_and_projects_them():
     assert fit == {"fixed": 12.0, "per_1000_images": 50.0}
     assert project(fit, 9415) == round(12 + 0.05 * 9415, 1)
     assert project(fit, 9415, per_image_scale=8) == round(12 + 8 * 0.05 * 9415, 1)  # 5 epochs measured, 40 run
+
+
+def test_the_cost_table_and_plot_show_every_stage_with_its_projection(tmp_path):
+    from benchmarks.cost_curves import dominant, fits, totals
+    from docs.make_cost_curves import END, START, main
+
+    sizes = [100, 400, 1600]
+    costs = {"cnn": {"download": (5, 1), "prepare": (2, 4), "train": (10, 30), "gradcam": (6, 2)},
+             "vgg19": {"features": (9, 140), "train": (9, 3), "gradcam": (7, 30)}}  # (fixed s, s per 1000)
+    runs = [{model: {stage: {"seconds": a + b * n / 1000, "peak_rss_mb": 500 + n / 10}
+                     for stage, (a, b) in stages.items()} for model, stages in costs.items()} for n in sizes]
+    fitted = fits(sizes, runs, epochs=5)
+    assert fitted["cnn"]["train"]["seconds"]["projected"]["sampled"] == round(10 + 8 * 30 * 9.415, 1)  # 40 of 5 epochs
+    result = {"images": sizes, "cnn_epochs_measured": 5, "machine": {"cpu": "test CPU", "cores": 2},
+              "measured": {str(n): r for n, r in zip(sizes, runs)}, "fits": fitted,
+              "dominant_stage": dominant(runs, sizes, fitted), "projected_total_minutes": totals(fitted)}
+    assert result["dominant_stage"]["vgg19"] == {"100": "features", "400": "features", "1600": "features",
+                                                 "sampled": "features", "all": "features"}
+    # VGG19 from scratch shares the CNN run's data stages: download and prepare count in its total.
+    vgg_all = sum(a + b * 21.165 for a, b in costs["vgg19"].values()) + 5 + 21.165 + 2 + 4 * 21.165
+    assert result["projected_total_minutes"]["vgg19"]["all"] == round(vgg_all / 60, 1)
+    (tmp_path / "result.json").write_text(json.dumps(result))
+    page = tmp_path / "performance.md"
+    page.write_text(f"# Performance\n\n{START}\nold table\n{END}\n\nafter\n")
+    main(tmp_path / "result.json", tmp_path / "curves.png", page)
+    text = page.read_text()
+    assert "old table" not in text and text.endswith(f"{END}\n\nafter\n")
+    for model, stages in costs.items():
+        for stage in stages:
+            assert f"| {model} | {stage} |" in text
+    assert "| vgg19 | features | 23.0 / 510 | 65.0 / 540 | 233.0 / 660 | 9.0 + 140.0 |" in text
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

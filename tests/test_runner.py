@@ -6,6 +6,7 @@ namespace (`unshare`), so no root and no real disk is needed; the test skips whe
 kernel does not allow unprivileged namespaces.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -163,3 +164,25 @@ def test_ctrl_c_in_a_stage_is_one_true_line_without_worker_tracebacks_or_tempora
         if stage_name == "prepare":
             run_stage(project, "prepare")
     assert sorted(p.relative_to(data).as_posix() for p in (data / "raw").rglob("*")) == raw_before
+
+
+def test_lungdx_timings_records_each_successful_stage_and_never_fails_one(tmp_path):
+    project = copy_project(tmp_path / "project", **TINY)
+    record = tmp_path / "timings.jsonl"
+    env = {**STAGE_ENV, "LUNGDX_TIMINGS": str(record)}
+    for name in ("download", "sample"):
+        run([sys.executable, "-m", f"stages.{name}"], project, env=env)
+    lines = [json.loads(line) for line in record.read_text().splitlines()]
+    assert [line["stage"] for line in lines] == ["download", "sample"]
+    for line in lines:
+        assert 0 < line["seconds"] <= line["process_seconds"], line  # the process also imported the library
+        assert line["tensorflow_start_seconds"] == 0 and line["peak_rss_mb"] > 10, line  # no TensorFlow here
+
+    # A failed stage records nothing; an unwritable record is a warning, and the stage still succeeds.
+    set_params(project, **{"sample.val_size": 0.9})
+    assert run([sys.executable, "-m", "stages.sample"], project, check=False, env=env).returncode == 2
+    assert len(record.read_text().splitlines()) == 2
+    set_params(project, **{"sample.val_size": 0.1})
+    proc = run([sys.executable, "-m", "stages.sample"], project, env={**env, "LUNGDX_TIMINGS": str(tmp_path)})
+    assert f"warning: LUNGDX_TIMINGS={tmp_path}: cannot append this stage's timing" in proc.stderr
+    assert (project / "data" / "sampled" / "manifest.csv").is_file()
