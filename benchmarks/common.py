@@ -51,7 +51,10 @@ def machine() -> dict:
 
 def env() -> dict:
     """The environment of every timed process: the library importable, quiet logs."""
-    return {**os.environ, "PYTHONPATH": str(ROOT), "LUNGDX_PROGRESS": "0", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    # The same CPU allocator for every side: lungdx sets it before TensorFlow starts, but a
+    # reference that imports keras first would otherwise run on TensorFlow's default one.
+    return {**os.environ, "PYTHONPATH": str(ROOT), "LUNGDX_PROGRESS": "0", "TF_CPP_MIN_LOG_LEVEL": "3",
+            "TF_CPU_ALLOCATOR_USE_BFC": "true"}
 
 
 def timed(cmd: list[str], cwd: Path, cores: int | None = None, timings: Path | None = None) -> dict:
@@ -99,6 +102,9 @@ def synthetic_project(workdir: Path, per_class: int, source_size: int, image_siz
     done = workdir / "setup.json"
     if not (done.is_file() and json.loads(done.read_text()) == key):
         source = workdir / "source"
+        if workdir.is_dir() and any(workdir.iterdir()) and not done.is_file():
+            raise SystemExit(f"{workdir}: not empty and not a benchmark's scratch folder (no setup.json); "
+                             "it would be replaced: give an empty or new --workdir")
         log(f"making {per_class} synthetic {source_size}px images per class in {source}")
         shutil.rmtree(workdir, ignore_errors=True)
         generate_dataset(source, per_class, 239, source_size)

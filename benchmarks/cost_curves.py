@@ -135,6 +135,11 @@ def main(argv=None) -> dict:
     sizes = [int(s) for s in args.images.split(",")]
     if args.toy:
         sizes, args.epochs = [40, 60], 1  # 10 images a class at least: every split gets one
+    if len(set(sizes)) < 2 or min(sizes) < 40:
+        p.error("--images: at least two different sizes of 40 images or more (a line needs two points; "
+                "every split needs an image of each class)")
+    if args.save and not args.save.parent.is_dir():
+        p.error(f"--save {args.save}: the folder {args.save.parent} does not exist")
     workdir = args.workdir or WORK / "cost_curves"
     workdir.mkdir(parents=True, exist_ok=True)
     runs = [measure(workdir, n, args.epochs, args.toy) for n in sizes]
@@ -143,9 +148,11 @@ def main(argv=None) -> dict:
               "machine": machine(), "measured": {str(n): r for n, r in zip(sizes, runs)}, "fits": fitted,
               "dominant_stage": dominant(runs, sizes, fitted),
               "projected_total_minutes": totals(fitted)}
+    emit(result)  # first: a failure to save must not lose the measurement
     if args.save:
-        args.save.write_text(json.dumps(result, indent=1) + "\n")
-    emit(result)
+        from lungdx.atomic import write_text
+
+        write_text(args.save, json.dumps(result, indent=1) + "\n")
     return result
 
 

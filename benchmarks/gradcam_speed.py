@@ -48,6 +48,8 @@ def main(argv=None) -> dict:
     p.add_argument("--rounds", type=int, default=2)
     args = p.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
+    if min(sizes) < 1 or args.rounds < 1:
+        p.error("--sizes and --rounds: at least 1 each")
     if args.toy:
         sizes, args.image_size, args.rounds = [8, 16], 32, 1
     project = synthetic_project(args.workdir or WORK / "gradcam_speed", 25, max(args.image_size, 64), args.image_size)

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -15,6 +14,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # no screen needed
 import matplotlib.pyplot as plt  # noqa: E402
+
+from lungdx.atomic import atomic_path, write_text  # noqa: E402
 
 DOCS = Path(__file__).resolve().parent
 START, END = "<!-- cost table: python -m docs.make_cost_curves -->", "<!-- end of cost table -->"
@@ -50,7 +51,8 @@ def figure(result: dict, out: Path) -> None:
     fig.suptitle(f"Cost per stage: measured (dots) and fitted fixed + per-image (lines); "
                  f"{result['machine']['cpu']}, {result['machine']['cores']} cores, no GPU", fontsize=10)
     fig.tight_layout()
-    fig.savefig(out, dpi=90)
+    with atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
 
 
 def table(result: dict) -> str:
@@ -81,15 +83,19 @@ def table(result: dict) -> str:
 
 def main(result_path: Path = DOCS / "cost_curves.json", png: Path = DOCS / "cost_curves.png",
          page: Path = DOCS / "performance.md") -> None:
-    if not result_path.is_file():
-        sys.exit(f"{result_path}: not found; measure first: python -m benchmarks.cost_curves --save {result_path}")
-    result = json.loads(result_path.read_text())
-    text = page.read_text()
-    if START not in text or END not in text:
-        sys.exit(f"{page}: the markers {START} and {END} are missing; put them where the table goes")
+    try:
+        result = json.loads(result_path.read_text())
+        text = page.read_text()
+    except (OSError, ValueError) as exc:
+        sys.exit(f"cannot read {getattr(exc, 'filename', None) or result_path}: {exc}; measure first with "
+                 f"python -m benchmarks.cost_curves --save {result_path}")
+    if not isinstance(result, dict) or result.get("benchmark") != "cost_curves":
+        sys.exit(f"{result_path}: not a result of benchmarks.cost_curves")
+    start, end = text.find(START), text.find(END)
+    if start < 0 or end < start:
+        sys.exit(f"{page}: needs the line {START}, then later {END}, where the table goes")
     figure(result, png)
-    page.write_text(re.sub(re.escape(START) + ".*?" + re.escape(END),
-                           lambda _: f"{START}\n{table(result)}\n{END}", text, flags=re.S))
+    write_text(page, f"{text[:start]}{START}\n{table(result)}\n{text[end:]}")
     print(f"wrote {png} and the table in {page}")
 
 

@@ -30,18 +30,6 @@ def read_meta(prepared_dir: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
-def batch_indices(n: int, batch_size: int, shuffle_seed: int | None, epochs: int) -> list[np.ndarray]:
-    """The index batches of `epochs` consecutive epochs: each epoch numpy's permutation drawn from
-    `shuffle_seed` anew (without a seed, the stored order), each batch sorted so that it reads in
-    storage order."""
-    rng = np.random.default_rng(shuffle_seed) if shuffle_seed is not None else None
-    out = []
-    for _ in range(epochs):
-        order = rng.permutation(n) if rng is not None else np.arange(n)
-        out += [np.sort(order[start:start + batch_size]) for start in range(0, n, batch_size)]
-    return out
-
-
 def steps_per_epoch(n: int, batch_size: int) -> int:
     return (n + batch_size - 1) // batch_size
 
@@ -53,16 +41,24 @@ def batches(x: np.ndarray, labels: np.ndarray | None, n_classes: int, batch_size
     The split is held once as it comes (uint8 images: a quarter of float32). Gathering and
     converting a batch are TensorFlow ops, not Python: a Python batch generator cost a quarter
     of the CNN's epoch time (benchmarks/cnn_input.py). The dataset holds `epochs` epochs one
-    after the other (see batch_indices), so every run sees the same batches; fit it with
-    steps_per_epoch (Keras then keeps one iterator across epochs). All the indices are made up
-    front, not by a Python generator per epoch: with `from_generator` and tf.data's autotuned
-    prefetch an epoch of the default CNN took 9-10 s instead of 5, with stalls of 3-4 s before
-    some epochs' first batch (docs/performance.md).
+    after the other, so fit it with steps_per_epoch (Keras then keeps one iterator across
+    epochs). Each epoch's order is numpy's permutation drawn from `shuffle_seed` anew (without a
+    seed, the stored order), each batch sorted so that it reads in storage order: every run sees
+    the same batches. Python runs once per epoch, for the permutation, not once per batch: with
+    a Python generator of batches behind tf.data's autotuned prefetch an epoch of the default
+    CNN took 9-10 s instead of 5, with stalls of 3-4 s before some epochs' first batch
+    (docs/performance.md).
     """
     tf = import_tensorflow()
-    rows = batch_indices(len(x), batch_size, shuffle_seed, epochs)
+    n = len(x)
+    if epochs < 1 or n == 0:
+        raise LungdxError(f"batches of {n} items for {epochs} epochs: need at least one of each")
+    rng = np.random.default_rng(shuffle_seed) if shuffle_seed is not None else None
     images = tf.constant(np.asarray(x))
     onehot = None if labels is None else tf.constant(np.eye(n_classes, dtype=np.float32)[labels])
+
+    def epoch_order(_):  # called once per epoch, in order: the k-th call draws the k-th permutation
+        return rng.permutation(n) if rng is not None else np.arange(n)
 
     def take(idx):
         xb = tf.cast(tf.gather(images, idx), tf.float32)
@@ -70,10 +66,14 @@ def batches(x: np.ndarray, labels: np.ndarray | None, n_classes: int, batch_size
             xb = xb[..., None]  # one gray channel
         return (xb,) if onehot is None else (xb, tf.gather(onehot, idx))
 
-    ragged = tf.RaggedTensor.from_row_lengths(np.concatenate(rows).astype(np.int64), [len(r) for r in rows])
+    # Keep this map sequential (tf.data's default): the rng's state counts the epochs.
+    orders = tf.data.Dataset.range(epochs).map(
+        lambda e: tf.ensure_shape(tf.numpy_function(epoch_order, [e], tf.int64), [n]))
+    indices = orders.flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
+    indices = indices.map(tf.sort).apply(tf.data.experimental.assert_cardinality(epochs * steps_per_epoch(n, batch_size)))
     options = tf.data.Options()
     options.autotune.enabled = False  # its background tuning stalled epochs by seconds (above)
-    return tf.data.Dataset.from_tensor_slices(ragged).map(take).prefetch(1).with_options(options)
+    return indices.map(take).prefetch(1).with_options(options)
 
 
 class NonFiniteOutputs(LungdxError):

@@ -82,22 +82,42 @@ class GradCam:
             raise ParamError("gradcam.layer", layer, f"a conv layer of this model: {', '.join(names)}")
         target = model.get_layer(self.layer)
         dense = model.layers[-1]  # the softmax layer: its logits are recomputed from its input
-        front = keras.Model(model.inputs[0], target.output)
-        tail = keras.Model(target.output, dense.input)  # Keras clones the layers between the two
         kernel, bias = dense.kernel, dense.bias
 
-        def explain(x, classes):
-            maps = front(x, training=False)
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(maps)
-                logits = tf.matmul(tail(maps, training=False), kernel) + bias
-                classes = tf.where(classes == PREDICTED, tf.argmax(logits, axis=1, output_type=tf.int32), classes)
-                # Summed over the batch: an image's logits depend on its own maps alone, so the
-                # gradient of the sum holds each image's own gradient.
-                score = tf.reduce_sum(tf.gather(logits, classes, axis=1, batch_dims=1))
-            cam = tf.nn.relu(tf.reduce_sum(tape.gradient(score, maps) * maps, axis=-1))
+        def class_score(logits, classes):
+            classes = tf.where(classes == PREDICTED, tf.argmax(logits, axis=1, output_type=tf.int32), classes)
+            # Summed over the batch: an image's logits depend on its own maps alone, so the
+            # gradient of the sum holds each image's own gradient.
+            return tf.reduce_sum(tf.gather(logits, classes, axis=1, batch_dims=1))
+
+        def heatmaps(grads, maps, logits):
+            if grads is None:  # seen while tracing: nothing trainable links the layer to the classifier
+                raise ParamError("gradcam.layer", self.layer, "a conv layer whose maps reach the classifier")
+            cam = tf.nn.relu(tf.reduce_sum(grads * maps, axis=-1))
             peak = tf.reduce_max(cam, axis=[1, 2], keepdims=True)
             return tf.nn.softmax(logits), tf.where(peak > 0, cam / tf.maximum(peak, 1e-12), 0.0)
+
+        try:
+            front = keras.Model(model.inputs[0], target.output)
+            tail = keras.Model(target.output, dense.input)  # Keras clones the layers between the two
+        except ValueError:  # a path to the head goes around the layer (a skip connection, a shared layer)
+            both = keras.Model(model.inputs[0], [target.output, dense.input])
+
+            def explain(x, classes):  # the whole model under the tape: slower, but any graph
+                with tf.GradientTape() as tape:
+                    maps, features = both(x, training=False)
+                    tape.watch(maps)
+                    logits = tf.matmul(features, kernel) + bias
+                    score = class_score(logits, classes)
+                return heatmaps(tape.gradient(score, maps), maps, logits)
+        else:
+            def explain(x, classes):  # the front once, the gradient through the tail only
+                maps = front(x, training=False)
+                with tf.GradientTape(watch_accessed_variables=False) as tape:
+                    tape.watch(maps)
+                    logits = tf.matmul(tail(maps, training=False), kernel) + bias
+                    score = class_score(logits, classes)
+                return heatmaps(tape.gradient(score, maps), maps, logits)
 
         shape = (None, *model.inputs[0].shape[1:])
         self._explain = tf.function(explain, input_signature=[tf.TensorSpec(shape, tf.float32),

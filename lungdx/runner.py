@@ -31,6 +31,7 @@ import resource
 import time
 import shutil
 import signal
+import stat
 import sys
 from pathlib import Path
 
@@ -143,8 +144,15 @@ def _record_timing(name: str, seconds: float) -> None:
             "tensorflow_start_seconds": round(console.tensorflow_start_seconds, 2),
             "peak_rss_mb": rss[resource.RUSAGE_SELF], "workers_peak_rss_mb": rss[resource.RUSAGE_CHILDREN]}
     try:
-        with open(path, "a", encoding="utf-8") as out:  # one short append: whole lines even from parallel stages
-            out.write(json.dumps(line) + "\n")
+        # Non-blocking, and only a regular file: a FIFO must not hold a finished stage. One short
+        # O_APPEND write: whole lines even from stages running in parallel.
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o644)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file")
+            os.write(fd, (json.dumps(line) + "\n").encode())
+        finally:
+            os.close(fd)
     except OSError as exc:  # the stage itself succeeded: a timing record must not fail it
         logging.getLogger(__name__).warning(f"LUNGDX_TIMINGS={path}: cannot append this stage's timing "
                                             f"({exc.strerror or exc})")
@@ -164,8 +172,6 @@ def stage(main):
         start = time.perf_counter()
         try:
             result = main(*args, **kwargs)
-            _record_timing(name, time.perf_counter() - start)
-            return result
         except KeyboardInterrupt:
             _remove_this_runs(before)
             print(f"interrupted: stage {name} stopped and kept nothing of this run; its outputs are "
@@ -188,5 +194,7 @@ def stage(main):
             print(f"error: {disk_full_message(name, cause, outputs)}. Nothing of this run was kept "
                   f"({outputs_now(outputs)})", file=sys.stderr)
             sys.exit(2)
+        _record_timing(name, time.perf_counter() - start)  # after the try: its outputs are complete by now
+        return result
 
     return wrapper

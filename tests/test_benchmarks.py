@@ -60,7 +60,7 @@ def test_the_cost_table_and_plot_show_every_stage_with_its_projection(tmp_path):
                      for stage, (a, b) in stages.items()} for model, stages in costs.items()} for n in sizes]
     fitted = fits(sizes, runs, epochs=5)
     assert fitted["cnn"]["train"]["seconds"]["projected"]["sampled"] == round(10 + 8 * 30 * 9.415, 1)  # 40 of 5 epochs
-    result = {"images": sizes, "cnn_epochs_measured": 5, "machine": {"cpu": "test CPU", "cores": 2},
+    result = {"benchmark": "cost_curves", "images": sizes, "cnn_epochs_measured": 5, "machine": {"cpu": "test CPU", "cores": 2},
               "measured": {str(n): r for n, r in zip(sizes, runs)}, "fits": fitted,
               "dominant_stage": dominant(runs, sizes, fitted), "projected_total_minutes": totals(fitted)}
     assert result["dominant_stage"]["vgg19"] == {"100": "features", "400": "features", "1600": "features",
@@ -79,3 +79,22 @@ def test_the_cost_table_and_plot_show_every_stage_with_its_projection(tmp_path):
             assert f"| {model} | {stage} |" in text
     assert "| vgg19 | features | 23.0 / 510 | 65.0 / 540 | 233.0 / 660 | 9.0 + 140.0 |" in text
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("result, page, message", [
+    (None, "{START}\n{END}\n", "cannot read"),
+    ("{not json", "{START}\n{END}\n", "cannot read"),
+    ("{}", "{START}\n{END}\n", "not a result of benchmarks.cost_curves"),
+    ('{"benchmark": "cost_curves"}', "{END}\n{START}\n", "needs the line"),
+    ('{"benchmark": "cost_curves"}', "no markers\n", "needs the line"),
+])
+def test_the_cost_table_script_says_what_is_wrong_and_writes_nothing(tmp_path, result, page, message):
+    from docs.make_cost_curves import END, START, main
+
+    if result is not None:
+        (tmp_path / "result.json").write_text(result)
+    text = page.format(START=START, END=END)
+    (tmp_path / "page.md").write_text(text)
+    with pytest.raises(SystemExit, match=message):
+        main(tmp_path / "result.json", tmp_path / "curves.png", tmp_path / "page.md")
+    assert (tmp_path / "page.md").read_text() == text and not (tmp_path / "curves.png").exists()

@@ -157,3 +157,32 @@ def test_a_small_mask_is_outlined_where_it_lies_on_a_larger_picture():
     ys, xs = np.nonzero((drawn == OUTLINE_BGR).all(axis=2))
     assert abs(ys.min() - 64) <= 8 and abs(ys.max() - 191) <= 8 and abs(xs.min() - 64) <= 8
     assert len(ys) < 4 * 140, "one pixel wide"
+
+
+def test_a_model_with_a_path_around_the_layer_gets_the_same_heatmaps_as_a_plain_tape():
+    """A skip connection: the head is reached both through and around conv2, so the model cannot
+    be split at conv2; GradCam then tapes the whole model, with the same result as eager Grad-CAM."""
+    import keras
+    import tensorflow as tf
+
+    make_deterministic(3)
+    inputs = keras.Input((16, 16, 1))
+    c1 = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")(inputs)
+    c2 = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv2")(c1)
+    x = keras.layers.Flatten()(keras.layers.Add()([c1, c2]))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="probabilities")(x))
+    images = np.random.default_rng(0).integers(0, 256, (5, 16, 16)).astype(np.uint8)
+    classes = np.array([0, 1, 2, 1, 0])
+    heat = GradCam(model, "conv2").heatmaps(images, classes)
+
+    both = keras.Model(model.inputs, [model.get_layer("conv2").output, model.layers[-2].output])
+    dense = model.layers[-1]
+    x = tf.constant(images.astype(np.float32)[..., None])
+    with tf.GradientTape() as tape:
+        maps, features = both(x)
+        tape.watch(maps)
+        logits = features @ dense.kernel + dense.bias
+        score = tf.gather(logits, classes, axis=1, batch_dims=1)
+    cam = tf.nn.relu(tf.reduce_sum(tape.gradient(score, maps) * maps, axis=-1)).numpy()
+    peak = cam.reshape(5, -1).max(1)[:, None, None]
+    np.testing.assert_allclose(heat, np.where(peak > 0, cam / np.maximum(peak, 1e-12), 0), atol=1e-5)

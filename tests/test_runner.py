@@ -186,3 +186,14 @@ def test_lungdx_timings_records_each_successful_stage_and_never_fails_one(tmp_pa
     proc = run([sys.executable, "-m", "stages.sample"], project, env={**env, "LUNGDX_TIMINGS": str(tmp_path)})
     assert f"warning: LUNGDX_TIMINGS={tmp_path}: cannot append this stage's timing" in proc.stderr
     assert (project / "data" / "sampled" / "manifest.csv").is_file()
+
+
+def test_lungdx_timings_on_a_fifo_does_not_hold_a_finished_stage(tmp_path):
+    project = copy_project(tmp_path / "project", **TINY)
+    run_stage(project, "download")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    proc = run([sys.executable, "-m", "stages.sample"], project, env={**STAGE_ENV, "LUNGDX_TIMINGS": str(fifo)},
+               timeout=120)
+    assert "cannot append this stage's timing" in proc.stderr
+    assert (project / "data" / "sampled" / "manifest.csv").is_file()
