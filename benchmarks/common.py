@@ -127,6 +127,45 @@ def synthetic_project(workdir: Path, per_class: int, source_size: int, image_siz
     return workdir
 
 
+def git(repo: Path, *args: str) -> None:
+    """A git command in a scratch repository, committing as "benchmark"."""
+    subprocess.run(["git", "-c", "user.name=benchmark", "-c", "user.email=benchmark@localhost", *args],
+                   cwd=repo, check=True, capture_output=True)
+
+
+def fresh_clone(dest: Path) -> Path:
+    """A new `git clone` of this repository's committed HEAD at dest: no DVC cache, every stage runs."""
+    shutil.rmtree(dest, ignore_errors=True)
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(dest)], check=True)
+    return dest
+
+
+def synthetic_source(folder: Path, per_class: int, size: int) -> Path:
+    """A synthetic database of per_class images a class (4 classes) at size px, made once and reused."""
+    from lungdx.synthetic import generate_dataset
+
+    key = json.dumps({"per_class": per_class, "size": size, "seed": 239})
+    if not ((folder / "done").is_file() and (folder / "done").read_text() == key):
+        log(f"making {4 * per_class} synthetic {size}px X-rays in {folder}")
+        shutil.rmtree(folder, ignore_errors=True)
+        generate_dataset(folder, per_class, 239, size)
+        (folder / "done").write_text(key)
+    return folder
+
+
+def stage_records(run: dict) -> dict[str, dict]:
+    """A timed run's LUNGDX_TIMINGS records by stage; what the stages leave of its wall time is dvc's."""
+    records = {r["stage"]: r for r in run["stages"]}
+    if any(r["process_seconds"] is None for r in records.values()):
+        raise SystemExit("the stages' process times need /proc (Linux)")
+    return records
+
+
+def dvc_share(run: dict) -> float:
+    """Seconds of a timed dvc run spent outside its stages' processes."""
+    return round(run["seconds"] - sum(r["process_seconds"] for r in stage_records(run).values()), 2)
+
+
 def write_params(project: Path, **changes) -> None:
     """The project's params.yaml with dotted-key changes, e.g. write_params(p, **{"prepare.image_size": 64})."""
     from lungdx.params import with_changes

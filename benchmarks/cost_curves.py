@@ -20,16 +20,17 @@ and the table in docs/performance.md from the saved result.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
+import yaml
 
-from benchmarks.common import ROOT, WORK, emit, log, machine, parser, timed, write_params
+from benchmarks.common import (ROOT, WORK, dvc_share, emit, fresh_clone, git, log, machine, parser, stage_records,
+                               synthetic_source, timed, write_params)
 
 REAL_SIZES = {"sampled": 9415, "all": 21165}
-DEFAULT_CNN_EPOCHS = 40
+# The most epochs the default CNN trains (early stopping may end it sooner).
+DEFAULT_CNN_EPOCHS = yaml.safe_load((ROOT / "params.yaml").read_text())["models"]["cnn"]["epochs"]
 
 
 def fit_line(sizes: list[int], values: list[float]) -> dict:
@@ -42,25 +43,12 @@ def project(fit: dict, images: int, per_image_scale: float = 1.0) -> float:
     return round(fit["fixed"] + fit["per_1000_images"] * per_image_scale * images / 1000, 1)
 
 
-def git(clone: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=benchmark", "-c", "user.email=benchmark@localhost", *args],
-                   cwd=clone, check=True, capture_output=True)
-
-
 def measure(workdir: Path, images: int, epochs: int, toy: bool) -> dict:
-    """{model: {stage: {seconds, tensorflow_start_seconds, peak_rss_mb}}} at one size."""
-    from lungdx.synthetic import generate_dataset
-
+    """{model: {stage: {seconds, tensorflow_start_seconds, peak_rss_mb}}} at one size; seconds are
+    each stage process's wall time, imports included."""
     per_class = images // 4
-    source = workdir / f"source_{per_class}"
-    if not (source / "done").is_file():
-        log(f"making {images} synthetic X-rays in {source}")
-        shutil.rmtree(source, ignore_errors=True)
-        generate_dataset(source, per_class, 239, 64 if toy else 256)
-        (source / "done").write_text("")
-    clone = workdir / f"clone_{images}"
-    shutil.rmtree(clone, ignore_errors=True)
-    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    source = synthetic_source(workdir / f"source_{per_class}", per_class, 64 if toy else 256)
+    clone = fresh_clone(workdir / f"clone_{images}")
     changes = {"dataset.source": str(source), "sample.per_class": per_class, "models.cnn.epochs": epochs,
                "models.cnn.patience": epochs, "models.cnn.warmup_epochs": 0, "models.vgg19.weights": "none"}
     if toy:
@@ -72,11 +60,10 @@ def measure(workdir: Path, images: int, epochs: int, toy: bool) -> dict:
     for model, cmd in (("cnn", ["dvc", "repro"]), ("vgg19", ["dvc", "exp", "run", "-S", "model=vgg19"])):
         log(f"{images} images: {' '.join(cmd)}")
         run = timed(cmd, clone, timings=workdir / "timings.jsonl")
-        out[model] = {s["stage"]: {"seconds": s["process_seconds"], "tensorflow_start_seconds":
-                                   s["tensorflow_start_seconds"], "peak_rss_mb": s["peak_rss_mb"]}
-                      for s in run["stages"]}
-        out[model]["dvc (the rest)"] = {"seconds": round(run["seconds"] - sum(
-            s["process_seconds"] for s in run["stages"]), 2)}
+        out[model] = {name: {"seconds": r["process_seconds"], "tensorflow_start_seconds":
+                             r["tensorflow_start_seconds"], "peak_rss_mb": r["peak_rss_mb"]}
+                      for name, r in stage_records(run).items()}
+        out[model]["dvc (the rest)"] = {"seconds": dvc_share(run)}
         out[model]["total"] = {"seconds": run["seconds"]}
         if model == "cnn":
             git(clone, "add", "-A")
@@ -145,6 +132,7 @@ def main(argv=None) -> dict:
     runs = [measure(workdir, n, args.epochs, args.toy) for n in sizes]
     fitted = fits(sizes, runs, args.epochs)
     result = {"benchmark": "cost_curves", "images": sizes, "cnn_epochs_measured": args.epochs,
+              "cnn_epochs_projected": DEFAULT_CNN_EPOCHS, "real_sizes": REAL_SIZES,
               "machine": machine(), "measured": {str(n): r for n, r in zip(sizes, runs)}, "fits": fitted,
               "dominant_stage": dominant(runs, sizes, fitted),
               "projected_total_minutes": totals(fitted)}

@@ -13,7 +13,7 @@ import json
 import shutil
 import subprocess
 
-from benchmarks.common import ROOT, WORK, emit, log, machine, parser, timed, write_params
+from benchmarks.common import ROOT, WORK, dvc_share, emit, log, machine, parser, stage_records, timed, write_params
 
 TOY = {"dataset.synthetic.per_class": 12, "dataset.synthetic.image_size": 64, "prepare.image_size": 32,
        "baseline.image_size": 8, "baseline.n_estimators": 20, "models.cnn.epochs": 2,
@@ -26,7 +26,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     clone = (args.workdir or WORK / "default_run") / "clone"
     shutil.rmtree(clone, ignore_errors=True)
-    subprocess.run(["git", "clone", "-q", args.repo, str(clone)], check=True)
+    subprocess.run(["git", "clone", "-q", args.repo, str(clone)], check=True)  # --repo: not always this one
     if args.toy:
         write_params(clone, **TOY)
     log(f"dvc repro in {clone}")
@@ -39,9 +39,10 @@ def main(argv=None) -> dict:
               "stages_run": [line.split("'")[1] for line in run["stdout"].splitlines()
                              if line.startswith("Running stage '")],
               "seconds": run["seconds"], "minutes": round(run["seconds"] / 60, 2),
-              "stage_seconds": {s["stage"]: s["process_seconds"] for s in run["stages"]},
-              "tensorflow_start_seconds": {s["stage"]: s["tensorflow_start_seconds"] for s in run["stages"]
-                                           if s["tensorflow_start_seconds"]},
+              "stage_seconds": {name: r["process_seconds"] for name, r in stage_records(run).items()},
+              "dvc_seconds": dvc_share(run),
+              "tensorflow_start_seconds": {name: r["tensorflow_start_seconds"]
+                                           for name, r in stage_records(run).items() if r["tensorflow_start_seconds"]},
               "model": model["model"], "accuracy": model["accuracy"], "random_forest_accuracy": forest["accuracy"]}
     emit(result)
     return result

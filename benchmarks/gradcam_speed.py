@@ -1,12 +1,12 @@
 """The Grad-CAM pass against a bare batched predict of the same VGG19 on the same images.
 
-    python -m benchmarks.gradcam_speed [--sizes 200,1000] [--image-size 256] [--rounds 2]
+    python -m benchmarks.gradcam_speed [--sizes 200,1000] [--image-size 128] [--rounds 1]
 
 In one process, alternating, for each size N: *ours* is GradCam.explain, the gradcam stage's one
 pass over the test split (probabilities, and the heatmap of each image's true class); *predict* is Keras's `model.predict` of the same end-to-end model (weights none) over the
 same N images held as float32, batch 32: graph-compiled, the least an inference pass costs.
-*Before* (at the smallest size only) is the stage as it was: a predict pass for the
-probabilities, then an eager GradientTape over the whole model per batch for the true class.
+*Before* (at the smallest size only) is the stage as it was until 26018be: a predict pass
+for the probabilities, then an eager GradientTape over the whole model per batch.
 Each side is traced on one batch first; the fastest round counts (noise on a shared machine
 only adds). The images are a synthetic test split repeated up to N.
 """
@@ -21,7 +21,7 @@ from benchmarks.common import WORK, emit, log, machine, parser, synthetic_projec
 
 
 def before(model, layer: str, images: np.ndarray, classes: np.ndarray) -> None:
-    """The stage before this benchmark: a predict pass, then eager Grad-CAM batches over the whole model."""
+    """The gradcam stage before commit 26018be: a predict pass, then eager Grad-CAM batches over the whole model."""
     import keras
     import tensorflow as tf
 
@@ -44,8 +44,8 @@ def before(model, layer: str, images: np.ndarray, classes: np.ndarray) -> None:
 def main(argv=None) -> dict:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--sizes", default="200,1000", help="test images per measurement, comma-separated")
-    p.add_argument("--image-size", type=int, default=256)
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--image-size", type=int, default=128, help="the pipeline's default (prepare.image_size)")
+    p.add_argument("--rounds", type=int, default=1)
     args = p.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     if min(sizes) < 1 or args.rounds < 1:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # no screen needed
 import matplotlib.pyplot as plt  # noqa: E402
@@ -23,7 +24,7 @@ START, END = "<!-- cost table: python -m docs.make_cost_curves -->", "<!-- end o
 
 def figure(result: dict, out: Path) -> None:
     sizes = result["images"]
-    real = {"9415 (sampled)": 9415, "21165 (all)": 21165}
+    real = {f"{n} ({name})": n for name, n in result["real_sizes"].items()}
     fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharex=True)
     for col, model in enumerate(("cnn", "vgg19")):
         stages = [s for s in result["fits"][model] if s not in ("total", "dvc (the rest)")]
@@ -35,9 +36,9 @@ def figure(result: dict, out: Path) -> None:
                     continue
                 measured = [result["measured"][str(n)][model][stage][what] for n in sizes]
                 line = ax.plot(sizes, measured, "o", label=stage)[0]
-                xs = [min(sizes), max(real.values())]
-                ax.plot(xs, [fit["fixed"] + fit["per_1000_images"] * x / 1000 for x in xs], "-",
-                        color=line.get_color(), alpha=0.6)
+                xs = np.geomspace(min(sizes), max(real.values()), 50)
+                ys = fit["fixed"] + fit["per_1000_images"] * xs / 1000
+                ax.plot(xs[ys > 0], ys[ys > 0], "-", color=line.get_color(), alpha=0.6)  # log axes: > 0 only
             for name, n in real.items():
                 ax.axvline(n, color="grey", lw=0.8, ls=":")
                 ax.text(n, 0.98, name, transform=ax.get_xaxis_transform(), rotation=90, va="top", ha="right",
@@ -47,7 +48,8 @@ def figure(result: dict, out: Path) -> None:
             ax.set_title(f"{model}: {label}" + (f" (train: {result['cnn_epochs_measured']} epochs, as measured)" if model == "cnn" and row == 0 else ""))
             ax.grid(True, which="both", alpha=0.3)
         axes[1, col].set_xlabel("images in the database")
-    axes[0, 1].legend(fontsize=8, loc="upper left")
+    for ax in axes[0]:
+        ax.legend(fontsize=7, loc="upper left", ncol=2)
     fig.suptitle(f"Cost per stage: measured (dots) and fitted fixed + per-image (lines); "
                  f"{result['machine']['cpu']}, {result['machine']['cores']} cores, no GPU", fontsize=10)
     fig.tight_layout()
@@ -56,9 +58,9 @@ def figure(result: dict, out: Path) -> None:
 
 
 def table(result: dict) -> str:
-    sizes = result["images"]
+    sizes, real = result["images"], result["real_sizes"]
     head = ("| model | stage | " + " | ".join(f"{n} img: s / MB" for n in sizes) +
-            " | fixed s + s per 1000 img | 9415 img | 21165 img |")
+            " | fit: fixed s + s per 1000 img | " + " | ".join(f"{n} img ({name})" for name, n in real.items()) + " |")
     rows = [head, "|" + "---|" * (head.count("|") - 1)]
     for model in ("cnn", "vgg19"):
         for stage, fit in result["fits"][model].items():
@@ -69,14 +71,16 @@ def table(result: dict) -> str:
                 m = result["measured"][str(n)][model][stage]
                 cells.append(f"{m['seconds']:.1f}" + (f" / {m['peak_rss_mb']:.0f}" if "peak_rss_mb" in m else ""))
             sec = fit["seconds"]
+            epochs = (f" ({result['cnn_epochs_measured']} epochs; projected: {result['cnn_epochs_projected']})"
+                      if (model, stage) == ("cnn", "train") else "")
             rows.append(f"| {model} | {stage} | " + " | ".join(cells) +
-                        f" | {sec['fixed']:.1f} + {sec['per_1000_images']:.1f} | "
-                        f"{sec['projected']['sampled'] / 60:.1f} min | {sec['projected']['all'] / 60:.1f} min |")
+                        f" | {sec['fixed']:.1f} + {sec['per_1000_images']:.1f}{epochs} | " +
+                        " | ".join(f"{max(sec['projected'][name], 0) / 60:.1f} min" for name in real) + " |")
     totals = result["projected_total_minutes"]
     rows.append("")
     rows.append("Whole `dvc repro` from scratch, projected: " + "; ".join(
-        f"{model} {t['sampled']} min at 9415 images, {t['all']} min at 21165" for model, t in totals.items()) +
-        ". Longest stage: " + "; ".join(
+        f"{model} " + ", ".join(f"{t[name]} min at {n} images" for name, n in real.items())
+        for model, t in totals.items()) + ". Longest stage: " + "; ".join(
         f"{model}: " + ", ".join(f"{k} → {v}" for k, v in d.items()) for model, d in result["dominant_stage"].items()) + ".")
     return "\n".join(rows)
 

@@ -31,6 +31,7 @@ def read_meta(prepared_dir: str | Path) -> dict:
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Batches in one epoch of n items (the last one may be short)."""
     return (n + batch_size - 1) // batch_size
 
 
@@ -38,16 +39,15 @@ def batches(x: np.ndarray, labels: np.ndarray | None, n_classes: int, batch_size
             shuffle_seed: int | None = None, epochs: int = 1):
     """A tf.data pipeline over uint8 images (or float features), each batch made float32 in the graph.
 
-    The split is held once as it comes (uint8 images: a quarter of float32). Gathering and
-    converting a batch are TensorFlow ops, not Python: a Python batch generator cost a quarter
-    of the CNN's epoch time (benchmarks/cnn_input.py). The dataset holds `epochs` epochs one
-    after the other, so fit it with steps_per_epoch (Keras then keeps one iterator across
-    epochs). Each epoch's order is numpy's permutation drawn from `shuffle_seed` anew (without a
-    seed, the stored order), each batch sorted so that it reads in storage order: every run sees
-    the same batches. Python runs once per epoch, for the permutation, not once per batch: with
-    a Python generator of batches behind tf.data's autotuned prefetch an epoch of the default
-    CNN took 9-10 s instead of 5, with stalls of 3-4 s before some epochs' first batch
-    (docs/performance.md).
+    The split is held once as it comes (uint8 images: a quarter of float32). The dataset holds
+    `epochs` epochs one after the other, so fit it with steps_per_epoch (Keras then keeps one
+    iterator across epochs). Each epoch's order is numpy's permutation drawn from `shuffle_seed`
+    anew (without a seed, the stored order), each batch sorted so that it reads in storage order:
+    every run sees the same batches. Python runs once per epoch, for that permutation; gathering
+    and converting batches are TensorFlow ops. Python per batch cost the default CNN a quarter of
+    its epoch time (a Keras PyDataset, benchmarks/cnn_input.py) and later about 1.5 s of 6.5 (a
+    generator of index batches), and tf.data's autotuning stalled some epochs 3-4 s before their
+    first batch (docs/performance.md).
     """
     tf = import_tensorflow()
     n = len(x)
@@ -70,6 +70,7 @@ def batches(x: np.ndarray, labels: np.ndarray | None, n_classes: int, batch_size
     orders = tf.data.Dataset.range(epochs).map(
         lambda e: tf.ensure_shape(tf.numpy_function(epoch_order, [e], tf.int64), [n]))
     indices = orders.flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
+    # A known length lets Keras plan its epochs instead of running each one into the end of the data.
     indices = indices.map(tf.sort).apply(tf.data.experimental.assert_cardinality(epochs * steps_per_epoch(n, batch_size)))
     options = tf.data.Options()
     options.autotune.enabled = False  # its background tuning stalled epochs by seconds (above)

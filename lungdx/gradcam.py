@@ -90,7 +90,7 @@ class GradCam:
             # gradient of the sum holds each image's own gradient.
             return tf.reduce_sum(tf.gather(logits, classes, axis=1, batch_dims=1))
 
-        def heatmaps(grads, maps, logits):
+        def outputs(grads, maps, logits):
             if grads is None:  # seen while tracing: nothing trainable links the layer to the classifier
                 raise ParamError("gradcam.layer", self.layer, "a conv layer whose maps reach the classifier")
             cam = tf.nn.relu(tf.reduce_sum(grads * maps, axis=-1))
@@ -99,28 +99,28 @@ class GradCam:
 
         try:
             front = keras.Model(model.inputs[0], target.output)
-            tail = keras.Model(target.output, dense.input)  # Keras clones the layers between the two
+            tail = keras.Model(target.output, dense.input)  # new graph nodes over the same layers and weights
         except ValueError:  # a path to the head goes around the layer (a skip connection, a shared layer)
             both = keras.Model(model.inputs[0], [target.output, dense.input])
 
-            def explain(x, classes):  # the whole model under the tape: slower, but any graph
+            def one_batch(x, classes):  # the whole model under the tape: slower, but any graph
                 with tf.GradientTape() as tape:
                     maps, features = both(x, training=False)
                     tape.watch(maps)
                     logits = tf.matmul(features, kernel) + bias
                     score = class_score(logits, classes)
-                return heatmaps(tape.gradient(score, maps), maps, logits)
+                return outputs(tape.gradient(score, maps), maps, logits)
         else:
-            def explain(x, classes):  # the front once, the gradient through the tail only
+            def one_batch(x, classes):  # the front once, the gradient through the tail only
                 maps = front(x, training=False)
                 with tf.GradientTape(watch_accessed_variables=False) as tape:
                     tape.watch(maps)
                     logits = tf.matmul(tail(maps, training=False), kernel) + bias
                     score = class_score(logits, classes)
-                return heatmaps(tape.gradient(score, maps), maps, logits)
+                return outputs(tape.gradient(score, maps), maps, logits)
 
         shape = (None, *model.inputs[0].shape[1:])
-        self._explain = tf.function(explain, input_signature=[tf.TensorSpec(shape, tf.float32),
+        self._one_batch = tf.function(one_batch, input_signature=[tf.TensorSpec(shape, tf.float32),
                                                               tf.TensorSpec([None], tf.int32)])
 
     def explain(self, images: np.ndarray, classes: np.ndarray, batch_size: int = 32,
@@ -131,7 +131,7 @@ class GradCam:
         starts = range(0, len(images), batch_size)
         for start in starts if desc is None else progress(starts, total=len(starts), desc=desc):
             x = np.asarray(images[start:start + batch_size], np.float32)
-            p, h = self._explain(x[..., None] if x.ndim == 3 else x,
+            p, h = self._one_batch(x[..., None] if x.ndim == 3 else x,
                                  np.asarray(classes[start:start + batch_size], np.int32))
             probs.append(p.numpy()), heat.append(h.numpy())
         return Explained(np.concatenate(probs), np.concatenate(heat))
@@ -139,11 +139,6 @@ class GradCam:
     def heatmaps(self, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
         """Float heatmaps in [0, 1] at the conv layer's resolution, one per image, for classes[i]."""
         return self.explain(images, classes).heatmaps
-
-    def batched(self, images: np.ndarray, classes: np.ndarray, size: int, batch_size: int = 32,
-                desc: str | None = None) -> np.ndarray:
-        """Heatmaps for classes[i] upsampled to size x size (bilinear)."""
-        return upsample(self.explain(images, classes, batch_size, desc).heatmaps, size)
 
 
 def upsample(heatmaps: np.ndarray, size: int) -> np.ndarray:

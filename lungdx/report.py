@@ -55,7 +55,8 @@ CHUNK = 256  # heatmaps upsampled to the masks' size at a time: memory stays fla
 
 
 def per_image_scores(heatmaps: np.ndarray, masks: dict) -> dict[str, np.ndarray]:
-    """Per image, for whichever masks exist: the share of heatmap energy inside the lungs; and
+    """Per image, for whichever masks exist: the share of heatmap energy inside the lungs and the
+    lungs' share of the image; and
     whether it has a lesion, the pointing game's hit and chance, the energy share inside the lesion
     and the lesion's area. Heatmaps of any resolution are upsampled, CHUNK at a time, to the masks'."""
     size = next(iter(masks.values())).shape[1]
@@ -67,7 +68,8 @@ def per_image_scores(heatmaps: np.ndarray, masks: dict) -> dict[str, np.ndarray]
         stop = start + len(heat)
         found = {}
         if "masks" in masks:
-            found["lung_share"] = energy_inside(heat, masks["masks"][start:stop])
+            lungs = np.asarray(masks["masks"][start:stop])
+            found.update(lung_share=energy_inside(heat, lungs), lung_area=(lungs > 0).reshape(len(lungs), -1).mean(1))
         if "lesions" in masks:
             lesion = np.asarray(masks["lesions"][start:stop])
             near = dilate(lesion, tol)
@@ -90,11 +92,9 @@ def mask_scores(heatmaps: np.ndarray, y_true: np.ndarray, classes: list[str], ma
     per = per_image_scores(heatmaps, masks)
     if "masks" in masks:
         share = per["lung_share"]
-        lungs = masks["masks"]
-        lung_area = sum(float((np.asarray(lungs[i:i + CHUNK]) > 0).sum()) for i in range(0, len(lungs), CHUNK))
         out["lung_energy_share"] = {
             "overall": r4(np.nanmean(share)),
-            "chance": r4(lung_area / lungs[0].size / len(lungs)),
+            "chance": r4(per["lung_area"].mean()),
             "per_class": {c: r4(np.nanmean(share[y_true == i])) for i, c in enumerate(classes)
                           if (y_true == i).any()},
         }

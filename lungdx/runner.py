@@ -16,7 +16,8 @@ LUNGDX_VERBOSE=1 in the environment is how a stage shows debug lines and TensorF
 With LUNGDX_TIMINGS=<file> in the environment, a stage that succeeds appends one JSON line to
 that file: its name, wall seconds of main() and of the whole process so far (imports
 included), the seconds TensorFlow took to start (0 if it did not),
-and the peak resident memory of the process and of its worker processes. The benchmarks read
+and the peak resident memory of the process and of the largest of its finished children
+(its worker processes). The benchmarks read
 it to break a `dvc exp run` down by stage (docs/performance.md).
 """
 
@@ -126,11 +127,11 @@ def _interrupt_once(signum, frame):
 def _process_seconds() -> float | None:
     """Seconds since this process started (its imports included), from /proc; None elsewhere."""
     try:
-        stat = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
         uptime = float(Path("/proc/uptime").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-    return round(uptime - int(stat[19]) / os.sysconf("SC_CLK_TCK"), 2)  # field 22: start time in clock ticks
+    return round(uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"), 2)  # field 22: start time in clock ticks
 
 
 def _record_timing(name: str, seconds: float) -> None:

@@ -6,7 +6,7 @@ import pytest
 from lungdx.datasets import batches, steps_per_epoch
 from lungdx.datasets import predict as predict_probs
 from lungdx.gradcam import (OUTLINE_BGR, GradCam, colorbar, dilate, draw_outline, energy_inside, overlay,
-                            pointing_hits, tolerance)
+                            pointing_hits, tolerance, upsample)
 from lungdx.models import build_cnn, build_head_only, build_vgg19, make_deterministic
 from lungdx.report import mask_scores, pick_examples
 
@@ -39,7 +39,7 @@ def assert_points_at_patches(model, images, labels, masks, layer=None):
     probs = predict_probs(model, images)
     assert (probs.argmax(1) == labels).mean() >= 0.95, "the model must first learn the task"
     pos = labels == 1
-    cam = GradCam(model, layer).batched(images[pos], labels[pos], SIZE)
+    cam = upsample(GradCam(model, layer).explain(images[pos], labels[pos]).heatmaps, SIZE)
     hits = pointing_hits(cam, dilate(masks[pos], tolerance(SIZE)))
     assert hits.mean() >= 0.9, f"peak on the patch in {hits.mean():.2f} of images"
     inside = energy_inside(cam, masks[pos])

@@ -6,7 +6,7 @@ from lungdx.data import download
 from lungdx.datasets import predict as predict_probs
 from lungdx.evaluate import evaluate
 from lungdx.model_file import load_model
-from lungdx.gradcam import GradCam, energy_inside
+from lungdx.gradcam import GradCam, energy_inside, upsample
 from lungdx.images import load_for_model, load_mask
 from lungdx.features import extract
 from lungdx.prepare import prepare
@@ -50,7 +50,7 @@ def test_cnn_on_real_covid_vs_normal_learns_well_above_chance(tmp_path):
     images = np.stack([load_for_model(p, 64) for p in paths])
     masks = np.stack([load_mask(p.parent.parent / "masks" / p.name, 64) for p in paths])
     predicted = predict_probs(model, images).argmax(1)
-    share = energy_inside(GradCam(model).batched(images, predicted, 64), masks)
+    share = energy_inside(upsample(GradCam(model).explain(images, predicted).heatmaps, 64), masks)
     print("lung energy share on cxr-kaggle-layout:", {p.parent.parent.name: round(float(s), 3)
                                                        for p, s in zip(paths, share)},
           "mean", round(float(np.nanmean(share)), 3), "lung area", round(float((masks > 0).mean()), 3))
