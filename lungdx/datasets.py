@@ -23,6 +23,22 @@ def load_split(prepared_dir: str | Path, split: str) -> tuple[np.ndarray, np.nda
     return np.load(folder / "images.npy", mmap_mode="r"), np.load(folder / "labels.npy")
 
 
+def scored_test_split(model_path, info: dict, prepared_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """The prepared test split that model_path (its metadata: info) is scored on; a LungdxError
+    naming both unless the two fit: some images, of the model's size, of classes it knows."""
+    images, labels = load_split(prepared_dir, "test")
+    if len(labels) == 0:
+        raise LungdxError(f"{prepared_dir}/test holds no images to score {model_path} on; "
+                          "raise sample.test_size or add images, then dvc repro")
+    if images.shape[1] != info["image_size"]:
+        raise LungdxError(f"{model_path} expects {info['image_size']}px images but {prepared_dir} holds "
+                          f"{images.shape[1]}px ones; run dvc repro")
+    if labels.max() >= len(info["classes"]):
+        raise LungdxError(f"{model_path} knows {len(info['classes'])} classes but {prepared_dir} holds "
+                          f"{int(labels.max()) + 1}; run dvc repro so that train runs on this data")
+    return images, labels
+
+
 def read_meta(prepared_dir: str | Path) -> dict:
     path = Path(prepared_dir) / "meta.json"
     if not path.is_file():

@@ -23,8 +23,7 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from .atomic import atomic_dir, write_json
-from .datasets import load_split, predict
-from .errors import LungdxError
+from .datasets import predict, scored_test_split
 from .metrics import classification_metrics, headline
 from .model_file import load_model
 from .sample import load_manifest
@@ -76,10 +75,7 @@ def evaluate(model_path="models/model.keras", prepared_dir="data/prepared", mani
              features_dir="data/features") -> dict:
     """The evaluate stage; returns the details (headline numbers first)."""
     model, info = load_model(model_path)
-    images, y_true = load_split(prepared_dir, "test")
-    if images.shape[1] != info["image_size"]:
-        raise LungdxError(f"{model_path} expects {info['image_size']}px images but {prepared_dir} holds "
-                          f"{images.shape[1]}px ones; run dvc repro")
+    images, y_true = scored_test_split(model_path, info, prepared_dir)
     probs = predict_split(model, images, features_dir, "test", model_path)
     details = {**classification_metrics(y_true, probs, info["classes"]), "model": info["architecture"]}
     rows = load_manifest(manifest)

@@ -39,7 +39,7 @@ import numpy as np
 
 from . import params as P
 from .atomic import atomic_dir, write_json
-from .datasets import finite_outputs, load_split
+from .datasets import finite_outputs, scored_test_split
 from .gradcam import (OUTLINE_BGR, GradCam, colorbar, dilate, draw_outline, energy_inside, overlay,
                       pointing_hits, tolerance, upsample)
 from .images import write_png
@@ -321,7 +321,7 @@ def build_report(params: dict, model_path="models/model.keras", prepared_dir="da
     cfg = P.gradcam_settings(params)
     model, info = load_model(model_path)
     classes = info["classes"]
-    images, y_true = load_split(prepared_dir, "test")
+    images, y_true = scored_test_split(model_path, info, prepared_dir)
     masks = {name: np.load(Path(prepared_dir) / "test" / f"{name}.npy", mmap_mode="r")
              for name in ("masks", "lesions") if (Path(prepared_dir) / "test" / f"{name}.npy").is_file()}
     lungs = masks.get("masks")

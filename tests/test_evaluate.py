@@ -9,8 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from sklearn.metrics import roc_auc_score
 
+from lungdx.datasets import scored_test_split
+from lungdx.errors import LungdxError
 from lungdx.evaluate import write_plots
 
 CLASSES = ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
@@ -88,3 +91,18 @@ def test_a_class_named_chance_gets_its_own_curve_beside_the_one_diagonal(tmp_pat
     assert drawn == {f"{c} (AUC {roc_auc_score(y_true == i, probs[:, i]):.3f})" for i, c in enumerate(classes)}
     assert all(curves(r) != diagonal(r) for r in rows)  # each row in one layer
     assert dashed["strokeDash"]["field"] == coloured["color"]["field"] == "curve"  # one line per curve name
+
+
+@pytest.mark.parametrize("count, size, top_label, message", [
+    (0, 32, 0, "holds no images to score model.keras on; raise sample.test_size"),
+    (4, 64, 1, "model.keras expects 32px images but .* holds 64px ones"),
+    (4, 32, 3, "model.keras knows 2 classes but .* holds 4; run dvc repro"),
+])
+def test_a_test_split_that_does_not_fit_the_model_is_one_line_naming_both(tmp_path, count, size, top_label, message):
+    """evaluate and gradcam read the test split through scored_test_split."""
+    folder = tmp_path / "prepared" / "test"
+    folder.mkdir(parents=True)
+    np.save(folder / "images.npy", np.zeros((count, size, size), np.uint8))
+    np.save(folder / "labels.npy", np.minimum(np.arange(count), top_label))
+    with pytest.raises(LungdxError, match=message):
+        scored_test_split("model.keras", {"image_size": 32, "classes": ["a", "b"]}, tmp_path / "prepared")
