@@ -2,7 +2,8 @@
 Gaussian naive Bayes for reference, on the same splits as the neural networks.
 
     metrics/baseline.json    the forest's headline numbers, under the model's key names
-                             (accuracy, f1_macro, roc_auc_ovr), so they line up in dvc exp show
+                             (accuracy, f1_macro, roc_auc_ovr, accuracy_ci, f1_macro_ci, ece;
+                             lungdx.metrics), so they line up in dvc exp show
     reports/baseline.json    details of both: {random_forest: {...}, gaussian_nb: {...}}
 
 Images are downscaled to `baseline.image_size` (INTER_AREA) and flattened: a
@@ -43,7 +44,7 @@ def run_baseline(params: dict, prepared_dir="data/prepared", metrics_path="metri
     result = {}
     for name, clf in (("random_forest", forest), ("gaussian_nb", GaussianNB())):
         clf.fit(x_train, train_y)
-        result[name] = classification_metrics(test_y, clf.predict_proba(x_test), classes)
+        result[name] = classification_metrics(test_y, clf.predict_proba(x_test), classes, seed=cfg["seed"])
     write_json(details_path, result)
     write_json(metrics_path, headline(result["random_forest"]))
     return result

@@ -48,8 +48,45 @@ def build_parser() -> argparse.ArgumentParser:
                               f"{DEFAULT_MODEL} in the current folder)")
     predict.add_argument("--gradcam", type=Path, metavar="OUTDIR",
                          help="also write a Grad-CAM overlay PNG per image into OUTDIR")
+    predict.add_argument("--mask", type=Path, metavar="PATH",
+                         help="lung masks, for a model trained on images cut to their lungs (prepare.lung_mask "
+                              "crop or mask): a mask file for one image, or a folder of masks named as the images")
     predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
     predict.set_defaults(run=run_predict)
+
+    external = commands.add_parser(
+        "external", parents=[shared], help="score a trained model on a dataset it was not trained on",
+        description="Score a trained lungdx model on another dataset: accuracy (and macro F1 with two classes or "
+                    "more) with 95% bootstrap intervals and the calibration error, on the classes the model and "
+                    "the dataset share; with lung masks, the share of Grad-CAM energy inside the lungs against "
+                    "the lungs' share of the image. The dataset is read as the download stage reads a source.")
+    external.add_argument("source", metavar="SOURCE",
+                          help="a folder or .zip (Kaggle or flat layout), an http(s) URL of a .zip, or "
+                               "kaggle:<owner>/<dataset>")
+    external.add_argument("--model", type=Path, metavar="PATH",
+                          help=f"the trained model file (default: {DEFAULT_MODEL} in the current folder)")
+    external.add_argument("--layer", metavar="NAME", help="the conv layer for Grad-CAM (default: as the gradcam "
+                                                          "stage, the last with a 16x16 grid or more)")
+    external.add_argument("--seed", type=int, metavar="N",
+                          help="seed of the bootstrap resamples (default: params.yaml's seed in the current "
+                               "folder, as the external stage uses; 0 without one)")
+    external.add_argument("--out", type=Path, metavar="DIR",
+                          help="also write DIR/metrics.json (headline numbers) and DIR/details.json")
+    external.add_argument("--json", action="store_true", help="print the details as JSON instead of text")
+    external.set_defaults(run=run_external)
+
+    compare = commands.add_parser(
+        "compare", parents=[shared], help="is B better than A on the same test images, beyond chance?",
+        description="Compare two runs on the same test images, image by image: each one's accuracy and macro "
+                    "F1, the difference B - A with its 95% paired bootstrap interval and p-value, and McNemar's "
+                    "exact test. Unlike dvc metrics diff, it says whether a difference is beyond chance.")
+    compare.add_argument("a", metavar="A", help="a predictions file (metrics/plots/predictions.csv), or a git "
+                                                "revision or experiment name (read with dvc from its cache)")
+    compare.add_argument("b", metavar="B", help="the same, for the run compared with A")
+    compare.add_argument("--seed", type=int, metavar="N",
+                         help="seed of the bootstrap (default: params.yaml's seed in the current folder; 0 without one)")
+    compare.add_argument("--json", action="store_true", help="print JSON instead of text")
+    compare.set_defaults(run=run_compare)
 
     info = commands.add_parser("info", parents=[shared], help="show what a model file carries",
                                description="Show what a lungdx model file carries: architecture, classes in "
@@ -85,17 +122,21 @@ def shown(text) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
 
+def model_path(given: Path | None) -> Path:
+    """--model, or the pipeline's model in the current folder; a clear line when there is neither."""
+    if given is not None:
+        return given
+    if not DEFAULT_MODEL.exists():
+        raise LungdxError(f"no model given and there is no {DEFAULT_MODEL} in this folder ({Path.cwd()}); "
+                          "pass --model PATH with the trained model file, or train one first (dvc repro train) "
+                          "in the project's folder")
+    return DEFAULT_MODEL
+
+
 def run_predict(args) -> int:
     from .predict import predict_files
 
-    model = args.model
-    if model is None:
-        model = DEFAULT_MODEL
-        if not model.exists():
-            raise LungdxError(f"no model given and there is no {DEFAULT_MODEL} in this folder ({Path.cwd()}); "
-                              "pass --model PATH with the trained model file, or train one first (dvc repro train) "
-                              "in the project's folder")
-    results = predict_files(args.images, model, args.gradcam)
+    results = predict_files(args.images, model_path(args.model), args.gradcam, args.mask)
     for r in results:
         if "error" in r:
             log.error(f"{shown(r['path'])}: {r['error']}")
@@ -110,6 +151,90 @@ def run_predict(args) -> int:
             print(f"{shown(r['path']):<{width}}  {shown(r['predicted']):<16}"
                   + "".join(f"{r['probabilities'][c]:>17.4f}" for c in classes))
     return 1 if len(good) < len(results) else 0
+
+
+def output_folder(folder: Path, source: str) -> Path:
+    """--out of `lungdx external`: a folder, made if needed, outside the source (it would be read
+    as part of the dataset next time)."""
+    source_path = Path(source).expanduser()
+    if source_path.exists() and Path(os.path.realpath(folder)).is_relative_to(os.path.realpath(source_path)):
+        raise LungdxError(f"--out {folder} is inside the source {source}: its files would be read as part of the "
+                          "dataset next time; write them elsewhere")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LungdxError(f"--out {folder}: cannot be used as a folder ({exc.strerror or exc})") from None
+    return folder
+
+
+def run_external(args) -> int:
+    from .console import progress
+    from .external import evaluate_external
+
+    out = args.out and output_folder(args.out, args.source)  # before the source is read: fails fast
+    found = evaluate_external(model_path(args.model), args.source, out and out / "metrics.json",
+                              out and out / "details.json", seed=bootstrap_seed(args.seed), layer=args.layer,
+                              progress=progress)
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+
+    def with_ci(key):
+        ci = found.get(f"{key}_ci", {})
+        return f"{found[key]:.3f} [{ci.get('lower', float('nan')):.3f}, {ci.get('upper', float('nan')):.3f}]"
+
+    print(f"{shown(args.source)}: {found['n_images']} images of {', '.join(map(shown, found['classes_scored']))} "
+          f"scored ({len(found['skipped'])} files not scored)")
+    print(f"  accuracy          {with_ci('accuracy')}")
+    if "f1_macro" in found:
+        print(f"  macro F1          {with_ci('f1_macro')}")
+    print(f"  calibration error {found['ece']:.3f} (ECE)")
+    for cls, row in found["per_class"].items():
+        ci = row["sensitivity_ci"]
+        print(f"  sensitivity {shown(cls):<17} {row['sensitivity']:.3f} [{ci['lower']:.3f}, {ci['upper']:.3f}] "
+              f"of {row['n']}")
+    if "lung_energy_share" in found:
+        print(f"  Grad-CAM energy inside the lungs {with_ci('lung_energy_share')}; the lungs cover "
+              f"{found['lung_energy_chance']:.3f} of the image")
+    if "pointing_game" in found:
+        print(f"  pointing game {found['pointing_game']:.3f} (chance {found['pointing_chance']:.3f})")
+    return 0
+
+
+def bootstrap_seed(given: int | None) -> int:
+    """--seed, else the project's seed (params.yaml in the current folder, as the stages use), else 0."""
+    if given is not None:
+        if given < 0:
+            raise LungdxError(f"--seed {given}: must be 0 or more")
+        return given
+    if not Path("params.yaml").is_file():
+        return 0
+    from . import params
+
+    return params.seed(params.load(check=False))
+
+
+def run_compare(args) -> int:
+    from .compare import ALPHA, compare, read_predictions
+
+    found = compare(read_predictions(args.a), read_predictions(args.b), seed=bootstrap_seed(args.seed),
+                    names=(args.a, args.b))
+    if args.json:
+        print(json.dumps({"a": args.a, "b": args.b, **found}, indent=2))
+        return 0
+    print(f"A: {shown(args.a)}\nB: {shown(args.b)}\n{found['n_images']} test images, the same in both\n")
+    print(f"{'':<10}{'A':>8}{'B':>8}{'B - A':>9}  {'95% interval':<18}{'p':>7}")
+    for key, label in (("accuracy", "accuracy"), ("f1_macro", "macro F1")):
+        r = found[key]
+        print(f"{label:<10}{r['a']:>8.3f}{r['b']:>8.3f}{r['difference']:>+9.3f}  "
+              f"[{r['lower']:+.3f}, {r['upper']:+.3f}]  {r['p_value']:>7.3f}")
+    m = found["mcnemar"]
+    print(f"\nMcNemar (exact): A right and B wrong on {m['b10']} images, A wrong and B right on {m['b01']}: "
+          f"p {'< 1e-300' if m['p_value'] < 1e-300 else '= ' + format(m['p_value'], '.3g')}")
+    verdict = "B's accuracy differs from A's beyond chance" if found["differs"] else \
+        "no difference in accuracy beyond chance"
+    print(f"{verdict} (McNemar, {ALPHA:.0%} level)")
+    return 0
 
 
 def run_info(args) -> int:
@@ -127,6 +252,10 @@ def run_info(args) -> int:
             "input": f"{info['image_size']}x{info['image_size']} px, {pixels.get('channels', 1)} channel, "
                      f"{pixels.get('dtype', 'float32')} {'..'.join(map(str, pixels.get('range', [0, 255])))}",
             "preprocessing": f"{pixels['preprocessing']}: {pixels.get('steps', '')}",
+            "lung focus": {"none": "none: the whole X-ray",
+                           "crop": "crop: cut to the lungs' box; predict needs each image's lung mask (--mask)",
+                           "mask": "mask: cut to the lungs, black beyond them; predict needs each image's lung "
+                                   "mask (--mask)"}[pixels["lung_mask"]],
             "lungdx version": info.get("lungdx_version", "unknown"),
             "file size": human_bytes(size)}
     print(shown(args.model))

@@ -36,6 +36,11 @@ def scored_test_split(model_path, info: dict, prepared_dir: str | Path) -> tuple
     if labels.max() >= len(info["classes"]):
         raise LungdxError(f"{model_path} knows {len(info['classes'])} classes but {prepared_dir} holds "
                           f"{int(labels.max()) + 1}; run dvc repro so that train runs on this data")
+    prepared_focus = read_meta(prepared_dir).get("lung_mask", "none")
+    if prepared_focus != info["input"]["lung_mask"]:
+        raise LungdxError(f"{model_path} was trained on images with lung focus {info['input']['lung_mask']!r} but "
+                          f"{prepared_dir} holds images with {prepared_focus!r} (prepare.lung_mask); run dvc repro "
+                          "so that train runs on this data")
     return images, labels
 
 

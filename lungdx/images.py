@@ -17,6 +17,16 @@ Policy, documented in docs/data.md:
   thorax survives and the anatomy is not stretched; then resized with
   INTER_AREA when shrinking (no aliasing) and INTER_LINEAR when enlarging.
   Masks use the same padding and INTER_NEAREST, so they stay binary.
+
+Lung focus (`prepare.lung_mask`, docs/data.md), applied before the padding when asked:
+- the lung mask is first brought to the image's own size (Kaggle's masks are 256x256 for
+  299x299 images) with INTER_NEAREST;
+- `crop` cuts the image to the lungs' bounding box, widened by CROP_MARGIN of the box's
+  height and width on every side (clipped to the image), so the lung borders and costophrenic
+  angles stay in view;
+- `mask` first sets every pixel farther than MASK_DILATION of the image's longer side from
+  the lungs to black (the mask dilated by an ellipse, so a slightly small hand-drawn mask does
+  not cut off the pleura), then crops as `crop` does.
 """
 
 from __future__ import annotations
@@ -29,6 +39,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from .errors import LungdxError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 # What load_for_model does, recorded in every saved model (lungdx.model_file): a model is only
@@ -46,6 +58,11 @@ MIN_SIDE = 16
 MAX_PIXELS = 6000 * 6000
 # A 4300x3500 16-bit RGBA image stored uncompressed is 120 MB; no real X-ray file comes near this.
 MAX_FILE_BYTES = 256 << 20
+# Lung focus (prepare.lung_mask; see the module docstring). Changing either reruns prepare.
+CROP_MARGIN = 0.10    # of the lungs' box height (above, below) and width (left, right)
+MASK_DILATION = 0.02  # of the image's longer side: how far outside the mask `mask` keeps pixels
+MIN_LUNG_SHARE = 0.01          # of the image: a lung mask covering less is not one (real ones: 17-59%)
+MASK_ASPECT_TOLERANCE = 0.05   # |log| of mask to image aspect ratio: 5%, for rounding in exported masks
 
 cv2.setNumThreads(1)  # we parallelise across images ourselves
 
@@ -256,13 +273,93 @@ def resize_square(img: np.ndarray, size: int, is_mask: bool = False) -> np.ndarr
     return out
 
 
-def load_for_model(path: str | os.PathLike, size: int) -> np.ndarray:
-    """The exact preprocessing of training data: read, gray uint8, pad, resize."""
-    return resize_square(read_gray(path), size)
+def load_for_model(path: str | os.PathLike, size: int, lung_mask: str = "none",
+                   mask_path: str | os.PathLike | None = None) -> np.ndarray:
+    """The exact preprocessing of training data: read, gray uint8, (lung focus,) pad, resize."""
+    return prepare_image(path, size, lung_mask, mask_path)[0]
 
 
-def load_mask(path: str | os.PathLike, size: int) -> np.ndarray:
-    return resize_square(read_gray(path), size, is_mask=True)
+def load_mask(path: str | os.PathLike, size: int, box: tuple[int, int, int, int] | None = None,
+              image_shape: tuple[int, int] | None = None) -> np.ndarray:
+    """A binary 0/255 mask at size x size; with `box` (from focus_on_lungs) first brought to its
+    image's shape and cut as the image was, so it lies exactly on it."""
+    if box is None:
+        return resize_square(read_gray(path), size, is_mask=True)
+    top, bottom, left, right = box
+    return resize_square(native_mask(path, image_shape)[top:bottom, left:right], size, is_mask=True)
+
+
+def prepare_image(path, size: int, lung_mask: str = "none", mask_path=None, lesion_path=None):
+    """(image, lung mask, lesion mask) as the model and the Grad-CAM scores take them, size x size;
+    a mask is None where there is no file. The one implementation of the preprocessing
+    (prepare, predict, external): under lung_mask crop or mask the image is cut to its lungs
+    first, and its masks with it."""
+    img = read_gray(path)
+    shape, box = img.shape, None
+    if lung_mask != "none":
+        try:
+            img, box = focus_on_lungs(img, native_mask(mask_path, shape), lung_mask)
+        except UnreadableImage as exc:  # the image read: what failed is its mask
+            raise UnreadableImage(f"lung mask {mask_path}: {exc}") from None
+    masks = (None if m is None else load_mask(m, size, box, shape) for m in (mask_path, lesion_path))
+    return (resize_square(img, size), *masks)
+
+
+def check_lung_masks(lacking: list[str], total: int, lung_mask: str, setting: str = "prepare.lung_mask") -> None:
+    """Under lung_mask crop or mask every image needs its lung mask: name how many lack one, and
+    the first few (no silent fallback to the whole image); `setting` says whose lung_mask it is."""
+    if lung_mask != "none" and lacking:
+        shown = ", ".join(lacking[:5]) + (f" and {len(lacking) - 5} more" if len(lacking) > 5 else "")
+        raise LungdxError(f"{setting} is {lung_mask}, but {len(lacking)} of {total} images have no lung mask "
+                          f"(<Class>/masks/<same file name> in the source): {shown}; add their masks"
+                          + (", or set prepare.lung_mask: none" if setting == "prepare.lung_mask" else ""))
+
+
+def native_mask(path: str | os.PathLike, shape: tuple[int, int]) -> np.ndarray:
+    """The mask at `path` as a 0/255 array of the image's (height, width): lung where above 127,
+    or where above 0 in a mask stored as 0/1. A mask of another size is scaled (Kaggle's are
+    256x256 for 299x299 images); one of another aspect ratio is not this image's."""
+    mask = read_gray(path)
+    (h, w), (height, width) = mask.shape, shape
+    if abs(math.log((w / h) / (width / height))) > MASK_ASPECT_TOLERANCE:
+        raise UnreadableImage(f"{w}x{h}, not the shape of its {width}x{height} image (another aspect ratio): "
+                              "not this image's mask")
+    if (h, w) != (height, width):
+        mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+    return cv2.threshold(mask, 127 if mask.max() > 1 else 0, 255, cv2.THRESH_BINARY)[1]
+
+
+def check_lung_mask(mask: np.ndarray) -> None:
+    """A lung mask (0/255 at its image's shape) must show lungs: real ones cover 17-59% of an image."""
+    share = np.count_nonzero(mask) / mask.size
+    if share == 0:
+        raise UnreadableImage("empty (no lung pixel): no lungs to cut the image to")
+    if share < MIN_LUNG_SHARE:
+        raise UnreadableImage(f"covers {share:.2%} of the image, under {MIN_LUNG_SHARE:.0%}: not a lung mask")
+
+
+def lung_box(mask: np.ndarray, margin: float = CROP_MARGIN) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right), bottom and right exclusive: the mask's bounding box widened
+    by `margin` of its height and width on each side, clipped to the image."""
+    check_lung_mask(mask)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    dy, dx = round(margin * (bottom - top)), round(margin * (right - left))
+    h, w = mask.shape
+    return int(max(0, top - dy)), int(min(h, bottom + dy)), int(max(0, left - dx)), int(min(w, right + dx))
+
+
+def focus_on_lungs(img: np.ndarray, mask: np.ndarray, policy: str) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """(the image cut to its lungs, the box cut) for policy crop or mask; `mask` is 0/255 at the
+    image's shape (native_mask). Under `mask`, pixels beyond the dilated lungs become black."""
+    if policy not in ("crop", "mask"):
+        raise ValueError(f"lung focus policy must be crop or mask, not {policy!r}")
+    if policy == "mask":
+        radius = max(1, round(MASK_DILATION * max(img.shape)))
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        img = np.where(cv2.dilate(mask, kernel) > 0, img, 0).astype(np.uint8)
+    top, bottom, left, right = box = lung_box(mask)
+    return np.ascontiguousarray(img[top:bottom, left:right]), box
 
 
 def write_png(path: str | os.PathLike, img: np.ndarray) -> None:

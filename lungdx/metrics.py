@@ -2,22 +2,23 @@
 
 Two views of one computation:
 - `classification_metrics` -- everything a reader of a report wants: per-class
-  precision/recall/F1, the confusion matrix, test-set size;
+  precision/recall/F1, sensitivity and specificity with their intervals, the confusion
+  matrix, test-set size, the bootstrap's settings;
 - `headline` -- the few numbers people compare across experiments, the only content
   of the files dvc.yaml declares as metrics (`dvc exp show`, `dvc metrics diff`, VS Code),
-  with the same keys for the model and the baseline so columns line up.
-
-And `wilson_interval`, the confidence interval the Grad-CAM report gives its accuracy.
+  with the same keys for the model and the baseline so columns line up: accuracy, f1_macro,
+  roc_auc_ovr, then the 95% intervals of the first two ({lower, upper}: columns
+  accuracy_ci.lower, ...) and the expected calibration error (see lungdx.stats).
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from sklearn import metrics as skm
 
-HEADLINE = ("accuracy", "f1_macro", "roc_auc_ovr")
+from .stats import ECE_BINS, LEVEL, RESAMPLES, expected_calibration_error, split_intervals
+
+HEADLINE = ("accuracy", "f1_macro", "roc_auc_ovr", "accuracy_ci", "f1_macro_ci", "ece")
 
 
 def r6(x) -> float | None:
@@ -25,10 +26,20 @@ def r6(x) -> float | None:
     return None if x is None or np.isnan(x) else round(float(x), 6)
 
 
-def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
-    """Headline numbers first (HEADLINE), then f1_weighted, n_test, per_class and the confusion matrix."""
+def bounds(low, high) -> dict:
+    """An interval as {lower, upper}: two columns that sort in reading order in dvc metrics show."""
+    return {"lower": r6(low), "upper": r6(high)}
+
+
+def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str], *, seed: int,
+                           resamples: int = RESAMPLES, level: float = LEVEL, bins: int = ECE_BINS) -> dict:
+    """Headline numbers first (HEADLINE), then f1_weighted, n_test, per_class, the confusion matrix
+    and the settings of the intervals (a percentile bootstrap over test images, seeded by `seed`)
+    and of the ECE."""
     y_pred = probs.argmax(axis=1)
     labels = list(range(len(classes)))
+    ci = split_intervals(y_true, y_pred, len(classes), resamples, seed=seed, level=level)
+    sens, spec = ci["sensitivity"], ci["specificity"]
     p, r, f, s = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     try:
         if len(classes) == 2:
@@ -41,27 +52,30 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[
         "accuracy": r6(skm.accuracy_score(y_true, y_pred)),
         "f1_macro": r6(skm.f1_score(y_true, y_pred, average="macro", labels=labels, zero_division=0)),
         "roc_auc_ovr": r6(auc),
+        "accuracy_ci": bounds(*ci["accuracy"][1:]),
+        "f1_macro_ci": bounds(*ci["f1_macro"][1:]),
+        "ece": r6(expected_calibration_error(y_true, probs, bins)),
         "f1_weighted": r6(skm.f1_score(y_true, y_pred, average="weighted", labels=labels, zero_division=0)),
         "n_test": int(len(y_true)),
-        "per_class": {c: {"precision": r6(p[i]), "recall": r6(r[i]), "f1": r6(f[i]), "support": int(s[i])}
+        "per_class": {c: {"precision": r6(p[i]), "recall": r6(r[i]), "f1": r6(f[i]), "support": int(s[i]),
+                          "sensitivity": r6(sens[0][i]), "sensitivity_ci": bounds(sens[1][i], sens[2][i]),
+                          "specificity": r6(spec[0][i]), "specificity_ci": bounds(spec[1][i], spec[2][i])}
                       for i, c in enumerate(classes)},
         "confusion_matrix": skm.confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        "intervals": {"method": "percentile bootstrap", "over": "test images", "resamples": resamples,
+                      "seed": seed, "level": level},
+        "calibration": {"ece_bins": bins, "binning": "equal-width", "confidence": "top label"},
     }
 
 
+def _number(value) -> bool:
+    """A number, or a group of numbers ({lower, upper}): what a metrics file may hold."""
+    if isinstance(value, dict):
+        return bool(value) and all(map(_number, value.values()))
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def headline(details: dict, keys=HEADLINE) -> dict:
-    """Only the numbers of `keys`, in that order; an undefined one (None) is left out, not written
-    as null, so a metrics file holds numbers only."""
-    return {k: details[k] for k in keys if isinstance(details.get(k), (int, float))}
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """The Wilson score interval of a proportion successes/n, 95% by default. Unlike the normal
-    approximation it stays within [0, 1] and keeps a width at 0 or n successes (an accuracy of 1.0
-    on 40 images is not certain). (nan, nan) for n = 0."""
-    if n == 0:
-        return float("nan"), float("nan")
-    p, z2 = successes / n, z * z
-    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
-    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    """Only the numbers of `keys`, in that order; an undefined one (None, or an interval with an
+    undefined bound) is left out, not written as null, so a metrics file holds numbers only."""
+    return {k: details[k] for k in keys if _number(details.get(k))}

@@ -26,19 +26,22 @@ from .atomic import atomic_path
 from .console import import_tensorflow
 from .errors import LungdxError
 from .images import PREPROCESSING, PREPROCESSING_STEPS
-from .params import MAX_IMAGE_SIZE
+from .params import LUNG_MASK_POLICIES, MAX_IMAGE_SIZE
 from .source_checks import NONBLOCK, ZipLimits, check_entry_count, check_zip_limits, file_kind
 
 INFO_ENTRY = "lungdx.json"
 
 
-def save_model(model, path: str | Path, classes: list[str], image_size: int, architecture: str) -> dict:
-    """Save `model` with its lungdx metadata to `path`, atomically; returns the metadata."""
+def save_model(model, path: str | Path, classes: list[str], image_size: int, architecture: str,
+               lung_mask: str = "none") -> dict:
+    """Save `model` with its lungdx metadata to `path`, atomically; returns the metadata.
+    lung_mask: how its training images were cut to the lungs (prepare.lung_mask), which
+    predicting must repeat."""
     from . import __version__
 
     info = {"classes": list(classes), "image_size": int(image_size), "architecture": architecture,
             "input": {"channels": 1, "dtype": "float32", "range": [0, 255],
-                      "preprocessing": PREPROCESSING, "steps": PREPROCESSING_STEPS},
+                      "preprocessing": PREPROCESSING, "steps": PREPROCESSING_STEPS, "lung_mask": lung_mask},
             "lungdx_version": __version__}
     with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
@@ -213,9 +216,12 @@ def _checked_info(path: Path, info) -> dict:
     steps = pixels.get("steps", "")
     if not _text(steps):
         bad("input.steps must be one line of text")
+    lung_mask = pixels.get("lung_mask", "none")  # absent from files saved before prepare.lung_mask
+    if lung_mask not in LUNG_MASK_POLICIES:
+        bad(f"input.lung_mask must be one of {', '.join(LUNG_MASK_POLICIES)}")
     return {"classes": classes, "image_size": size, "architecture": architecture,
             "input": {"channels": channels, "dtype": dtype, "range": value_range, "preprocessing": preprocessing,
-                      "steps": steps},
+                      "steps": steps, "lung_mask": lung_mask},
             "lungdx_version": version}
 
 

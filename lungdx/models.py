@@ -49,15 +49,45 @@ def head(x, n_classes: int, units: int, dropout: float, layers_before: int):
     return layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
 
 
+def augmentation(x, settings: dict | None, seed: int):
+    """The random transformations of models.<name>.augment, as Keras layers: active only while
+    training (fit calls them with training=True), the identity when evaluating or predicting.
+    Each layer draws from its own seed, derived from the project's, so a rerun sees the same
+    images. Pixels moved in from outside the image are black, like the padding of lungdx.images.
+    No horizontal flip unless asked: it swaps the heart's side, which no real frontal X-ray shows."""
+    from keras import layers
+
+    settings = settings or {}
+    if settings.get("flip"):
+        x = layers.RandomFlip("horizontal", seed=seed + 1, name="augment_flip")(x)
+    if settings.get("rotation"):
+        x = layers.RandomRotation(settings["rotation"] / 360, fill_mode="constant", fill_value=0.0,
+                                  seed=seed + 2, name="augment_rotation")(x)
+    if settings.get("shift"):
+        x = layers.RandomTranslation(settings["shift"], settings["shift"], fill_mode="constant", fill_value=0.0,
+                                     seed=seed + 3, name="augment_shift")(x)
+    if settings.get("zoom"):
+        x = layers.RandomZoom((-settings["zoom"], settings["zoom"]), fill_mode="constant", fill_value=0.0,
+                              seed=seed + 4, name="augment_zoom")(x)
+    if settings.get("brightness"):
+        x = layers.RandomBrightness(settings["brightness"], value_range=(0, 255), seed=seed + 5,
+                                    name="augment_brightness")(x)
+    if settings.get("contrast"):
+        x = layers.RandomContrast(settings["contrast"], value_range=(0, 255), seed=seed + 6,
+                                  name="augment_contrast")(x)
+    return x
+
+
 def build_cnn(image_size: int, n_classes: int, cfg: dict):
     """The original network: 5 x (Conv 3x3 ReLU + 2x2 max-pool), flatten, 3 x (Dense 160 + Dropout 0.3)."""
     import keras
     from keras import layers
 
     inputs = keras.Input((image_size, image_size, 1), name="image")
+    x = augmentation(inputs, cfg.get("augment"), cfg.get("seed", 0))
     # Centre the pixels on zero: with inputs in 0..1 this deep ReLU stack stays at chance for
     # dozens of epochs on small data; centred inputs give the same network a gradient to follow.
-    x = layers.Rescaling(1 / 127.5, offset=-1.0, name="scale")(inputs)
+    x = layers.Rescaling(1 / 127.5, offset=-1.0, name="scale")(x)
     for i, filters in enumerate(cfg["filters"], start=1):
         x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"conv{i}")(x)
         x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
@@ -66,8 +96,8 @@ def build_cnn(image_size: int, n_classes: int, cfg: dict):
     return keras.Model(inputs, outputs, name="cnn")
 
 
-def vgg19_base(image_size: int, weights: str | None):
-    """Input, the 3-channel ImageNet preprocessing, and VGG19 without top built on it.
+def vgg19_base(image_size: int, weights: str | None, augment: dict | None = None, seed: int = 0):
+    """Input, (augmentation,) the 3-channel ImageNet preprocessing, and VGG19 without top built on it.
 
     Built with `input_tensor=` so the base's layers (block5_conv4, ...) are layers of the
     outer model, reachable for Grad-CAM and for fine-tuning.
@@ -79,7 +109,8 @@ def vgg19_base(image_size: int, weights: str | None):
     if image_size < 32:
         raise ParamError("prepare.image_size", image_size, "at least 32 for vgg19 (five 2x2 poolings)")
     inputs = keras.Input((image_size, image_size, 1), name="image")
-    rgb = layers.Concatenate(name="gray_to_rgb")([inputs, inputs, inputs])
+    gray = augmentation(inputs, augment, seed)
+    rgb = layers.Concatenate(name="gray_to_rgb")([gray, gray, gray])
     x = layers.Normalization(mean=IMAGENET_BGR_MEAN, variance=(1.0, 1.0, 1.0), name="vgg_preprocess")(rgb)
     try:
         base = VGG19(include_top=False, weights=weights, input_tensor=x)
@@ -108,7 +139,7 @@ def vgg19_head(pooled, n_classes: int, cfg: dict):
 def build_vgg19(image_size: int, n_classes: int, cfg: dict, weights: str | None = None):
     import keras
 
-    inputs, base, pooled = vgg19_base(image_size, weights)
+    inputs, base, pooled = vgg19_base(image_size, weights, cfg.get("augment"), cfg.get("seed", 0))
     model = keras.Model(inputs, vgg19_head(pooled, n_classes, cfg), name="vgg19")
     return model, base
 

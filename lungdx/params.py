@@ -139,24 +139,32 @@ MAX_FILTERS = 2048          # filters of one cnn conv block
 MAX_CONV_BLOCKS = 10        # each halves the image: 2**10 = MAX_IMAGE_SIZE
 MAX_SYNTHETIC_PER_CLASS = 100_000
 MAX_N_ESTIMATORS = 10_000
+LUNG_MASK_POLICIES = ("none", "crop", "mask")  # prepare.lung_mask: see lungdx.images
 KAGGLE_HANDLE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 # Every key params.yaml may hold: a dict is a section, None a value. check_all refuses any other
 # key, so a typo (models.cnn.dropuot) is an error instead of a silently used default.
 _TRAINING = ("epochs", "batch_size", "learning_rate", "dropout", "patience", "warmup_epochs", "dense_units")
+# models.<name>.augment: the largest value of each transformation, 0 (or false) for none.
+AUGMENT_LIMITS = {"rotation": (45, "degrees, either way"), "shift": (0.5, "of the side, either way"),
+                  "zoom": (0.5, "of the side, in or out"), "brightness": (1.0, "of the 0..255 range, either way"),
+                  "contrast": (1.0, "as a factor, either way")}
+_AUGMENT = {**dict.fromkeys(AUGMENT_LIMITS), "flip": None}
 SCHEMA = {
     "seed": None,
     "dataset": {"source": None, "kaggle_handle": None, "kaggle_version": None, "classes": None,
                 "synthetic": {"per_class": None, "image_size": None}},
     "sample": {"per_class": None, "val_size": None, "test_size": None},
-    "prepare": {"image_size": None},
+    "prepare": {"image_size": None, "lung_mask": None},
     "baseline": {"image_size": None, "n_estimators": None},
     "gradcam": {"per_class": None, "layer": None},
+    "external": "names",  # any names: see external_settings
     "model": None,
     "models": {
-        "cnn": dict.fromkeys(_TRAINING + ("filters",)),
-        "vgg19": dict.fromkeys(("weights",) + _TRAINING
-                               + ("fine_tune_blocks", "fine_tune_epochs", "fine_tune_learning_rate")),
+        "cnn": {**dict.fromkeys(_TRAINING + ("filters",)), "augment": _AUGMENT},
+        "vgg19": {**dict.fromkeys(("weights",) + _TRAINING
+                                  + ("fine_tune_blocks", "fine_tune_epochs", "fine_tune_learning_rate")),
+                  "augment": _AUGMENT},
     },
 }
 
@@ -181,6 +189,8 @@ def check_keys(params: dict, schema: dict = SCHEMA, prefix: str = "") -> None:
             raise ParamError(name, _Elided() if isinstance(value, dict) else value,
                              f"no such key{hint} ({where} takes: {', '.join(map(str, allowed))})")
         section = schema[key]
+        if section == "names":
+            continue  # a mapping of names the user chose, checked by its own settings function
         if isinstance(section, dict) and value is not None:  # an empty section: its keys are reported missing
             if not isinstance(value, dict):
                 raise ParamError(name, value, f"a mapping of {', '.join(section)}")
@@ -206,6 +216,7 @@ def check_all(params: dict) -> dict:
         raise ParamError("baseline.image_size", baseline["image_size"],
                          f"an integer from 4 to prepare.image_size (now {image_size})")
     gradcam = gradcam_settings(params)
+    external_settings(params)
     cfg = model_settings(params)  # the chosen model first: its errors are the ones that matter now
     for arch in ARCHITECTURES:
         if arch != cfg["model"]:
@@ -226,6 +237,11 @@ def conv_layer_names(arch: str, filters: list | None = None) -> list[str]:
     if arch == "cnn":
         return [f"conv{i}" for i in range(1, len(filters) + 1)]
     return [f"block{b}_conv{c}" for b, n in enumerate(VGG19_CONVS_PER_BLOCK, start=1) for c in range(1, n + 1)]
+
+
+def seed(params: dict) -> int:
+    """The one seed (params.yaml's `seed`)."""
+    return integer(params, "seed", minimum=0, maximum=SEED_MAX)
 
 
 def dataset_settings(params: dict) -> dict:
@@ -269,7 +285,8 @@ def sample_settings(params: dict) -> dict:
 
 
 def prepare_settings(params: dict) -> dict:
-    return {"image_size": integer(params, "prepare.image_size", minimum=16, maximum=MAX_IMAGE_SIZE)}
+    return {"image_size": integer(params, "prepare.image_size", minimum=16, maximum=MAX_IMAGE_SIZE),
+            "lung_mask": choice(params, "prepare.lung_mask", LUNG_MASK_POLICIES, default="none")}
 
 
 def baseline_settings(params: dict) -> dict:
@@ -283,6 +300,33 @@ def gradcam_settings(params: dict) -> dict:
     if layer is not None and not (isinstance(layer, str) and layer):
         raise ParamError("gradcam.layer", layer, "null (the last conv layer) or a conv layer's name")
     return {"per_class": integer(params, "gradcam.per_class", minimum=1), "layer": layer}
+
+
+EXTERNAL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def external_settings(params: dict) -> dict[str, str]:
+    """external: {name: local folder or .zip}, the datasets the external stage scores the model on;
+    the name names its metrics file (metrics/external/<name>.json) and its stage (external@<name>)."""
+    value = get(params, "external", default=None)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ParamError("external", value, "a mapping of names to local folders or .zip files, e.g. "
+                                            "{covid_masked: /data/cxr-covid-masked}, or {} for none")
+    for name, source in value.items():
+        if not (isinstance(name, str) and EXTERNAL_NAME.fullmatch(name)):
+            raise ParamError(f"external.{name}", source, "a name of letters, digits, _ and - (it names "
+                                                        "metrics/external/<name>.json)")
+        if not isinstance(source, str) or not source.strip() or source.strip() in ("synthetic", "kaggle") \
+                or "://" in source or source.startswith("kaggle:"):
+            raise ParamError(f"external.{name}", source, "the path of a local folder or .zip file (in the Kaggle "
+                                                        "or the flat layout; `lungdx external` also takes URLs "
+                                                        "and kaggle:<owner>/<dataset>)")
+        if source.strip().startswith("~"):
+            raise ParamError(f"external.{name}", source, "an absolute path or one relative to the project: DVC takes "
+                                                        "the path as a dependency as written, without expanding ~")
+    return {name: source.strip() for name, source in value.items()}
 
 
 # Shared by both architectures; each can override these under models.<name>.
@@ -328,7 +372,32 @@ def architecture_settings(params: dict, arch: str) -> dict:
         cfg["fine_tune_epochs"] = integer(params, f"{key}.fine_tune_epochs", minimum=1, maximum=MAX_EPOCHS,
                                           default=5)
         cfg["fine_tune_learning_rate"] = positive(params, f"{key}.fine_tune_learning_rate", default=1e-5)
+    cfg["augment"] = augment_settings(params, arch)
+    if arch == "vgg19" and any(cfg["augment"].values()) and not cfg["fine_tune_blocks"]:
+        raise ParamError(f"{key}.augment", _Elided(), "all 0 (off) while fine_tune_blocks is 0: the head trains on "
+                                                      "features computed once, which augmentation cannot change; "
+                                                      "set models.vgg19.fine_tune_blocks > 0 to augment the images "
+                                                      "of fine-tuning")
     return cfg
+
+
+def augment_settings(params: dict, arch: str) -> dict:
+    """models.<arch>.augment: each transformation's largest value (0: off), and flip (false: off)."""
+    key = f"models.{arch}.augment"
+    if get(params, key, default=None) is None:
+        return {**dict.fromkeys(AUGMENT_LIMITS, 0.0), "flip": False}
+    if not isinstance(get(params, key), dict):
+        raise ParamError(key, get(params, key), "a mapping of " + ", ".join(_AUGMENT))
+    settings = {}
+    for name, (limit, unit) in AUGMENT_LIMITS.items():
+        value = get(params, f"{key}.{name}", default=0)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= limit:
+            raise ParamError(f"{key}.{name}", value, f"a number from 0 (off) to {limit:g} ({unit})")
+        settings[name] = float(value)
+    settings["flip"] = get(params, f"{key}.flip", default=False)
+    if not isinstance(settings["flip"], bool):
+        raise ParamError(f"{key}.flip", settings["flip"], "true or false (a horizontal flip swaps the heart's side)")
+    return settings
 
 
 def model_settings(params: dict) -> dict:

@@ -33,16 +33,38 @@ def pipeline_outputs(project_root: str | Path) -> list[tuple[str, str]]:
     stages = doc.get("stages") if isinstance(doc, dict) else None
     found = []
     for name, body in (stages or {}).items() if isinstance(stages, dict) else ():
-        if isinstance(body, dict) and isinstance(body.get("do"), dict):  # foreach / matrix stages
-            body = body["do"]
-        if not isinstance(body, dict):
-            continue
-        wdir = body.get("wdir") if isinstance(body.get("wdir"), str) else "."
-        for key in ("outs", "metrics", "plots"):
-            entries = body.get(key)
-            for entry in entries if isinstance(entries, list) else ():
-                if isinstance(entry, dict) and len(entry) == 1:
-                    entry = next(iter(entry))
-                if isinstance(entry, str) and entry.strip() and "${" not in entry and "${" not in wdir:
-                    found.append((str(name), os.path.normpath(os.path.join(wdir, entry.strip()))))
+        for stage, key, body in _instances(Path(project_root), str(name), body):
+            wdir = body.get("wdir") if isinstance(body.get("wdir"), str) else "."
+            for group in ("outs", "metrics", "plots"):
+                entries = body.get(group)
+                for entry in entries if isinstance(entries, list) else ():
+                    if isinstance(entry, dict) and len(entry) == 1:
+                        entry = next(iter(entry))
+                    if isinstance(entry, str) and key is not None:
+                        entry = entry.replace("${key}", key)
+                    if isinstance(entry, str) and entry.strip() and "${" not in entry and "${" not in wdir:
+                        found.append((stage, os.path.normpath(os.path.join(wdir, entry.strip()))))
     return found
+
+
+def _instances(root: Path, name: str, body) -> list[tuple[str, str | None, dict]]:
+    """(stage name, foreach key, body) of a stage: itself, or one per key of a foreach over a
+    params.yaml mapping (`foreach: ${external}` -> external@<key>); none for what cannot be read."""
+    if not isinstance(body, dict):
+        return []
+    if not isinstance(body.get("do"), dict):
+        return [(name, None, body)]
+    source = body.get("foreach")
+    items = None
+    if isinstance(source, str) and source.startswith("${") and source.endswith("}"):
+        import yaml
+
+        try:
+            items = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
+            for part in source[2:-1].split("."):
+                items = items.get(part) if isinstance(items, dict) else None
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            items = None
+    if not isinstance(items, dict):
+        return [(name, None, body["do"])]  # entries with ${key} are left out
+    return [(f"{name}@{key}", str(key), body["do"]) for key in items]

@@ -17,22 +17,27 @@ from .console import progress
 from .datasets import finite_outputs, predict
 from .errors import LungdxError
 from .images import UnreadableImage, load_for_model, write_png
-from .model_file import load_model
+from .model_file import load_model, read_info
 
 BATCH = 32
 log = logging.getLogger(__name__)
 
 
-def predict_files(paths: list[Path], model_path: Path, gradcam_dir: Path | None = None) -> list[dict]:
-    """One result per path, in order: {path, predicted, probabilities[, gradcam]} or {path, error}."""
+def predict_files(paths: list[Path], model_path: Path, gradcam_dir: Path | None = None,
+                  masks: Path | None = None) -> list[dict]:
+    """One result per path, in order: {path, predicted, probabilities[, gradcam]} or {path, error}.
+    masks: a lung mask file (one image) or a folder of masks named as the images, for a model
+    trained on images cut to their lungs (prepare.lung_mask crop or mask)."""
     if gradcam_dir is not None:
         gradcam_dir = overlay_folder(gradcam_dir)  # before the model loads: a bad folder fails fast
+    lung_mask = read_info(model_path)["input"]["lung_mask"]  # before TensorFlow starts: fails fast
+    mask_paths = lung_mask_paths(paths, masks, lung_mask, model_path)
     model, info = load_model(model_path)  # exactly this file: it carries classes and input size
     classes = info["classes"]
     log.debug(f"{model_path}: {info['architecture']} for {info['image_size']}px images, classes {classes}")
     results = [{"path": str(path)} for path in paths]
     cam, names = None, overlay_names(paths, gradcam_dir) if gradcam_dir is not None else {}
-    for indices, images in readable_batches(paths, info["image_size"], results):
+    for indices, images in readable_batches(paths, info["image_size"], results, lung_mask, mask_paths):
         if gradcam_dir is None:
             probs = predict(model, images, source=model_path)  # nan or inf: a LungdxError, never printed
         else:
@@ -83,16 +88,55 @@ def overlay_names(paths: list[Path], folder: Path) -> dict[int, Path]:
     return names
 
 
-def readable_batches(paths: list[Path], size: int, results: list[dict]):
+def lung_mask_paths(paths: list[Path], masks: Path | None, lung_mask: str, model_path) -> list[Path | None]:
+    """Each image's lung mask (None where the model takes whole X-rays): `masks` is one mask file
+    for a single image, or a folder of masks with the images' file names."""
+    if lung_mask == "none":
+        if masks is not None:
+            log.warning(f"{model_path} was trained on whole X-rays (prepare.lung_mask: none): --mask {masks} "
+                        "is not used")
+        return [None] * len(paths)
+    if masks is None:
+        raise LungdxError(f"{model_path} was trained on images cut to their lungs (prepare.lung_mask: {lung_mask}) "
+                          "and cannot prepare an X-ray the same way without its lung mask: pass --mask MASK "
+                          "(one image) or --mask FOLDER (masks named as the images)")
+    if Path(masks).is_dir():
+        found = [Path(masks) / Path(p).name for p in paths]
+        by_name: dict[str, str] = {}
+        for image in paths:  # two X-rays named alike in different folders would share one mask
+            other = by_name.setdefault(Path(image).name, os.path.realpath(image))
+            if other != os.path.realpath(image):
+                raise LungdxError(f"--mask {masks}: {image} and {other} have the same file name, so one mask "
+                                  f"({Path(masks) / Path(image).name}) would serve both; predict them separately, "
+                                  "each with its own mask")
+    elif len(paths) > 1:
+        raise LungdxError(f"--mask {masks}: one mask file serves one image, but {len(paths)} were given; pass "
+                          "a folder of masks named as the images")
+    else:
+        found = [Path(masks)]
+    for image, mask in zip(paths, found):
+        if os.path.realpath(image) == os.path.realpath(mask):
+            raise LungdxError(f"--mask {masks}: the lung mask of {image} would be the X-ray itself; masks live in "
+                              "their own folder (the Kaggle layout's <Class>/masks)")
+    return found
+
+
+def readable_batches(paths: list[Path], size: int, results: list[dict], lung_mask: str = "none",
+                     mask_paths: list | None = None):
     """(indices into paths, images) of up to BATCH readable files at a time, as the model takes them;
-    an unreadable file gets its reason in results[i]["error"] instead."""
+    an unreadable file (or lung mask) gets its reason in results[i]["error"] instead."""
     indices, images = [], []
+    mask_paths = mask_paths or [None] * len(paths)
     for i, path in enumerate(progress(paths, desc="predict")):
         try:
-            images.append(load_for_model(path, size))
+            images.append(load_for_model(path, size, lung_mask, mask_paths[i]))
             indices.append(i)
         except (UnreadableImage, OSError) as exc:
-            results[i]["error"] = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            results[i]["error"] = _reason(exc)
         if images and (len(images) == BATCH or i == len(paths) - 1):
             yield indices, np.stack(images)
             indices, images = [], []
+
+
+def _reason(exc: Exception) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)

@@ -4,11 +4,15 @@
     data/prepared/<split>/labels.npy    int64 (N,)
     data/prepared/<split>/masks.npy     uint8 (N, S, S) 0/255 lung masks    } only when the
     data/prepared/<split>/lesions.npy   uint8 (N, S, S) 0/255 lesion masks  } source has them
-    data/prepared/meta.json             classes, image_size, counts, which masks exist
+    data/prepared/meta.json             classes, image_size, lung_mask, counts, which masks exist
 
 Plain .npy files load with one read, or memory-mapped, so training streams
 uint8 batches without ever holding the set as float32. Resize policy: see
 lungdx.images (pad to square, INTER_AREA down, INTER_LINEAR up, masks nearest).
+
+With prepare.lung_mask crop or mask, each image is first cut to its lungs (lungdx.images.
+focus_on_lungs) and its masks are cut the same way, so masks.npy and lesions.npy still lie
+exactly on images.npy. Every sampled image then needs a lung mask: one without is an error.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import numpy as np
 
 from .atomic import atomic_dir, check_free_space
 from .errors import LungdxError
-from .images import UnreadableImage, load_for_model, load_mask
+from .images import UnreadableImage, check_lung_masks, prepare_image
 from .sample import SPLITS, load_manifest
 from .workers import cpu_count, map_in_workers
 
@@ -36,17 +40,18 @@ def _fill_chunk(args) -> int:
     Workers write their own rows in place, so no image crosses a process boundary: sending
     three arrays per image back through a pipe cost the parent most of a core.
     """
-    raw_dir, size, files, start, rows = args
+    raw_dir, size, lung_mask, files, start, rows = args
     outs = {name: np.load(path, mmap_mode="r+") for name, path in files.items()}
     for i, (path, mask, lesion) in enumerate(rows, start):
         try:
-            outs["images"][i] = load_for_model(Path(raw_dir) / path, size)
-            for name, rel in (("masks", mask), ("lesions", lesion)):
-                if rel:
-                    outs[name][i] = load_mask(Path(raw_dir) / rel, size)
+            arrays = prepare_image(Path(raw_dir) / path, size, lung_mask, Path(raw_dir) / mask if mask else None,
+                                   Path(raw_dir) / lesion if lesion else None)
         except UnreadableImage as exc:
-            raise LungdxError(f"{Path(raw_dir) / path}: {exc}; it was readable when sampled: "
-                              "rerun dvc repro so sample sees the current files") from None
+            raise LungdxError(f"{Path(raw_dir) / path}: {exc}; it was readable when sampled: check the file, "
+                              "then rerun dvc repro") from None
+        for name, array in zip(ARRAYS, arrays):
+            if array is not None:
+                outs[name][i] = array
     for out in outs.values():
         out.flush()
     return len(rows)
@@ -71,14 +76,14 @@ def _allocate(path: Path, n: int, size: int) -> None:
         os.close(fd)
 
 
-def _fill_split(folder: Path, rows, raw_dir, size, has, workers, progress, desc) -> None:
+def _fill_split(folder: Path, rows, raw_dir, size, lung_mask, has, workers, progress, desc) -> None:
     folder.mkdir()
     n = len(rows)
     files = {name: folder / f"{name}.npy" for name in ARRAYS if name == "images" or has[name]}
     for path in files.values():
         _allocate(path, n, size)
     items = list(zip(rows["path"], rows["mask"], rows["lesion"]))
-    tasks = [(str(raw_dir), size, {k: str(v) for k, v in files.items()}, i, items[i:i + CHUNK])
+    tasks = [(str(raw_dir), size, lung_mask, {k: str(v) for k, v in files.items()}, i, items[i:i + CHUNK])
              for i in range(0, n, CHUNK)]
     done = map_in_workers(_fill_chunk, tasks, workers)
     for _ in progress(done, total=len(tasks), desc=f"{desc} (chunks of {CHUNK})") if progress else done:
@@ -87,9 +92,11 @@ def _fill_split(folder: Path, rows, raw_dir, size, has, workers, progress, desc)
 
 
 def prepare(manifest_path: str | Path, raw_dir: str | Path, out_dir: str | Path, image_size: int,
-            progress=None) -> dict:
+            lung_mask: str = "none", progress=None) -> dict:
+    """The prepare stage: every image of the manifest at image_size, lung-focused as `lung_mask` says."""
     manifest = load_manifest(manifest_path)
     raw_dir = Path(raw_dir)
+    check_lung_masks(manifest.loc[manifest["mask"] == "", "path"].tolist(), len(manifest), lung_mask)
     classes = [c for _, c in sorted(set(zip(manifest["label"], manifest["class"])))]
     has = {"masks": bool((manifest["mask"] != "").any()), "lesions": bool((manifest["lesion"] != "").any())}
     arrays = 1 + has["masks"] + has["lesions"]
@@ -97,11 +104,12 @@ def prepare(manifest_path: str | Path, raw_dir: str | Path, out_dir: str | Path,
     needed = len(manifest) * (arrays * image_size ** 2 + 8) + 64 * 1024
     check_free_space(out_dir, needed, f"{len(manifest):,} prepared images at {image_size}x{image_size}")
     workers = min(cpu_count(), max(1, len(manifest) // (2 * CHUNK)))
-    meta = {"classes": classes, "image_size": image_size, "counts": {}, "has": has}
+    meta = {"classes": classes, "image_size": image_size, "lung_mask": lung_mask, "counts": {}, "has": has}
     with atomic_dir(out_dir) as tmp:
         for split in SPLITS:
             rows = manifest[manifest["split"] == split]
-            _fill_split(tmp / split, rows, raw_dir, image_size, has, workers, progress, split)
+            _fill_split(tmp / split, rows, raw_dir, image_size, lung_mask, has, workers, progress, split)
             meta["counts"][split] = {c: int((rows["class"] == c).sum()) for c in classes}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
+

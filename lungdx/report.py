@@ -1,7 +1,7 @@
 """The `gradcam` stage: an HTML report of where the model looks, and how often it looks right.
 
-    reports/gradcam/index.html     opens from disk, no server: model, test accuracy (with its 95%
-                                   Wilson interval), F1 macro, ROC AUC, confusion matrix, the heatmap's
+    reports/gradcam/index.html     opens from disk, no server: model, test accuracy and F1 macro (with
+                                   their 95% bootstrap intervals), ROC AUC, confusion matrix, the heatmap's
                                    colour bar; then per class test images, correct and misclassified:
                                    the X-ray, the Grad-CAM of the predicted class and, for a
                                    misclassified one, of its true class, each labelled, the lung-mask
@@ -10,7 +10,8 @@
     reports/gradcam/img/*.png
     reports/gradcam/scores.json    the quantitative check in full: model, layer, and where masks
                                    exist, on every test image, for its true class:
-                                   lung masks   -> share of Grad-CAM energy inside the lungs
+                                   lung masks   -> share of Grad-CAM energy inside the lungs, with its
+                                                   95% bootstrap interval over test images
                                    lesion masks -> pointing game hit rate and energy inside the
                                                    lesion, each beside its chance level, per class
     reports/gradcam_images/<class>_<k>.png
@@ -21,8 +22,8 @@
                                    class, and a line saying what the model predicted; <class> is the
                                    class name's letters and digits, "_" for the rest (plot_stems)
     metrics/gradcam.json           the headline numbers only (overall, with their chance levels):
-                                   lung_energy_share, lung_energy_chance, pointing_game,
-                                   pointing_chance; absent where the data has no such masks
+                                   lung_energy_share, lung_energy_share_ci, lung_energy_chance,
+                                   pointing_game, pointing_chance; absent where the data has no such masks
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ from .datasets import finite_outputs, scored_test_split
 from .gradcam import (OUTLINE_BGR, GradCam, colorbar, dilate, draw_outline, energy_inside, overlay,
                       pointing_hits, tolerance, upsample)
 from .images import write_png
-from .metrics import wilson_interval
+from .metrics import headline
+from .stats import mean_interval
 from .model_file import load_model
 from .sample import load_manifest
 
@@ -83,8 +85,9 @@ def per_image_scores(heatmaps: np.ndarray, masks: dict) -> dict[str, np.ndarray]
     return {name: np.concatenate(values) for name, values in parts.items()}
 
 
-def mask_scores(heatmaps: np.ndarray, y_true: np.ndarray, classes: list[str], masks: dict) -> dict:
-    """The quantitative check, per class and overall, for whichever masks the data has."""
+def mask_scores(heatmaps: np.ndarray, y_true: np.ndarray, classes: list[str], masks: dict, *, seed: int) -> dict:
+    """The quantitative check, per class and overall, for whichever masks the data has; the overall
+    lung energy share with its 95% bootstrap interval over images (seeded)."""
     def r4(x):
         return None if x is None or np.isnan(x) else round(float(x), 4)
 
@@ -92,8 +95,10 @@ def mask_scores(heatmaps: np.ndarray, y_true: np.ndarray, classes: list[str], ma
     per = per_image_scores(heatmaps, masks)
     if "masks" in masks:
         share = per["lung_share"]
+        low, high = mean_interval(share, seed=seed)
         out["lung_energy_share"] = {
             "overall": r4(np.nanmean(share)),
+            "overall_ci": {"lower": r4(low), "upper": r4(high)},
             "chance": r4(per["lung_area"].mean()),
             "per_class": {c: r4(np.nanmean(share[y_true == i])) for i, c in enumerate(classes)
                           if (y_true == i).any()},
@@ -122,12 +127,13 @@ def headline_scores(scores: dict) -> dict:
     out = {}
     if "lung_energy_share" in scores:
         out["lung_energy_share"] = scores["lung_energy_share"]["overall"]
+        out["lung_energy_share_ci"] = scores["lung_energy_share"]["overall_ci"]
         out["lung_energy_chance"] = scores["lung_energy_share"]["chance"]
     overall = scores.get("lesions", {}).get("overall")
     if overall:
         out["pointing_game"] = overall["pointing_game"]
         out["pointing_chance"] = overall["pointing_chance"]
-    return {k: v for k, v in out.items() if isinstance(v, (int, float))}
+    return headline(out, list(out))
 
 
 def pick_examples(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, per_class: int) -> list[int]:
@@ -261,8 +267,8 @@ table.probs tr.predicted .bar {{ background: #333; }}
 </style></head>
 <body data-images-total="{n_images}">
 <h1>Grad-CAM report: {model}</h1>
-<p class="metrics"><span>test accuracy <b>{accuracy}</b> <small>(95% CI {ci_low}&ndash;{ci_high},
-Wilson score interval)</small></span><span>F1 macro <b>{f1_macro}</b></span>
+<p class="metrics"><span>test accuracy <b>{accuracy}</b> {accuracy_ci}</span><span>F1 macro <b>{f1_macro}</b>
+{f1_macro_ci}</span>
 <span>ROC AUC (one-vs-rest) <b>{roc_auc}</b></span><span>{n_test} test images</span>
 <span>Grad-CAM layer <code>{layer}</code></span></p>
 <p id="broken"></p>
@@ -297,6 +303,13 @@ OUTLINE_KEY = ('<span><span class="swatch"></span> lung outline: the edge of the
                "drawn on the heatmaps</span>")
 
 
+def _interval(ci: dict | None) -> str:
+    """An interval of reports/eval.json as the page shows it (nothing where there is none)."""
+    if not ci or None in ci.values():
+        return ""
+    return f"<small>(95% CI {ci['lower']:.3f}&ndash;{ci['upper']:.3f}, bootstrap)</small>"
+
+
 def _scores_html(scores: dict) -> str:
     if not scores:
         return "<p>No masks in this data: no quantitative check.</p>"
@@ -304,7 +317,7 @@ def _scores_html(scores: dict) -> str:
     if "lung_energy_share" in scores:
         s = scores["lung_energy_share"]
         parts.append(f"<li>Share of Grad-CAM energy inside the lungs: <b>{s['overall']}</b> "
-                     f"(lungs cover {s['chance']} of the image)</li>")
+                     f"{_interval(s.get('overall_ci'))} (lungs cover {s['chance']} of the image)</li>")
     if scores.get("lesions", {}).get("overall"):
         s = scores["lesions"]["overall"]
         parts.append(f"<li>Pointing game (heatmap peak within {scores['lesions']['pointing_tolerance_px']} px "
@@ -332,7 +345,7 @@ def build_report(params: dict, model_path="models/model.keras", prepared_dir="da
     probs, heat_true = cam.explain(images, y_true, desc="Grad-CAM test")
     finite_outputs(probs, model_path)
     y_pred = probs.argmax(1)
-    scores = mask_scores(heat_true, y_true, classes, masks) if masks else {}
+    scores = mask_scores(heat_true, y_true, classes, masks, seed=P.seed(params)) if masks else {}
     scores = {"model": info["architecture"], "layer": cam.layer, **scores}
 
     evaluation = json.loads(Path(eval_path).read_text())
@@ -364,11 +377,9 @@ def build_report(params: dict, model_path="models/model.keras", prepared_dir="da
             sections.append(f"<h2>{html.escape(cls)}</h2><div class=\"grid\">{''.join(figs)}</div>")
         sections = "".join(sections)
         n_images = 1 + sections.count("<img ")  # the colour bar, and every figure's pictures
-        cm = np.asarray(evaluation["confusion_matrix"])
-        low, high = wilson_interval(int(np.trace(cm)), int(cm.sum()))
         page = PAGE.format(model=html.escape(info["architecture"]), accuracy=evaluation["accuracy"],
-                           ci_low=f"{low:.3f}", ci_high=f"{high:.3f}",
-                           f1_macro=evaluation["f1_macro"], roc_auc=evaluation["roc_auc_ovr"],
+                           accuracy_ci=_interval(evaluation.get("accuracy_ci")),
+                           f1_macro=evaluation["f1_macro"], f1_macro_ci=_interval(evaluation.get("f1_macro_ci")), roc_auc=evaluation["roc_auc_ovr"],
                            n_test=evaluation["n_test"], layer=html.escape(cam.layer), display=DISPLAY,
                            outline="#%02x%02x%02x" % OUTLINE_BGR[::-1],
                            outline_key=OUTLINE_KEY if lungs is not None else "",

@@ -46,9 +46,10 @@ DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def stage_outputs(name: str) -> list[str]:
-    """The outputs of stage `name` in ./dvc.yaml ([] when it cannot be read)."""
+    """The outputs of stage `name` in ./dvc.yaml, of each of its instances for a foreach stage
+    (name@key), ([] when it cannot be read)."""
     try:
-        return [path for stage, path in pipeline_outputs(".") if stage == name]
+        return [path for stage, path in pipeline_outputs(".") if stage.split("@")[0] == name]
     except LungdxError:
         return []
 

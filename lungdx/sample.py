@@ -27,7 +27,7 @@ import pandas as pd
 
 from .atomic import atomic_dir
 from .errors import LungdxError
-from .images import UnreadableImage, decode_gray, read_bytes, read_gray
+from .images import UnreadableImage, check_lung_mask, decode_gray, native_mask, read_bytes
 from .workers import cpu_count, map_in_workers
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,9 @@ def _inspect(args):
         candidate = Path(rel).parent.parent / sub / Path(rel).name
         if (Path(raw_dir) / candidate).is_file():
             try:
-                read_gray(Path(raw_dir) / candidate)
+                mask = native_mask(Path(raw_dir) / candidate, img.shape)  # readable, and of this image's shape
+                if sub == "masks":
+                    check_lung_mask(mask)  # an empty or tiny lung mask would crop to nothing under lung_mask
                 masks[sub] = candidate.as_posix()
             except UnreadableImage as exc:
                 problems.append(f"{candidate.as_posix()}: {exc}")
@@ -120,8 +122,8 @@ def sample(raw_dir: str | Path, out_dir: str | Path, settings: dict, progress=No
         if digest is None:
             skipped.append((rel, problem))
             continue
-        for p in problem:  # an unreadable mask: keep the image, drop the mask
-            skipped.append((p.split(": ", 1)[0], "unreadable mask: " + p.split(": ", 1)[1]))
+        for p in problem:  # an unreadable or unusable mask: keep the image, drop the mask
+            skipped.append((p.split(": ", 1)[0], "unusable mask: " + p.split(": ", 1)[1]))
         if digest in seen:
             skipped.append((rel, f"exact duplicate of {seen[digest]}"))
             continue

@@ -111,10 +111,17 @@ def _stages(root: Path) -> dict:
     except (OSError, yaml.YAMLError, TypeError, KeyError) as exc:
         raise StageDepsError(f"{Path(root) / 'dvc.yaml'}: no readable stages ({exc})") from exc
     for name, stage in stages.items():
-        if not isinstance(stage, dict) or "cmd" not in stage:
-            raise StageDepsError(f"dvc.yaml: stage {name} has no plain cmd (foreach/matrix stages are not "
-                                 "supported); list its code deps by hand")
-    return stages
+        if not isinstance(stage, dict) or "cmd" not in _body(stage):
+            raise StageDepsError(f"dvc.yaml: stage {name} has no cmd (matrix stages are not supported); list its "
+                                 "code deps by hand")
+    return {name: _body(stage) for name, stage in stages.items()}
+
+
+def _body(stage) -> dict:
+    """A stage's cmd, deps and outs: under `do:` for a foreach stage (one stage per item, the same code)."""
+    if isinstance(stage, dict) and "foreach" in stage:
+        return stage.get("do") if isinstance(stage.get("do"), dict) else {}
+    return stage if isinstance(stage, dict) else {}
 
 
 def stage_script(root: Path, name: str, cmd: str) -> Path:
@@ -216,13 +223,17 @@ def _item_indent(following: list[str], deps_indent: int) -> int:
 def _check_rewrite(root: Path, old: str, new: str, needed: dict[str, set[str]]) -> None:
     """The rewrite changed exactly the code deps, and they are now right; else refuse."""
     before, after = yaml.safe_load(old), yaml.safe_load(new)
-    for name, stage in after["stages"].items():
+    for name, whole in after["stages"].items():
+        stage, old_stage = _body(whole), _body(before["stages"][name])
         deps = stage.get("deps") or []
         ours = [d for d in deps if _ours(d)]
         others = [d for d in deps if not _ours(d)]
-        old_others = [d for d in before["stages"][name].get("deps") or [] if not _ours(d)]
+        old_others = [d for d in old_stage.get("deps") or [] if not _ours(d)]
         stage_without = {k: v for k, v in stage.items() if k != "deps"}
-        old_without = {k: v for k, v in before["stages"][name].items() if k != "deps"}
+        old_without = {k: v for k, v in old_stage.items() if k != "deps"}
+        if "foreach" in whole and {k: v for k, v in whole.items() if k != "do"} != {
+                k: v for k, v in before["stages"][name].items() if k != "do"}:
+            stage_without = None  # a foreach stage's other keys (foreach itself) changed: refuse below
         if (sorted(ours) != sorted(needed[name]) or len(ours) != len(set(ours)) or others != old_others
                 or stage_without != old_without):
             raise StageDepsError(f"dvc.yaml: could not rewrite the deps of stage {name} safely (an unusual "

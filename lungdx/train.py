@@ -112,7 +112,8 @@ def train(params: dict, prepared_dir="data/prepared", features_dir="data/feature
     try:
         # The context manager keeps the callback's end-of-fit from closing the log between two fits.
         with distribution_strategy().scope(), Live(str(live_dir), dvcyaml=False, save_dvc_exp=False) as live:
-            live.log_params({k: v for k, v in cfg.items() if not isinstance(v, list)})
+            live.log_params({k: v for k, v in cfg.items() if not isinstance(v, (list, dict))})
+            live.log_params({f"augment.{k}": v for k, v in cfg["augment"].items()})
             live.step = 1  # dvclive counts from 0; its callback then adds 1 per epoch, across both fits
             if cfg["model"] == "cnn":
                 from .models import build_cnn
@@ -132,7 +133,7 @@ def train(params: dict, prepared_dir="data/prepared", features_dir="data/feature
             for name, value in summary.items():
                 live.summary[name] = value
         _check_outputs_finite(*check, cfg)
-        save_model(model, model_path, classes, cfg["image_size"], cfg["model"])
+        save_model(model, model_path, classes, cfg["image_size"], cfg["model"], meta.get("lung_mask", "none"))
     except BaseException:
         # Live has closed by now (its context ended first): remove what it wrote, so that a
         # failed run leaves no curves that look like a finished training. No model was saved.

@@ -1,14 +1,17 @@
 """Stage evaluate: the model on the test split -> metrics/eval.json, reports/eval.json, metrics/plots/."""
 
+from lungdx import params
 from lungdx.runner import stage
 from lungdx.evaluate import evaluate
 
 
 @stage
 def main():
-    result = evaluate()
-    print(f"evaluate: {result['model']} test accuracy {result['accuracy']:.3f}, "
-          f"f1_macro {result['f1_macro']:.3f}, roc_auc_ovr {result['roc_auc_ovr']} on {result['n_test']} images")
+    result = evaluate(seed=params.seed(params.load()))
+    print(f"evaluate: {result['model']} test accuracy {result['accuracy']:.3f} "
+          f"(95% {result['accuracy_ci']['lower']:.3f}-{result['accuracy_ci']['upper']:.3f}), "
+          f"f1_macro {result['f1_macro']:.3f}, roc_auc_ovr {result['roc_auc_ovr']}, ece {result['ece']:.3f} "
+          f"on {result['n_test']} images")
 
 
 if __name__ == "__main__":

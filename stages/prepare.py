@@ -13,10 +13,11 @@ def main():
     settings = params.prepare_settings(params.load())
     start = time.perf_counter()
     meta = prepare("data/sampled/manifest.csv", "data/raw", "data/prepared", settings["image_size"],
-                   progress=progress)
+                   settings["lung_mask"], progress=progress)
     n = sum(sum(c.values()) for c in meta["counts"].values())
     seconds = time.perf_counter() - start
-    print(f"prepare: {n} images at {meta['image_size']}x{meta['image_size']} in {seconds:.1f} s "
+    focus = "" if meta["lung_mask"] == "none" else f", lung_mask {meta['lung_mask']}"
+    print(f"prepare: {n} images at {meta['image_size']}x{meta['image_size']}{focus} in {seconds:.1f} s "
           f"({n / seconds:.0f} images/s) -> data/prepared")
 
 

@@ -206,7 +206,8 @@ def run_library_stages(root: Path, params: dict, split: dict, image_size: int) -
     prepare(manifest, root / "raw", root / "prepared", image_size)
     extract(params, root / "prepared", root / "features")
     train(params, root / "prepared", root / "features", model, root / "dvclive")
-    evaluate(model, root / "prepared", manifest, root / "eval.json", root / "eval_details.json", root / "plots")
+    evaluate(model, root / "prepared", manifest, root / "eval.json", root / "eval_details.json", root / "plots",
+             seed=params["seed"])
     build_report(params, model, root / "prepared", manifest, root / "eval_details.json", root / "report",
                  root / "gradcam.json")
     return root

@@ -103,8 +103,9 @@ def test_mask_scores_against_known_heatmaps():
     lesions = np.zeros((2, 20, 20), np.uint8)
     lesions[:, 0:5, 0:5] = 255
     lungs = np.full((2, 20, 20), 255, np.uint8)
-    scores = mask_scores(heat, np.array([1, 1]), ["Normal", "COVID"], {"masks": lungs, "lesions": lesions})
+    scores = mask_scores(heat, np.array([1, 1]), ["Normal", "COVID"], {"masks": lungs, "lesions": lesions}, seed=0)
     assert scores["lung_energy_share"]["overall"] == 1.0
+    assert scores["lung_energy_share"]["overall_ci"] == {"lower": 1.0, "upper": 1.0}
     covid = scores["lesions"]["per_class"]["COVID"]
     assert covid["pointing_game"] == 0.5 and covid["energy_in_lesion"] == 0.5
     assert covid["energy_chance"] == 0.0625 and covid["pointing_chance"] > covid["energy_chance"]

@@ -246,3 +246,62 @@ def test_a_file_over_the_size_limit_is_refused_without_being_read(tmp_path):
     assert str(caught.value) == ("file too large to read safely: 256.0 MiB (268435457 bytes), over the limit of "
                                  "256 MiB (lungdx.images.MAX_FILE_BYTES); downscale or recompress it first")
     assert peak < 1 << 20, f"{peak} bytes allocated: the file was read"
+
+
+# --- lung focus (prepare.lung_mask crop | mask) -----------------------------------------
+
+def _box_mask(shape, top, bottom, left, right):
+    mask = np.zeros(shape, np.uint8)
+    mask[top:bottom, left:right] = 255
+    return mask
+
+
+def test_lung_box_is_the_masks_box_widened_by_the_margin_and_clipped():
+    from lungdx.images import CROP_MARGIN, lung_box
+
+    mask = _box_mask((200, 300), 50, 150, 100, 200)  # a 100x100 box
+    m = round(CROP_MARGIN * 100)
+    assert lung_box(mask) == (50 - m, 150 + m, 100 - m, 200 + m)
+    assert lung_box(_box_mask((200, 300), 0, 150, 250, 300)) == (0, 165, 245, 300)  # clipped at the edges
+    two_lungs = _box_mask((200, 300), 40, 160, 30, 120) | _box_mask((200, 300), 60, 170, 180, 270)
+    assert lung_box(two_lungs, margin=0) == (40, 170, 30, 270)  # one box around both lungs
+
+
+def test_crop_keeps_exactly_the_box_and_mask_blacks_only_beyond_the_dilated_lungs():
+    from lungdx.images import MASK_DILATION, focus_on_lungs, lung_box
+
+    img = np.random.default_rng(0).integers(1, 256, (200, 300), dtype=np.uint8)  # no black pixel of its own
+    mask = _box_mask((200, 300), 50, 150, 100, 200)
+    top, bottom, left, right = lung_box(mask)
+    cropped, box = focus_on_lungs(img, mask, "crop")
+    assert box == (top, bottom, left, right) and np.array_equal(cropped, img[top:bottom, left:right])
+
+    masked, box = focus_on_lungs(img, mask, "mask")
+    assert box == (top, bottom, left, right) and masked.shape == cropped.shape
+    radius = round(MASK_DILATION * 300)  # 6 px
+    local = lambda r, c: masked[r - top, c - left]  # noqa: E731 -- the crop's pixel of an image pixel
+    assert np.array_equal(masked[50 - top:150 - top, 100 - left:200 - left], img[50:150, 100:200])  # lungs kept
+    assert local(100, 100 - radius) == img[100, 100 - radius]      # within the dilation: kept
+    assert local(100, 100 - radius - 1) == 0                       # just beyond it: black
+    assert local(50 - radius - 1, 150) == 0 and local(150 + radius, 150) == 0
+
+
+def test_masks_of_another_size_are_brought_to_the_images_and_empty_masks_are_refused(tmp_path):
+    from lungdx.images import load_for_model, native_mask
+
+    img = np.random.default_rng(1).integers(1, 256, (299, 299), dtype=np.uint8)
+    small = _box_mask((256, 256), 64, 192, 32, 128)  # Kaggle: 256x256 masks for 299x299 images
+    write_image(tmp_path / "x.png", img)
+    write_image(tmp_path / "m.png", small)
+    native = native_mask(tmp_path / "m.png", (299, 299))
+    assert native.shape == (299, 299) and set(np.unique(native)) == {0, 255}
+    rows = np.flatnonzero(native.any(axis=1))
+    assert abs(rows[0] - 64 * 299 / 256) <= 1 and abs(rows[-1] + 1 - 192 * 299 / 256) <= 1
+    out = load_for_model(tmp_path / "x.png", 64, "crop", tmp_path / "m.png")
+    assert out.shape == (64, 64) and not np.array_equal(out, load_for_model(tmp_path / "x.png", 64))
+
+    write_image(tmp_path / "empty.png", np.zeros((256, 256), np.uint8))
+    with pytest.raises(UnreadableImage, match=r"lung mask .*empty.png: empty"):
+        load_for_model(tmp_path / "x.png", 64, "mask", tmp_path / "empty.png")
+    with pytest.raises(UnreadableImage, match=r"lung mask .*missing.png: cannot read"):
+        load_for_model(tmp_path / "x.png", 64, "crop", tmp_path / "missing.png")

@@ -76,3 +76,46 @@ def test_imagenet_offline_without_a_cached_file_names_the_other_choices(tmp_path
 
 def _offline(*args, **kwargs):
     raise OSError("network is unreachable")
+
+
+AUGMENT = {"rotation": 10.0, "shift": 0.1, "zoom": 0.1, "brightness": 0.1, "contrast": 0.1, "flip": False}
+
+
+def _augmenting_cnn(seed: int):
+    return build_cnn(32, 2, {"filters": [4, 8], "dense_units": 8, "dropout": 0.0, "seed": seed, "augment": AUGMENT})
+
+
+def _augmented(model, images, training: bool):
+    """What the model's augmentation layers make of `images` (the input of its `scale` layer)."""
+    front = keras.Model(model.input, model.get_layer("scale").input)
+    return keras.ops.convert_to_numpy(front(images, training=training))
+
+
+def test_augmentation_changes_only_training_images_and_repeats_with_the_seed():
+    images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 1)).astype("float32")
+    a, b, other = _augmenting_cnn(7), _augmenting_cnn(7), _augmenting_cnn(8)
+    names = [layer.name for layer in a.layers if layer.name.startswith("augment_")]
+    assert names == ["augment_rotation", "augment_shift", "augment_zoom", "augment_brightness", "augment_contrast"]
+    np.testing.assert_array_equal(_augmented(a, images, training=False), images)  # evaluating, predicting: as is
+    first = _augmented(a, images, training=True)
+    assert np.abs(first - images).mean() > 1.0
+    np.testing.assert_allclose(first, _augmented(b, images, training=True), atol=1e-4)  # same seed, same draws
+    assert np.abs(first - _augmented(other, images, training=True)).mean() > 1.0
+    assert np.abs(first - _augmented(a, images, training=True)).mean() > 1.0  # new draws on each batch
+    assert not a.get_layer("augment_rotation").trainable_weights  # nothing learnt: draws only
+
+
+def test_no_augmentation_and_no_flip_unless_asked():
+    plain = build_cnn(32, 2, {"filters": [4], "dense_units": 8, "dropout": 0.0, "seed": 1,
+                              "augment": dict.fromkeys(AUGMENT, 0.0) | {"flip": False}})
+    assert not [layer for layer in plain.layers if layer.name.startswith("augment_")]
+    flips = build_cnn(32, 2, {"filters": [4], "dense_units": 8, "dropout": 0.0, "seed": 1,
+                              "augment": dict.fromkeys(AUGMENT, 0.0) | {"flip": True}})
+    assert [layer.name for layer in flips.layers if layer.name.startswith("augment_")] == ["augment_flip"]
+
+
+def test_vgg19_augments_its_images_before_the_base():
+    cfg = {"dense_units": 8, "dropout": 0.0, "seed": 1, "augment": AUGMENT}
+    model, base = build_vgg19(32, 2, cfg)
+    names = [layer.name for layer in model.layers]
+    assert names.index("augment_contrast") < names.index("gray_to_rgb") < names.index("block1_conv1")

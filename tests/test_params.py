@@ -159,6 +159,23 @@ BAD_VALUES = [
     ("models.vgg19.fine_tune_blocks", 6, "an integer from 0 to 5"),
     ("models.vgg19.fine_tune_epochs", 0, "an integer from 1 to 10000"),
     ("models.vgg19.fine_tune_learning_rate", INF, "a finite number > 0"),
+    ("prepare.lung_mask", "crp", "one of none, crop, mask"),
+    ("prepare.lung_mask", True, "one of none, crop, mask"),
+    ("external", ["/data/x"], "a mapping of names to local folders or .zip files"),
+    ("models.cnn.augment.rotation", 50, r"a number from 0 \(off\) to 45 \(degrees"),
+    ("models.cnn.augment.rotation", NAN, "a number from 0 .off. to 45"),
+    ("models.cnn.augment.shift", -0.1, "a number from 0 .off. to 0.5"),
+    ("models.cnn.augment.zoom", 0.6, "a number from 0 .off. to 0.5"),
+    ("models.cnn.augment.brightness", "a lot", "a number from 0 .off. to 1"),
+    ("models.cnn.augment.contrast", INF, "a number from 0 .off. to 1"),
+    ("models.cnn.augment.flip", "yes", "true or false"),
+    # vgg19's head trains on cached features: augmentation only with fine-tuning.
+    ("models.vgg19.augment.rotation", 10, "while fine_tune_blocks is 0"),
+    ("models.vgg19.augment.shift", INF, "a number from 0 .off. to 0.5"),
+    ("models.vgg19.augment.zoom", -1, "a number from 0 .off. to 0.5"),
+    ("models.vgg19.augment.brightness", 2, "a number from 0 .off. to 1"),
+    ("models.vgg19.augment.contrast", True, "a number from 0 .off. to 1"),
+    ("models.vgg19.augment.flip", 1, "true or false"),
 ]
 
 
@@ -172,7 +189,8 @@ def test_every_param_is_checked_for_type_and_range_before_any_work(tmp_path, key
     with pytest.raises(ParamError) as caught:
         load_with(tmp_path, **changes)
     message = str(caught.value)
-    named = "prepare.image_size" if "poolings" in allowed else key
+    named = ("prepare.image_size" if "poolings" in allowed else
+             "models.vgg19.augment" if "fine_tune_blocks is 0" in allowed else key)
     assert message.startswith(f"params.yaml: {named} = ") and " is not allowed: " in message, message
     assert re.search(allowed, message), message
     assert "\n" not in message

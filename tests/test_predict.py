@@ -184,3 +184,41 @@ def test_an_image_bomb_is_named_with_the_reason_and_the_other_files_are_answered
     good, refused = json.loads(out)
     assert good["path"] == str(inputs["gray"]) and abs(sum(good["probabilities"].values()) - 1) < 1e-4
     assert refused["path"] == str(bomb) and "predicted" not in refused and "too large" in refused["error"]
+
+
+@pytest.mark.slow
+def test_a_model_of_cropped_lungs_needs_each_images_mask_and_uses_it_as_training_did(tmp_path, inputs):
+    """prepare.lung_mask crop: predict cuts each X-ray to its lungs from --mask (a file, or a folder of
+    masks named as the images), exactly as prepare did; without masks it says it cannot."""
+    from lungdx.model_file import save_model
+    from lungdx.models import build_cnn
+
+    model = build_cnn(32, 4, {"filters": [4, 8], "dense_units": 8, "dropout": 0.0, "seed": 1})
+    path = tmp_path / "cropped.keras"
+    save_model(model, path, ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"], 32, "cnn", lung_mask="crop")
+    masks = tmp_path / "masks"
+    mask = np.zeros((256, 256), np.uint8)
+    mask[60:200, 30:120] = 255  # one lung, on the left: a crop far from the whole image
+    write_image(masks / "gray.png", mask)
+
+    proc = predict(inputs["gray"], "--model", path)
+    assert proc.returncode == 2 and "trained on images cut to their lungs (prepare.lung_mask: crop)" in proc.stderr
+    assert "--mask" in proc.stderr and "Traceback" not in proc.stderr
+
+    proc = predict(inputs["gray"], inputs["rgb"], "--model", path, "--mask", masks, "--json")
+    assert proc.returncode == 1, proc.stderr
+    results = json.loads(proc.stdout)
+    assert results[1]["error"].startswith(f"lung mask {masks / 'rgb.png'}: cannot read file")
+    expected = model.predict(load_for_model(inputs["gray"], 32, "crop", masks / "gray.png")[None, ..., None],
+                             verbose=0)[0]
+    np.testing.assert_allclose(list(results[0]["probabilities"].values()), expected, atol=1e-5)
+    whole = model.predict(load_for_model(inputs["gray"], 32)[None, ..., None], verbose=0)[0]
+    assert np.abs(expected - whole).max() > 1e-4  # the crop changed what the model saw
+
+    single = predict(inputs["gray"], "--model", path, "--mask", masks / "gray.png", "--json")
+    assert single.returncode == 0 and json.loads(single.stdout)[0]["probabilities"] == results[0]["probabilities"]
+    same = predict(inputs["gray"], "--model", path, "--mask", inputs["gray"])
+    assert same.returncode == 2 and "would be the X-ray itself" in same.stderr
+    twin = write_image(tmp_path / "elsewhere" / "gray.png", cv2.imread(str(inputs["rgb"]), cv2.IMREAD_GRAYSCALE))
+    twins = predict(inputs["gray"], twin, "--model", path, "--mask", masks)
+    assert twins.returncode == 2 and "have the same file name, so one mask" in twins.stderr

@@ -4,8 +4,10 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from lungdx.data import download
+from lungdx.errors import LungdxError
 from lungdx.images import load_for_model, load_mask
 from lungdx.prepare import prepare
 from lungdx.sample import sample
@@ -49,3 +51,50 @@ def test_prepare_is_deterministic_and_skips_masks_when_there_are_none(tmp_path):
     for name in ("train/images.npy", "val/labels.npy", "test/images.npy", "meta.json"):
         assert (tmp_path / "p1" / name).read_bytes() == (tmp_path / "p2" / name).read_bytes()
     assert not (tmp_path / "p1" / "train" / "masks.npy").exists()
+
+
+@pytest.mark.parametrize("policy", ["crop", "mask"])
+def test_lung_focus_cuts_images_and_their_masks_alike(tmp_path, policy):
+    """crop/mask: each image is cut to its lungs, and its lung and lesion masks with it, so the
+    masks still lie on the image (what Grad-CAM's lung share is measured against)."""
+    from lungdx.images import focus_on_lungs, native_mask, read_gray, resize_square
+
+    download({"seed": 4, "dataset": {"source": "synthetic", "synthetic": {"per_class": 6, "image_size": 96}}},
+             tmp_path / "raw")
+    sample(tmp_path / "raw", tmp_path / "sampled", {**SETTINGS, "per_class": 6})
+    meta = prepare(tmp_path / "sampled" / "manifest.csv", tmp_path / "raw", tmp_path / "prep", 48, policy)
+    whole = prepare(tmp_path / "sampled" / "manifest.csv", tmp_path / "raw", tmp_path / "whole", 48)
+    assert meta["lung_mask"] == policy and whole["lung_mask"] == "none"
+    manifest = pd.read_csv(tmp_path / "sampled" / "manifest.csv", keep_default_na=False)
+    rows = manifest[manifest["split"] == "train"]
+    images = np.load(tmp_path / "prep" / "train" / "images.npy")
+    masks = np.load(tmp_path / "prep" / "train" / "masks.npy")
+    lesions = np.load(tmp_path / "prep" / "train" / "lesions.npy")
+    for i, row in enumerate(rows.itertuples()):
+        img = read_gray(tmp_path / "raw" / row.path)
+        lungs = native_mask(tmp_path / "raw" / row.mask, img.shape)
+        focused, (top, bottom, left, right) = focus_on_lungs(img, lungs, policy)
+        assert np.array_equal(images[i], resize_square(focused, 48))
+        assert np.array_equal(images[i], load_for_model(tmp_path / "raw" / row.path, 48, policy,
+                                                        tmp_path / "raw" / row.mask))  # what predict does
+        assert np.array_equal(masks[i], resize_square(lungs[top:bottom, left:right], 48, is_mask=True))
+        lesion = native_mask(tmp_path / "raw" / row.lesion, img.shape)[top:bottom, left:right]
+        assert np.array_equal(lesions[i], resize_square(lesion, 48, is_mask=True))
+    # The lungs fill more of a cropped image than of the whole X-ray.
+    assert masks.mean() > np.load(tmp_path / "whole" / "train" / "masks.npy").mean() * 1.3
+    if policy == "mask":  # beyond the lungs, black where crop (whose only black is the padding) is not
+        prepare(tmp_path / "sampled" / "manifest.csv", tmp_path / "raw", tmp_path / "crop", 48, "crop")
+        cropped = np.load(tmp_path / "crop" / "train" / "images.npy")
+        assert (images[masks == 0] == 0).mean() > (cropped[masks == 0] == 0).mean() + 0.2
+
+
+def test_lung_focus_without_masks_names_how_many_and_which(tmp_path):
+    from tests.helpers import make_flat_dataset
+
+    make_flat_dataset(tmp_path / "src", {"A": 10, "B": 10}, size=50)
+    download({"seed": 0, "dataset": {"source": str(tmp_path / "src")}}, tmp_path / "raw")
+    sample(tmp_path / "raw", tmp_path / "sampled", SETTINGS)
+    with pytest.raises(LungdxError, match=r"prepare.lung_mask is crop, but 20 of 20 images have no lung "
+                                          r"mask .*: A/images/A-\d+.png, .* and 15 more; .*lung_mask: none"):
+        prepare(tmp_path / "sampled" / "manifest.csv", tmp_path / "raw", tmp_path / "prep", 32, "crop")
+    assert not (tmp_path / "prep").exists()

@@ -15,7 +15,6 @@ import pytest
 
 from lungdx.evaluate import write_plots
 from lungdx.gradcam import colorbar
-from lungdx.metrics import wilson_interval
 from lungdx.report import plot_stems
 from tests.helpers import commit, copy_project, make_kaggle_dataset, run, run_library_stages
 
@@ -40,8 +39,11 @@ def test_report_files_and_quantitative_check(tiny_run):
     assert scores["model"] == "cnn" and scores["layer"] == "conv2"  # the last conv with a 16x16+ grid at 48 px
     assert set(scores["lesions"]["per_class"]) == {"COVID", "Lung_Opacity", "Viral Pneumonia"}
     assert 0 <= scores["lung_energy_share"]["overall"] <= 1
+    low, high = scores["lung_energy_share"]["overall_ci"].values()
+    assert low <= scores["lung_energy_share"]["overall"] <= high
     headline = json.loads((tiny_run / "gradcam.json").read_text())
     assert headline == {"lung_energy_share": scores["lung_energy_share"]["overall"],
+                        "lung_energy_share_ci": scores["lung_energy_share"]["overall_ci"],
                         "lung_energy_chance": scores["lung_energy_share"]["chance"],
                         "pointing_game": scores["lesions"]["overall"]["pointing_game"],
                         "pointing_chance": scores["lesions"]["overall"]["pointing_chance"]}
@@ -60,9 +62,10 @@ def test_report_shows_the_colour_bar_the_accuracy_interval_and_the_lung_outline_
     page = (report / "index.html").read_text()
     assert 'src="img/colorbar.png"' in page and "0 = no evidence" in page and "1 = strongest" in page
     np.testing.assert_array_equal(cv2.imread(str(report / "img" / "colorbar.png")), colorbar(256))
-    cm = np.array(json.loads((tiny_run / "eval_details.json").read_text())["confusion_matrix"])
-    low, high = wilson_interval(int(np.trace(cm)), int(cm.sum()))
-    assert f"95% CI {low:.3f}&ndash;{high:.3f}" in page and "Wilson" in page
+    details = json.loads((tiny_run / "eval_details.json").read_text())
+    for key in ("accuracy_ci", "f1_macro_ci"):  # the intervals of reports/eval.json, the same numbers
+        low, high = details[key]["lower"], details[key]["upper"]
+        assert f"95% CI {low:.3f}&ndash;{high:.3f}, bootstrap" in page
     assert "lung outline" in page  # the synthetic data has lung masks
 
 

@@ -197,3 +197,21 @@ def test_lungdx_timings_on_a_fifo_does_not_hold_a_finished_stage(tmp_path):
                timeout=120)
     assert "cannot append this stage's timing" in proc.stderr
     assert (project / "data" / "sampled" / "manifest.csv").is_file()
+
+
+def test_each_external_stage_outputs_are_known_to_the_runner(tmp_path, monkeypatch):
+    """A foreach stage's outputs, one set per params.yaml entry: what the runner removes when one
+    stops early, and what download refuses as a source."""
+    from lungdx.pipeline import pipeline_outputs
+    from lungdx.runner import stage_outputs
+
+    project = copy_project(tmp_path / "p")
+    assert not [stage for stage, _ in pipeline_outputs(project) if stage.startswith("external")]  # external: {}
+    set_params(project, external={"masked": "/data/a", "real": "/data/b.zip"})
+    found = [item for item in pipeline_outputs(project) if item[0].startswith("external")]
+    assert found == [("external@masked", "metrics/external/masked.json"),
+                     ("external@masked", "reports/external/masked.json"),
+                     ("external@real", "metrics/external/real.json"),
+                     ("external@real", "reports/external/real.json")]
+    monkeypatch.chdir(project)
+    assert stage_outputs("external") == [path for _, path in found]

@@ -2,6 +2,7 @@
 
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -163,7 +164,7 @@ def test_image_bombs_are_warned_about_by_name_skipped_and_listed_and_the_rest_sa
     assert f"warning: skipped {raw / 'A/images/bomb.png'}: {too_big}" in err
     assert f"warning: skipped {raw / 'B/images/huge.png'}: file too large to read safely" in err
     reasons = dict(pd.read_csv(out / "skipped.csv").itertuples(index=False))
-    assert reasons == {"A/images/bomb.png": too_big, "B/masks/b0.png": "unreadable mask: " + too_big,
+    assert reasons == {"A/images/bomb.png": too_big, "B/masks/b0.png": "unusable mask: " + too_big,
                        "B/images/huge.png": reasons["B/images/huge.png"]}
     assert "over the limit of 256 MiB (lungdx.images.MAX_FILE_BYTES)" in reasons["B/images/huge.png"]
     assert manifest.groupby("class").size().to_dict() == {"A": 10, "B": 10}
@@ -202,3 +203,29 @@ def test_a_class_folder_name_with_control_characters_is_refused_by_name(tmp_path
         (tmp_path / name).mkdir()
     with pytest.raises(LungdxError, match=r"control characters: \['\\x1b\[31mRed', 'Normal\\nerror: forged'\]"):
         find_classes(tmp_path, [])
+
+
+def test_empty_tiny_or_misshapen_lung_masks_are_dropped_and_listed_and_0_1_masks_kept(tmp_path):
+    """sample screens lung masks so prepare.lung_mask crop/mask never cuts an image to nothing, and
+    lists each dropped mask with its reason; the image stays (without its mask)."""
+    from tests.helpers import make_kaggle_dataset, write_image
+
+    src = make_kaggle_dataset(tmp_path / "src", {"A": 4, "B": 4}, size=64)
+    write_image(src / "A" / "masks" / "A-1.png", np.zeros((64, 64), np.uint8))               # empty
+    tiny = np.zeros((64, 64), np.uint8)
+    tiny[10, 10] = 255
+    write_image(src / "A" / "masks" / "A-2.png", tiny)                                       # one pixel
+    write_image(src / "B" / "masks" / "B-1.png", np.full((2000, 20), 255, np.uint8))         # a strip
+    zero_one = np.zeros((64, 64), np.uint8)
+    zero_one[16:48, 8:32] = 1
+    write_image(src / "B" / "masks" / "B-2.png", zero_one)                                   # 0/1: kept
+    download({"seed": 0, "dataset": {"source": str(src)}}, tmp_path / "raw")
+    manifest = sample(tmp_path / "raw", tmp_path / "out", {"seed": 0, "classes": [], "per_class": 4,
+                                                            "val_size": 0.25, "test_size": 0.25})
+    reasons = dict(pd.read_csv(tmp_path / "out" / "skipped.csv").values)
+    assert reasons["A/masks/A-1.png"] == "unusable mask: empty (no lung pixel): no lungs to cut the image to"
+    assert reasons["A/masks/A-2.png"].startswith("unusable mask: covers 0.02% of the image, under 1%")
+    assert reasons["B/masks/B-1.png"].startswith("unusable mask: 20x2000, not the shape of its 64x64 image")
+    masks = dict(zip(manifest["path"], manifest["mask"]))
+    assert masks["A/images/A-1.png"] == masks["B/images/B-1.png"] == ""
+    assert masks["B/images/B-2.png"] == "B/masks/B-2.png" and len(manifest) == 8

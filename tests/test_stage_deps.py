@@ -10,7 +10,7 @@ import yaml
 from lungdx import stage_deps
 from tests.helpers import ROOT
 
-STAGES = ["download", "sample", "prepare", "baseline", "features", "train", "evaluate", "gradcam"]
+STAGES = ["download", "sample", "prepare", "baseline", "features", "train", "evaluate", "gradcam", "external"]
 
 
 def test_dvc_yaml_lists_every_module_each_stage_runs_and_no_other():
@@ -84,6 +84,17 @@ def test_a_module_missing_from_dvc_yaml_fails_the_check_and_write_puts_it_back(t
 
     assert stage_deps.main(["--root", str(project), "--write"]) == 0
     assert (project / "dvc.yaml").read_text() == original, "only the missing line came back; nothing else moved"
+
+
+def test_a_foreach_stage_is_followed_through_its_do_block(tmp_path, capsys):
+    """external: one stage per params entry (foreach), its cmd and deps under `do:`."""
+    project = project_copy(tmp_path)
+    original = (project / "dvc.yaml").read_text()
+    assert "        - lungdx/external.py\n" in original
+    (project / "dvc.yaml").write_text(original.replace("        - lungdx/external.py\n", ""))
+    assert stage_deps.differences(project) == {"external": {"missing": ["lungdx/external.py"], "extra": []}}
+    assert stage_deps.main(["--root", str(project), "--write"]) == 0
+    assert (project / "dvc.yaml").read_text() == original
 
 
 def train_block(text):

@@ -13,7 +13,7 @@ from lungdx.errors import LungdxError
 from lungdx.datasets import predict as predict_probs
 from lungdx.evaluate import evaluate, predict_split
 from lungdx.metrics import classification_metrics
-from lungdx.model_file import load_model, save_model
+from lungdx.model_file import load_model, read_info, save_model
 from lungdx.features import cached_features_for, extract
 from lungdx.prepare import prepare
 from lungdx.sample import sample
@@ -113,6 +113,25 @@ def test_cnn_training_is_deterministic_and_logs_every_epoch(workdir):
         assert [r.split("\t")[0] for r in rows[1:]] == ["1", "2"], "steps are the epochs' numbers, from 1"
 
 
+def test_augmented_training_on_cropped_lungs_repeats_and_the_file_records_the_crop(workdir):
+    """Augmentation draws from the seed (same weights twice), and the model file says its images
+    were cut to the lungs, so predict can refuse an X-ray without its mask."""
+    prepare(workdir / "sampled" / "manifest.csv", workdir / "raw", workdir / "cropped", 32, "crop")
+    params = make_params(**{"models.cnn.augment": {"rotation": 10, "shift": 0.1, "zoom": 0.1, "brightness": 0.1,
+                                                   "contrast": 0.1, "flip": False}})
+    for out in ("aug_a", "aug_b"):
+        train(params, workdir / "cropped", workdir / out / "features", workdir / out / "model.keras",
+              workdir / out / "dvclive")
+    wa = keras.models.load_model(workdir / "aug_a" / "model.keras").get_weights()
+    wb = keras.models.load_model(workdir / "aug_b" / "model.keras").get_weights()
+    assert all(np.array_equal(x, y) for x, y in zip(wa, wb))
+    model, info = load_model(workdir / "aug_a" / "model.keras")
+    assert info["input"]["lung_mask"] == "crop"
+    assert model.get_layer("augment_rotation")  # the loaded model keeps them; they act only in training
+    run_train(workdir, "plain", make_params())
+    assert read_info(workdir / "plain" / "models" / "model.keras")["input"]["lung_mask"] == "none"
+
+
 @pytest.mark.slow
 def test_vgg19_head_on_cached_features_becomes_one_end_to_end_model(workdir):
     params = make_params(model="vgg19")
@@ -158,25 +177,28 @@ def test_evaluate_writes_metrics_and_plots(workdir, tmp_path):
     run_train(workdir, "e", make_params())
     result = evaluate(workdir / "e" / "models" / "model.keras", workdir / "prepared",
                       workdir / "sampled" / "manifest.csv", tmp_path / "eval.json", tmp_path / "details.json",
-                      tmp_path / "plots")
+                      tmp_path / "plots", seed=5)
     details = json.loads((tmp_path / "details.json").read_text())
     assert details == result and details["n_test"] == 8 and details["model"] == "cnn"
     assert {"f1_weighted", "per_class", "confusion_matrix"} <= set(details)
     assert np.array(details["confusion_matrix"]).sum() == 8
     # The metrics file holds the headline numbers only, headline first, numbers only.
     headline = json.loads((tmp_path / "eval.json").read_text())
-    assert list(headline) == ["accuracy", "f1_macro", "roc_auc_ovr"]
+    assert list(headline) == ["accuracy", "f1_macro", "roc_auc_ovr", "accuracy_ci", "f1_macro_ci", "ece"]
     assert headline == {k: details[k] for k in headline}
     table = (tmp_path / "plots" / "predictions.csv").read_text().splitlines()
     assert table[0].startswith("path,actual,predicted,p_COVID") and len(table) == 9
-    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["predictions.csv", "roc.csv"]
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["predictions.csv", "reliability.csv", "roc.csv"]
 
 
 def test_classification_metrics_on_known_predictions():
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
-    result = classification_metrics(np.array([0, 1, 1, 1]), probs, ["COVID", "Normal"])
+    result = classification_metrics(np.array([0, 1, 1, 1]), probs, ["COVID", "Normal"], seed=0)
     assert result["accuracy"] == 0.75 and result["confusion_matrix"] == [[1, 0], [1, 2]]
-    assert result["per_class"]["Normal"] == {"precision": 1.0, "recall": 0.666667, "f1": 0.8, "support": 3}
+    normal = result["per_class"]["Normal"]
+    assert {k: normal[k] for k in ("precision", "recall", "f1", "support")} == {
+        "precision": 1.0, "recall": 0.666667, "f1": 0.8, "support": 3}
+    assert (normal["sensitivity"], normal["specificity"]) == (0.666667, 1.0)  # 2 of 3 Normal, 1 of 1 COVID
     assert result["roc_auc_ovr"] == 1.0  # two classes: the AUC of p(Normal)
 
 
@@ -233,7 +255,7 @@ def nan_model(workdir):
 def test_evaluate_refuses_a_model_whose_outputs_are_nan_naming_the_file(workdir, nan_model, tmp_path):
     with pytest.raises(LungdxError) as caught:
         evaluate(nan_model, workdir / "prepared", workdir / "sampled" / "manifest.csv", tmp_path / "eval.json",
-                 tmp_path / "details.json", tmp_path / "plots")
+                 tmp_path / "details.json", tmp_path / "plots", seed=0)
     assert str(caught.value) == (f"{nan_model}: the model's outputs are not finite numbers for 8 of 8 images, so "
                                  "its weights are broken (did its training diverge?); retrain it: dvc repro -f train")
     assert list(tmp_path.iterdir()) == [], "no metrics computed from nan"

@@ -31,14 +31,22 @@ def test_compare_two_commits_register_a_version_get_it_elsewhere_push_delete_and
     # The headline numbers only, the same keys for the model and the forest.
     metrics = json.loads(run(["dvc", "metrics", "diff", "HEAD~1", "--all", "--json"], project).stdout)
     assert set(metrics) == {"metrics/eval.json", "metrics/baseline.json", "metrics/gradcam.json"}, metrics
-    assert set(metrics["metrics/eval.json"]) == set(metrics["metrics/baseline.json"]) == set(HEADLINE)
-    assert set(metrics["metrics/gradcam.json"]) == {"lung_energy_share", "lung_energy_chance", "pointing_game",
-                                                    "pointing_chance"}
+    assert set(metrics["metrics/eval.json"]) == set(metrics["metrics/baseline.json"])
+    assert {k.split(".")[0] for k in metrics["metrics/eval.json"]} == set(HEADLINE)  # accuracy_ci.lower, ...
+    assert set(metrics["metrics/gradcam.json"]) == {"lung_energy_share", "lung_energy_share_ci.lower",
+                                                    "lung_energy_share_ci.upper", "lung_energy_chance",
+                                                    "pointing_game", "pointing_chance"}
     assert all(v["diff"] == 0 for v in metrics["metrics/baseline.json"].values()), "the forest did not change"
     assert any(v["diff"] for f in ("metrics/eval.json", "metrics/gradcam.json") for v in metrics[f].values())
     params = json.loads(run(["dvc", "params", "diff", "HEAD~1", "--json"], project).stdout)["params.yaml"]
     assert (params["models.cnn.learning_rate"]["old"], params["models.cnn.learning_rate"]["new"]) == (0.0003, 0.01)
     assert (params["models.cnn.epochs"]["old"], params["models.cnn.epochs"]["new"]) == (2, 3)
+    # Whether the change is beyond chance: the two commits' predictions, image by image.
+    compared = json.loads(run([sys.executable, "-m", "lungdx", "compare", "HEAD~1", "HEAD", "--json"], project,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout)
+    n_test = json.loads((project / "reports" / "eval.json").read_text())["n_test"]
+    assert compared["n_images"] == n_test and compared["accuracy"]["b"] == pytest.approx(
+        json.loads((project / "metrics" / "eval.json").read_text())["accuracy"], abs=1e-6)
     run(["dvc", "plots", "diff", "HEAD~1", "-o", str(tmp_path / "plots")], project)
     page = (tmp_path / "plots" / "index.html").read_text()
     assert "Confusion-Matrix" in page and "Training-Loss" in page and "HEAD~1" in page
@@ -136,6 +144,11 @@ def test_experiments_switch_model_skip_cached_features_and_run_queued_in_paralle
         header = next(line for line in lines if "Experiment" in line)
         assert column_names(header) == columns, f"{' '.join(command)}:\n{table}"
         assert "vgg19-lr" in table, table
+
+    # Two experiments by name, image by image (their predictions come from the cache).
+    text = run([sys.executable, "-m", "lungdx", "compare", "vgg19", "vgg19-lr"], project,
+               env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
+    assert "test images, the same in both" in text and "McNemar (exact)" in text, text
 
 
 def column_names(header: str) -> list[str]:
