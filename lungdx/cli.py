@@ -229,7 +229,8 @@ def run_compare(args) -> int:
         print(f"{label:<10}{r['a']:>8.3f}{r['b']:>8.3f}{r['difference']:>+9.3f}  "
               f"[{r['lower']:+.3f}, {r['upper']:+.3f}]  {r['p_value']:>7.3f}")
     m = found["mcnemar"]
-    print(f"\nMcNemar (exact): A right and B wrong on {m['b10']} images, A wrong and B right on {m['b01']}: "
+    print(f"\nMcNemar (exact): A right and B wrong on {m['b10']} image{'s' * (m['b10'] != 1)}, A wrong and B "
+          f"right on {m['b01']}: "
           f"p {'< 1e-300' if m['p_value'] < 1e-300 else '= ' + format(m['p_value'], '.3g')}")
     verdict = "B's accuracy differs from A's beyond chance" if found["differs"] else \
         "no difference in accuracy beyond chance"

@@ -81,6 +81,7 @@ def test_read_predictions_refuses_what_is_not_a_predictions_table(tmp_path):
         read_predictions("no-such-rev", repo=tmp_path)
 
 
+@pytest.mark.slow  # git, dvc and four CLI runs
 def test_cli_compares_two_git_revisions_and_two_files(tmp_path):
     """Revisions are read with dvc (here the table is in git); files directly; text and JSON agree."""
     rng = np.random.default_rng(5)
@@ -130,6 +131,7 @@ def test_a_fifo_is_refused_without_blocking(tmp_path):
         read_predictions(str(fifo))
 
 
+@pytest.mark.slow  # git and dvc
 def test_a_revision_whose_outputs_are_not_in_the_cache_is_one_line(tmp_path):
     """A fresh clone: dvc.lock names the predictions, the cache does not hold them."""
     repo = tmp_path / "repo"

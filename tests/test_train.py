@@ -113,6 +113,7 @@ def test_cnn_training_is_deterministic_and_logs_every_epoch(workdir):
         assert [r.split("\t")[0] for r in rows[1:]] == ["1", "2"], "steps are the epochs' numbers, from 1"
 
 
+@pytest.mark.slow  # three trainings
 def test_augmented_training_on_cropped_lungs_repeats_and_the_file_records_the_crop(workdir):
     """Augmentation draws from the seed (same weights twice), and the model file says its images
     were cut to the lungs, so predict can refuse an X-ray without its mask."""
