@@ -17,6 +17,10 @@ os.environ.setdefault("LUNGDX_PROGRESS", "0")
 configure_logging()
 
 
+LONGEST = ("test_default_dvc_repro", "test_killed_stages_recover", "test_experiments_switch_model",
+           "test_compare_two_commits_register")
+
+
 def pytest_addoption(parser):
     parser.addoption("--full", action="store_true",
                      help="run every test, the slow tier too: full pipeline runs, benchmarks (what CI runs)")
@@ -43,8 +47,10 @@ def pytest_collection_modifyitems(config, items):
         if slow:
             config.hook.pytest_deselected(items=slow)
             items[:] = [item for item in items if not item.get_closest_marker("slow")]
-    # Under pytest-xdist the longest tests must start first; left to the end they run alone.
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    # Under pytest-xdist the longest tests must start first; left to the end they run alone. The
+    # four longest (2.5-4.5 min each on 2 cores) lead, so the workers take them in turn.
+    items.sort(key=lambda item: (item.get_closest_marker("slow") is None,
+                                 next((i for i, name in enumerate(LONGEST) if name in item.nodeid), len(LONGEST))))
 
 
 def pytest_terminal_summary(terminalreporter, config):

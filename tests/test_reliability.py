@@ -90,7 +90,7 @@ def test_killed_stages_recover_fresh_clones_match_and_link_caches_stay_intact(tm
     assert_stages_replace_their_outputs_under_link_caches(project)
     files = next(iter(json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout).values()))["data"]
     assert list(files) == ["metrics/eval.json", "metrics/baseline.json", "metrics/gradcam.json"]
-    assert all(isinstance(v, (int, float)) for f in files.values() for v in f["data"].values()), files
+    assert all(_numbers(v) for f in files.values() for v in f["data"].values()), files
     commit(project, "lock")
     clone = tmp_path / "b"
     run(["git", "clone", "-q", str(project), str(clone)], tmp_path)  # no cache, no remote: all recomputed
@@ -123,6 +123,13 @@ def test_killed_stages_recover_fresh_clones_match_and_link_caches_stay_intact(tm
     assert tree_hashes(clone / "data" / "raw") == tree_hashes(project / "data" / "raw")
     skipped = (clone / "data" / "sampled" / "skipped.csv").read_text()
     assert all(name in skipped for name in ("empty.png", "notes.txt", "cut.png")), skipped
+
+
+def _numbers(value) -> bool:
+    """A number, or an interval of numbers ({lower, upper}): what a metrics file holds."""
+    if isinstance(value, dict):
+        return set(value) == {"lower", "upper"} and all(isinstance(v, (int, float)) for v in value.values())
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def corrupted_cache_files(project: Path) -> list[str]:
