@@ -48,7 +48,9 @@ def pytest_collection_modifyitems(config, items):
             config.hook.pytest_deselected(items=slow)
             items[:] = [item for item in items if not item.get_closest_marker("slow")]
     # Under pytest-xdist the longest tests must start first; left to the end they run alone. The
-    # four longest (2.5-4.5 min each on 2 cores) lead, so the workers take them in turn.
+    # four longest (2.5-4.5 min each on 2 cores) lead, so the workers take them in turn. And
+    # pytest.ini's --maxschedchunk=1 hands out one test at a time: by default xdist gives each
+    # worker a first chunk of a quarter of its share, which put every slow test on one worker.
     items.sort(key=lambda item: (item.get_closest_marker("slow") is None,
                                  next((i for i, name in enumerate(LONGEST) if name in item.nodeid), len(LONGEST))))
 
