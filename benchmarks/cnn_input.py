@@ -2,7 +2,7 @@
 
     python -m benchmarks.cnn_input [--per-class 200] [--image-size 128] [--epochs 4] [--rounds 3]
 
-Ours: the training loop's input, `lungdx.datasets.batches` over the memory-mapped uint8
+Ours: the training loop's input, `lungdx.arrays.batches` over the memory-mapped uint8
 arrays of data/prepared, each batch made float32 on its own. Compute bound: the same
 model fit on float32 tensors of the same shape already in memory. One process, the two
 alternating (`--rounds`), a fresh model each time; the first epoch of each fit (graph
@@ -50,19 +50,19 @@ def main(argv=None) -> dict:
     import tensorflow as tf
 
     from lungdx import params
-    from lungdx.datasets import batches, load_split, steps_per_epoch
+    from lungdx.arrays import batches, load_split, steps_per_epoch
     from lungdx.models import build_cnn, make_deterministic
 
-    cfg = params.model_settings(params.load(project / "params.yaml"))
+    cfg = params.load(project / "params.yaml").train
     images, labels = load_split(project / "data" / "prepared", "train")
-    n_classes, bs = int(labels.max()) + 1, cfg["batch_size"]
+    n_classes, bs = int(labels.max()) + 1, cfg.batch_size
     x_memory = tf.constant(np.asarray(images, np.float32)[..., None])
     y_memory = tf.constant(np.eye(n_classes, dtype=np.float32)[labels])
 
     def model():
-        make_deterministic(cfg["seed"])
-        m = build_cnn(cfg["image_size"], n_classes, cfg)
-        m.compile(optimizer=keras.optimizers.Adam(cfg["learning_rate"]), loss="categorical_crossentropy",
+        make_deterministic(cfg.seed)
+        m = build_cnn(n_classes, cfg)
+        m.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="categorical_crossentropy",
                   metrics=["accuracy"])
         return m
 
@@ -70,7 +70,7 @@ def main(argv=None) -> dict:
     for r in range(args.rounds):
         log(f"round {r + 1}: from data/prepared")
         ours.append(epoch_seconds(lambda clock: model().fit(
-            batches(images, labels, n_classes, bs, cfg["seed"], epochs=args.epochs), epochs=args.epochs,
+            batches(images, labels, n_classes, bs, cfg.seed, epochs=args.epochs), epochs=args.epochs,
             steps_per_epoch=steps_per_epoch(len(images), bs), verbose=0, callbacks=[clock])))
         log(f"round {r + 1}: from memory")
         bound.append(epoch_seconds(lambda clock: model().fit(

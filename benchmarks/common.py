@@ -92,7 +92,7 @@ def synthetic_project(workdir: Path, per_class: int, source_size: int, image_siz
     Viral Pneumonia images, half the others' 2690); `kaggle_like` removes the lesion
     masks, which only our synthetic data have. Reused when the same setup exists.
     """
-    from lungdx.data import download
+    from lungdx.download import download
     from lungdx.prepare import prepare
     from lungdx.sample import sample
     from lungdx.synthetic import generate_dataset
@@ -115,12 +115,14 @@ def synthetic_project(workdir: Path, per_class: int, source_size: int, image_siz
         if kaggle_like:
             for folder in source.glob("*/lesions"):
                 shutil.rmtree(folder)
-        download({"seed": 239, "dataset": {"source": str(source)}}, workdir / "data" / "raw")
-        sample(workdir / "data" / "raw", workdir / "data" / "sampled",
-               {"seed": 239, "classes": [], "per_class": per_class, "val_size": 0.1, "test_size": 0.2})
+        settings = project_settings({"seed": 239, "dataset.source": str(source), "sample.per_class": per_class,
+                                     "sample.val_size": 0.1, "sample.test_size": 0.2, "prepare.image_size": image_size,
+                                     "baseline.image_size": min(32, image_size)})
+        download(settings.download, workdir / "data" / "raw")
+        sample(settings.sample, workdir / "data" / "raw", workdir / "data" / "sampled")
         log(f"preparing them at {image_size}px")
-        prepare(workdir / "data" / "sampled" / "manifest.csv", workdir / "data" / "raw",
-                workdir / "data" / "prepared", image_size)
+        prepare(settings.prepare, workdir / "data" / "sampled" / "manifest.csv", workdir / "data" / "raw",
+                workdir / "data" / "prepared")
         done.write_text(json.dumps(key))
     write_params(workdir, **{"dataset.source": str(workdir / "source"), "prepare.image_size": image_size,
                              **params})
@@ -164,6 +166,13 @@ def stage_records(run: dict) -> dict[str, dict]:
 def dvc_share(run: dict) -> float:
     """Seconds of a timed dvc run spent outside its stages' processes."""
     return round(run["seconds"] - sum(r["process_seconds"] for r in stage_records(run).values()), 2)
+
+
+def project_settings(changes: dict):
+    """This project's params.yaml with dotted-key changes, checked: every stage's settings."""
+    from lungdx import params
+
+    return params.check(params.with_changes(params.read(ROOT / "params.yaml"), changes))
 
 
 def write_params(project: Path, **changes) -> None:

@@ -23,14 +23,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from benchmarks.common import (ROOT, WORK, dvc_share, emit, fresh_clone, git, log, machine, parser, stage_records,
-                               synthetic_source, timed, write_params)
+from benchmarks.common import (WORK, dvc_share, emit, fresh_clone, git, log, machine, parser, project_settings,
+                               stage_records, synthetic_source, timed, write_params)
 
 REAL_SIZES = {"sampled": 9415, "all": 21165}
 # The most epochs the default CNN trains (early stopping may end it sooner).
-DEFAULT_CNN_EPOCHS = yaml.safe_load((ROOT / "params.yaml").read_text())["models"]["cnn"]["epochs"]
+DEFAULT_CNN_EPOCHS = project_settings({"model": "cnn"}).train.epochs
 
 
 def fit_line(sizes: list[int], values: list[float]) -> dict:

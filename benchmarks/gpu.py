@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import time
 
-from benchmarks.common import emit, log, machine, parser
+from benchmarks.common import emit, log, machine, parser, project_settings
 
 
 def throughput(kind: str, policy: str, n: int, size: int, batch: int, repeats: int) -> float:
     import keras
     import numpy as np
 
-    from lungdx.datasets import batches
+    from lungdx.arrays import batches
     from lungdx.models import build_cnn, make_deterministic, vgg19_base
 
     keras.mixed_precision.set_global_policy(policy)
@@ -34,7 +34,7 @@ def throughput(kind: str, policy: str, n: int, size: int, batch: int, repeats: i
         data = batches(images, None, 0, batch)
         run = lambda: model.predict(data, verbose=0)  # noqa: E731
     else:
-        model = build_cnn(size, 4, {"filters": [16, 32, 64, 128, 256], "dense_units": 160, "dropout": 0.3})
+        model = build_cnn(4, project_settings({"prepare.image_size": size}).train)
         model.compile(optimizer=keras.optimizers.Adam(3e-4), loss="categorical_crossentropy")
         data = batches(images, labels, 4, batch, shuffle_seed=0)
         run = lambda: model.fit(data, epochs=1, verbose=0)  # noqa: E731

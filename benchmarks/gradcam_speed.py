@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from benchmarks.common import WORK, emit, log, machine, parser, synthetic_project
+from benchmarks.common import WORK, emit, log, machine, parser, project_settings, synthetic_project
 
 
 def before(model, layer: str, images: np.ndarray, classes: np.ndarray) -> None:
@@ -25,7 +25,7 @@ def before(model, layer: str, images: np.ndarray, classes: np.ndarray) -> None:
     import keras
     import tensorflow as tf
 
-    from lungdx.datasets import predict
+    from lungdx.arrays import predict
 
     predict(model, images)
     dense = model.layers[-1]
@@ -54,13 +54,15 @@ def main(argv=None) -> dict:
         sizes, args.image_size, args.rounds = [8, 16], 32, 1
     project = synthetic_project(args.workdir or WORK / "gradcam_speed", 25, max(args.image_size, 64), args.image_size)
 
-    from lungdx.datasets import load_split
-    from lungdx.gradcam import GradCam
+    from lungdx.arrays import load_split
+    from lungdx.heatmaps import GradCam
     from lungdx.models import build_vgg19, make_deterministic
 
     make_deterministic(239)
     test, labels = load_split(project / "data" / "prepared", "test")
-    model, _ = build_vgg19(args.image_size, 4, {"dropout": 0.3, "dense_units": 160}, weights=None)
+    vgg19 = project_settings({"model": "vgg19", "models.vgg19.weights": "none", "prepare.image_size": args.image_size,
+                              "baseline.image_size": min(32, args.image_size)}).train
+    model, _ = build_vgg19(4, vgg19, weights=None)
     cam = GradCam(model)
     warm = np.asarray(test[:4])
     cam.explain(warm, labels[:4])

@@ -40,15 +40,15 @@ import sys
 from lungdx.prepare import prepare
 from lungdx.sample import sample
 raw, out, per_class, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-sample(raw, out + '/sampled', {'seed': 239, 'classes': [], 'per_class': per_class, 'val_size': 0.1,
-                               'test_size': 0.2})
-prepare(out + '/sampled/manifest.csv', raw, out + '/prepared', size)
+from lungdx.params import PrepareSettings, SampleSettings
+sample(SampleSettings(seed=239, classes=(), per_class=per_class, val_size=0.1, test_size=0.2), raw, out + '/sampled')
+prepare(PrepareSettings(image_size=size, lung_mask='none'), out + '/sampled/manifest.csv', raw, out + '/prepared')
 """
 
 TRAIN = """
-import yaml
+from lungdx import params
 from lungdx.train import train
-train(yaml.safe_load(open('params.yaml')), 'prepared', 'features', 'models/model.keras', 'dvclive')
+train(params.load().train, 'prepared', 'features', 'models/model.keras', 'dvclive')
 """
 
 PREDICT = """

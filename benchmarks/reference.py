@@ -18,9 +18,9 @@ import sys
 import numpy as np
 
 from lungdx import params
-from lungdx.datasets import load_split, read_meta
+from lungdx.arrays import load_split, read_meta
 from lungdx.models import build_cnn, build_vgg19, make_deterministic, vgg19_base
-from lungdx.sample import SPLITS
+from lungdx.splits import SPLITS
 
 
 def in_memory(split: str, n_classes: int):
@@ -32,24 +32,24 @@ def in_memory(split: str, n_classes: int):
 def main(which: str) -> None:
     import keras
 
-    cfg = params.model_settings(params.load())
+    cfg = params.load().train
     n = len(read_meta("data/prepared")["classes"])
-    make_deterministic(cfg["seed"])
+    make_deterministic(cfg.seed)
     data = {split: in_memory(split, n) for split in SPLITS}
     if which == "floor":
-        inputs, _, pooled = vgg19_base(cfg["image_size"], cfg["weights"])
+        inputs, _, pooled = vgg19_base(cfg.image_size, cfg.weights)
         everything = np.concatenate([data[s][0] for s in SPLITS])
-        keras.Model(inputs, pooled).predict(everything, batch_size=cfg["batch_size"], verbose=0)
+        keras.Model(inputs, pooled).predict(everything, batch_size=cfg.batch_size, verbose=0)
         return
     if which == "vgg19":
-        model, _ = build_vgg19(cfg["image_size"], n, cfg, weights=cfg["weights"])
+        model, _ = build_vgg19(n, cfg, weights=cfg.weights)
     else:
-        model = build_cnn(cfg["image_size"], n, cfg)
-    model.compile(optimizer=keras.optimizers.Adam(cfg["learning_rate"]), loss="categorical_crossentropy",
+        model = build_cnn(n, cfg)
+    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="categorical_crossentropy",
                   metrics=["accuracy"])
-    model.fit(*data["train"], validation_data=data["val"], epochs=cfg["epochs"], batch_size=cfg["batch_size"],
+    model.fit(*data["train"], validation_data=data["val"], epochs=cfg.epochs, batch_size=cfg.batch_size,
               verbose=2)
-    print("test", model.evaluate(*data["test"], batch_size=cfg["batch_size"], verbose=0))
+    print("test", model.evaluate(*data["test"], batch_size=cfg.batch_size, verbose=0))
 
 
 if __name__ == "__main__":

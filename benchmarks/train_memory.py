@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from lungdx.datasets import load_split
+from lungdx.arrays import load_split
 
 from benchmarks.common import emit, log, machine, parser, timed, write_params
 from benchmarks.prepare_speed import real_shape_project

@@ -12,12 +12,13 @@ forest on 65,536 raw pixels per image is slow and no better.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
-from . import params as P
 from .atomic import write_json
-from .datasets import load_split, read_meta
+from .arrays import load_split, read_meta
 from .metrics import classification_metrics, headline
 
 
@@ -30,21 +31,20 @@ def pixels(images: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def run_baseline(params: dict, prepared_dir="data/prepared", metrics_path="metrics/baseline.json",
-                 details_path="reports/baseline.json") -> dict:
-    """Fit both baselines on the train split; returns the details of each on the test split."""
+def run_baseline(settings, prepared_dir: str | Path, metrics_path: str | Path, details_path: str | Path) -> dict:
+    """The baseline stage (`settings`: a params.BaselineSettings): fit both baselines on the train
+    split; returns the details of each on the test split."""
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.naive_bayes import GaussianNB
 
-    cfg = P.baseline_settings(params)
     classes = read_meta(prepared_dir)["classes"]
     (train_x, train_y), (test_x, test_y) = (load_split(prepared_dir, s) for s in ("train", "test"))
-    x_train, x_test = pixels(train_x, cfg["image_size"]), pixels(test_x, cfg["image_size"])
-    forest = RandomForestClassifier(n_estimators=cfg["n_estimators"], random_state=cfg["seed"], n_jobs=-1)
+    x_train, x_test = pixels(train_x, settings.image_size), pixels(test_x, settings.image_size)
+    forest = RandomForestClassifier(n_estimators=settings.n_estimators, random_state=settings.seed, n_jobs=-1)
     result = {}
     for name, clf in (("random_forest", forest), ("gaussian_nb", GaussianNB())):
         clf.fit(x_train, train_y)
-        result[name] = classification_metrics(test_y, clf.predict_proba(x_test), classes, seed=cfg["seed"])
+        result[name] = classification_metrics(test_y, clf.predict_proba(x_test), classes, seed=settings.seed)
     write_json(details_path, result)
     write_json(metrics_path, headline(result["random_forest"]))
     return result

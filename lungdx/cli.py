@@ -163,7 +163,7 @@ def output_folder(folder: Path, source: str) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise LungdxError(f"--out {folder}: cannot be used as a folder ({exc.strerror or exc})") from None
+        raise LungdxError(f"--out {folder}: cannot be used as a folder ({exc.strerror or exc})") from exc
     return folder
 
 
@@ -172,9 +172,9 @@ def run_external(args) -> int:
     from .external import evaluate_external
 
     out = args.out and output_folder(args.out, args.source)  # before the source is read: fails fast
-    found = evaluate_external(model_path(args.model), args.source, out and out / "metrics.json",
-                              out and out / "details.json", seed=bootstrap_seed(args.seed), layer=args.layer,
-                              progress=progress)
+    found = evaluate_external(model_path(args.model), args.source, metrics_path=out and out / "metrics.json",
+                              details_path=out and out / "details.json", seed=bootstrap_seed(args.seed),
+                              layer=args.layer, progress=progress)
     if args.json:
         print(json.dumps(found, indent=2))
         return 0
@@ -207,11 +207,10 @@ def bootstrap_seed(given: int | None) -> int:
         if given < 0:
             raise LungdxError(f"--seed {given}: must be 0 or more")
         return given
-    if not Path("params.yaml").is_file():
-        return 0
     from . import params
 
-    return params.seed(params.load(check=False))
+    seed = params.project_seed()
+    return 0 if seed is None else seed
 
 
 def run_compare(args) -> int:

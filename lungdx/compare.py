@@ -37,7 +37,7 @@ def read_predictions(which: str, repo: str | Path = ".") -> pd.DataFrame:
         try:
             data = read_bytes(which)  # a regular file only (no FIFO, no /dev/zero), 256 MiB at most
         except UnreadableImage as exc:
-            raise LungdxError(f"{which}: {exc}") from None
+            raise LungdxError(f"{which}: {exc}") from exc
         where = which
     else:
         data, where = _read_at_revision(which, repo), f"{which}:{PREDICTIONS}"
@@ -45,7 +45,7 @@ def read_predictions(which: str, repo: str | Path = ".") -> pd.DataFrame:
         table = pd.read_csv(StringIO(data.decode("utf-8") if isinstance(data, bytes) else data),
                             keep_default_na=False, dtype=str)
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise LungdxError(f"{where}: not a predictions table ({str(exc).splitlines()[0]})") from None
+        raise LungdxError(f"{where}: not a predictions table ({str(exc).splitlines()[0]})") from exc
     missing = {"path", "actual", "predicted"} - set(table.columns)
     if missing:
         raise LungdxError(f"{where}: not a predictions table (no {', '.join(sorted(missing))} column); give "
@@ -64,10 +64,14 @@ def _read_at_revision(rev: str, repo) -> str:
     """PREDICTIONS at a git revision or a dvc experiment name, read by dvc (from its cache)."""
     import dvc.api
 
+    from dvc.exceptions import DvcException
+    from dvc_data.index.index import DataIndexError
+    from scmrepo.exceptions import SCMError
+
+    # What dvc and its libraries raise for a name that is not there, or outputs missing from the
+    # cache; each means the same here, and the user gets one line naming `rev`. Anything else is a bug.
+    not_found = (DvcException, SCMError, DataIndexError, OSError)
     refs = [rev]
-    # dvc and its libraries raise many exception types (DvcException, SCMError, dvc_data's index
-    # errors, FileNotFoundError, ...) for a name that is not there or outputs missing from the
-    # cache; all mean the same here, and the user gets one line naming `rev`.
     try:
         from dvc.repo import Repo
         from dvc.repo.experiments.utils import resolve_name
@@ -76,13 +80,13 @@ def _read_at_revision(rev: str, repo) -> str:
             found = resolve_name(project.scm, rev).get(rev)
         if found is not None:
             refs.insert(0, str(found))
-    except Exception:  # noqa: BLE001 -- not a dvc project, or not an experiment name: try a git revision
+    except not_found:  # not a dvc project, or not an experiment name: try a git revision
         pass
     problems = []
     for ref in refs:
         try:
             return dvc.api.read(PREDICTIONS, repo=str(repo), rev=ref, encoding="utf-8")
-        except Exception as exc:  # noqa: BLE001 -- see above
+        except not_found as exc:
             problems.append(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
     raise LungdxError(f"{rev}: neither a predictions file nor a revision or experiment whose {PREDICTIONS} dvc can "
                       f"read ({problems[-1]}); a revision's outputs must be in the cache (dvc pull; dvc exp pull for an "

@@ -32,20 +32,20 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from .atomic import atomic_dir, write_json
-from .datasets import predict, scored_test_split
+from .arrays import predict, scored_test_split
 from .metrics import classification_metrics, headline
 from .model_file import load_model
-from .sample import load_manifest
+from .splits import load_manifest
 from .stats import ECE_BINS, expected_calibration_error, reliability_table
 
 
 def predict_split(model, images: np.ndarray, features_dir, split: str, model_path=None) -> np.ndarray:
     """The model's probabilities on a prepared split; for a VGG19 whose frozen base computed the
     cached features, its head on those features: the same numbers, one pass of the base fewer.
-    Outputs that are not finite are a LungdxError naming model_path (see datasets.predict)."""
+    Outputs that are not finite are a LungdxError naming model_path (see arrays.predict)."""
     import keras
 
-    from .features import cached_features_for
+    from .feature_cache import cached_features_for
 
     features = cached_features_for(model, features_dir, split)
     if features is None:
@@ -96,15 +96,15 @@ def write_plots(out_dir: Path, y_true, probs, classes, paths) -> None:
         reliability_plot_table(y_true, probs).to_csv(tmp / "reliability.csv", index=False, lineterminator="\n")
 
 
-def evaluate(model_path="models/model.keras", prepared_dir="data/prepared", manifest="data/sampled/manifest.csv",
-             metrics_path="metrics/eval.json", details_path="reports/eval.json", plots_dir="metrics/plots",
-             features_dir="data/features", *, seed: int) -> dict:
-    """The evaluate stage; returns the details (headline numbers first). `seed` (params' seed)
-    draws the bootstrap resamples of the intervals."""
+def evaluate(settings, model_path: str | Path, prepared_dir: str | Path, manifest: str | Path,
+             metrics_path: str | Path, details_path: str | Path, plots_dir: str | Path,
+             features_dir: str | Path) -> dict:
+    """The evaluate stage; returns the details (headline numbers first). The seed of `settings` (a
+    params.EvaluateSettings) draws the bootstrap resamples of the intervals."""
     model, info = load_model(model_path)
     images, y_true = scored_test_split(model_path, info, prepared_dir)
     probs = predict_split(model, images, features_dir, "test", model_path)
-    details = {**classification_metrics(y_true, probs, info["classes"], seed=seed), "model": info["architecture"]}
+    details = {**classification_metrics(y_true, probs, info["classes"], seed=settings.seed), "model": info["architecture"]}
     rows = load_manifest(manifest)
     write_plots(Path(plots_dir), y_true, probs, info["classes"], rows[rows["split"] == "test"]["path"].tolist())
     write_json(details_path, details)

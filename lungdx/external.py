@@ -30,42 +30,48 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import write_json
-from .errors import DiskFull, LungdxError
+from .errors import LungdxError
 from .images import UnreadableImage, check_lung_masks, prepare_image
 from .metrics import bounds, r6
 from .model_file import read_info
+from .raw import class_images, inspect_all
+from .source_checks import check_source_location
+from .sources import bring_in, resolve_source
 from .stats import (LEVEL, RESAMPLES, bootstrap_interval, confusion, expected_calibration_error, f1_macro,
                     split_intervals)
 
 log = logging.getLogger(__name__)
 
 
-def source_params(source: str, seed: int) -> dict:
-    """The params the download stage takes for `source` (kaggle:<owner>/<dataset> for Kaggle)."""
+def bring_in_external(source: str, raw_dir: Path, what: str, project_root=None) -> list[str]:
+    """`source` (a local folder or .zip, an http(s) URL of a .zip, or kaggle:<owner>/<dataset>)
+    into raw_dir in the raw layout, through the download stage's checks; returns its classes.
+    `what` names the source in messages (the setting or argument that gave it)."""
     if not isinstance(source, str) or not source.strip() or source.strip() in ("synthetic", "kaggle"):
         raise LungdxError(f"external source {source!r}: give a local folder or .zip, an http(s) URL of a .zip, or "
                           "kaggle:<owner>/<dataset>")
-    source = source.strip()
-    if source.startswith("kaggle:"):
-        return {"seed": seed, "dataset": {"source": "kaggle", "kaggle_handle": source[len("kaggle:"):],
-                                          "kaggle_version": None}}
-    return {"seed": seed, "dataset": {"source": source}}
+    value = source.strip()
+    handle = value[len("kaggle:"):] if value.startswith("kaggle:") else None
+    found = resolve_source("kaggle" if handle else value, handle, what)
+    if found.kind in ("folder", "zip"):
+        check_source_location(found.location, value, Path.cwd() if project_root is None else project_root, raw_dir,
+                              what)
+    raw_dir.mkdir(parents=True)
+    bring_in(found, raw_dir, [], what=what, space_at=raw_dir)  # each file not taken is logged as a warning
+    return sorted(p.name for p in raw_dir.iterdir() if p.is_dir())
 
 
 def inventory(raw_dir: Path, classes: list[str], progress=None) -> tuple[list[dict], list[dict]]:
     """(rows to score: path, label, mask, lesion; files not scored: path, reason) of a raw layout.
     Every image is decoded once (as sample does), exact duplicates are kept once."""
-    from .sample import inspect_all
-
     folders = sorted(p.name for p in raw_dir.iterdir() if p.is_dir())
     rels, skipped = [], []
     for cls in folders:
-        files = sorted(p for p in (raw_dir / cls / "images").glob("*") if p.is_file())
         if cls not in classes:
-            skipped += [{"path": f.relative_to(raw_dir).as_posix(), "reason": f"class {cls!r}, which the model "
-                         "does not know"} for f in files]
+            skipped += [{"path": rel, "reason": f"class {cls!r}, which the model does not know"}
+                        for rel in class_images(raw_dir, cls)]
             continue
-        rels += [f.relative_to(raw_dir).as_posix() for f in files]
+        rels += class_images(raw_dir, cls)
     rows, seen = [], {}
     for rel, digest, problem, _, masks in inspect_all(raw_dir, rels, progress):
         if digest is None:
@@ -100,7 +106,7 @@ def load_rows(raw_dir: Path, rows: list[dict], info: dict) -> dict[str, np.ndarr
                                                 raw_dir / r["mask"] if r["mask"] else None,
                                                 raw_dir / r["lesion"] if r["lesion"] else None)
         except UnreadableImage as exc:
-            raise LungdxError(f"{r['path']}: {exc}") from None
+            raise LungdxError(f"{r['path']}: {exc}") from exc
         for name, array in (("images", image), ("masks", mask), ("lesions", lesion)):
             if name in arrays:
                 arrays[name][i] = array
@@ -130,28 +136,22 @@ HEADLINE = ("n_images", "accuracy", "accuracy_ci", "f1_macro", "f1_macro_ci", "e
             "lung_energy_share_ci", "lung_energy_chance", "pointing_game", "pointing_chance")
 
 
-def evaluate_external(model_path, source: str, metrics_path=None, details_path=None, *, seed: int,
-                      layer: str | None = None, project_root=None, progress=None) -> dict:
-    """Score the model at model_path on `source`; write the headline and the details (where paths
-    are given); return the details."""
-    from .data import download
-    from .datasets import finite_outputs
-    from .gradcam import GradCam
+def evaluate_external(model_path, source: str, *, metrics_path, details_path, seed: int, layer: str | None,
+                      what: str = "the external source", project_root=None, progress=None) -> dict:
+    """Score the model at model_path on `source`; write the headline to metrics_path and the
+    details to details_path (None: not written); return the details. `seed` draws the bootstrap
+    resamples, `layer` is the Grad-CAM layer (None: the default one); `what` names the source in
+    messages."""
+    from .arrays import finite_outputs
+    from .heatmaps import GradCam, headline_scores, mask_scores
     from .metrics import headline
     from .model_file import load_model
-    from .report import headline_scores, mask_scores
 
     info = read_info(model_path)  # a wrong model path fails before the source is read
     classes = info["classes"]
     with tempfile.TemporaryDirectory(prefix="lungdx-external-") as tmp:
         raw_dir = Path(tmp) / "raw"
-        try:
-            record = download(source_params(source, seed), raw_dir, progress=progress, project_root=project_root)
-        except DiskFull:
-            raise
-        except LungdxError as exc:  # the download stage's checks speak of its param; this is another one
-            raise LungdxError(str(exc).replace("dataset.source", "the external source")) from exc
-        found = record["classes"]
+        found = bring_in_external(source, raw_dir, what, project_root)
         if not set(found) & set(classes):
             raise LungdxError(f"external source {source}: its classes {found} share none with the model's "
                               f"{classes}; nothing to score")

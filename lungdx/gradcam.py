@@ -1,208 +1,310 @@
-"""Class activation heatmaps for both architectures.
+"""The `gradcam` stage: an HTML report of where the model looks, and how often it looks right.
 
-Grad-CAM (Selvaraju et al.; the keras.io example) weights each feature map A_k
-of a conv layer by the spatial *mean* of d(logit_c)/dA_k. That mean is exact
-when the maps reach the classifier through global average pooling (our VGG19
-head), but the original CNN flattens its maps into Dense layers, where every
-position has its own weights: averaging them mixes positions, and on the
-synthetic data the heatmap peak then landed on the lesion in only 18% of the
-test images. We therefore weight each position by its own gradient,
-ReLU(sum_k dlogit_c/dA_k * A_k) (HiResCAM, Draelos & Carin 2020): for a GAP
-head this is Grad-CAM times a constant, for a flatten head it is faithful.
-
-We take the gradient of the *logit* (the softmax's input), not the probability:
-a confident prediction has a saturated softmax whose gradient all but
-vanishes. The logit is recomputed from the last Dense layer's weights, so the
-saved model needs no change.
-
-The default layer is the last conv layer whose grid is at least MIN_GRID cells
-wide: a heatmap upsampled from an 8x8 grid cannot point at a lesion 1/20 of
-the image wide (cnn at 128 px: conv4; at 256 px: conv5; vgg19 at 256 px:
-block5_conv4).
-
-For the report: `overlay` paints a heatmap over its X-ray, `draw_outline` adds a
-mask's outline on top, and `colorbar` is the colour scale of both.
+    reports/gradcam/index.html     opens from disk, no server: model, test accuracy and F1 macro (with
+                                   their 95% bootstrap intervals), ROC AUC, confusion matrix, the heatmap's
+                                   colour bar; then per class test images, correct and misclassified:
+                                   the X-ray, the Grad-CAM of the predicted class and, for a
+                                   misclassified one, of its true class, each labelled, the lung-mask
+                                   outline on the heatmaps where the data has lung masks, and every
+                                   class's probability (the predicted one highlighted)
+    reports/gradcam/img/*.png
+    reports/gradcam/scores.json    the quantitative check in full: model, layer, and where masks
+                                   exist, on every test image, for its true class:
+                                   lung masks   -> share of Grad-CAM energy inside the lungs, with its
+                                                   95% bootstrap interval over test images
+                                   lesion masks -> pointing game hit rate and energy inside the
+                                                   lesion, each beside its chance level, per class
+    reports/gradcam_images/<class>_<k>.png
+                                   image plots for `dvc plots show/diff` and the VS Code extension,
+                                   so experiments compare side by side: slot k of a class is its k-th
+                                   test image (k = 1..3, split order), the same X-ray in every
+                                   experiment on the same data; beside it the Grad-CAM of its true
+                                   class, and a line saying what the model predicted; <class> is the
+                                   class name's letters and digits, "_" for the rest (plot_stems)
+    metrics/gradcam.json           the headline numbers only (overall, with their chance levels):
+                                   lung_energy_share, lung_energy_share_ci, lung_energy_chance,
+                                   pointing_game, pointing_chance; absent where the data has no such masks
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import html
+import json
+import re
+import unicodedata
+from collections import Counter
+from pathlib import Path
 
 import cv2
 import numpy as np
 
-from .console import import_tensorflow, progress
-from .errors import ParamError
+from .atomic import atomic_dir, write_json
+from .arrays import finite_outputs, scored_test_split
+from .heatmaps import OUTLINE_BGR, GradCam, colorbar, draw_outline, headline_scores, mask_scores, overlay
+from .images import write_png
+from .model_file import load_model
+from .splits import load_manifest
 
-COLORMAP = cv2.COLORMAP_INFERNO  # perceptually uniform, readable in grayscale print
-OUTLINE_BGR = (255, 255, 0)  # cyan: a hue inferno never takes, so it stands out on gray and on every heat level
-MIN_GRID = 16
-
-
-def conv_layers(model) -> list:
-    import keras
-
-    return [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+DISPLAY = 256  # pixels per side in the report, whatever the model's input size
+PLOT_SLOTS = 3  # image plots per class
 
 
-def default_layer(model) -> str:
-    """The last conv layer with a grid of at least MIN_GRID cells (else the last conv layer)."""
-    convs = conv_layers(model)
-    if not convs:
-        raise ParamError("gradcam.layer", None, f"a model with a conv layer; '{model.name}' has none")
-    fine = [l for l in convs if l.output.shape[1] is not None and l.output.shape[1] >= MIN_GRID]
-    return (fine or convs)[-1].name
+def pick_examples(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, per_class: int) -> list[int]:
+    """Per true class: misclassified images first (up to half), then correct ones, in split order."""
+    chosen = []
+    for c in range(n_classes):
+        idx = np.flatnonzero(y_true == c)
+        wrong, right = idx[y_pred[idx] != c], idx[y_pred[idx] == c]
+        take_wrong = min(len(wrong), max(1, per_class // 2))
+        take_right = min(len(right), per_class - take_wrong)
+        take_wrong = min(len(wrong), per_class - take_right)  # few correct ones: show more errors
+        chosen += list(wrong[:take_wrong]) + list(right[:take_right])
+    return [int(i) for i in chosen]
 
 
-PREDICTED = -1  # in place of a class: the heatmap of the class the model predicts for that image
+def _slug(name: str) -> str:
+    """A class name's letters (any script, with their accents) and digits, each other run "_"."""
+    kept = "".join(c if c.isalnum() or unicodedata.category(c).startswith("M") else "_"
+                   for c in unicodedata.normalize("NFC", name))
+    return re.sub("_+", "_", kept)[:60].strip("_")  # 60 characters: a file name has 255 bytes at most
 
 
-class Explained(NamedTuple):
-    """One pass of a model over images: its probabilities, and one heatmap per image (at the conv
-    layer's resolution, scaled to its peak)."""
-    probabilities: np.ndarray
-    heatmaps: np.ndarray
+def plot_stems(classes: list[str]) -> list[str]:
+    """Each class's image-plot name before `_<k>.png`: "Viral Pneumonia" -> "Viral_Pneumonia".
+    Classes whose names give the same stem (ignoring case, for case-insensitive file systems), or
+    none, get "-<class index>" after it, a character no plain stem has; so every stem differs from
+    every other, and since k holds no "_", so does every `<stem>_<k>.png`. The same class list
+    gives the same names."""
+    slugs = [_slug(c) for c in classes]
+    counts = Counter(s.casefold() for s in slugs)
+    return [s if s and counts[s.casefold()] == 1 else f"{s or 'class'}-{i}" for i, s in enumerate(slugs)]
 
 
-class GradCam:
-    """Heatmaps of one model at one conv layer (default: see default_layer).
-
-    One graph-compiled pass per batch gives the probabilities and a heatmap per image: the model
-    is split at the chosen layer, its front runs forward once and the gradient goes back only
-    through the layers after it (for VGG19's block5_conv4: pooling and the head), so a batch
-    costs about one `predict` (benchmarks/gradcam_speed.py)."""
-
-    def __init__(self, model, layer: str | None = None):
-        import keras
-
-        tf = import_tensorflow()
-        self.layer = layer or default_layer(model)
-        names = [l.name for l in conv_layers(model)]
-        if self.layer not in names:
-            raise ParamError("gradcam.layer", layer, f"a conv layer of this model: {', '.join(names)}")
-        target = model.get_layer(self.layer)
-        dense = model.layers[-1]  # the softmax layer: its logits are recomputed from its input
-        kernel, bias = dense.kernel, dense.bias
-
-        def class_score(logits, classes):
-            classes = tf.where(classes == PREDICTED, tf.argmax(logits, axis=1, output_type=tf.int32), classes)
-            # Summed over the batch: an image's logits depend on its own maps alone, so the
-            # gradient of the sum holds each image's own gradient.
-            return tf.reduce_sum(tf.gather(logits, classes, axis=1, batch_dims=1))
-
-        def outputs(grads, maps, logits):
-            if grads is None:  # seen while tracing: nothing trainable links the layer to the classifier
-                raise ParamError("gradcam.layer", self.layer, "a conv layer whose maps reach the classifier")
-            cam = tf.nn.relu(tf.reduce_sum(grads * maps, axis=-1))
-            peak = tf.reduce_max(cam, axis=[1, 2], keepdims=True)
-            return tf.nn.softmax(logits), tf.where(peak > 0, cam / tf.maximum(peak, 1e-12), 0.0)
-
-        try:
-            front = keras.Model(model.inputs[0], target.output)
-            tail = keras.Model(target.output, dense.input)  # new graph nodes over the same layers and weights
-        except ValueError:  # a path to the head goes around the layer (a skip connection, a shared layer)
-            both = keras.Model(model.inputs[0], [target.output, dense.input])
-
-            def one_batch(x, classes):  # the whole model under the tape: slower, but any graph
-                with tf.GradientTape() as tape:
-                    maps, features = both(x, training=False)
-                    tape.watch(maps)
-                    logits = tf.matmul(features, kernel) + bias
-                    score = class_score(logits, classes)
-                return outputs(tape.gradient(score, maps), maps, logits)
-        else:
-            def one_batch(x, classes):  # the front once, the gradient through the tail only
-                maps = front(x, training=False)
-                with tf.GradientTape(watch_accessed_variables=False) as tape:
-                    tape.watch(maps)
-                    logits = tf.matmul(tail(maps, training=False), kernel) + bias
-                    score = class_score(logits, classes)
-                return outputs(tape.gradient(score, maps), maps, logits)
-
-        shape = (None, *model.inputs[0].shape[1:])
-        self._one_batch = tf.function(one_batch, input_signature=[tf.TensorSpec(shape, tf.float32),
-                                                              tf.TensorSpec([None], tf.int32)])
-
-    def explain(self, images: np.ndarray, classes: np.ndarray, batch_size: int = 32,
-                desc: str | None = None) -> Explained:
-        """Every image's probabilities and its heatmap for classes[i] (PREDICTED: the predicted
-        class), batch by batch from (memory-mapped) uint8 images; with `desc`, under a progress bar."""
-        probs, heat = [], []
-        starts = range(0, len(images), batch_size)
-        for start in starts if desc is None else progress(starts, total=len(starts), desc=desc):
-            x = np.asarray(images[start:start + batch_size], np.float32)
-            p, h = self._one_batch(x[..., None] if x.ndim == 3 else x,
-                                 np.asarray(classes[start:start + batch_size], np.int32))
-            probs.append(p.numpy()), heat.append(h.numpy())
-        return Explained(np.concatenate(probs), np.concatenate(heat))
-
-    def heatmaps(self, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
-        """Float heatmaps in [0, 1] at the conv layer's resolution, one per image, for classes[i]."""
-        return self.explain(images, classes).heatmaps
+def plot_slots(y_true: np.ndarray, n_classes: int, per_class: int = PLOT_SLOTS) -> list[tuple[int, int, int]]:
+    """(class, k from 1, image index): each class's first test images in split order, so a slot
+    holds the same X-ray in every experiment on the same data."""
+    return [(c, k + 1, int(i)) for c in range(n_classes) for k, i in enumerate(np.flatnonzero(y_true == c)[:per_class])]
 
 
-def upsample(heatmaps: np.ndarray, size: int) -> np.ndarray:
-    """Heatmaps resized to size x size, bilinear, as float32."""
-    out = np.empty((len(heatmaps), size, size), np.float32)
-    for i, cam in enumerate(heatmaps):
-        out[i] = cv2.resize(np.asarray(cam, np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
-    return out
+def _probabilities(p: np.ndarray, classes: list[str], predicted: int) -> str:
+    rows = "".join(
+        f'<tr class="{"predicted" if j == predicted else ""}"><td>{html.escape(c)}</td>'
+        f'<td><span class="bar" style="width:{80 * v:.1f}px"></span></td><td class="p">{v:.3f}</td></tr>'
+        for j, (c, v) in enumerate(zip(classes, p)))
+    return f'<table class="probs">{rows}</table>'
 
 
-def overlay(gray: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """A BGR picture: the X-ray with the heatmap in a perceptual colormap on top."""
-    heat = cv2.resize(heatmap, gray.shape[::-1], interpolation=cv2.INTER_LINEAR)
-    colour = cv2.applyColorMap(np.uint8(np.clip(heat, 0, 1) * 255), COLORMAP)
-    base = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
-    return cv2.addWeighted(colour, alpha, base, 1 - alpha, 0)
+def _panels(i: int, true: int, predicted: int, classes: list[str]) -> list[tuple[str, str, str]]:
+    """One test image's pictures, as (src, caption, the class it names, in bold after it)."""
+    xray = (f"img/{i}.png", "X-ray", "")
+    if predicted == true:
+        return [xray, (f"img/{i}_cam.png", "Grad-CAM of the predicted (and true) class, ", classes[true])]
+    return [xray, (f"img/{i}_cam.png", "Grad-CAM of the predicted class, ", classes[predicted]),
+            (f"img/{i}_true.png", "Grad-CAM of the true class, ", classes[true])]
 
 
-def colorbar(width: int = 256, height: int = 14) -> np.ndarray:
-    """The overlay's colour scale as a BGR strip, heat 0 on the left to 1 on the right: made by the
-    same cv2 colormap as the overlay, so the two cannot disagree (matplotlib's inferno is a
-    separate table, and its text would be baked into pixels; the page sets the labels as text)."""
-    ramp = np.uint8(np.round(np.linspace(0, 255, width)))
-    return cv2.applyColorMap(np.tile(ramp, (height, 1)), COLORMAP)
+def _panel(src: str, caption: str, cls: str) -> str:
+    label = html.escape(caption) + (f"<b>{html.escape(cls)}</b>" if cls else "")
+    return (f'<div class="panel"><div class="label">{label}</div>'
+            f'<img src="{html.escape(src)}" alt="{html.escape(caption + cls)}"></div>')
 
 
-def mask_boundary(mask: np.ndarray) -> np.ndarray:
-    """The mask's pixels with a 4-neighbour outside it (beyond the image's edge counts as
-    outside): a closed outline one pixel wide, lying on the mask itself."""
-    inside = (np.asarray(mask) > 0).astype(np.uint8)
-    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
-    core = cv2.erode(inside, cross, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    return (inside > 0) & (core == 0)
+def _figure(i: int, path: str, true: int, classes: list[str], p: np.ndarray) -> str:
+    """One test image: its pictures, then its path and every class's probability."""
+    predicted = int(p.argmax())
+    pictures = "".join(_panel(*panel) for panel in _panels(i, true, predicted, classes))
+    return (f'<figure class="{"wrong" if predicted != true else "right"}" data-image="{i}">'
+            f'<div class="panels">{pictures}</div><figcaption>{html.escape(path)}<br>'
+            f"true <b>{html.escape(classes[true])}</b>, predicted <b>{html.escape(classes[predicted])}</b>"
+            f"{_probabilities(p, classes, predicted)}</figcaption></figure>")
 
 
-def draw_outline(picture: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """A copy of a BGR picture with the outline of `mask` in OUTLINE_BGR. A smaller mask is scaled
-    up smoothly (bilinear, then cut at half) so that its outline does not show the mask's pixel steps."""
-    inside = (np.asarray(mask) > 0).astype(np.float32)
-    scaled = cv2.resize(inside, picture.shape[1::-1], interpolation=cv2.INTER_LINEAR) > 0.5
-    out = picture.copy()
-    out[mask_boundary(scaled)] = OUTLINE_BGR
-    return out
+def _plot_picture(gray: np.ndarray, heat: np.ndarray, lung, text: str) -> np.ndarray:
+    """The X-ray beside its true-class overlay, over two lines of text with the colour bar: an
+    image plot is shown with no caption."""
+    cam = overlay(gray, heat)
+    if lung is not None:
+        cam = draw_outline(cam, lung)
+    pair = np.hstack([cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), np.full((DISPLAY, 4, 3), 255, np.uint8), cam])
+    band = np.full((44, pair.shape[1], 3), 255, np.uint8)
+
+    def write(words, x, y):
+        cv2.putText(band, words, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+
+    write(text, 4, 16)
+    write("heat 0", 4, 37)
+    band[28:38, 56:216] = colorbar(160, 10)
+    write("1 (strongest)" + ("; cyan: lung outline" if lung is not None else ""), 222, 37)
+    return np.vstack([pair, band])
 
 
-def energy_inside(heatmaps: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """Per image: the share of positive heatmap energy inside the mask (nan where all zero)."""
-    inside = (heatmaps * (masks > 0)).reshape(len(heatmaps), -1).sum(1)
-    total = heatmaps.reshape(len(heatmaps), -1).sum(1)
-    return np.where(total > 0, inside / np.maximum(total, 1e-12), np.nan)
+def _table(matrix, classes) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in classes)
+    rows = "".join(
+        f"<tr><th>{html.escape(c)}</th>" + "".join(
+            f'<td class="{"diag" if i == j else ""}">{v}</td>' for j, v in enumerate(row)) + "</tr>"
+        for i, (c, row) in enumerate(zip(classes, matrix)))
+    return f'<table class="cm"><tr><th>actual \\ predicted</th>{head}</tr>{rows}</table>'
 
 
-def tolerance(size: int) -> int:
-    """The pointing game's tolerance: 15 px at 224 px (Zhang et al. 2016), scaled to the image."""
-    return int(round(15 * size / 224))
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Grad-CAM report: {model}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 0 2em 2em; color: #222; }}
+.metrics span {{ display: inline-block; margin-right: 2em; font-size: 1.1em; }}
+table.cm {{ border-collapse: collapse; margin: 1em 0; }}
+table.cm td, table.cm th {{ border: 1px solid #bbb; padding: 4px 10px; text-align: center; }}
+table.cm td.diag {{ background: #e6f2e6; font-weight: bold; }}
+.key {{ position: sticky; top: 0; z-index: 1; background: #fff; border-bottom: 1px solid #ccc;
+        padding: 8px 0; display: flex; flex-wrap: wrap; align-items: center; gap: 6px 28px; font-size: 0.9em; }}
+.colorbar {{ display: inline-flex; align-items: center; gap: 8px; }}
+.colorbar img {{ width: {display}px; height: 14px; border: 1px solid #888; }}
+.swatch {{ display: inline-block; width: 28px; height: 3px; background: {outline}; vertical-align: middle;
+           outline: 1px solid #555; }}
+.grid {{ display: flex; flex-wrap: wrap; gap: 14px; align-items: flex-start; }}
+figure {{ margin: 0; padding: 6px; border: 3px solid #4a4; border-radius: 6px; }}
+figure.wrong {{ border-color: #d33; }}
+.panels {{ display: flex; gap: 4px; }}
+.panel .label {{ font-size: 0.8em; height: 2.6em; max-width: {display}px; }}
+.panel img {{ display: block; width: {display}px; height: {display}px; }}
+figcaption {{ width: 0; min-width: 100%; padding-top: 4px; font-size: 0.85em; overflow-wrap: anywhere; }}
+table.probs {{ border-collapse: collapse; margin-top: 3px; }}
+table.probs td {{ padding: 0 6px 0 0; }}
+table.probs td:nth-child(2) {{ width: 80px; }}
+table.probs td.p {{ text-align: right; font-variant-numeric: tabular-nums; }}
+table.probs .bar {{ display: inline-block; height: 0.7em; background: #999; }}
+table.probs tr.predicted {{ font-weight: bold; background: #fff3b0; }}
+table.probs tr.predicted .bar {{ background: #333; }}
+.missing {{ outline: 3px dashed red; }}
+#broken {{ color: #c00; font-weight: bold; }}
+</style></head>
+<body data-images-total="{n_images}">
+<h1>Grad-CAM report: {model}</h1>
+<p class="metrics"><span>test accuracy <b>{accuracy}</b> {accuracy_ci}</span><span>F1 macro <b>{f1_macro}</b>
+{f1_macro_ci}</span>
+<span>ROC AUC (one-vs-rest) <b>{roc_auc}</b></span><span>{n_test} test images</span>
+<span>Grad-CAM layer <code>{layer}</code></span></p>
+<p id="broken"></p>
+<h2>Confusion matrix</h2>
+{confusion}
+{scores}
+<h2>Test images</h2>
+<p>Each figure: the X-ray as the model sees it, then the Grad-CAM heatmap of the <em>predicted</em>
+class over it and, when the prediction is wrong, the heatmap of the <em>true</em> class. Each heatmap is
+scaled to its own strongest point (1). Green frame: correct; red frame: misclassified. Below: every
+class's probability, the predicted class highlighted.</p>
+<div class="key">
+<span class="colorbar">heatmap: <span>0 = no evidence</span><img src="img/colorbar.png"
+ alt="colour bar: the inferno colormap from 0, no evidence, to 1, strongest evidence"><span>1 = strongest</span></span>
+{outline_key}
+</div>
+{sections}
+<script>
+// Say so on the page if an image file is missing (and let tests read the count).
+window.addEventListener("load", () => {{
+  const imgs = [...document.images];
+  const bad = imgs.filter(i => !(i.complete && i.naturalWidth > 0));
+  bad.forEach(i => i.classList.add("missing"));
+  document.body.dataset.imagesLoaded = imgs.length - bad.length;
+  if (bad.length) document.getElementById("broken").textContent = bad.length + " image(s) failed to load";
+}});
+</script>
+</body></html>
+"""
+
+OUTLINE_KEY = ('<span><span class="swatch"></span> lung outline: the edge of the dataset\'s lung mask, '
+               "drawn on the heatmaps</span>")
 
 
-def dilate(masks: np.ndarray, radius: int) -> np.ndarray:
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    return np.stack([cv2.dilate(np.asarray(m), kernel) for m in masks]) if radius else np.asarray(masks)
+def _interval(ci: dict | None) -> str:
+    """An interval of reports/eval.json as the page shows it (nothing where there is none)."""
+    if not ci or None in ci.values():
+        return ""
+    return f"<small>(95% CI {ci['lower']:.3f}&ndash;{ci['upper']:.3f}, bootstrap)</small>"
 
 
-def pointing_hits(heatmaps: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """Per image: is the heatmap's peak inside the mask? (the pointing game; dilate masks for tolerance)"""
-    flat = heatmaps.reshape(len(heatmaps), -1)
-    peaks = flat.argmax(axis=1)
-    return (masks.reshape(len(masks), -1)[np.arange(len(masks)), peaks] > 0) & (flat.max(axis=1) > 0)
+def _scores_html(scores: dict) -> str:
+    if not scores:
+        return "<p>No masks in this data: no quantitative check.</p>"
+    parts = ["<h2>Where the model looks (all test images, true class)</h2><ul>"]
+    if "lung_energy_share" in scores:
+        s = scores["lung_energy_share"]
+        parts.append(f"<li>Share of Grad-CAM energy inside the lungs: <b>{s['overall']}</b> "
+                     f"{_interval(s.get('overall_ci'))} (lungs cover {s['chance']} of the image)</li>")
+    if scores.get("lesions", {}).get("overall"):
+        s = scores["lesions"]["overall"]
+        parts.append(f"<li>Pointing game (heatmap peak within {scores['lesions']['pointing_tolerance_px']} px "
+                     f"of the lesion): <b>{s['pointing_game']}</b> (chance {s['pointing_chance']}); share of "
+                     f"energy inside the lesion: <b>{s['energy_in_lesion']}</b> (chance {s['energy_chance']})</li>")
+    return "".join(parts) + "</ul>"
+
+
+def build_report(settings, model_path: str | Path, prepared_dir: str | Path, manifest_path: str | Path,
+                 eval_path: str | Path, out_dir: str | Path, metrics_path: str | Path, images_dir: str | Path) -> dict:
+    """The gradcam stage (`settings`: a params.GradcamSettings): the report into out_dir, the image
+    plots into images_dir, the headline scores into metrics_path; returns the full scores."""
+    model, info = load_model(model_path)
+    classes = info["classes"]
+    images, y_true = scored_test_split(model_path, info, prepared_dir)
+    masks = {name: np.load(Path(prepared_dir) / "test" / f"{name}.npy", mmap_mode="r")
+             for name in ("masks", "lesions") if (Path(prepared_dir) / "test" / f"{name}.npy").is_file()}
+    lungs = masks.get("masks")
+    cam = GradCam(model, settings.layer)
+    # One pass over the test split: every image's probabilities and its true class's heatmap (the
+    # mask scores, the true-class pictures); then the predicted class's heatmaps of the few
+    # misclassified images shown (a gradient of a second class for every image would cost more).
+    probs, heat_true = cam.explain(images, y_true, desc="Grad-CAM test")
+    finite_outputs(probs, model_path)
+    y_pred = probs.argmax(1)
+    scores = mask_scores(heat_true, y_true, classes, masks, seed=settings.seed) if masks else {}
+    scores = {"model": info["architecture"], "layer": cam.layer, **scores}
+
+    evaluation = json.loads(Path(eval_path).read_text())
+    paths = load_manifest(manifest_path).query("split == 'test'")["path"].tolist()
+    chosen = pick_examples(y_true, y_pred, len(classes), settings.per_class)
+    wrong = [i for i in chosen if y_pred[i] != y_true[i]]
+    heat_pred = dict(zip(wrong, cam.explain(images[wrong], y_pred[wrong]).heatmaps)) if wrong else {}
+
+    def display(i):
+        return cv2.resize(np.asarray(images[i]), (DISPLAY, DISPLAY), interpolation=cv2.INTER_LINEAR)
+
+    def heat_picture(gray, heat, i):
+        picture = overlay(gray, heat)
+        return picture if lungs is None else draw_outline(picture, lungs[i])
+
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "img").mkdir()
+        write_png(tmp / "img" / "colorbar.png", colorbar(DISPLAY))
+        sections = []
+        for c, cls in enumerate(classes):
+            figs = []
+            for i in (i for i in chosen if y_true[i] == c):
+                gray = display(i)
+                write_png(tmp / "img" / f"{i}.png", gray)
+                write_png(tmp / "img" / f"{i}_cam.png", heat_picture(gray, heat_pred.get(i, heat_true[i]), i))
+                if i in heat_pred:
+                    write_png(tmp / "img" / f"{i}_true.png", heat_picture(gray, heat_true[i], i))
+                figs.append(_figure(i, paths[i], c, classes, probs[i]))
+            sections.append(f"<h2>{html.escape(cls)}</h2><div class=\"grid\">{''.join(figs)}</div>")
+        sections = "".join(sections)
+        n_images = 1 + sections.count("<img ")  # the colour bar, and every figure's pictures
+        page = PAGE.format(model=html.escape(info["architecture"]), accuracy=evaluation["accuracy"],
+                           accuracy_ci=_interval(evaluation.get("accuracy_ci")),
+                           f1_macro=evaluation["f1_macro"], f1_macro_ci=_interval(evaluation.get("f1_macro_ci")), roc_auc=evaluation["roc_auc_ovr"],
+                           n_test=evaluation["n_test"], layer=html.escape(cam.layer), display=DISPLAY,
+                           outline="#%02x%02x%02x" % OUTLINE_BGR[::-1],
+                           outline_key=OUTLINE_KEY if lungs is not None else "",
+                           confusion=_table(evaluation["confusion_matrix"], classes),
+                           scores=_scores_html(scores), sections=sections, n_images=n_images)
+        (tmp / "index.html").write_text(page, encoding="utf-8")
+        write_json(tmp / "scores.json", scores)
+
+    with atomic_dir(images_dir) as tmp:
+        stems = plot_stems(classes)
+        for c, k, i in plot_slots(y_true, len(classes)):
+            pred = y_pred[i]
+            text = f"{classes[c]} #{k}: true-class Grad-CAM; predicted {classes[pred]} ({probs[i, pred]:.2f})"
+            write_png(tmp / f"{stems[c]}_{k}.png",
+                      _plot_picture(display(i), heat_true[i], None if lungs is None else lungs[i], text))
+    write_json(metrics_path, headline_scores(scores))
+    return scores

@@ -63,6 +63,8 @@ CROP_MARGIN = 0.10    # of the lungs' box height (above, below) and width (left,
 MASK_DILATION = 0.02  # of the image's longer side: how far outside the mask `mask` keeps pixels
 MIN_LUNG_SHARE = 0.01          # of the image: a lung mask covering less is not one (real ones: 17-59%)
 MASK_ASPECT_TOLERANCE = 0.05   # |log| of mask to image aspect ratio: 5%, for rounding in exported masks
+LUNG_MASK_POLICIES = ("none", "crop", "mask")  # prepare.lung_mask: what prepare_image does with the lung mask
+MAX_IMAGE_SIZE = 1024  # pixels per side of a generated or prepared image
 
 cv2.setNumThreads(1)  # we parallelise across images ourselves
 
@@ -86,10 +88,10 @@ def read_bytes(path: str | os.PathLike) -> bytes:
                                       f"bytes), over the limit of {MAX_FILE_BYTES / 2**20:g} MiB "
                                       "(lungdx.images.MAX_FILE_BYTES); downscale or recompress it first")
             return f.read(st.st_size)
-    except IsADirectoryError:
-        raise UnreadableImage("not a regular file (a folder, pipe, device or socket)") from None
+    except IsADirectoryError as exc:
+        raise UnreadableImage("not a regular file (a folder, pipe, device or socket)") from exc
     except OSError as exc:
-        raise UnreadableImage(f"cannot read file: {exc.strerror}") from None
+        raise UnreadableImage(f"cannot read file: {exc.strerror}") from exc
 
 
 def read_gray(path: str | os.PathLike) -> np.ndarray:
@@ -115,7 +117,7 @@ def decode_gray(data) -> np.ndarray:
     try:
         img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:  # e.g. a header OpenCV's own checks refuse
-        raise UnreadableImage(f"not a decodable image ({str(exc).strip().splitlines()[-1]})") from None
+        raise UnreadableImage(f"not a decodable image ({str(exc).strip().splitlines()[-1]})") from exc
     if img is None:
         raise UnreadableImage("not a decodable image (truncated, corrupt or not an image)")
     return to_gray_uint8(img)
@@ -145,8 +147,8 @@ def _unpack(kind: str, fmt: str, data, offset: int) -> tuple:
     """struct.unpack_from, a header that ends too early being UnreadableImage."""
     try:
         return struct.unpack_from(fmt, data, offset)
-    except struct.error:
-        raise UnreadableImage(f"not a decodable image (truncated {kind} header)") from None
+    except struct.error as exc:
+        raise UnreadableImage(f"not a decodable image (truncated {kind} header)") from exc
 
 
 def _png_size(data) -> tuple[int, int]:
@@ -300,19 +302,20 @@ def prepare_image(path, size: int, lung_mask: str = "none", mask_path=None, lesi
         try:
             img, box = focus_on_lungs(img, native_mask(mask_path, shape), lung_mask)
         except UnreadableImage as exc:  # the image read: what failed is its mask
-            raise UnreadableImage(f"lung mask {mask_path}: {exc}") from None
+            raise UnreadableImage(f"lung mask {mask_path}: {exc}") from exc
     masks = (None if m is None else load_mask(m, size, box, shape) for m in (mask_path, lesion_path))
     return (resize_square(img, size), *masks)
 
 
-def check_lung_masks(lacking: list[str], total: int, lung_mask: str, setting: str = "prepare.lung_mask") -> None:
+def check_lung_masks(lacking: list[str], total: int, lung_mask: str, setting: str, way_out: str = "") -> None:
     """Under lung_mask crop or mask every image needs its lung mask: name how many lack one, and
-    the first few (no silent fallback to the whole image); `setting` says whose lung_mask it is."""
+    the first few (no silent fallback to the whole image); `setting` says whose lung_mask it is,
+    `way_out` what else the user can do."""
     if lung_mask != "none" and lacking:
         shown = ", ".join(lacking[:5]) + (f" and {len(lacking) - 5} more" if len(lacking) > 5 else "")
         raise LungdxError(f"{setting} is {lung_mask}, but {len(lacking)} of {total} images have no lung mask "
                           f"(<Class>/masks/<same file name> in the source): {shown}; add their masks"
-                          + (", or set prepare.lung_mask: none" if setting == "prepare.lung_mask" else ""))
+                          + (f", {way_out}" if way_out else ""))
 
 
 def native_mask(path: str | os.PathLike, shape: tuple[int, int]) -> np.ndarray:

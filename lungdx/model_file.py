@@ -25,8 +25,7 @@ from typing import NoReturn
 from .atomic import atomic_path
 from .console import import_tensorflow
 from .errors import LungdxError
-from .images import PREPROCESSING, PREPROCESSING_STEPS
-from .params import LUNG_MASK_POLICIES, MAX_IMAGE_SIZE
+from .images import LUNG_MASK_POLICIES, MAX_IMAGE_SIZE, PREPROCESSING, PREPROCESSING_STEPS
 from .source_checks import NONBLOCK, ZipLimits, check_entry_count, check_zip_limits, file_kind
 
 INFO_ENTRY = "lungdx.json"
@@ -68,7 +67,7 @@ MODEL_ZIP_LIMITS = ZipLimits(
 # zipfile reads and parses the central directory whole when it opens a zip: this is room for
 # 1000 entries with names of ~1 KB, checked first, so 300,000 tiny entries cost no time.
 MAX_DIRECTORY_BYTES = 1 << 20
-MIN_IMAGE_SIZE = 16  # the least prepare.image_size (lungdx.params)
+MIN_IMAGE_SIZE = 16  # the least image size a prepared image has (lungdx.params checks it)
 MAX_TEXT = 1000  # characters of any text in lungdx.json (the longest, input.steps, has ~300)
 
 
@@ -79,9 +78,9 @@ def read_info(path: str | Path) -> dict:
     with _open_regular(path) as file:
         try:
             raw = _read_info_entry(path, file)
-        except KeyError:
+        except KeyError as exc:
             raise LungdxError(f"{path}: a Keras file without lungdx's {INFO_ENTRY} (class names, input size); "
-                              "models saved by lungdx carry it: retrain with dvc repro -f train") from None
+                              "models saved by lungdx carry it: retrain with dvc repro -f train") from exc
         # what zipfile raises for a damaged zip, zlib for damaged data, and zipfile for a member
         # it cannot read: NotImplementedError (an unknown compression), RuntimeError (encrypted)
         except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError, RuntimeError) as exc:
@@ -102,24 +101,24 @@ def _open_regular(path: Path):
     once opened (without blocking), in case something else was put there in between."""
     try:
         st = os.stat(path)
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
         if os.path.islink(path):
             raise LungdxError(f"{path}: a symbolic link to {os.readlink(path)}, which does not exist; give the "
-                              "model file itself") from None
+                              "model file itself") from exc
         raise LungdxError(f"{path}: not found; train a model first (dvc repro train), or fetch one with "
-                          "dvc artifacts get REPO lung-xray-classifier") from None
+                          "dvc artifacts get REPO lung-xray-classifier") from exc
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise LungdxError(f"{path}: a symbolic link loop (following it leads back to itself); give the "
-                              "model file itself") from None
-        raise LungdxError(f"{path}: could not be read ({exc.strerror})") from None
+                              "model file itself") from exc
+        raise LungdxError(f"{path}: could not be read ({exc.strerror})") from exc
     if stat.S_ISDIR(st.st_mode):
         raise LungdxError(f"{path}: is a folder; give the model file itself, e.g. {path / 'model.keras'}")
     if stat.S_ISREG(st.st_mode):
         try:
             file = os.fdopen(os.open(path, os.O_RDONLY | NONBLOCK), "rb")
         except OSError as exc:
-            raise LungdxError(f"{path}: could not be read ({exc.strerror})") from None
+            raise LungdxError(f"{path}: could not be read ({exc.strerror})") from exc
         st = os.fstat(file.fileno())
         if stat.S_ISREG(st.st_mode):
             return file
@@ -233,7 +232,9 @@ def load_model(path: str | Path):
 
     try:
         model = keras.models.load_model(path)
-    except Exception as exc:  # Keras raises many types for a damaged file
+    # What Keras raises for a damaged or foreign file (a bad archive, JSON or HDF5, a missing
+    # entry, a config it cannot build); anything else is a bug and keeps its traceback.
+    except (ValueError, TypeError, KeyError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise LungdxError(f"{path}: could not be loaded ({type(exc).__name__}: {exc}); retrain it with "
                           "dvc repro -f train") from exc
     expected_input = (None, info["image_size"], info["image_size"], 1)

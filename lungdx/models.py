@@ -9,10 +9,11 @@ and a Grad-CAM sub-model built on a reloaded Sequential model silently gets a
 from __future__ import annotations
 
 import os
+import urllib.error
 from pathlib import Path
 
 from .console import import_tensorflow
-from .errors import LungdxError, ParamError
+from .errors import LungdxError
 
 VGG19_NOTOP = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
 # VGG19's `preprocess_input` ("caffe" mode): BGR order, minus the ImageNet channel means. Our
@@ -49,54 +50,56 @@ def head(x, n_classes: int, units: int, dropout: float, layers_before: int):
     return layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
 
 
-def augmentation(x, settings: dict | None, seed: int):
+def augmentation(x, settings, seed: int):
     """The random transformations of models.<name>.augment, as Keras layers: active only while
     training (fit calls them with training=True), the identity when evaluating or predicting.
-    Each layer draws from its own seed, derived from the project's, so a rerun sees the same
-    images. Pixels moved in from outside the image are black, like the padding of lungdx.images.
+    `settings`: a params.Augment (or None: none). Each layer draws from its own seed, derived from
+    the project's, so a rerun sees the same images. Pixels moved in from outside the image are black, like the padding of lungdx.images.
     No horizontal flip unless asked: it swaps the heart's side, which no real frontal X-ray shows."""
     from keras import layers
 
-    settings = settings or {}
-    if settings.get("flip"):
+    if not settings:
+        return x
+    if settings.flip:
         x = layers.RandomFlip("horizontal", seed=seed + 1, name="augment_flip")(x)
-    if settings.get("rotation"):
-        x = layers.RandomRotation(settings["rotation"] / 360, fill_mode="constant", fill_value=0.0,
+    if settings.rotation:
+        x = layers.RandomRotation(settings.rotation / 360, fill_mode="constant", fill_value=0.0,
                                   seed=seed + 2, name="augment_rotation")(x)
-    if settings.get("shift"):
-        x = layers.RandomTranslation(settings["shift"], settings["shift"], fill_mode="constant", fill_value=0.0,
+    if settings.shift:
+        x = layers.RandomTranslation(settings.shift, settings.shift, fill_mode="constant", fill_value=0.0,
                                      seed=seed + 3, name="augment_shift")(x)
-    if settings.get("zoom"):
-        x = layers.RandomZoom((-settings["zoom"], settings["zoom"]), fill_mode="constant", fill_value=0.0,
+    if settings.zoom:
+        x = layers.RandomZoom((-settings.zoom, settings.zoom), fill_mode="constant", fill_value=0.0,
                               seed=seed + 4, name="augment_zoom")(x)
-    if settings.get("brightness"):
-        x = layers.RandomBrightness(settings["brightness"], value_range=(0, 255), seed=seed + 5,
+    if settings.brightness:
+        x = layers.RandomBrightness(settings.brightness, value_range=(0, 255), seed=seed + 5,
                                     name="augment_brightness")(x)
-    if settings.get("contrast"):
-        x = layers.RandomContrast(settings["contrast"], value_range=(0, 255), seed=seed + 6,
+    if settings.contrast:
+        x = layers.RandomContrast(settings.contrast, value_range=(0, 255), seed=seed + 6,
                                   name="augment_contrast")(x)
     return x
 
 
-def build_cnn(image_size: int, n_classes: int, cfg: dict):
-    """The original network: 5 x (Conv 3x3 ReLU + 2x2 max-pool), flatten, 3 x (Dense 160 + Dropout 0.3)."""
+def build_cnn(n_classes: int, settings):
+    """The original network: 5 x (Conv 3x3 ReLU + 2x2 max-pool), flatten, 3 x (Dense 160 + Dropout 0.3);
+    `settings`: a params.ModelSettings of the cnn."""
     import keras
     from keras import layers
 
-    inputs = keras.Input((image_size, image_size, 1), name="image")
-    x = augmentation(inputs, cfg.get("augment"), cfg.get("seed", 0))
+    inputs = keras.Input((settings.image_size, settings.image_size, 1), name="image")
+    x = augmentation(inputs, settings.augment, settings.seed)
     # Centre the pixels on zero: with inputs in 0..1 this deep ReLU stack stays at chance for
     # dozens of epochs on small data; centred inputs give the same network a gradient to follow.
     x = layers.Rescaling(1 / 127.5, offset=-1.0, name="scale")(x)
-    for i, filters in enumerate(cfg["filters"], start=1):
+    for i, filters in enumerate(settings.filters, start=1):
         x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"conv{i}")(x)
         x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
     x = layers.Flatten(name="flatten")(x)
-    outputs = head(x, n_classes, cfg["dense_units"], cfg["dropout"], layers_before=3)
+    outputs = head(x, n_classes, settings.dense_units, settings.dropout, layers_before=3)
     return keras.Model(inputs, outputs, name="cnn")
 
 
-def vgg19_base(image_size: int, weights: str | None, augment: dict | None = None, seed: int = 0):
+def vgg19_base(image_size: int, weights: str | None, augment=None, seed: int = 0):
     """Input, (augmentation,) the 3-channel ImageNet preprocessing, and VGG19 without top built on it.
 
     Built with `input_tensor=` so the base's layers (block5_conv4, ...) are layers of the
@@ -107,7 +110,7 @@ def vgg19_base(image_size: int, weights: str | None, augment: dict | None = None
     from keras.applications import VGG19
 
     if image_size < 32:
-        raise ParamError("prepare.image_size", image_size, "at least 32 for vgg19 (five 2x2 poolings)")
+        raise ValueError(f"VGG19 takes images of 32 px or more (five 2x2 poolings), not {image_size}")
     inputs = keras.Input((image_size, image_size, 1), name="image")
     gray = augmentation(inputs, augment, seed)
     rgb = layers.Concatenate(name="gray_to_rgb")([gray, gray, gray])
@@ -115,47 +118,77 @@ def vgg19_base(image_size: int, weights: str | None, augment: dict | None = None
     try:
         base = VGG19(include_top=False, weights=weights, input_tensor=x)
     except Exception as exc:
-        if weights != "imagenet":
-            raise LungdxError(f"models.vgg19.weights = {weights!r}: could not load it ({exc})") from None
-        # Keras downloads the ImageNet weights once into KERAS_HOME/models; offline that fails.
-        cached = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / VGG19_NOTOP
-        raise LungdxError(
-            f"models.vgg19.weights = 'imagenet': the ImageNet weights are not cached at {cached} and could "
-            f"not be downloaded ({type(exc).__name__}). Use models.vgg19.weights=none (random "
-            f"initialisation), or the path of a local copy of {VGG19_NOTOP}") from None
+        raise _weights_error(weights, exc) or exc
     base.trainable = False
     pooled = layers.GlobalAveragePooling2D(name="gap")(base.output)
     return inputs, base, pooled
 
 
-def vgg19_head(pooled, n_classes: int, cfg: dict):
+class WeightsUnavailable(LungdxError):
+    """VGG19's weights could not be loaded: the message says why and what to use instead."""
+
+
+def _weights_error(weights, exc: Exception) -> WeightsUnavailable | None:
+    """What a failure to load VGG19's `weights` means to a user, or None for anything else (a bug
+    that must show its traceback). Keras raises a bare Exception for a failed download, with the
+    urllib error as its context; a connection that drops, an OSError; a file that is not VGG19's
+    no-top weights, OSError or ValueError."""
+    cause = exc
+    while cause is not None and not isinstance(cause, (urllib.error.URLError, OSError)):
+        cause = cause.__cause__ or cause.__context__
+    download_failed = cause is not None or str(exc).startswith("URL fetch failure")
+    if weights == "imagenet":
+        # Keras downloads the ImageNet weights once into KERAS_HOME/models; offline that fails.
+        cached = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / VGG19_NOTOP
+        failed = exc if cause is None else cause
+        if cached.is_file() and isinstance(exc, (OSError, ValueError)):
+            error = WeightsUnavailable(f"the cached ImageNet weights at {cached} cannot be read ({exc}); delete the "
+                                       "file so that Keras downloads it again, or use none or a local copy")
+        elif download_failed:
+            error = WeightsUnavailable(f"the ImageNet weights are not cached at {cached} and could not be downloaded "
+                                       f"({type(failed).__name__}: {failed}); use none (random initialisation) or the "
+                                       f"path of a local copy of {VGG19_NOTOP}")
+        else:
+            return None
+    elif isinstance(exc, (OSError, ValueError)):
+        error = WeightsUnavailable(f"{weights}: not VGG19's no-top weights, or unreadable ({exc}); use imagenet, "
+                                   f"none, or a local copy of {VGG19_NOTOP}")
+    else:
+        return None
+    error.__cause__ = exc
+    return error
+
+
+def vgg19_head(pooled, n_classes: int, settings):
     """The original head on the pooled features: Dropout, (Dense 160, Dropout) x 2, softmax."""
     from keras import layers
 
-    x = layers.Dropout(cfg["dropout"], name="dropout0")(pooled)
-    return head(x, n_classes, cfg["dense_units"], cfg["dropout"], layers_before=2)
+    x = layers.Dropout(settings.dropout, name="dropout0")(pooled)
+    return head(x, n_classes, settings.dense_units, settings.dropout, layers_before=2)
 
 
-def build_vgg19(image_size: int, n_classes: int, cfg: dict, weights: str | None = None):
+def build_vgg19(n_classes: int, settings, weights: str | None):
+    """The end-to-end VGG19 (base and head) of a params.ModelSettings, with the base's `weights`
+    (imagenet, None or a .h5 path); returns it and its base."""
     import keras
 
-    inputs, base, pooled = vgg19_base(image_size, weights, cfg.get("augment"), cfg.get("seed", 0))
-    model = keras.Model(inputs, vgg19_head(pooled, n_classes, cfg), name="vgg19")
+    inputs, base, pooled = vgg19_base(settings.image_size, weights, settings.augment, settings.seed)
+    model = keras.Model(inputs, vgg19_head(pooled, n_classes, settings), name="vgg19")
     return model, base
 
 
-def build_head_only(n_features: int, n_classes: int, cfg: dict):
+def build_head_only(n_features: int, n_classes: int, settings):
     """The VGG19 head alone, trained on cached features; its layer names match build_vgg19's."""
     import keras
 
     inputs = keras.Input((n_features,), name="features")
-    return keras.Model(inputs, vgg19_head(inputs, n_classes, cfg), name="vgg19_head")
+    return keras.Model(inputs, vgg19_head(inputs, n_classes, settings), name="vgg19_head")
 
 
 def unfreeze_last_blocks(base, n_blocks: int) -> None:
     """Make the last n conv blocks of the VGG19 base trainable, for fine-tuning."""
     if not 0 <= n_blocks <= len(VGG19_BLOCKS):
-        raise ParamError("models.vgg19.fine_tune_blocks", n_blocks, "an integer from 0 to 5")
+        raise ValueError(f"VGG19 has {len(VGG19_BLOCKS)} conv blocks to unfreeze, not {n_blocks}")
     wanted = VGG19_BLOCKS[:n_blocks]
     base.trainable = n_blocks > 0
     for layer in base.layers:

@@ -1,24 +1,38 @@
-"""Reading and checking params.yaml.
+"""params.yaml: the only module that reads it, and the checks of every value in it.
 
-Every stage validates all keys before doing any work (load runs check_all), so a typo costs
-a one-line message naming the key, the value and what is allowed, not a
-crash twenty minutes into training. check_all refuses unknown keys (with the nearest known
-one), non-finite numbers, and values beyond the ranges that work (see docs/parameters.md).
+`load()` reads params.yaml, checks every key before any work and returns `Params`: one frozen
+settings object per stage (`load().train`, `load().sample`, ...), each holding exactly what its
+stage takes, typed. Stages pass their settings and their paths to the library explicitly; the
+library never reads params.yaml and names no key of it. A setting knows its own key
+(`settings.key("epochs")` -> "models.cnn.epochs"), for the few messages that must name it at run
+time (a loss that diverges names the learning rate to lower).
+
+Every value comes from params.yaml itself: a missing key is an error naming it, never a default
+hidden in code. The checks refuse unknown keys (with the nearest known one), non-finite
+numbers, and values beyond the ranges that work (docs/parameters.md), so a typo costs a
+one-line message naming the key, the value and what is allowed, not a crash twenty minutes
+into training.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import difflib
 import math
 import numbers
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
+from typing import ClassVar, Mapping
 
 import yaml
 
 from .errors import LungdxError, ParamError
+from .images import LUNG_MASK_POLICIES, MAX_IMAGE_SIZE
 
-_MISSING = object()
+PARAMS_FILE = "params.yaml"
 
 
 class _Loader(yaml.SafeLoader):
@@ -30,25 +44,30 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:float",
                               re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
 
 
-def load(path: str | Path = "params.yaml", check: bool = True) -> dict:
-    """params.yaml, with every stage's checks run (see check_all) unless check is False."""
+def read(path: str | Path = PARAMS_FILE) -> dict:
+    """params.yaml as written, unchecked: a mapping, or a LungdxError naming the file."""
     path = Path(path)
     try:
         params = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
-    except FileNotFoundError:
-        raise LungdxError(f"{path}: not found; run the stage from the project root (where dvc.yaml is)") from None
+    except FileNotFoundError as exc:
+        raise LungdxError(f"{path}: not found; run the stage from the project root (where dvc.yaml is)") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LungdxError(f"{path}: cannot be read ({exc})") from exc
     except yaml.YAMLError as exc:
-        raise LungdxError(f"{path}: not valid YAML: {exc}") from None
+        raise LungdxError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(params, dict):
         raise LungdxError(f"{path}: expected a mapping of parameters at the top level")
-    return check_all(params) if check else params
+    return params
+
+
+def load(path: str | Path = PARAMS_FILE) -> Params:
+    """params.yaml, every key checked (see check), as one settings object per stage."""
+    return check(read(path))
 
 
 def with_changes(params: dict, changes: dict) -> dict:
     """A copy of `params` with dotted-key changes, as `dvc exp run -S key=value` makes them:
     with_changes(p, {"models.cnn.epochs": 2}). Each parent must exist as a mapping."""
-    import copy
-
     params = copy.deepcopy(params)
     for key, value in changes.items():
         *parents, last = key.split(".")
@@ -63,21 +82,23 @@ def with_changes(params: dict, changes: dict) -> dict:
     return params
 
 
-def get(params: dict, key: str, default=_MISSING):
-    """Value at a dotted key; a missing key without a default is a clear error."""
+# --- reading one value ---------------------------------------------------------------
+
+MISSING = "this key is missing: add it (the comments in params.yaml explain each key)"
+
+
+def get(params: dict, key: str):
+    """Value at a dotted key; a missing key is a clear error (null is a value)."""
     node = params
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
-            if default is not _MISSING:
-                return default
-            raise ParamError(key, None, "this key is missing: add it (the comments in params.yaml explain each key)")
+            raise ParamError(key, None, MISSING)
         node = node[part]
     return node
 
 
-def integer(params: dict, key: str, minimum: int | None = None, default=_MISSING,
-            maximum: int | None = None) -> int:
-    value = get(params, key, default)
+def integer(params: dict, key: str, minimum: int | None = None, maximum: int | None = None) -> int:
+    value = get(params, key)
     if minimum is not None and maximum is not None:
         allowed = f"an integer from {minimum} to {maximum}"
     else:
@@ -90,33 +111,33 @@ def integer(params: dict, key: str, minimum: int | None = None, default=_MISSING
     return int(value)
 
 
-def fraction(params: dict, key: str, default=_MISSING) -> float:
+def fraction(params: dict, key: str) -> float:
     """A number strictly between 0 and 1."""
-    value = get(params, key, default)
+    value = get(params, key)
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:
         raise ParamError(key, value, "a number strictly between 0 and 1")
     return float(value)
 
 
-def positive(params: dict, key: str, default=_MISSING) -> float:
+def positive(params: dict, key: str) -> float:
     """A finite number > 0 (YAML's .inf and .nan are refused)."""
-    value = get(params, key, default)
+    value = get(params, key)
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
         raise ParamError(key, value, "a finite number > 0")
     return float(value)
 
 
-def choice(params: dict, key: str, allowed, default=_MISSING) -> str:
-    value = get(params, key, default)
+def choice(params: dict, key: str, allowed) -> str:
+    value = get(params, key)
     if value not in allowed:
         raise ParamError(key, value, "one of " + ", ".join(map(str, allowed)))
     return value
 
 
-def string_list(params: dict, key: str, default=_MISSING) -> list[str]:
-    value = get(params, key, default)
+def string_list(params: dict, key: str) -> tuple[str, ...]:
+    value = get(params, key)
     if value is None:
-        return []
+        return ()
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise ParamError(key, value, "a list of class folder names, e.g. [COVID, Normal], or [] for all")
     for name in value:
@@ -125,13 +146,12 @@ def string_list(params: dict, key: str, default=_MISSING) -> list[str]:
                                          "(no slashes, no leading dot)")
     if len(set(value)) != len(value):
         raise ParamError(key, value, "a list without repeated names")
-    return value
+    return tuple(value)
 
 
-# --- the checks of each stage, so the stage scripts stay thin -------------------------
+# --- what params.yaml may hold --------------------------------------------------------
 
 SEED_MAX = 2 ** 32 - 1      # numpy's legacy seeding (used by Keras) takes no larger seed
-MAX_IMAGE_SIZE = 1024       # pixels per side of a generated or prepared image
 MAX_EPOCHS = 10_000
 MAX_BATCH_SIZE = 4096
 MAX_DENSE_UNITS = 8192
@@ -139,17 +159,20 @@ MAX_FILTERS = 2048          # filters of one cnn conv block
 MAX_CONV_BLOCKS = 10        # each halves the image: 2**10 = MAX_IMAGE_SIZE
 MAX_SYNTHETIC_PER_CLASS = 100_000
 MAX_N_ESTIMATORS = 10_000
-LUNG_MASK_POLICIES = ("none", "crop", "mask")  # prepare.lung_mask: see lungdx.images
 KAGGLE_HANDLE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+EXTERNAL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+ARCHITECTURES = ("cnn", "vgg19")
+# VGG19's conv layers per block, as keras.applications.VGG19 names them (block1_conv1 ... block5_conv4).
+VGG19_CONVS_PER_BLOCK = (2, 2, 4, 4, 4)
 
-# Every key params.yaml may hold: a dict is a section, None a value. check_all refuses any other
-# key, so a typo (models.cnn.dropuot) is an error instead of a silently used default.
 _TRAINING = ("epochs", "batch_size", "learning_rate", "dropout", "patience", "warmup_epochs", "dense_units")
 # models.<name>.augment: the largest value of each transformation, 0 (or false) for none.
 AUGMENT_LIMITS = {"rotation": (45, "degrees, either way"), "shift": (0.5, "of the side, either way"),
                   "zoom": (0.5, "of the side, in or out"), "brightness": (1.0, "of the 0..255 range, either way"),
                   "contrast": (1.0, "as a factor, either way")}
 _AUGMENT = {**dict.fromkeys(AUGMENT_LIMITS), "flip": None}
+# Every key params.yaml holds: a dict is a section, None a value. check refuses any other key
+# (a typo such as models.cnn.dropuot) and any missing one.
 SCHEMA = {
     "seed": None,
     "dataset": {"source": None, "kaggle_handle": None, "kaggle_version": None, "classes": None,
@@ -158,7 +181,7 @@ SCHEMA = {
     "prepare": {"image_size": None, "lung_mask": None},
     "baseline": {"image_size": None, "n_estimators": None},
     "gradcam": {"per_class": None, "layer": None},
-    "external": "names",  # any names: see external_settings
+    "external": "names",  # any names: see _external
     "model": None,
     "models": {
         "cnn": {**dict.fromkeys(_TRAINING + ("filters",)), "augment": _AUGMENT},
@@ -168,9 +191,6 @@ SCHEMA = {
     },
 }
 
-# VGG19's conv layers per block, as keras.applications.VGG19 names them (block1_conv1 ... block5_conv4).
-VGG19_CONVS_PER_BLOCK = (2, 2, 4, 4, 4)
-
 
 class _Elided:
     def __repr__(self) -> str:
@@ -178,7 +198,8 @@ class _Elided:
 
 
 def check_keys(params: dict, schema: dict = SCHEMA, prefix: str = "") -> None:
-    """Refuse any key params.yaml may not hold, at any level, suggesting the nearest allowed one."""
+    """Refuse any key params.yaml may not hold, at any level, suggesting the nearest allowed one;
+    then any key it must hold and does not."""
     for key, value in params.items():
         name = f"{prefix}{key}"
         if key not in schema:
@@ -189,17 +210,157 @@ def check_keys(params: dict, schema: dict = SCHEMA, prefix: str = "") -> None:
             raise ParamError(name, _Elided() if isinstance(value, dict) else value,
                              f"no such key{hint} ({where} takes: {', '.join(map(str, allowed))})")
         section = schema[key]
-        if section == "names":
-            continue  # a mapping of names the user chose, checked by its own settings function
-        if isinstance(section, dict) and value is not None:  # an empty section: its keys are reported missing
+        if isinstance(section, dict):
             if not isinstance(value, dict):
                 raise ParamError(name, value, f"a mapping of {', '.join(section)}")
             check_keys(value, section, name + ".")
+    for key in schema:
+        if key not in params:
+            raise ParamError(f"{prefix}{key}", None, MISSING)
 
 
-def check_all(params: dict) -> dict:
-    """Every stage's checks at once. `load` runs them, so whichever stage `dvc repro` starts
-    first stops on a bad value anywhere in params.yaml, before any work.
+# --- the settings of each stage ---------------------------------------------------------
+
+class _Keyed:
+    """A stage's settings: frozen, typed, and each field knowing its key in params.yaml."""
+    KEYS: ClassVar[dict[str, str]] = {}
+
+    def key(self, name: str) -> str:
+        """The params.yaml key of field `name` (for a message that must name it)."""
+        return self.KEYS[name]
+
+
+@dataclass(frozen=True)
+class DownloadSettings(_Keyed):
+    seed: int
+    source: str                  # synthetic | kaggle | a local folder or .zip | an http(s) URL of a .zip
+    kaggle_handle: str
+    kaggle_version: int | None   # None: the latest
+    synthetic_per_class: int
+    synthetic_image_size: int
+    KEYS: ClassVar[dict[str, str]] = {
+        "seed": "seed", "source": "dataset.source", "kaggle_handle": "dataset.kaggle_handle",
+        "kaggle_version": "dataset.kaggle_version", "synthetic_per_class": "dataset.synthetic.per_class",
+        "synthetic_image_size": "dataset.synthetic.image_size"}
+
+
+@dataclass(frozen=True)
+class SampleSettings(_Keyed):
+    seed: int
+    classes: tuple[str, ...]     # () : every class folder, alphabetically
+    per_class: int
+    val_size: float
+    test_size: float
+    KEYS: ClassVar[dict[str, str]] = {"seed": "seed", "classes": "dataset.classes", "per_class": "sample.per_class",
+                                      "val_size": "sample.val_size", "test_size": "sample.test_size"}
+
+
+@dataclass(frozen=True)
+class PrepareSettings(_Keyed):
+    image_size: int
+    lung_mask: str               # none | crop | mask (lungdx.images)
+    KEYS: ClassVar[dict[str, str]] = {"image_size": "prepare.image_size", "lung_mask": "prepare.lung_mask"}
+
+
+@dataclass(frozen=True)
+class BaselineSettings(_Keyed):
+    seed: int
+    image_size: int
+    n_estimators: int
+    KEYS: ClassVar[dict[str, str]] = {"seed": "seed", "image_size": "baseline.image_size",
+                                      "n_estimators": "baseline.n_estimators"}
+
+
+@dataclass(frozen=True)
+class Augment:
+    """models.<name>.augment: each transformation's largest value (0: off), and flip."""
+    rotation: float
+    shift: float
+    zoom: float
+    brightness: float
+    contrast: float
+    flip: bool
+
+    def __bool__(self) -> bool:
+        return any(dataclasses.astuple(self))
+
+
+@dataclass(frozen=True)
+class ModelSettings(_Keyed):
+    """model and models.<model>: what features and train take. The fields of the other
+    architecture are None (cnn: weights and fine_tune_*; vgg19: filters)."""
+    architecture: str            # cnn | vgg19
+    seed: int
+    image_size: int              # prepare.image_size: the network's input
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    dropout: float
+    patience: int
+    warmup_epochs: int
+    dense_units: int
+    augment: Augment
+    filters: tuple[int, ...] | None = None
+    weights: str | None = None           # vgg19: imagenet, None (random) or a local .h5's path
+    fine_tune_blocks: int | None = None
+    fine_tune_epochs: int | None = None
+    fine_tune_learning_rate: float | None = None
+
+    def key(self, name: str) -> str:
+        return {"architecture": "model", "seed": "seed", "image_size": "prepare.image_size"}.get(
+            name, f"models.{self.architecture}.{name}")
+
+
+@dataclass(frozen=True)
+class EvaluateSettings(_Keyed):
+    seed: int                    # draws the bootstrap resamples of the intervals
+    KEYS: ClassVar[dict[str, str]] = {"seed": "seed"}
+
+
+@dataclass(frozen=True)
+class GradcamSettings(_Keyed):
+    seed: int
+    per_class: int
+    layer: str | None            # None: the last conv layer with a 16x16 grid or more
+    KEYS: ClassVar[dict[str, str]] = {"seed": "seed", "per_class": "gradcam.per_class", "layer": "gradcam.layer"}
+
+
+@dataclass(frozen=True)
+class ExternalSettings(_Keyed):
+    seed: int
+    layer: str | None            # gradcam.layer
+    sources: Mapping[str, str]   # external: name -> local folder or .zip
+    KEYS: ClassVar[dict[str, str]] = {"seed": "seed", "layer": "gradcam.layer", "sources": "external"}
+
+    def source(self, name: str) -> str:
+        """The source of external.<name>; an error listing the names there are."""
+        if name not in self.sources:
+            raise LungdxError(f"params.yaml: external has no {name!r}: its names are "
+                              f"{', '.join(self.sources) or '(none)'}")
+        return self.sources[name]
+
+
+@dataclass(frozen=True)
+class Params:
+    """params.yaml, checked: the settings of each stage."""
+    seed: int
+    download: DownloadSettings
+    sample: SampleSettings
+    prepare: PrepareSettings
+    baseline: BaselineSettings
+    train: ModelSettings         # the chosen model's
+    evaluate: EvaluateSettings
+    gradcam: GradcamSettings
+    external: ExternalSettings
+
+    @property
+    def features(self) -> ModelSettings:
+        return self.train
+
+
+def check(params: dict) -> Params:
+    """Every stage's checks at once, so whichever stage `dvc repro` starts first stops on a bad
+    value anywhere in params.yaml, before any work.
 
     Both architectures' settings are checked whatever `model` is, so switching with
     `dvc exp run -S model=vgg19` cannot fail late; what ties a setting to the chosen model
@@ -207,110 +368,90 @@ def check_all(params: dict) -> dict:
     for the chosen model only.
     """
     check_keys(params)
-    integer(params, "seed", minimum=0, maximum=SEED_MAX)
-    dataset_settings(params)
-    sample_settings(params)
-    image_size = prepare_settings(params)["image_size"]
-    baseline = baseline_settings(params)
-    if baseline["image_size"] > image_size:
-        raise ParamError("baseline.image_size", baseline["image_size"],
-                         f"an integer from 4 to prepare.image_size (now {image_size})")
-    gradcam = gradcam_settings(params)
-    external_settings(params)
-    cfg = model_settings(params)  # the chosen model first: its errors are the ones that matter now
+    seed = integer(params, "seed", minimum=0, maximum=SEED_MAX)
+    download = _download(params, seed)
+    sample = _sample(params, seed)
+    prepare = PrepareSettings(image_size=integer(params, "prepare.image_size", minimum=16, maximum=MAX_IMAGE_SIZE),
+                              lung_mask=choice(params, "prepare.lung_mask", LUNG_MASK_POLICIES))
+    baseline = BaselineSettings(seed, integer(params, "baseline.image_size", minimum=4, maximum=MAX_IMAGE_SIZE),
+                                integer(params, "baseline.n_estimators", minimum=1, maximum=MAX_N_ESTIMATORS))
+    if baseline.image_size > prepare.image_size:
+        raise ParamError("baseline.image_size", baseline.image_size,
+                         f"an integer from 4 to prepare.image_size (now {prepare.image_size})")
+    model = _chosen_model(params, seed, prepare.image_size)  # its errors are the ones that matter now
     for arch in ARCHITECTURES:
-        if arch != cfg["model"]:
-            architecture_settings(params, arch)
-    if gradcam["layer"] is not None:
-        names = conv_layer_names(cfg["model"], cfg.get("filters"))
-        if gradcam["layer"] not in names:
-            near = difflib.get_close_matches(gradcam["layer"], names, n=1, cutoff=0.6)
-            raise ParamError("gradcam.layer", gradcam["layer"],
-                             "null (the last conv layer with a 16x16+ grid) or a conv layer of the "
-                             f"{cfg['model']} model: {', '.join(names)}"
-                             + (f"; did you mean {near[0]}?" if near else ""))
-    return params
+        if arch != model.architecture:
+            _architecture(params, arch, seed, prepare.image_size)
+    gradcam = GradcamSettings(seed, integer(params, "gradcam.per_class", minimum=1), _gradcam_layer(params, model))
+    external = ExternalSettings(seed, gradcam.layer, _external(params))
+    return Params(seed, download, sample, prepare, baseline, model, EvaluateSettings(seed), gradcam, external)
 
 
-def conv_layer_names(arch: str, filters: list | None = None) -> list[str]:
+def conv_layer_names(arch: str, filters=None) -> list[str]:
     """The conv layers' names of the model lungdx.models builds, known without building it."""
     if arch == "cnn":
         return [f"conv{i}" for i in range(1, len(filters) + 1)]
     return [f"block{b}_conv{c}" for b, n in enumerate(VGG19_CONVS_PER_BLOCK, start=1) for c in range(1, n + 1)]
 
 
-def seed(params: dict) -> int:
-    """The one seed (params.yaml's `seed`)."""
-    return integer(params, "seed", minimum=0, maximum=SEED_MAX)
+def project_seed(path: str | Path = PARAMS_FILE) -> int | None:
+    """The seed of params.yaml at `path` (checked alone), None where there is no such file."""
+    if not Path(path).is_file():
+        return None
+    return integer(read(path), "seed", minimum=0, maximum=SEED_MAX)
 
 
-def dataset_settings(params: dict) -> dict:
+def _download(params: dict, seed: int) -> DownloadSettings:
     """The dataset keys' forms; whether a dataset.source path exists is download's check."""
-    source = get(params, "dataset.source", default=None)
-    if source is not None and not (isinstance(source, str) and source.strip()):
+    source = get(params, "dataset.source")
+    if not (isinstance(source, str) and source.strip()):
         raise ParamError("dataset.source", source, "synthetic, kaggle, a local folder, a local .zip, "
                                                    "or an http(s) URL of a .zip")
-    handle = get(params, "dataset.kaggle_handle", default=None if source != "kaggle" else _MISSING)
-    if handle is not None and not (isinstance(handle, str) and KAGGLE_HANDLE.fullmatch(handle)):
+    handle = get(params, "dataset.kaggle_handle")
+    if not (isinstance(handle, str) and KAGGLE_HANDLE.fullmatch(handle)):
         raise ParamError("dataset.kaggle_handle", handle,
                          "a Kaggle dataset handle owner/dataset, e.g. tawsifurrahman/covid19-radiography-database")
-    version = get(params, "dataset.kaggle_version", default=None)
+    version = get(params, "dataset.kaggle_version")
     if version is not None and (isinstance(version, bool) or not isinstance(version, numbers.Integral)
                                 or version < 1):
         raise ParamError("dataset.kaggle_version", version, "a dataset version, an integer >= 1, or null (the latest)")
-    # The synthetic keys are needed only for source: synthetic, but checked wherever they are set.
-    per_class = get(params, "dataset.synthetic.per_class", default=_MISSING if source == "synthetic" else None)
-    return {"source": source, "kaggle_handle": handle, "kaggle_version": version,
-            "classes": string_list(params, "dataset.classes", default=[]),
-            "synthetic": {
-                "per_class": None if per_class is None else integer(
-                    params, "dataset.synthetic.per_class", minimum=1, maximum=MAX_SYNTHETIC_PER_CLASS),
-                "image_size": integer(params, "dataset.synthetic.image_size", minimum=32, default=256,
-                                      maximum=MAX_IMAGE_SIZE)}}
+    return DownloadSettings(
+        seed, source.strip(), handle, None if version is None else int(version),
+        integer(params, "dataset.synthetic.per_class", minimum=1, maximum=MAX_SYNTHETIC_PER_CLASS),
+        integer(params, "dataset.synthetic.image_size", minimum=32, maximum=MAX_IMAGE_SIZE))
 
 
-def sample_settings(params: dict) -> dict:
-    settings = {
-        "seed": integer(params, "seed", minimum=0, maximum=SEED_MAX),
-        "classes": string_list(params, "dataset.classes", default=[]),
-        "per_class": integer(params, "sample.per_class", minimum=1),
-        "val_size": fraction(params, "sample.val_size"),
-        "test_size": fraction(params, "sample.test_size"),
-    }
-    if settings["val_size"] + settings["test_size"] >= 1:
-        raise ParamError("sample.val_size + sample.test_size",
-                         settings["val_size"] + settings["test_size"],
+def _sample(params: dict, seed: int) -> SampleSettings:
+    settings = SampleSettings(seed, string_list(params, "dataset.classes"), integer(params, "sample.per_class", minimum=1),
+                              fraction(params, "sample.val_size"), fraction(params, "sample.test_size"))
+    if settings.val_size + settings.test_size >= 1:
+        raise ParamError("sample.val_size + sample.test_size", settings.val_size + settings.test_size,
                          "a sum below 1, so that some images are left for training")
     return settings
 
 
-def prepare_settings(params: dict) -> dict:
-    return {"image_size": integer(params, "prepare.image_size", minimum=16, maximum=MAX_IMAGE_SIZE),
-            "lung_mask": choice(params, "prepare.lung_mask", LUNG_MASK_POLICIES, default="none")}
-
-
-def baseline_settings(params: dict) -> dict:
-    return {"seed": integer(params, "seed", minimum=0, maximum=SEED_MAX),
-            "image_size": integer(params, "baseline.image_size", minimum=4, maximum=MAX_IMAGE_SIZE),
-            "n_estimators": integer(params, "baseline.n_estimators", minimum=1, maximum=MAX_N_ESTIMATORS)}
-
-
-def gradcam_settings(params: dict) -> dict:
-    layer = get(params, "gradcam.layer", default=None)
-    if layer is not None and not (isinstance(layer, str) and layer):
+def _gradcam_layer(params: dict, model: ModelSettings) -> str | None:
+    layer = get(params, "gradcam.layer")
+    if layer is None:
+        return None
+    if not (isinstance(layer, str) and layer):
         raise ParamError("gradcam.layer", layer, "null (the last conv layer) or a conv layer's name")
-    return {"per_class": integer(params, "gradcam.per_class", minimum=1), "layer": layer}
+    names = conv_layer_names(model.architecture, model.filters)
+    if layer not in names:
+        near = difflib.get_close_matches(str(layer), names, n=1, cutoff=0.6)
+        raise ParamError("gradcam.layer", layer,
+                         "null (the last conv layer with a 16x16+ grid) or a conv layer of the "
+                         f"{model.architecture} model: {', '.join(names)}"
+                         + (f"; did you mean {near[0]}?" if near else ""))
+    return layer
 
 
-EXTERNAL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-
-
-def external_settings(params: dict) -> dict[str, str]:
+def _external(params: dict) -> Mapping[str, str]:
     """external: {name: local folder or .zip}, the datasets the external stage scores the model on;
     the name names its metrics file (metrics/external/<name>.json) and its stage (external@<name>)."""
-    value = get(params, "external", default=None)
+    value = get(params, "external")
     if value is None:
-        return {}
+        return MappingProxyType({})
     if not isinstance(value, dict):
         raise ParamError("external", value, "a mapping of names to local folders or .zip files, e.g. "
                                             "{covid_masked: /data/cxr-covid-masked}, or {} for none")
@@ -326,97 +467,77 @@ def external_settings(params: dict) -> dict[str, str]:
         if source.strip().startswith("~"):
             raise ParamError(f"external.{name}", source, "an absolute path or one relative to the project: DVC takes "
                                                         "the path as a dependency as written, without expanding ~")
-    return {name: source.strip() for name, source in value.items()}
+    return MappingProxyType({name: source.strip() for name, source in value.items()})
 
 
-# Shared by both architectures; each can override these under models.<name>.
-MODEL_DEFAULTS = {"dropout": 0.3, "dense_units": 160, "patience": 10, "warmup_epochs": 0}
-ARCHITECTURES = ("cnn", "vgg19")
+def _augment(params: dict, arch: str) -> Augment:
+    key = f"models.{arch}.augment"
+    values = {}
+    for name, (limit, unit) in AUGMENT_LIMITS.items():
+        value = get(params, f"{key}.{name}")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= limit:
+            raise ParamError(f"{key}.{name}", value, f"a number from 0 (off) to {limit:g} ({unit})")
+        values[name] = float(value)
+    flip = get(params, f"{key}.flip")
+    if not isinstance(flip, bool):
+        raise ParamError(f"{key}.flip", flip, "true or false (a horizontal flip swaps the heart's side)")
+    return Augment(**values, flip=flip)
 
 
-def architecture_settings(params: dict, arch: str) -> dict:
+def _architecture(params: dict, arch: str, seed: int, image_size: int) -> ModelSettings:
     """The settings under models.<arch>, each checked for its type and range on its own.
 
     What ties them to the rest (the image size the network needs, a local weights file
-    existing) is model_settings' check, for the chosen model only.
+    existing) is _chosen_model's check, for the chosen model only.
     """
     key = f"models.{arch}"
-    if not isinstance(get(params, key, default={}), dict):
-        raise ParamError(key, get(params, key), "a mapping of training settings (see the comments in params.yaml)")
-    cfg = {
-        "epochs": integer(params, f"{key}.epochs", minimum=1, maximum=MAX_EPOCHS),
-        "batch_size": integer(params, f"{key}.batch_size", minimum=1, maximum=MAX_BATCH_SIZE),
-        "learning_rate": positive(params, f"{key}.learning_rate"),
-        "patience": integer(params, f"{key}.patience", minimum=1, maximum=MAX_EPOCHS,
-                            default=MODEL_DEFAULTS["patience"]),
-        "warmup_epochs": integer(params, f"{key}.warmup_epochs", minimum=0, maximum=MAX_EPOCHS,
-                                 default=MODEL_DEFAULTS["warmup_epochs"]),
-        "dense_units": integer(params, f"{key}.dense_units", minimum=1, maximum=MAX_DENSE_UNITS,
-                               default=MODEL_DEFAULTS["dense_units"]),
-        "dropout": get(params, f"{key}.dropout", default=MODEL_DEFAULTS["dropout"]),
-    }
-    if isinstance(cfg["dropout"], bool) or not isinstance(cfg["dropout"], numbers.Real) \
-            or not 0 <= cfg["dropout"] < 1:
-        raise ParamError(f"{key}.dropout", cfg["dropout"], "a number from 0 up to (not including) 1")
+    dropout = get(params, f"{key}.dropout")
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
+        raise ParamError(f"{key}.dropout", dropout, "a number from 0 up to (not including) 1")
+    common = dict(
+        architecture=arch, seed=seed, image_size=image_size,
+        epochs=integer(params, f"{key}.epochs", minimum=1, maximum=MAX_EPOCHS),
+        batch_size=integer(params, f"{key}.batch_size", minimum=1, maximum=MAX_BATCH_SIZE),
+        learning_rate=positive(params, f"{key}.learning_rate"), dropout=float(dropout),
+        patience=integer(params, f"{key}.patience", minimum=1, maximum=MAX_EPOCHS),
+        warmup_epochs=integer(params, f"{key}.warmup_epochs", minimum=0, maximum=MAX_EPOCHS),
+        dense_units=integer(params, f"{key}.dense_units", minimum=1, maximum=MAX_DENSE_UNITS),
+        augment=_augment(params, arch))
     if arch == "cnn":
-        filters = get(params, f"{key}.filters", default=[16, 32, 64, 128, 256])
+        filters = get(params, f"{key}.filters")
         if not isinstance(filters, list) or not 0 < len(filters) <= MAX_CONV_BLOCKS or not all(
                 isinstance(f, int) and not isinstance(f, bool) and 0 < f <= MAX_FILTERS for f in filters):
             raise ParamError(f"{key}.filters", filters, f"a list of 1 to {MAX_CONV_BLOCKS} integers from 1 to "
                                                         f"{MAX_FILTERS}, the filters of each conv block")
-        cfg["filters"] = filters
-    else:
-        cfg["weights"] = get(params, f"{key}.weights", default="imagenet")
-        _check_vgg19_weights_form(cfg["weights"])
-        cfg["fine_tune_blocks"] = integer(params, f"{key}.fine_tune_blocks", minimum=0, maximum=5, default=0)
-        cfg["fine_tune_epochs"] = integer(params, f"{key}.fine_tune_epochs", minimum=1, maximum=MAX_EPOCHS,
-                                          default=5)
-        cfg["fine_tune_learning_rate"] = positive(params, f"{key}.fine_tune_learning_rate", default=1e-5)
-    cfg["augment"] = augment_settings(params, arch)
-    if arch == "vgg19" and any(cfg["augment"].values()) and not cfg["fine_tune_blocks"]:
+        return ModelSettings(**common, filters=tuple(filters))
+    weights = get(params, f"{key}.weights")
+    _check_vgg19_weights_form(weights)
+    settings = ModelSettings(
+        **common, weights=weights,
+        fine_tune_blocks=integer(params, f"{key}.fine_tune_blocks", minimum=0, maximum=len(VGG19_CONVS_PER_BLOCK)),
+        fine_tune_epochs=integer(params, f"{key}.fine_tune_epochs", minimum=1, maximum=MAX_EPOCHS),
+        fine_tune_learning_rate=positive(params, f"{key}.fine_tune_learning_rate"))
+    if settings.augment and not settings.fine_tune_blocks:
         raise ParamError(f"{key}.augment", _Elided(), "all 0 (off) while fine_tune_blocks is 0: the head trains on "
                                                       "features computed once, which augmentation cannot change; "
                                                       "set models.vgg19.fine_tune_blocks > 0 to augment the images "
                                                       "of fine-tuning")
-    return cfg
-
-
-def augment_settings(params: dict, arch: str) -> dict:
-    """models.<arch>.augment: each transformation's largest value (0: off), and flip (false: off)."""
-    key = f"models.{arch}.augment"
-    if get(params, key, default=None) is None:
-        return {**dict.fromkeys(AUGMENT_LIMITS, 0.0), "flip": False}
-    if not isinstance(get(params, key), dict):
-        raise ParamError(key, get(params, key), "a mapping of " + ", ".join(_AUGMENT))
-    settings = {}
-    for name, (limit, unit) in AUGMENT_LIMITS.items():
-        value = get(params, f"{key}.{name}", default=0)
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= limit:
-            raise ParamError(f"{key}.{name}", value, f"a number from 0 (off) to {limit:g} ({unit})")
-        settings[name] = float(value)
-    settings["flip"] = get(params, f"{key}.flip", default=False)
-    if not isinstance(settings["flip"], bool):
-        raise ParamError(f"{key}.flip", settings["flip"], "true or false (a horizontal flip swaps the heart's side)")
     return settings
 
 
-def model_settings(params: dict) -> dict:
-    """Check `model` and `models.<model>` before any work."""
+def _chosen_model(params: dict, seed: int, image_size: int) -> ModelSettings:
+    """`model` and models.<model>, with what ties them to the data and the machine."""
     arch = choice(params, "model", ARCHITECTURES)
-    cfg = {"model": arch,
-           "seed": integer(params, "seed", minimum=0, maximum=SEED_MAX),
-           "image_size": integer(params, "prepare.image_size", minimum=16, maximum=MAX_IMAGE_SIZE),
-           **architecture_settings(params, arch)}
+    settings = _architecture(params, arch, seed, image_size)
     if arch == "cnn":
-        if cfg["image_size"] < 2 ** len(cfg["filters"]):
-            raise ParamError("prepare.image_size", cfg["image_size"],
-                             f"at least {2 ** len(cfg['filters'])} for a cnn with {len(cfg['filters'])} poolings")
-    else:
-        if cfg["image_size"] < 32:
-            raise ParamError("prepare.image_size", cfg["image_size"], "at least 32 for vgg19 (five 2x2 poolings)")
-        # Only the chosen model's weights file must exist: a path on another machine does not stop a cnn run.
-        cfg["weights"] = resolve_vgg19_weights(cfg["weights"])
-    return cfg
+        if image_size < 2 ** len(settings.filters):
+            raise ParamError("prepare.image_size", image_size,
+                             f"at least {2 ** len(settings.filters)} for a cnn with {len(settings.filters)} poolings")
+        return settings
+    if image_size < 32:
+        raise ParamError("prepare.image_size", image_size, "at least 32 for vgg19 (five 2x2 poolings)")
+    # Only the chosen model's weights file must exist: a path on another machine does not stop a cnn run.
+    return dataclasses.replace(settings, weights=resolve_vgg19_weights(settings.weights))
 
 
 WEIGHTS_FORMS = "imagenet, none, or the path of an existing .h5 file"
@@ -430,7 +551,7 @@ def _check_vgg19_weights_form(value) -> None:
 
 
 def resolve_vgg19_weights(value) -> str | None:
-    """`imagenet` (Keras download, cached under KERAS_HOME), `none`, or a local .h5 path."""
+    """`imagenet` (Keras download, cached under KERAS_HOME), `none` (None), or a local .h5 path."""
     _check_vgg19_weights_form(value)
     if value in (None, "none", "None"):
         return None

@@ -29,7 +29,7 @@ def pipeline_outputs(project_root: str | Path) -> list[tuple[str, str]]:
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise LungdxError(f"{path}: cannot be read ({first}); dataset.source cannot be checked against the "
-                          "pipeline's outputs: fix dvc.yaml (dvc would refuse it too)") from None
+                          "pipeline's outputs: fix dvc.yaml (dvc would refuse it too)") from exc
     stages = doc.get("stages") if isinstance(doc, dict) else None
     found = []
     for name, body in (stages or {}).items() if isinstance(stages, dict) else ():
@@ -57,13 +57,13 @@ def _instances(root: Path, name: str, body) -> list[tuple[str, str | None, dict]
     source = body.get("foreach")
     items = None
     if isinstance(source, str) and source.startswith("${") and source.endswith("}"):
-        import yaml
+        from . import params
 
         try:
-            items = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
+            items = params.read(root / params.PARAMS_FILE)
             for part in source[2:-1].split("."):
                 items = items.get(part) if isinstance(items, dict) else None
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        except LungdxError:  # no params.yaml, or not a mapping: the instances cannot be named
             items = None
     if not isinstance(items, dict):
         return [(name, None, body["do"])]  # entries with ${key} are left out

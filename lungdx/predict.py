@@ -14,7 +14,7 @@ import numpy as np
 
 from .atomic import atomic_path
 from .console import progress
-from .datasets import finite_outputs, predict
+from .arrays import finite_outputs, predict
 from .errors import LungdxError
 from .images import UnreadableImage, load_for_model, write_png
 from .model_file import load_model, read_info
@@ -41,7 +41,7 @@ def predict_files(paths: list[Path], model_path: Path, gradcam_dir: Path | None 
         if gradcam_dir is None:
             probs = predict(model, images, source=model_path)  # nan or inf: a LungdxError, never printed
         else:
-            from .gradcam import PREDICTED, GradCam, overlay
+            from .heatmaps import GradCam, overlay, PREDICTED
 
             cam = cam or GradCam(model)
             # One pass: the probabilities and the predicted class's heatmap.

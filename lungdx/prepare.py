@@ -26,7 +26,7 @@ import numpy as np
 from .atomic import atomic_dir, check_free_space
 from .errors import LungdxError
 from .images import UnreadableImage, check_lung_masks, prepare_image
-from .sample import SPLITS, load_manifest
+from .splits import load_manifest, SPLITS
 from .workers import cpu_count, map_in_workers
 
 
@@ -48,7 +48,7 @@ def _fill_chunk(args) -> int:
                                    Path(raw_dir) / lesion if lesion else None)
         except UnreadableImage as exc:
             raise LungdxError(f"{Path(raw_dir) / path}: {exc}; it was readable when sampled: check the file, "
-                              "then rerun dvc repro") from None
+                              "then rerun dvc repro") from exc
         for name, array in zip(ARRAYS, arrays):
             if array is not None:
                 outs[name][i] = array
@@ -71,7 +71,7 @@ def _allocate(path: Path, n: int, size: int) -> None:
     try:
         os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
     except OSError as exc:
-        raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     finally:
         os.close(fd)
 
@@ -91,12 +91,14 @@ def _fill_split(folder: Path, rows, raw_dir, size, lung_mask, has, workers, prog
     np.save(folder / "labels.npy", rows["label"].to_numpy(np.int64))
 
 
-def prepare(manifest_path: str | Path, raw_dir: str | Path, out_dir: str | Path, image_size: int,
-            lung_mask: str = "none", progress=None) -> dict:
-    """The prepare stage: every image of the manifest at image_size, lung-focused as `lung_mask` says."""
+def prepare(settings, manifest_path: str | Path, raw_dir: str | Path, out_dir: str | Path, progress=None) -> dict:
+    """The prepare stage (`settings`: a params.PrepareSettings): every image of the manifest at the
+    settings' image size, lung-focused as their lung_mask says; returns meta.json's content."""
+    image_size, lung_mask = settings.image_size, settings.lung_mask
     manifest = load_manifest(manifest_path)
     raw_dir = Path(raw_dir)
-    check_lung_masks(manifest.loc[manifest["mask"] == "", "path"].tolist(), len(manifest), lung_mask)
+    check_lung_masks(manifest.loc[manifest["mask"] == "", "path"].tolist(), len(manifest), lung_mask,
+                     settings.key("lung_mask"), f"or set {settings.key('lung_mask')}: none")
     classes = [c for _, c in sorted(set(zip(manifest["label"], manifest["class"])))]
     has = {"masks": bool((manifest["mask"] != "").any()), "lesions": bool((manifest["lesion"] != "").any())}
     arrays = 1 + has["masks"] + has["lesions"]

@@ -17,7 +17,6 @@ in both train and test.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -27,21 +26,20 @@ import pandas as pd
 
 from .atomic import atomic_dir
 from .errors import LungdxError
-from .images import UnreadableImage, check_lung_mask, decode_gray, native_mask, read_bytes
-from .workers import cpu_count, map_in_workers
+from .raw import class_images, inspect_all
+from .splits import COLUMNS, SPLITS
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
-COLUMNS = ["path", "class", "label", "split", "sha256", "mask", "lesion", "width", "height"]
 
 
-def find_classes(raw_dir: Path, wanted: list[str]) -> list[str]:
+def find_classes(raw_dir: Path, wanted: tuple[str, ...], wanted_key: str) -> list[str]:
+    """The class folders of raw_dir, or `wanted` (the setting `wanted_key`) in its order."""
     found = sorted(p.name for p in raw_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     if wanted:
         missing = [c for c in wanted if c not in found]
         if missing:
-            raise LungdxError(f"params.yaml: dataset.classes names {missing} which the dataset does not have; "
+            raise LungdxError(f"params.yaml: {wanted_key} names {missing} which the dataset does not have; "
                               f"classes found in {raw_dir}: {found}")
         found = list(wanted)
     unprintable = [c for c in found if not c.isprintable()]
@@ -50,38 +48,8 @@ def find_classes(raw_dir: Path, wanted: list[str]) -> list[str]:
                           "(the model file refuses such class names)")
     if len(found) < 2:
         raise LungdxError(f"{raw_dir}: found {len(found)} class ({found}); a classifier needs at least 2 class "
-                          "folders (check dataset.source and dataset.classes)")
+                          f"folders (check the dataset's source and {wanted_key})")
     return found
-
-
-def _inspect(args):
-    """Hash and decode one image (and check its masks); runs in a worker process."""
-    raw_dir, rel = args
-    path = Path(raw_dir) / rel
-    try:
-        data = read_bytes(path)  # a file over images.MAX_FILE_BYTES is refused from its size, unread
-        img = decode_gray(data)  # an image over images.MAX_PIXELS is refused from its header, undecoded
-    except UnreadableImage as exc:
-        return rel, None, str(exc), None, {}
-    masks, problems = {}, []
-    for sub in ("masks", "lesions"):
-        candidate = Path(rel).parent.parent / sub / Path(rel).name
-        if (Path(raw_dir) / candidate).is_file():
-            try:
-                mask = native_mask(Path(raw_dir) / candidate, img.shape)  # readable, and of this image's shape
-                if sub == "masks":
-                    check_lung_mask(mask)  # an empty or tiny lung mask would crop to nothing under lung_mask
-                masks[sub] = candidate.as_posix()
-            except UnreadableImage as exc:
-                problems.append(f"{candidate.as_posix()}: {exc}")
-    return rel, hashlib.sha256(data).hexdigest(), problems, img.shape, masks
-
-
-def inspect_all(raw_dir: Path, rels: list[str], progress=None) -> list[tuple]:
-    jobs = [(str(raw_dir), rel) for rel in rels]
-    workers = min(cpu_count(), max(1, len(jobs) // 64))
-    results = map_in_workers(_inspect, jobs, workers, chunksize=32)
-    return list(progress(results, total=len(jobs), desc="inspect") if progress else results)
 
 
 def split_counts(n: int, val_size: float, test_size: float) -> tuple[int, int, int]:
@@ -102,23 +70,34 @@ def skipped_by_download(raw_dir: Path) -> list[tuple[str, str]]:
         return [(f"source:{item['path']}", str(item["reason"])) for item in listed]
     except (OSError, ValueError, AttributeError, TypeError, KeyError) as exc:
         raise LungdxError(f"{record}: not the record the download stage writes ({type(exc).__name__}: "
-                          f"{exc}); run it again: dvc repro -f download") from None
+                          f"{exc}); run it again: dvc repro -f download") from exc
 
 
-def sample(raw_dir: str | Path, out_dir: str | Path, settings: dict, progress=None) -> pd.DataFrame:
+def sample(settings, raw_dir: str | Path, out_dir: str | Path, progress=None) -> pd.DataFrame:
+    """The sample stage (`settings`: a params.SampleSettings): inspect every image of the chosen
+    classes, drop duplicates, split each class, write manifest.csv and skipped.csv to out_dir."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     if not raw_dir.is_dir():
         raise LungdxError(f"{raw_dir}: not found; run the download stage first (dvc repro download)")
     from_source = skipped_by_download(raw_dir)
-    classes = find_classes(raw_dir, settings["classes"])
-    rels = []
-    for cls in classes:
-        folder = raw_dir / cls / "images"
-        files = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
-        rels += [p.relative_to(raw_dir).as_posix() for p in files]
+    classes = find_classes(raw_dir, settings.classes, settings.key("classes"))
+    inspected = inspect_all(raw_dir, [rel for cls in classes for rel in class_images(raw_dir, cls)], progress)
+    usable, skipped = deduplicate(inspected, classes)
+    for rel, reason in skipped:
+        log.warning(f"skipped {raw_dir / rel}: {reason}")
+    if from_source:
+        log.info(f"the download stage skipped {len(from_source)} file(s) of the dataset's source (links, pipes, "
+                 f"...); they are listed in {out_dir / 'skipped.csv'} as source:<path>")
+    manifest = split(usable, classes, settings, raw_dir)
+    write(out_dir, manifest, from_source + skipped)
+    return manifest
 
+
+def deduplicate(inspected: list[tuple], classes: list[str]) -> tuple[dict[str, list[dict]], list[tuple[str, str]]]:
+    """From inspect_all's results: each class's usable images (manifest rows without a split),
+    the first of exact duplicates kept; and (path, reason) for every file or mask left out."""
     skipped, seen, usable = [], {}, {c: [] for c in classes}
-    for rel, digest, problem, shape, masks in inspect_all(raw_dir, rels, progress):
+    for rel, digest, problem, shape, masks in inspected:
         if digest is None:
             skipped.append((rel, problem))
             continue
@@ -132,46 +111,41 @@ def sample(raw_dir: str | Path, out_dir: str | Path, settings: dict, progress=No
         usable[cls].append({"path": rel, "class": cls, "label": classes.index(cls), "sha256": digest,
                             "mask": masks.get("masks", ""), "lesion": masks.get("lesions", ""),
                             "width": shape[1], "height": shape[0]})
-    for rel, reason in skipped:
-        log.warning(f"skipped {raw_dir / rel}: {reason}")
-    if from_source:
-        log.info(f"the download stage skipped {len(from_source)} file(s) of dataset.source (links, pipes, "
-                 f"...); they are listed in {out_dir / 'skipped.csv'} as source:<path>")
+    return usable, skipped
 
-    rng = np.random.default_rng(settings["seed"])
+
+def split(usable: dict[str, list[dict]], classes: list[str], settings, raw_dir: Path) -> pd.DataFrame:
+    """A seeded choice of settings.per_class images per class, each class split into train, val
+    and test by the settings' shares; the manifest in SPLITS, label, path order."""
+    rng = np.random.default_rng(settings.seed)
     rows = []
     for cls in classes:
         items = usable[cls]
         if not items:
             raise LungdxError(f"class '{cls}' has no usable image in {raw_dir / cls / 'images'}; add images "
-                              "or leave it out with dataset.classes")
-        n = min(settings["per_class"], len(items))
-        if n < settings["per_class"]:
-            log.info(f"class '{cls}' has {len(items)} usable images, fewer than sample.per_class="
-                     f"{settings['per_class']}; using all of them")
-        n_train, n_val, n_test = split_counts(n, settings["val_size"], settings["test_size"])
+                              f"or leave it out with {settings.key('classes')}")
+        n = min(settings.per_class, len(items))
+        if n < settings.per_class:
+            log.info(f"class '{cls}' has {len(items)} usable images, fewer than {settings.key('per_class')}="
+                     f"{settings.per_class}; using all of them")
+        n_train, n_val, n_test = split_counts(n, settings.val_size, settings.test_size)
         if min(n_train, n_val, n_test) < 1:
             raise LungdxError(f"class '{cls}': {n} images give train/val/test = {n_train}/{n_val}/{n_test} with "
-                              f"sample.val_size={settings['val_size']} and sample.test_size="
-                              f"{settings['test_size']}; every split needs at least one image: add images "
+                              f"{settings.key('val_size')}={settings.val_size} and {settings.key('test_size')}="
+                              f"{settings.test_size}; every split needs at least one image: add images "
                               "or change the split sizes")
         chosen = rng.permutation(len(items))[:n]
         splits = ["test"] * n_test + ["val"] * n_val + ["train"] * n_train
-        for idx, split in zip(chosen, splits):
-            rows.append({**items[idx], "split": split})
-
+        for idx, name in zip(chosen, splits):
+            rows.append({**items[idx], "split": name})
     manifest = pd.DataFrame(rows, columns=COLUMNS)
     manifest["_split"] = manifest["split"].map(SPLITS.index)
-    manifest = manifest.sort_values(["_split", "label", "path"]).drop(columns="_split").reset_index(drop=True)
+    return manifest.sort_values(["_split", "label", "path"]).drop(columns="_split").reset_index(drop=True)
+
+
+def write(out_dir: Path, manifest: pd.DataFrame, skipped: list[tuple[str, str]]) -> None:
+    """manifest.csv and skipped.csv (path, reason), together, into out_dir."""
     with atomic_dir(out_dir) as tmp:
         manifest.to_csv(tmp / "manifest.csv", index=False, lineterminator="\n")
-        pd.DataFrame(from_source + skipped, columns=["path", "reason"]).to_csv(tmp / "skipped.csv", index=False,
+        pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(tmp / "skipped.csv", index=False,
                                                                  lineterminator="\n")
-    return manifest
-
-
-def load_manifest(path: str | Path = "data/sampled/manifest.csv") -> pd.DataFrame:
-    path = Path(path)
-    if not path.is_file():
-        raise LungdxError(f"{path}: not found; run the sample stage first (dvc repro sample)")
-    return pd.read_csv(path, keep_default_na=False, dtype={"path": str, "class": str, "mask": str, "lesion": str})

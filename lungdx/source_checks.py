@@ -43,7 +43,7 @@ class SourceError(LungdxError):
 
 
 ZIP_TODO = ("check where the zip came from; if it is what you meant, unpack its class folders yourself "
-            "and point dataset.source at that folder")
+            "and point {what} at that folder")
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ ZIP_LIMITS = ZipLimits()
 
 # --- where a folder or zip source may be -------------------------------------------------
 
-KEEP_AWAY = "copy the images outside the project (e.g. ~/data/covid) and point dataset.source there"
+KEEP_AWAY = "copy the images outside the project (e.g. ~/data/covid) and point {what} there"
 
 
 def _forms(path: Path) -> list[Path]:
@@ -97,9 +97,9 @@ def _within(inner: list[Path], outer: list[Path]) -> bool:
 
 
 def check_source_location(location: str | Path, value: str, project_root: str | Path,
-                          out_dir: str | Path) -> None:
-    """Refuse a folder or zip source at `location` (`value`: dataset.source as written) where
-    the pipeline itself would destroy or re-read it.
+                          out_dir: str | Path, what: str = "the source") -> None:
+    """Refuse a folder or zip source at `location` (`value`: as written in `what`, the setting or
+    argument that names it) where the pipeline itself would destroy or re-read it.
 
     `project_root` is where dvc.yaml lives (stages run from there); without a dvc.yaml there
     only the output folder is checked. Paths are compared as written and resolved, so a
@@ -108,43 +108,44 @@ def check_source_location(location: str | Path, value: str, project_root: str | 
     src = _forms(Path(location))
     out = _forms(Path(out_dir))
     root_path = Path(project_root)
-    shown = f"dataset.source = {value!r}"
+    shown = f"{what} = {value!r}"
+    keep_away = KEEP_AWAY.format(what=what)
     if (root_path / "dvc.yaml").is_file():
         root = _forms(root_path)
         if _within(src, root) and _within(root, src):
             raise LungdxError(f"{shown} is the project itself ({root[-1]}): it holds the pipeline's outputs, "
                               "which DVC deletes or replaces when a stage runs, and DVC's and git's own "
-                              f"files; {KEEP_AWAY}")
+                              f"files; {keep_away}")
         if _within(root, src):
             raise LungdxError(f"{shown} contains the project ({root[-1]}): it holds the pipeline's outputs, "
                               "which DVC deletes or replaces when a stage runs, and DVC's and git's own "
-                              f"files; {KEEP_AWAY}")
+                              f"files; {keep_away}")
         for folder in [root_path.absolute(), *root_path.absolute().parents]:
-            for name, what in ((".dvc", "DVC's own folder (its cache and settings)"), (".git", "git's own folder")):
+            for name, holder in ((".dvc", "DVC's own folder (its cache and settings)"), (".git", "git's own folder")):
                 own = folder / name
                 if own.exists() and _within(src, _forms(own)):
-                    raise LungdxError(f"{shown} is inside {name}/ ({own}), {what}: files there are its "
-                                      f"bookkeeping, not a dataset; {KEEP_AWAY}")
+                    raise LungdxError(f"{shown} is inside {name}/ ({own}), {holder}: files there are its "
+                                      f"bookkeeping, not a dataset; {keep_away}")
         for stage, rel in pipeline_outputs(root_path):
             target = _forms(root_path / rel)
             if _within(src, target):
                 where = rel if _within(target, src) else f"inside {rel}"
                 raise LungdxError(f"{shown} is {where}, an output of this pipeline (stage {stage}): DVC "
                                   "deletes or replaces a stage's outputs when it runs, so images kept there "
-                                  f"are lost; {KEEP_AWAY}")
+                                  f"are lost; {keep_away}")
             if _within(target, src):
                 raise LungdxError(f"{shown} contains {rel}, an output of this pipeline (stage {stage}): the "
                                   "download would read the pipeline's own outputs, which DVC deletes or "
-                                  "replaces when a stage runs; point dataset.source at a folder that holds "
+                                  f"replaces when a stage runs; point {what} at a folder that holds "
                                   "only the images (e.g. ~/data/covid)")
     if _within(src, out):
         where = "" if _within(out, src) else "inside "
         raise LungdxError(f"{shown} is {where}the download's output folder {out_dir}, which the download "
                           "replaces whole, so images kept there are lost; copy them elsewhere and point "
-                          "dataset.source there")
+                          f"{what} there")
     if _within(out, src):
         raise LungdxError(f"{shown} contains the download's output folder {out_dir}: the download would "
-                          "read its own output; point dataset.source at a folder that holds only the images")
+                          f"read its own output; point {what} at a folder that holds only the images")
 
 
 # --- which files of a folder are taken ------------------------------------------------------

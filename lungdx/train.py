@@ -21,17 +21,17 @@ Ctrl-C) removes the stage's dvclive folder, once dvclive has closed it, and writ
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 from pathlib import Path
 
 import numpy as np
 
-from .datasets import NonFiniteOutputs, batches, load_split, predict, read_meta, steps_per_epoch
+from .arrays import batches, load_split, NonFiniteOutputs, predict, read_meta, steps_per_epoch
 from .errors import LungdxError
 from .model_file import save_model
 from .models import distribution_strategy, make_deterministic
-from .params import model_settings
 
 
 def lower_rate_advice(key: str, learning_rate: float) -> str:
@@ -65,8 +65,7 @@ def stop_on_nonfinite_loss(key: str, learning_rate: float):
 
 
 def fit(model, train, val, n_classes: int, batch_size: int, seed: int, epochs: int, learning_rate: float,
-        patience: int, live, warmup_epochs: int = 0, initial_epoch: int = 0,
-        learning_rate_key: str = "learning_rate") -> dict:
+        patience: int, live, warmup_epochs: int = 0, initial_epoch: int = 0, *, learning_rate_key: str) -> dict:
     """Compile, fit (x, y) `train` with early stopping on `val`'s loss (best weights restored), in
     batches shuffled from `seed`; return the history.
 
@@ -95,16 +94,16 @@ def fit(model, train, val, n_classes: int, batch_size: int, seed: int, epochs: i
     return history.history
 
 
-def train(params: dict, prepared_dir="data/prepared", features_dir="data/features",
-          model_path="models/model.keras", live_dir="dvclive/train") -> dict:
-    """The train stage: fit the chosen architecture, save it with its metadata to model_path."""
-    cfg = model_settings(params)
+def train(settings, prepared_dir: str | Path, features_dir: str | Path, model_path: str | Path,
+          live_dir: str | Path) -> dict:
+    """The train stage: fit the architecture of `settings` (a params.ModelSettings) on the prepared
+    splits, save it with its metadata to model_path; returns the best epoch's summary."""
     meta = read_meta(prepared_dir)
-    if meta["image_size"] != cfg["image_size"]:
-        raise LungdxError(f"data/prepared holds {meta['image_size']}px images but prepare.image_size is "
-                          f"{cfg['image_size']}; run dvc repro so prepare runs again")
+    if meta["image_size"] != settings.image_size:
+        raise LungdxError(f"{prepared_dir} holds {meta['image_size']}px images but {settings.key('image_size')} is "
+                          f"{settings.image_size}; run dvc repro so prepare runs again")
     classes, n = meta["classes"], len(meta["classes"])
-    make_deterministic(cfg["seed"])
+    make_deterministic(settings.seed)
     from dvclive import Live
 
     train_x, train_y = load_split(prepared_dir, "train")
@@ -112,19 +111,21 @@ def train(params: dict, prepared_dir="data/prepared", features_dir="data/feature
     try:
         # The context manager keeps the callback's end-of-fit from closing the log between two fits.
         with distribution_strategy().scope(), Live(str(live_dir), dvcyaml=False, save_dvc_exp=False) as live:
-            live.log_params({k: v for k, v in cfg.items() if not isinstance(v, (list, dict))})
-            live.log_params({f"augment.{k}": v for k, v in cfg["augment"].items()})
+            live.log_params({k: v for k, v in dataclasses.asdict(settings).items()
+                             if v is not None and not isinstance(v, (tuple, dict))})
+            live.log_params({f"augment.{k}": v for k, v in dataclasses.asdict(settings.augment).items()})
             live.step = 1  # dvclive counts from 0; its callback then adds 1 per epoch, across both fits
-            if cfg["model"] == "cnn":
+            if settings.architecture == "cnn":
                 from .models import build_cnn
 
-                model = build_cnn(cfg["image_size"], n, cfg)
-                history = fit(model, (train_x, train_y), (val_x, val_y), n, cfg["batch_size"], cfg["seed"],
-                              cfg["epochs"], cfg["learning_rate"], cfg["patience"], live, cfg["warmup_epochs"],
-                              learning_rate_key="models.cnn.learning_rate")
+                model = build_cnn(n, settings)
+                history = fit(model, (train_x, train_y), (val_x, val_y), n, settings.batch_size, settings.seed,
+                              settings.epochs, settings.learning_rate, settings.patience, live, settings.warmup_epochs,
+                              learning_rate_key=settings.key("learning_rate"))
                 check = (model, val_x, "learning_rate")
             else:
-                model, history, check = _train_vgg19(cfg, n, features_dir, (train_x, train_y), (val_x, val_y), live)
+                model, history, check = _train_vgg19(settings, n, features_dir, (train_x, train_y), (val_x, val_y),
+                                                     live)
             val_loss = np.asarray(history["val_loss"], dtype=float)
             best = int(np.argmin(np.where(np.isfinite(val_loss), val_loss, np.inf)))  # argmin takes nan for least
             summary = {"best_epoch": best + 1, "epochs_run": len(history["val_loss"]),
@@ -132,8 +133,8 @@ def train(params: dict, prepared_dir="data/prepared", features_dir="data/feature
                        "best_val_accuracy": float(history["val_accuracy"][best])}
             for name, value in summary.items():
                 live.summary[name] = value
-        _check_outputs_finite(*check, cfg)
-        save_model(model, model_path, classes, cfg["image_size"], cfg["model"], meta.get("lung_mask", "none"))
+        _check_outputs_finite(*check, settings)
+        save_model(model, model_path, classes, settings.image_size, settings.architecture, meta["lung_mask"])
     except BaseException:
         # Live has closed by now (its context ended first): remove what it wrote, so that a
         # failed run leaves no curves that look like a finished training. No model was saved.
@@ -142,47 +143,48 @@ def train(params: dict, prepared_dir="data/prepared", features_dir="data/feature
     return summary
 
 
-def _check_outputs_finite(model, x, rate: str, cfg: dict) -> None:
-    """Refuse to save a model whose outputs on the validation inputs are not all finite."""
+def _check_outputs_finite(model, x, rate: str, settings) -> None:
+    """Refuse to save a model whose outputs on the validation inputs are not all finite; `rate`
+    names the field of `settings` (the learning rate) that shaped them."""
     try:
         predict(model, x)
     except NonFiniteOutputs as exc:
-        key = f"models.{cfg['model']}.{rate}"
         raise LungdxError(f"training diverged: the trained model's outputs are not finite for {exc.bad} of "
-                          f"{exc.total} validation images; {lower_rate_advice(key, cfg[rate])}; "
-                          "no model was saved") from None
+                          f"{exc.total} validation images; "
+                          f"{lower_rate_advice(settings.key(rate), getattr(settings, rate))}; "
+                          "no model was saved") from exc
 
 
-def _train_vgg19(cfg, n_classes, features_dir, train, val, live):
+def _train_vgg19(settings, n_classes, features_dir, train, val, live):
     """Head on cached base features; then optionally fine-tune the last blocks on images.
 
     Returns the end-to-end model, the history, and what shows its validation outputs
     (a model, its inputs, the learning rate that shaped it) for the check before saving."""
-    from .features import load_features
+    from .feature_cache import load_features
     from .models import build_head_only, build_vgg19, unfreeze_last_blocks
 
-    feats = load_features(features_dir, cfg)
-    head = build_head_only(feats["train"].shape[1], n_classes, cfg)
-    history = fit(head, (feats["train"], train[1]), (feats["val"], val[1]), n_classes, cfg["batch_size"],
-                  cfg["seed"], cfg["epochs"], cfg["learning_rate"], cfg["patience"], live, cfg["warmup_epochs"],
-                  learning_rate_key="models.vgg19.learning_rate")
+    feats = load_features(features_dir, settings.image_size)
+    head = build_head_only(feats["train"].shape[1], n_classes, settings)
+    history = fit(head, (feats["train"], train[1]), (feats["val"], val[1]), n_classes, settings.batch_size,
+                  settings.seed, settings.epochs, settings.learning_rate, settings.patience, live,
+                  settings.warmup_epochs, learning_rate_key=settings.key("learning_rate"))
     # The head on the cached validation features gives the end-to-end model's outputs, one pass of the base fewer.
     check = (head, feats["val"], "learning_rate")
 
     # One end-to-end model for evaluate, Grad-CAM and predict: the cached base's weights plus the head.
-    model, base = build_vgg19(cfg["image_size"], n_classes, cfg, weights=None)
+    model, base = build_vgg19(n_classes, settings, weights=None)
     base.load_weights(Path(features_dir) / "base.weights.h5")
     for layer in head.layers:
         if layer.weights:
             model.get_layer(layer.name).set_weights(layer.get_weights())
 
-    if cfg["fine_tune_blocks"]:
+    if settings.fine_tune_blocks:
         # Caching cannot apply here: the unfrozen blocks change, so every epoch runs the base on images.
-        unfreeze_last_blocks(base, cfg["fine_tune_blocks"])
-        more = fit(model, train, val, n_classes, cfg["batch_size"], cfg["seed"] + 1, cfg["fine_tune_epochs"],
-                   cfg["fine_tune_learning_rate"], cfg["patience"], live,
+        unfreeze_last_blocks(base, settings.fine_tune_blocks)
+        more = fit(model, train, val, n_classes, settings.batch_size, settings.seed + 1, settings.fine_tune_epochs,
+                   settings.fine_tune_learning_rate, settings.patience, live,
                    initial_epoch=len(history["val_loss"]),
-                   learning_rate_key="models.vgg19.fine_tune_learning_rate")
+                   learning_rate_key=settings.key("fine_tune_learning_rate"))
         history = {k: history[k] + more[k] for k in history}
         check = (model, val[0], "fine_tune_learning_rate")
     return model, history, check

@@ -1,4 +1,4 @@
-"""Stage baseline: data/prepared -> metrics/baseline.json, reports/baseline.json (see lungdx.baseline)."""
+"""Stage baseline: data/prepared -> metrics/baseline.json, reports/baseline.json (lungdx.baseline)."""
 
 from lungdx import params
 from lungdx.baseline import run_baseline
@@ -7,7 +7,8 @@ from lungdx.runner import stage
 
 @stage
 def main():
-    result = run_baseline(params.load())
+    """Fit the random forest and naive Bayes baselines and score them on the test split."""
+    result = run_baseline(params.load().baseline, "data/prepared", "metrics/baseline.json", "reports/baseline.json")
     print("baseline: " + ", ".join(f"{k} accuracy {v['accuracy']:.3f}" for k, v in result.items()))
 
 

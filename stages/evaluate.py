@@ -1,13 +1,16 @@
-"""Stage evaluate: the model on the test split -> metrics/eval.json, reports/eval.json, metrics/plots/."""
+"""Stage evaluate: the model on the test split -> metrics/eval.json, reports/eval.json, metrics/plots/
+(lungdx.evaluate)."""
 
 from lungdx import params
-from lungdx.runner import stage
 from lungdx.evaluate import evaluate
+from lungdx.runner import stage
 
 
 @stage
 def main():
-    result = evaluate(seed=params.seed(params.load()))
+    """Score models/model.keras on the test split, with intervals and plots."""
+    result = evaluate(params.load().evaluate, "models/model.keras", "data/prepared", "data/sampled/manifest.csv",
+                      "metrics/eval.json", "reports/eval.json", "metrics/plots", "data/features")
     print(f"evaluate: {result['model']} test accuracy {result['accuracy']:.3f} "
           f"(95% {result['accuracy_ci']['lower']:.3f}-{result['accuracy_ci']['upper']:.3f}), "
           f"f1_macro {result['f1_macro']:.3f}, roc_auc_ovr {result['roc_auc_ovr']}, ece {result['ece']:.3f} "

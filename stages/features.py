@@ -1,13 +1,15 @@
-"""Stage features: VGG19 base features of every prepared image, computed once (see lungdx.features)."""
+"""Stage features: VGG19 base features of every prepared image, computed once -> data/features
+(lungdx.features)."""
 
 from lungdx import params
-from lungdx.runner import stage
 from lungdx.features import extract
+from lungdx.runner import stage
 
 
 @stage
 def main():
-    info = extract(params.load())
+    """Cache the frozen VGG19 base's features of data/prepared (nothing for the cnn)."""
+    info = extract(params.load().features, "data/prepared", "data/features")
     if info["model"] == "vgg19":
         print(f"features: VGG19 base (weights {info['weights']}) once over every {info['image_size']}px image, "
               f"{info['dim']} per image -> data/features")

@@ -1,14 +1,16 @@
 """Stage gradcam: reports/gradcam/ (index.html, scores.json), reports/gradcam_images/ (image plots) and
-metrics/gradcam.json (see lungdx.report)."""
+metrics/gradcam.json (lungdx.gradcam; the heatmaps themselves: lungdx.heatmaps)."""
 
 from lungdx import params
+from lungdx.gradcam import build_report
 from lungdx.runner import stage
-from lungdx.report import build_report
 
 
 @stage
 def main():
-    scores = build_report(params.load())
+    """Write the Grad-CAM report of models/model.keras on the test split."""
+    scores = build_report(params.load().gradcam, "models/model.keras", "data/prepared", "data/sampled/manifest.csv",
+                          "reports/eval.json", "reports/gradcam", "metrics/gradcam.json", "reports/gradcam_images")
     print(f"gradcam: layer {scores['layer']} -> reports/gradcam/index.html, reports/gradcam_images/, "
           "metrics/gradcam.json")
 

@@ -1,19 +1,18 @@
-"""Stage prepare: sampled images -> data/prepared/<split>/*.npy (see lungdx.prepare)."""
+"""Stage prepare: the sampled images -> data/prepared/<split>/*.npy, meta.json (lungdx.prepare)."""
 
 import time
 
 from lungdx import params
 from lungdx.console import progress
-from lungdx.runner import stage
 from lungdx.prepare import prepare
+from lungdx.runner import stage
 
 
 @stage
 def main():
-    settings = params.prepare_settings(params.load())
+    """Resize every sampled image into the arrays of data/prepared."""
     start = time.perf_counter()
-    meta = prepare("data/sampled/manifest.csv", "data/raw", "data/prepared", settings["image_size"],
-                   settings["lung_mask"], progress=progress)
+    meta = prepare(params.load().prepare, "data/sampled/manifest.csv", "data/raw", "data/prepared", progress=progress)
     n = sum(sum(c.values()) for c in meta["counts"].values())
     seconds = time.perf_counter() - start
     focus = "" if meta["lung_mask"] == "none" else f", lung_mask {meta['lung_mask']}"

@@ -1,4 +1,5 @@
-"""Stage train: the chosen architecture -> models/model.keras (with its class names), dvclive/train."""
+"""Stage train: the chosen architecture -> models/model.keras (with its class names), dvclive/train
+(lungdx.train)."""
 
 from lungdx import params
 from lungdx.runner import stage
@@ -7,7 +8,8 @@ from lungdx.train import train
 
 @stage
 def main():
-    summary = train(params.load())
+    """Train the chosen model on data/prepared and save it to models/model.keras."""
+    summary = train(params.load().train, "data/prepared", "data/features", "models/model.keras", "dvclive/train")
     print(f"train: best epoch {summary['best_epoch']} of {summary['epochs_run']}, "
           f"val accuracy {summary['best_val_accuracy']:.3f} -> models/model.keras")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lungdx.console import configure_logging
-from tests.helpers import TINY, copy_project, run_library_stages
+from tests.helpers import TINY, copy_project, run_library_stages, settings
 
 os.environ.setdefault("LUNGDX_PROGRESS", "0")
 # Library functions called in-process print the `warning: ...` lines the stages print (the
@@ -70,12 +70,13 @@ def project(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """The library's stages, in order, on tiny synthetic data: a trained model, metrics and report."""
-    from lungdx.data import download
+    from lungdx.download import download
 
     root = tmp_path_factory.mktemp("tiny_run")
-    params = {"seed": 3, "dataset": {"source": "synthetic", "synthetic": {"per_class": 10, "image_size": 64}},
-              "prepare": {"image_size": 48}, "model": "cnn", "gradcam": {"per_class": 2, "layer": None},
-              "models": {"cnn": {"epochs": 2, "batch_size": 8, "learning_rate": 1e-3, "filters": [8, 16, 32],
-                                 "dense_units": 16}}}
-    download(params, root / "raw")
-    return run_library_stages(root, params, {"per_class": 10, "val_size": 0.2, "test_size": 0.2}, 48)
+    params = settings({"seed": 3, "dataset.synthetic.per_class": 10, "dataset.synthetic.image_size": 64,
+                       "sample.per_class": 10, "sample.val_size": 0.2, "sample.test_size": 0.2,
+                       "prepare.image_size": 48, "model": "cnn", "gradcam.per_class": 2,
+                       "models.cnn.epochs": 2, "models.cnn.batch_size": 8, "models.cnn.learning_rate": 1e-3,
+                       "models.cnn.filters": [8, 16, 32], "models.cnn.dense_units": 16})
+    download(params.download, root / "raw")
+    return run_library_stages(root, params)

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
+from lungdx import params as P
 from lungdx.params import with_changes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,6 +94,13 @@ def run(cmd: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.Compl
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def settings(changes: dict | None = None, **more) -> P.Params:
+    """This project's params.yaml with dotted-key changes, checked: every stage's settings, as the
+    stages get them (settings({"sample.per_class": 10}).sample). Every value not changed is
+    params.yaml's: the only defaults there are."""
+    return P.check(with_changes(P.read(ROOT / "params.yaml"), {**(changes or {}), **more}))
 
 
 def set_params(project: Path, **changes) -> None:
@@ -172,12 +180,6 @@ def png_bomb(path: Path, side: int = 30000, bit_depth: int = 8, height: int | No
     return path
 
 
-def params_for(source, **extra) -> dict:
-    """The params the download stage reads, for `source`."""
-    return {"seed": 1, "dataset": {"source": str(source), "kaggle_handle": "owner/data", "kaggle_version": 1,
-                                   "synthetic": {"per_class": 2, "image_size": 64}, **extra}}
-
-
 def zip_folder(folder: Path, dest: Path) -> Path:
     return Path(shutil.make_archive(str(dest.with_suffix("")), "zip", folder))
 
@@ -190,25 +192,25 @@ def run_benchmark(name: str, *args: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_library_stages(root: Path, params: dict, split: dict, image_size: int) -> Path:
+def run_library_stages(root: Path, params: P.Params) -> Path:
     """The pipeline's library functions in stage order, from root/raw (already there) to the
     report: sampled/, prepared/, features/, models/model.keras, dvclive/, eval.json,
-    eval_details.json, plots/, report/, gradcam.json. `split`: the sample settings."""
+    eval_details.json, plots/, report/, report_images/, gradcam.json."""
     from lungdx.evaluate import evaluate
     from lungdx.features import extract
+    from lungdx.gradcam import build_report
     from lungdx.prepare import prepare
-    from lungdx.report import build_report
     from lungdx.sample import sample
     from lungdx.train import train
 
     model, manifest = root / "models" / "model.keras", root / "sampled" / "manifest.csv"
-    sample(root / "raw", root / "sampled", {"seed": params["seed"], "classes": [], **split})
-    prepare(manifest, root / "raw", root / "prepared", image_size)
-    extract(params, root / "prepared", root / "features")
-    train(params, root / "prepared", root / "features", model, root / "dvclive")
-    evaluate(model, root / "prepared", manifest, root / "eval.json", root / "eval_details.json", root / "plots",
-             seed=params["seed"])
-    build_report(params, model, root / "prepared", manifest, root / "eval_details.json", root / "report",
-                 root / "gradcam.json")
+    sample(params.sample, root / "raw", root / "sampled")
+    prepare(params.prepare, manifest, root / "raw", root / "prepared")
+    extract(params.features, root / "prepared", root / "features")
+    train(params.train, root / "prepared", root / "features", model, root / "dvclive")
+    evaluate(params.evaluate, model, root / "prepared", manifest, root / "eval.json", root / "eval_details.json",
+             root / "plots", root / "features")
+    build_report(params.gradcam, model, root / "prepared", manifest, root / "eval_details.json", root / "report",
+                 root / "gradcam.json", root / "report_images")
     return root
 

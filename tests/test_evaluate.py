@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from lungdx.datasets import scored_test_split
+from lungdx.arrays import scored_test_split
 from lungdx.errors import LungdxError
 from lungdx.evaluate import write_plots
 from lungdx.stats import expected_calibration_error, reliability_table

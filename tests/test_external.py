@@ -12,7 +12,7 @@ from lungdx.errors import LungdxError, ParamError
 from lungdx.external import evaluate_external
 from lungdx.images import prepare_image
 from lungdx.synthetic import generate_dataset
-from tests.helpers import make_flat_dataset, shared
+from tests.helpers import make_flat_dataset, settings, shared
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,8 @@ def test_scores_the_shared_classes_as_the_model_sees_them_with_intervals_and_lun
     import keras
 
     model_path = tiny_run / "models" / "model.keras"
-    found = evaluate_external(model_path, str(other_source), tmp_path / "m.json", tmp_path / "d.json", seed=5)
+    found = evaluate_external(model_path, str(other_source), metrics_path=tmp_path / "m.json",
+                              details_path=tmp_path / "d.json", seed=5, layer=None)
     headline = json.loads((tmp_path / "m.json").read_text())
     assert list(headline) == ["n_images", "accuracy", "accuracy_ci", "f1_macro", "f1_macro_ci", "ece",
                               "lung_energy_share", "lung_energy_share_ci", "lung_energy_chance", "pointing_game",
@@ -67,14 +68,16 @@ def test_scores_the_shared_classes_as_the_model_sees_them_with_intervals_and_lun
 def test_one_class_source_without_masks_gives_accuracy_only_and_unknown_classes_are_refused(tiny_run, tmp_path):
     model_path = tiny_run / "models" / "model.keras"
     make_flat_dataset(tmp_path / "covid_only", {"COVID": 6}, size=64)
-    found = evaluate_external(model_path, str(tmp_path / "covid_only"), tmp_path / "m.json", seed=1)
+    found = evaluate_external(model_path, str(tmp_path / "covid_only"), metrics_path=tmp_path / "m.json",
+                              details_path=None, seed=1, layer=None)
     headline = json.loads((tmp_path / "m.json").read_text())
     assert list(headline) == ["n_images", "accuracy", "accuracy_ci", "ece"]  # one class: no macro F1, no masks
     assert found["per_class"]["COVID"]["sensitivity"] == headline["accuracy"]
 
     make_flat_dataset(tmp_path / "other", {"Cat": 3, "Dog": 3}, size=64)
     with pytest.raises(LungdxError, match=r"classes \['Cat', 'Dog'\] share none with the model's"):
-        evaluate_external(model_path, str(tmp_path / "other"), tmp_path / "m2.json", seed=1)
+        evaluate_external(model_path, str(tmp_path / "other"), metrics_path=tmp_path / "m2.json", details_path=None,
+                          seed=1, layer=None)
     assert not (tmp_path / "m2.json").exists()
 
 
@@ -87,18 +90,25 @@ def test_one_class_source_without_masks_gives_accuracy_only_and_unknown_classes_
     ({"a": 5}, "the path of a local folder or .zip"),
 ])
 def test_external_params_are_checked_before_any_work(value, message):
-    from lungdx.params import external_settings
+    from lungdx import params as P
+    from tests.helpers import ROOT
 
     with pytest.raises(ParamError, match=message):
-        external_settings({"external": value})
-    assert external_settings({"external": {}}) == {} and external_settings({}) == {}
+        settings({"external": value})
+    assert settings({"external": {}}).external.sources == {} and settings({"external": None}).external.sources == {}
+    # Every key of params.yaml is required: one without `external` is refused, naming it.
+    without = P.read(ROOT / "params.yaml")
+    del without["external"]
+    with pytest.raises(ParamError, match="external.*this key is missing"):
+        P.check(without)
 
 
 @pytest.mark.slow
 def test_real_covid_xrays_with_hand_made_masks(tiny_run, tmp_path):
     """cxr-covid-masked: one class, non-square images and their masks; every image is scored."""
     source = shared("cxr-covid-masked")
-    found = evaluate_external(tiny_run / "models" / "model.keras", str(source), seed=1)
+    found = evaluate_external(tiny_run / "models" / "model.keras", str(source), metrics_path=None, details_path=None,
+                              seed=1, layer=None)
     assert found["n_images"] == len(list((source / "COVID" / "images").glob("*.png"))) - len(found["skipped"])
     assert found["classes_scored"] == ["COVID"] and "f1_macro" not in found
     # Masks cover 17-59 % of these images (SOURCES.md); padding to a square lowers the share a little.
@@ -113,9 +123,12 @@ def test_a_model_of_cropped_lungs_is_scored_on_cropped_images_and_needs_every_ma
     from lungdx.models import build_cnn
 
     classes = ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
-    model = build_cnn(32, 4, {"filters": [4, 8], "dense_units": 8, "dropout": 0.0, "seed": 1})
+    model = build_cnn(4, settings({"seed": 1, "prepare.image_size": 32, "baseline.image_size": 8, "model": "cnn",
+                                   "models.cnn.filters": [4, 8], "models.cnn.dense_units": 8,
+                                   "models.cnn.dropout": 0.0}).train)
     save_model(model, tmp_path / "crop.keras", classes, 32, "cnn", lung_mask="crop")
-    found = evaluate_external(tmp_path / "crop.keras", str(other_source), seed=1)
+    found = evaluate_external(tmp_path / "crop.keras", str(other_source), metrics_path=None, details_path=None,
+                              seed=1, layer=None)
     paths = sorted(p for c in classes for p in (other_source / c / "images").glob("*.png") if p.name != "COVID-copy.png")
     images = np.stack([prepare_image(p, 32, "crop", p.parent.parent / "masks" / p.name)[0] for p in paths])
     y_true = np.array([classes.index(p.parent.parent.name) for p in paths])
@@ -125,7 +138,8 @@ def test_a_model_of_cropped_lungs_is_scored_on_cropped_images_and_needs_every_ma
     make_flat_dataset(tmp_path / "no_masks", {"COVID": 3, "Normal": 3}, size=64)
     with pytest.raises(LungdxError, match=r"the model's lung focus \(prepare.lung_mask when it was trained\) is "
                                           r"crop, but 6 of 6 images have no lung mask .*: COVID/images/COVID-1.png"):
-        evaluate_external(tmp_path / "crop.keras", str(tmp_path / "no_masks"), seed=1)
+        evaluate_external(tmp_path / "crop.keras", str(tmp_path / "no_masks"), metrics_path=None, details_path=None,
+                          seed=1, layer=None)
 
 
 @pytest.mark.slow

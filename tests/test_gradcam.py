@@ -1,189 +1,277 @@
-"""Grad-CAM points where the evidence is, for both architectures, also after save and reload."""
+"""The Grad-CAM report as a person sees it: opened from disk in headless Chromium, and read by an
+HTML parser when the class names are hostile; and the image plots and ROC plot as `dvc plots
+show` gives them."""
 
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import cv2
 import numpy as np
+import pandas as pd
 import pytest
 
-from lungdx.datasets import batches, steps_per_epoch
-from lungdx.datasets import predict as predict_probs
-from lungdx.gradcam import (OUTLINE_BGR, GradCam, colorbar, dilate, draw_outline, energy_inside, overlay,
-                            pointing_hits, tolerance, upsample)
-from lungdx.models import build_cnn, build_head_only, build_vgg19, make_deterministic
-from lungdx.report import mask_scores, pick_examples
+from lungdx.evaluate import write_plots
+from lungdx.heatmaps import colorbar
+from lungdx.gradcam import plot_stems
+from tests.helpers import commit, copy_project, make_kaggle_dataset, run, run_library_stages, settings
 
-SIZE, PATCH = 48, 14
+CLASSES = ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
 
-
-def patch_data(n: int, seed: int):
-    """Class 1 has a bright square at a random spot of the upper left quadrant; class 0 has none.
-    Returns images (uint8), labels and the patch masks."""
-    rng = np.random.default_rng(seed)
-    images = rng.integers(40, 120, (n, SIZE, SIZE)).astype(np.uint8)
-    masks = np.zeros_like(images)
-    labels = np.arange(n) % 2
-    for i in np.flatnonzero(labels):
-        y, x = rng.integers(0, SIZE // 2 - PATCH // 2, 2)
-        images[i, y:y + PATCH, x:x + PATCH] = 250
-        masks[i, y:y + PATCH, x:x + PATCH] = 255
-    return images, labels, masks
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-def fit_quietly(model, x, y, epochs, lr=1e-3):
-    import keras
+def chromium(tmp_path, *args):
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.skip("Chromium is not installed (.ci/run installs Debian's chromium)")
+    cmd = [exe, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss="categorical_crossentropy", metrics=["accuracy"])
-    model.fit(batches(x, y, 2, 16, shuffle_seed=0, epochs=epochs), steps_per_epoch=steps_per_epoch(len(x), 16), shuffle=False,
-              epochs=epochs, verbose=0)
+
+def test_report_files_and_quantitative_check(tiny_run):
+    report = tiny_run / "report"
+    page = (report / "index.html").read_text()
+    scores = json.loads((report / "scores.json").read_text())
+    assert scores["model"] == "cnn" and scores["layer"] == "conv2"  # the last conv with a 16x16+ grid at 48 px
+    assert set(scores["lesions"]["per_class"]) == {"COVID", "Lung_Opacity", "Viral Pneumonia"}
+    assert 0 <= scores["lung_energy_share"]["overall"] <= 1
+    low, high = scores["lung_energy_share"]["overall_ci"].values()
+    assert low <= scores["lung_energy_share"]["overall"] <= high
+    headline = json.loads((tiny_run / "gradcam.json").read_text())
+    assert headline == {"lung_energy_share": scores["lung_energy_share"]["overall"],
+                        "lung_energy_share_ci": scores["lung_energy_share"]["overall_ci"],
+                        "lung_energy_chance": scores["lung_energy_share"]["chance"],
+                        "pointing_game": scores["lesions"]["overall"]["pointing_game"],
+                        "pointing_chance": scores["lesions"]["overall"]["pointing_chance"]}
+    for cls in ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"):
+        assert f"<h2>{cls}</h2>" in page
+    assert "test accuracy" in page and "Confusion matrix" in page and "Pointing game" in page
+    assert page.count("<figure") == 8  # gradcam.per_class = 2, four classes
 
 
-def assert_points_at_patches(model, images, labels, masks, layer=None):
-    probs = predict_probs(model, images)
-    assert (probs.argmax(1) == labels).mean() >= 0.95, "the model must first learn the task"
-    pos = labels == 1
-    cam = upsample(GradCam(model, layer).explain(images[pos], labels[pos]).heatmaps, SIZE)
-    hits = pointing_hits(cam, dilate(masks[pos], tolerance(SIZE)))
-    assert hits.mean() >= 0.9, f"peak on the patch in {hits.mean():.2f} of images"
-    inside = energy_inside(cam, masks[pos])
-    assert np.nanmean(inside) > 3 * (masks[pos] > 0).mean(), "energy concentrates on the patch"
-    return cam
+def figures(page: str) -> list[str]:
+    return re.findall(r"<figure.*?</figure>", page, re.S)
+
+
+def test_report_shows_the_colour_bar_the_accuracy_interval_and_the_lung_outline_key(tiny_run):
+    report = tiny_run / "report"
+    page = (report / "index.html").read_text()
+    assert 'src="img/colorbar.png"' in page and "0 = no evidence" in page and "1 = strongest" in page
+    np.testing.assert_array_equal(cv2.imread(str(report / "img" / "colorbar.png")), colorbar(256))
+    details = json.loads((tiny_run / "eval_details.json").read_text())
+    for key in ("accuracy_ci", "f1_macro_ci"):  # the intervals of reports/eval.json, the same numbers
+        low, high = details[key]["lower"], details[key]["upper"]
+        assert f"95% CI {low:.3f}&ndash;{high:.3f}, bootstrap" in page
+    assert "lung outline" in page  # the synthetic data has lung masks
+
+
+def test_every_figure_gives_every_class_probability_and_highlights_the_prediction(tiny_run):
+    page = (tiny_run / "report" / "index.html").read_text()
+    for fig in figures(page):
+        rows = re.findall(r'<tr class="(predicted|)"><td>([^<]+)</td>.*?<td class="p">([0-9.]+)</td></tr>', fig)
+        assert [name for _, name, _ in rows] == CLASSES, fig
+        p = np.array([float(v) for _, _, v in rows])
+        assert abs(p.sum() - 1) <= 0.005, p
+        predicted = re.search(r"predicted <b>([^<]+)</b>", fig)[1]
+        assert [name for mark, name, _ in rows if mark] == [predicted]
+        assert p[CLASSES.index(predicted)] == p.max()
+
+
+def test_a_misclassified_image_also_shows_its_true_class_heatmap(tiny_run):
+    report = tiny_run / "report"
+    figs = figures((report / "index.html").read_text())
+    wrong = [f for f in figs if 'class="wrong"' in f]
+    assert wrong, "the tiny model misclassifies some test images: nothing checked otherwise"
+    for fig in figs:
+        i = re.search(r'data-image="(\d+)"', fig)[1]
+        true = re.search(r"true <b>([^<]+)</b>", fig)[1]
+        predicted = re.search(r"predicted <b>([^<]+)</b>", fig)[1]
+        if fig in wrong:
+            assert true != predicted
+            assert re.findall(r'<img src="([^"]+)"', fig) == [f"img/{i}.png", f"img/{i}_cam.png", f"img/{i}_true.png"]
+            assert f"predicted class, <b>{predicted}</b>" in fig and f"true class, <b>{true}</b>" in fig
+            pred_map = cv2.imread(str(report / "img" / f"{i}_cam.png")).astype(int)
+            true_map = cv2.imread(str(report / "img" / f"{i}_true.png")).astype(int)
+            assert np.abs(pred_map - true_map).max() > 30, "two classes, two different heatmaps"
+        else:
+            assert true == predicted and f"img/{i}_true.png" not in fig
+
+
+def test_report_opens_from_disk_with_every_image_loaded(tiny_run, tmp_path):
+    url = (tiny_run / "report" / "index.html").as_uri()
+    dom = chromium(tmp_path, "--dump-dom", "--virtual-time-budget=5000", url)
+    body = next(line for line in dom.stdout.splitlines() if "<body" in line)
+    total = int(body.split('data-images-total="')[1].split('"')[0])
+    loaded = int(body.split('data-images-loaded="')[1].split('"')[0])
+    page = (tiny_run / "report" / "index.html").read_text()
+    assert total == page.count("<img ") and loaded == total, body  # the colour bar included
+
+    shot = tmp_path / "report.png"
+    chromium(tmp_path, f"--screenshot={shot}", "--window-size=1200,1600", url)
+    img = cv2.imread(str(shot))
+    assert img is not None and img.shape[:2] == (1600, 1200)
+    assert img.std() > 20, "the screenshot is blank"
+    # The X-ray pictures are there: a good share of the page is mid-gray or coloured, not white.
+    assert (img.mean(axis=2) < 200).mean() > 0.1
+
+
+def test_a_missing_image_is_reported_on_the_page(tiny_run, tmp_path):
+    broken = tmp_path / "report"
+    shutil.copytree(tiny_run / "report", broken)
+    next((broken / "img").glob("*_cam.png")).unlink()
+    dom = chromium(tmp_path, "--dump-dom", "--virtual-time-budget=5000", (broken / "index.html").as_uri())
+    total = (broken / "index.html").read_text().count("<img ")
+    assert f'data-images-loaded="{total - 1}"' in dom.stdout and "1 image(s) failed to load" in dom.stdout
+
+
+def test_image_plots_are_each_class_first_test_images_under_stable_names(tiny_run):
+    labels = np.load(tiny_run / "prepared" / "test" / "labels.npy")
+    stems = ["COVID", "Lung_Opacity", "Normal", "Viral_Pneumonia"]  # the names docs and users rely on
+    expected = {f"{stems[i]}_{k}.png" for i in range(4) for k in range(1, min(3, (labels == i).sum()) + 1)}
+    assert {p.name for p in (tiny_run / "report_images").iterdir()} == expected
+    picture = cv2.imread(str(tiny_run / "report_images" / "Viral_Pneumonia_1.png"))
+    assert picture.shape == (256 + 44, 2 * 256 + 4, 3)  # the X-ray and its heatmap, over two lines of text
+
+
+def test_dvc_plots_show_draws_the_roc_of_every_class_and_the_gradcam_images(tiny_run, tmp_path):
+    """The project's plots section and ROC template, on tiny_run's outputs placed where the stages write them."""
+    project = copy_project(tmp_path / "project")
+    for src, dest in [("plots", "metrics/plots"), ("report_images", "reports/gradcam_images"),
+                      ("dvclive/plots", "dvclive/train/plots")]:
+        shutil.copytree(tiny_run / src, project / dest)
+    out = tmp_path / "shown"
+    run(["dvc", "plots", "show", "-o", str(out)], project)
+    page = (out / "index.html").read_text()
+    for png in (project / "reports" / "gradcam_images").iterdir():
+        static = out / "static" / f"workspace_reports_gradcam_images_{png.name}"
+        assert f'<img src="static/{static.name}">' in page and static.read_bytes() == png.read_bytes()
+
+    shown = json.loads(run(["dvc", "plots", "show", "--json"], project).stdout)["data"]
+    loss = shown["Training-Loss"][0]["content"]
+    assert loss["encoding"]["x"]["title"] == "epoch"
+    assert min(int(row["step"]) for row in loss["data"]["values"]) == 1
+    spec = shown["ROC"][0]["content"]
+    assert spec["facet"]["field"] == "rev" and spec["spec"]["encoding"]["x"]["field"] == "fpr"
+    data = pd.DataFrame(spec["data"]["values"])
+    roc = pd.read_csv(project / "metrics" / "plots" / "roc.csv")
+    assert sorted(data["curve"].unique()) == sorted(roc["curve"].unique())
+    assert sorted(data["class"].unique()) == sorted(CLASSES + [""])  # "": the chance diagonal
+    assert "ROC" in page and "Training-Loss" in page
+
+    # Two revisions: one panel each (the facet on rev), each curve named with its own revision's AUC.
+    commit(project, "first run")
+    y_true = np.arange(40) % 4
+    write_plots(project / "metrics" / "plots", y_true, np.eye(4)[y_true] * 0.6 + 0.1, CLASSES, ["x.png"] * 40)
+    diff = json.loads(run(["dvc", "plots", "diff", "HEAD", "--json"], project).stdout)["data"]["ROC"][0]
+    assert sorted(diff["revisions"]) == ["HEAD", "workspace"]
+    curves = pd.DataFrame(diff["content"]["data"]["values"]).groupby("rev")["curve"].unique()
+    assert sorted(curves["workspace"]) == [f"{c} (AUC 1.000)" for c in CLASSES] + ["chance (AUC 0.500)"]
+    assert sorted(curves["HEAD"]) == sorted(roc["curve"].unique())
+
+
+HOSTILE = ["chance", "<img src=x onerror=alert(1)>", 'a,"b"', "=1+1", "1_1", "Viral Pneumonia", "Viral_Pneumonia",
+           "日本", "中文"]
+
+
+def test_plot_names_of_hostile_classes_are_unique_and_readable():
+    classes = HOSTILE + ["COVID", "covid", "???", "class", "a", "a_1", "a_1_1", "Café", "Cafe\u0301", "हिन्दी"]
+    stems = plot_stems(classes)
+    # k up to 12: "<stem>_<k>" cannot collide even past the three slots, whatever the stems end with.
+    names = [f"{s}_{k}.png".casefold() for s in stems for k in range(1, 13)]  # case-insensitive file systems too
+    assert len(set(names)) == len(names)
+    named = dict(zip(classes, stems))
+    assert [named[c] for c in ("chance", 'a,"b"', "日本", "中文", "class", "a", "a_1", "हिन्दी")] == [
+        "chance", "a_b", "日本", "中文", "class", "a", "a_1", "हिन्दी"]
+    # Clashing pairs both get their class index, after a "-" that no plain name holds.
+    for c in ("=1+1", "1_1", "Viral Pneumonia", "Viral_Pneumonia", "COVID", "covid", "Café", "Cafe\u0301", "???"):
+        assert named[c].endswith(f"-{classes.index(c)}"), (c, named[c])
+    assert named["Viral Pneumonia"].startswith("Viral_Pneumonia-") and named["???"].startswith("class-")
+
+
+def test_plot_names_of_the_usual_classes_are_their_names():
+    assert plot_stems(CLASSES) == ["COVID", "Lung_Opacity", "Normal", "Viral_Pneumonia"]
 
 
 @pytest.fixture(scope="module")
-def data():
-    return patch_data(160, 0), patch_data(40, 1)
+def hostile_run(tmp_path_factory):
+    """The stages up to the report on random images in class folders with hostile names."""
+    root = tmp_path_factory.mktemp("hostile_run")
+    params = settings({"seed": 3, "dataset.classes": [], "sample.per_class": 5, "sample.val_size": 0.2,
+                       "sample.test_size": 0.4, "prepare.image_size": 32, "baseline.image_size": 8, "model": "cnn",
+                       "gradcam.per_class": 2, "gradcam.layer": None, "models.cnn.epochs": 1,
+                       "models.cnn.batch_size": 8, "models.cnn.learning_rate": 1e-3, "models.cnn.filters": [4, 8],
+                       "models.cnn.dense_units": 8, "models.cnn.warmup_epochs": 0})
+    make_kaggle_dataset(root / "raw", {c: 5 for c in HOSTILE}, size=32)
+    return run_library_stages(root, params)
 
 
-def test_gradcam_on_a_cnn_points_at_the_patch_also_after_reload(data, tmp_path):
-    import keras
+class Page(HTMLParser):
+    """A page as a browser reads it: every start tag with its attributes, and each piece of text
+    with the tag it directly follows (None after an end tag)."""
 
-    make_deterministic(0)
-    (x, y, _), (xt, yt, mt) = data
-    model = build_cnn(SIZE, 2, {"filters": [8, 16, 32], "dense_units": 32, "dropout": 0.0})
-    fit_quietly(model, x, y, epochs=8)
-    before = assert_points_at_patches(model, xt, yt, mt)
-    model.save(tmp_path / "cnn.keras")
-    reloaded = keras.models.load_model(tmp_path / "cnn.keras")
-    after = assert_points_at_patches(reloaded, xt, yt, mt)
-    np.testing.assert_allclose(after, before, atol=1e-5)
+    def __init__(self, text: str):
+        super().__init__()
+        self.tags, self.texts, self.last = [], [], None
+        self.feed(text)
 
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        self.last = tag
 
-@pytest.mark.slow
-def test_gradcam_on_vgg19_points_at_the_patch_also_after_reload(data, tmp_path):
-    import keras
+    def handle_endtag(self, tag):
+        self.last = None
 
-    make_deterministic(0)
-    (x, y, _), (xt, yt, mt) = data
-    cfg = {"dense_units": 32, "dropout": 0.0}
-    model, base = build_vgg19(SIZE, 2, cfg, weights=None)
-    # As the pipeline does: the head trained on the frozen base's pooled features, then put on top.
-    extractor = keras.Model(model.inputs, model.get_layer("gap").output)
-    head = build_head_only(512, 2, cfg)
-    fit_quietly(head, extractor.predict(batches(x, None, 0, 32), verbose=0), y, epochs=60, lr=3e-3)
-    for layer in head.layers:
-        if layer.weights:
-            model.get_layer(layer.name).set_weights(layer.get_weights())
-    assert GradCam(model).layer == "block2_conv2"  # the last conv layer with a 16x16+ grid at 48 px
-    before = assert_points_at_patches(model, xt, yt, mt)
-    model.save(tmp_path / "vgg.keras")
-    after = assert_points_at_patches(keras.models.load_model(tmp_path / "vgg.keras"), xt, yt, mt)
-    np.testing.assert_allclose(after, before, atol=1e-4)
+    def handle_data(self, data):
+        self.texts.append((self.last, data))
 
 
-def test_unknown_layer_names_the_param_and_the_choices():
-    from lungdx.errors import ParamError
-
-    model = build_cnn(32, 2, {"filters": [4, 8], "dense_units": 4, "dropout": 0.0})
-    with pytest.raises(ParamError, match="gradcam.layer = 'block5_conv4'.*conv1, conv2"):
-        GradCam(model, "block5_conv4")
+def manifest_test_rows(run_dir) -> pd.DataFrame:
+    """The manifest's test rows, every cell as written."""
+    manifest = pd.read_csv(run_dir / "sampled" / "manifest.csv", dtype=str, keep_default_na=False)
+    return manifest[manifest["split"] == "test"]
 
 
-def test_mask_scores_against_known_heatmaps():
-    heat = np.zeros((2, 20, 20), np.float32)
-    heat[0, 2, 2] = 1.0   # peak inside image 0's lesion
-    heat[1, 15, 15] = 1.0  # peak far from image 1's lesion
-    lesions = np.zeros((2, 20, 20), np.uint8)
-    lesions[:, 0:5, 0:5] = 255
-    lungs = np.full((2, 20, 20), 255, np.uint8)
-    scores = mask_scores(heat, np.array([1, 1]), ["Normal", "COVID"], {"masks": lungs, "lesions": lesions}, seed=0)
-    assert scores["lung_energy_share"]["overall"] == 1.0
-    assert scores["lung_energy_share"]["overall_ci"] == {"lower": 1.0, "upper": 1.0}
-    covid = scores["lesions"]["per_class"]["COVID"]
-    assert covid["pointing_game"] == 0.5 and covid["energy_in_lesion"] == 0.5
-    assert covid["energy_chance"] == 0.0625 and covid["pointing_chance"] > covid["energy_chance"]
+def test_hostile_class_names_and_paths_read_back_as_written(hostile_run):
+    page = (hostile_run / "report" / "index.html").read_text()
+    parsed = Page(page)
+
+    def texts(tag):
+        return [t for last, t in parsed.texts if last == tag]
+
+    classes = list(manifest_test_rows(hostile_run)["class"].unique())
+    assert sorted(classes) == sorted(HOSTILE)
+    bold = {t for fig in figures(page) for last, t in Page(fig).texts if last == "b"}
+    assert bold == set(classes)  # each figure's true and predicted class, its pictures' classes
+    assert set(classes) <= set(texts("h2")) and set(classes) <= set(texts("th"))
+    captions = set(texts("figcaption"))
+    assert captions <= set(manifest_test_rows(hostile_run)["path"])
+    assert any(p.startswith("<img src=x onerror=alert(1)>/") for p in captions)
+
+    images = [attrs for tag, attrs in parsed.tags if tag == "img"]
+    assert len(images) == int(re.search(r'data-images-total="(\d+)"', page)[1])  # no <img> came from a name
+    assert all((hostile_run / "report" / a["src"]).is_file() for a in images)
+    alts = []
+    for panel in re.findall(r'<div class="panel">.*?<img [^>]*>', page, re.S):  # a figure's pictures
+        read = Page(panel)
+        (alt,) = [a["alt"] for tag, a in read.tags if tag == "img"]
+        assert "".join(t for _, t in read.texts) == alt  # the label one reads and the alt say the same
+        alts.append(alt)
+    assert len(alts) == len(images) - 1  # all but the colour bar
+    named = [alt.split("class, ", 1)[1] for alt in alts if alt != "X-ray"]
+    assert len(named) == len(alts) - page.count("<figure") and set(named) == set(classes)
+    # Escaped once: nothing a reader sees holds an escape.
+    assert not [t for t in [t for _, t in parsed.texts] + alts if re.search(r"&(lt|gt|amp|quot|#\d+);", t)]
 
 
-def test_examples_include_misclassified_ones_first():
-    y_true = np.array([0, 0, 0, 0, 1, 1])
-    y_pred = np.array([0, 1, 0, 1, 1, 1])
-    assert pick_examples(y_true, y_pred, 2, 3) == [1, 0, 2, 4, 5]
-
-
-def test_overlay_is_a_colour_picture_of_the_xray_size():
-    gray = np.full((64, 64), 100, np.uint8)
-    heat = np.zeros((8, 8), np.float32)
-    heat[0, 0] = 1
-    out = overlay(gray, heat)
-    assert out.shape == (64, 64, 3) and out[0, 0].tolist() != out[63, 63].tolist()
-
-
-def test_the_colour_bar_has_the_overlay_colours_from_no_evidence_to_strongest():
-    bar = colorbar(200, 10)
-    assert bar.shape == (10, 200, 3) and (bar == bar[0]).all(), "every row the same"
-    black = np.zeros((4, 4), np.uint8)
-    for heat, column in ((0.0, 0), (1.0, -1)):
-        pure = overlay(black, np.full((4, 4), heat, np.float32), alpha=1.0)  # the colormap alone
-        assert bar[0, column].tolist() == pure[0, 0].tolist(), heat
-    assert bar[0, 0].sum() < 60 < 600 < bar[0, -1].sum(), "dark for no evidence, bright for the strongest"
-
-
-def test_the_lung_outline_lies_exactly_on_the_mask_boundary():
-    mask = np.zeros((40, 40), np.uint8)
-    mask[5:30, 8:20] = 255
-    mask[20:38, 25:40] = 255  # touches the image's right edge: the outline runs along it
-    inside = mask > 0
-    padded = np.pad(inside, 1)
-    all_neighbours_in = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
-    boundary = inside & ~all_neighbours_in
-    gray = np.random.default_rng(0).integers(0, 256, (40, 40)).astype(np.uint8)
-    picture = overlay(gray, np.random.default_rng(1).random((5, 5)).astype(np.float32))
-    drawn = draw_outline(picture, mask)
-    assert (drawn[boundary] == OUTLINE_BGR).all()
-    np.testing.assert_array_equal(drawn[~boundary], picture[~boundary])
-    assert boundary[:, 39].sum() == 18 and not boundary[10, 12], "the edge counts as outside; the inside stays"
-
-
-def test_a_small_mask_is_outlined_where_it_lies_on_a_larger_picture():
-    mask = np.zeros((16, 16), np.uint8)
-    mask[4:12, 4:12] = 255  # pixels 4..11 of 16: 64..191 of 256
-    drawn = draw_outline(np.zeros((256, 256, 3), np.uint8), mask)
-    ys, xs = np.nonzero((drawn == OUTLINE_BGR).all(axis=2))
-    assert abs(ys.min() - 64) <= 8 and abs(ys.max() - 191) <= 8 and abs(xs.min() - 64) <= 8
-    assert len(ys) < 4 * 140, "one pixel wide"
-
-
-def test_a_model_with_a_path_around_the_layer_gets_the_same_heatmaps_as_a_plain_tape():
-    """A skip connection: the head is reached both through and around conv2, so the model cannot
-    be split at conv2; GradCam then tapes the whole model, with the same result as eager Grad-CAM."""
-    import keras
-    import tensorflow as tf
-
-    make_deterministic(3)
-    inputs = keras.Input((16, 16, 1))
-    c1 = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")(inputs)
-    c2 = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv2")(c1)
-    x = keras.layers.Flatten()(keras.layers.Add()([c1, c2]))
-    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="probabilities")(x))
-    images = np.random.default_rng(0).integers(0, 256, (5, 16, 16)).astype(np.uint8)
-    classes = np.array([0, 1, 2, 1, 0])
-    heat = GradCam(model, "conv2").heatmaps(images, classes)
-
-    both = keras.Model(model.inputs, [model.get_layer("conv2").output, model.layers[-2].output])
-    dense = model.layers[-1]
-    x = tf.constant(images.astype(np.float32)[..., None])
-    with tf.GradientTape() as tape:
-        maps, features = both(x)
-        tape.watch(maps)
-        logits = features @ dense.kernel + dense.bias
-        score = tf.gather(logits, classes, axis=1, batch_dims=1)
-    cam = tf.nn.relu(tf.reduce_sum(tape.gradient(score, maps) * maps, axis=-1)).numpy()
-    peak = cam.reshape(5, -1).max(1)[:, None, None]
-    np.testing.assert_allclose(heat, np.where(peak > 0, cam / np.maximum(peak, 1e-12), 0), atol=1e-5)
+def test_hostile_class_names_get_an_image_plot_each(hostile_run):
+    rows = manifest_test_rows(hostile_run)
+    counts = rows.groupby(rows["label"].astype(int))["class"].agg(["first", "size"])
+    assert counts.index.tolist() == list(range(len(HOSTILE)))  # every class, by class index
+    stems = plot_stems(counts["first"].tolist())
+    slots = {f"{stem}_{k}.png" for stem, n in zip(stems, counts["size"]) for k in range(1, min(3, n) + 1)}
+    assert len(slots) == sum(min(3, n) for n in counts["size"])  # no two slots share a name
+    assert {p.name for p in (hostile_run / "report_images").iterdir()} == slots

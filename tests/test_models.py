@@ -1,19 +1,37 @@
 """The two architectures: the original CNN exactly, VGG19 with a reachable base."""
 
+import dataclasses
+import json
+
 import keras
 import numpy as np
 import pytest
 
 from lungdx.errors import LungdxError, ParamError
-from lungdx.gradcam import default_layer
-from lungdx.models import build_cnn, build_head_only, build_vgg19, unfreeze_last_blocks
+from lungdx.heatmaps import default_layer
+from lungdx.models import build_cnn, build_head_only, build_vgg19, unfreeze_last_blocks, WeightsUnavailable
 from lungdx.params import resolve_vgg19_weights
+from tests.helpers import settings
 
 CNN = {"filters": [16, 32, 64, 128, 256], "dense_units": 160, "dropout": 0.3}
 
 
+def cnn(image_size: int, **fields):
+    """The cnn's settings at image_size px, with `fields` (filters, dense_units, dropout, seed, augment) as given;
+    the rest as params.yaml has them."""
+    return settings({"model": "cnn", "prepare.image_size": image_size, "baseline.image_size": 8,
+                     **{("seed" if k == "seed" else f"models.cnn.{k}"): v for k, v in fields.items()}}).train
+
+
+def vgg(image_size: int, **fields):
+    """The vgg19's settings at image_size px, with `fields` as given; the rest as params.yaml has them."""
+    return settings({"model": "vgg19", "prepare.image_size": image_size, "baseline.image_size": 8,
+                     "models.vgg19.weights": "none",
+                     **{("seed" if k == "seed" else f"models.vgg19.{k}"): v for k, v in fields.items()}}).train
+
+
 def test_cnn_is_the_original_network():
-    model = build_cnn(256, 4, CNN)
+    model = build_cnn(4, cnn(256, **CNN))
     convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
     pools = [l for l in model.layers if isinstance(l, keras.layers.MaxPooling2D)]
     dense = [l for l in model.layers if isinstance(l, keras.layers.Dense)]
@@ -26,25 +44,25 @@ def test_cnn_is_the_original_network():
     assert [d.rate for d in drops] == [0.3, 0.3, 0.3]
     # Functional, so Grad-CAM can reach model.inputs and any layer by name.
     assert model.inputs and default_layer(model) == "conv5"  # 16x16 at 256 px
-    assert default_layer(build_cnn(128, 4, CNN)) == "conv4"  # conv5 is 8x8 there: too coarse
+    assert default_layer(build_cnn(4, cnn(128, **CNN))) == "conv4"  # conv5 is 8x8 there: too coarse
 
 
 def test_vgg19_base_layers_are_reachable_and_frozen():
-    model, base = build_vgg19(32, 3, {"dense_units": 160, "dropout": 0.3}, weights=None)
+    model, base = build_vgg19(3, vgg(32, dense_units=160, dropout=0.3), weights=None)
     assert model.input_shape == (None, 32, 32, 1)
     assert model.get_layer("block5_conv4") is base.get_layer("block5_conv4")
     assert default_layer(model) == "block2_conv2"  # block2 is the last 16x16 grid at 32 px
-    big, _ = build_vgg19(256, 3, {"dense_units": 8, "dropout": 0.3}, weights=None)
+    big, _ = build_vgg19(3, vgg(256, dense_units=8, dropout=0.3), weights=None)
     assert default_layer(big) == "block5_conv4"  # 16x16 at 256 px
     assert not any(w.trainable for l in model.layers if l.name.startswith("block") for w in l.weights)
     assert [l.units for l in model.layers if isinstance(l, keras.layers.Dense)] == [160, 160, 3]
     assert [l.rate for l in model.layers if isinstance(l, keras.layers.Dropout)] == [0.3, 0.3, 0.3]
-    head = build_head_only(512, 3, {"dense_units": 160, "dropout": 0.3})
+    head = build_head_only(512, 3, vgg(32, dense_units=160, dropout=0.3))
     assert [l.name for l in head.layers if l.weights] == [l.name for l in model.layers[-6:] if l.weights]
 
 
 def test_vgg19_preprocessing_is_keras_preprocess_input_on_replicated_gray():
-    model, _ = build_vgg19(32, 2, {"dense_units": 8, "dropout": 0.0}, weights=None)
+    model, _ = build_vgg19(2, vgg(32, dense_units=8, dropout=0.0), weights=None)
     prep = keras.Model(model.inputs, model.get_layer("vgg_preprocess").output)
     gray = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 1)).astype("float32")
     expected = keras.applications.vgg19.preprocess_input(np.repeat(gray, 3, axis=-1))
@@ -52,7 +70,7 @@ def test_vgg19_preprocessing_is_keras_preprocess_input_on_replicated_gray():
 
 
 def test_unfreeze_last_blocks_makes_only_those_trainable():
-    model, base = build_vgg19(32, 2, {"dense_units": 8, "dropout": 0.3}, weights=None)
+    model, base = build_vgg19(2, vgg(32, dense_units=8, dropout=0.3), weights=None)
     unfreeze_last_blocks(base, 2)
     trainable = {l.name.split("_")[0] for l in base.layers if l.trainable and l.weights}
     assert trainable == {"block4", "block5"}
@@ -70,8 +88,18 @@ def test_imagenet_offline_without_a_cached_file_names_the_other_choices(tmp_path
 
     # No network in CI anyway; this keeps the test offline on a developer's connected machine too.
     monkeypatch.setattr(file_utils, "urlretrieve", _offline)
-    with pytest.raises(LungdxError, match="models.vgg19.weights=none.*local copy"):
-        build_vgg19(32, 2, {"dense_units": 8, "dropout": 0.3}, weights="imagenet")
+    with pytest.raises(WeightsUnavailable, match=r"not cached at .*could not be downloaded .*use none .*local copy"):
+        build_vgg19(2, vgg(32, dense_units=8, dropout=0.3), weights="imagenet")
+    # The features stage, which loads them, names the key to change.
+    from lungdx.features import extract
+
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    (prepared / "meta.json").write_text(json.dumps({"image_size": 32}))
+    imagenet = dataclasses.replace(vgg(32, dense_units=8, dropout=0.3), weights="imagenet")
+    with pytest.raises(LungdxError, match=r"params.yaml: models.vgg19.weights = 'imagenet': .*use none .*local copy"):
+        extract(imagenet, prepared, tmp_path / "features")
+    assert not (tmp_path / "features").exists()
 
 
 def _offline(*args, **kwargs):
@@ -82,7 +110,7 @@ AUGMENT = {"rotation": 10.0, "shift": 0.1, "zoom": 0.1, "brightness": 0.1, "cont
 
 
 def _augmenting_cnn(seed: int):
-    return build_cnn(32, 2, {"filters": [4, 8], "dense_units": 8, "dropout": 0.0, "seed": seed, "augment": AUGMENT})
+    return build_cnn(2, cnn(32, filters=[4, 8], dense_units=8, dropout=0.0, seed=seed, augment=AUGMENT))
 
 
 def _augmented(model, images, training: bool):
@@ -106,16 +134,17 @@ def test_augmentation_changes_only_training_images_and_repeats_with_the_seed():
 
 
 def test_no_augmentation_and_no_flip_unless_asked():
-    plain = build_cnn(32, 2, {"filters": [4], "dense_units": 8, "dropout": 0.0, "seed": 1,
-                              "augment": dict.fromkeys(AUGMENT, 0.0) | {"flip": False}})
+    plain = build_cnn(2, cnn(32, filters=[4], dense_units=8, dropout=0.0, seed=1,
+                             augment=dict.fromkeys(AUGMENT, 0.0) | {"flip": False}))
     assert not [layer for layer in plain.layers if layer.name.startswith("augment_")]
-    flips = build_cnn(32, 2, {"filters": [4], "dense_units": 8, "dropout": 0.0, "seed": 1,
-                              "augment": dict.fromkeys(AUGMENT, 0.0) | {"flip": True}})
+    flips = build_cnn(2, cnn(32, filters=[4], dense_units=8, dropout=0.0, seed=1,
+                             augment=dict.fromkeys(AUGMENT, 0.0) | {"flip": True}))
     assert [layer.name for layer in flips.layers if layer.name.startswith("augment_")] == ["augment_flip"]
 
 
 def test_vgg19_augments_its_images_before_the_base():
-    cfg = {"dense_units": 8, "dropout": 0.0, "seed": 1, "augment": AUGMENT}
-    model, base = build_vgg19(32, 2, cfg)
+    # params.yaml takes vgg19 augmentation only with fine-tuning, the only phase that sees images.
+    cfg = vgg(32, dense_units=8, dropout=0.0, seed=1, augment=AUGMENT, fine_tune_blocks=1)
+    model, base = build_vgg19(2, cfg, weights=None)
     names = [layer.name for layer in model.layers]
     assert names.index("augment_contrast") < names.index("gray_to_rgb") < names.index("block1_conv1")

@@ -1,5 +1,7 @@
 """params.yaml is a public interface: every key is documented, and bad values are named."""
 
+import ast
+import dataclasses
 import re
 
 import pytest
@@ -7,7 +9,7 @@ import yaml
 
 from lungdx import params as P
 from lungdx.errors import LungdxError, ParamError
-from tests.helpers import ROOT
+from tests.helpers import ROOT, settings
 
 
 def leaves(node, prefix=""):
@@ -202,7 +204,7 @@ def test_the_bad_value_cases_cover_every_key_of_params_yaml():
 
 
 def test_default_params_and_the_documented_alternatives_pass_every_check(tmp_path):
-    assert P.load(ROOT / "params.yaml")["model"] == "cnn"
+    assert P.load(ROOT / "params.yaml").train.architecture == "cnn"
     for changes in ({"model": "vgg19", "gradcam__layer": "block5_conv4", "models__vgg19__weights": "none"},
                     {"gradcam__layer": "conv5", "dataset__kaggle_version": None, "dataset__source": "kaggle"},
                     {"seed": 2 ** 32 - 1, "prepare__image_size": 1024, "dataset__synthetic__image_size": 1024,
@@ -225,7 +227,7 @@ def test_unknown_keys_at_any_level_are_refused_with_a_suggestion(tmp_path, key, 
 
 def test_a_missing_vgg19_weights_file_matters_only_when_vgg19_is_trained(tmp_path):
     missing = str(tmp_path / "no_such_vgg19.h5")
-    assert load_with(tmp_path, models__vgg19__weights=missing)["model"] == "cnn"
+    assert load_with(tmp_path, models__vgg19__weights=missing).train.architecture == "cnn"
     with pytest.raises(ParamError, match=r"models.vgg19.weights = .* is not allowed: .*does not exist"):
         load_with(tmp_path, models__vgg19__weights=missing, model="vgg19")
 
@@ -238,14 +240,15 @@ def test_a_too_small_image_for_the_other_architecture_is_checked_when_it_is_chos
 
 
 def test_gradcam_layer_names_known_statically_are_the_conv_layers_of_the_built_models():
-    from lungdx.gradcam import conv_layers
+    from lungdx.heatmaps import conv_layers
     from lungdx.models import build_cnn, build_vgg19
 
-    cfg = {"dense_units": 4, "dropout": 0.0}
+    small = {"prepare.image_size": 32, "baseline.image_size": 8, "models.cnn.dense_units": 4,
+             "models.vgg19.dense_units": 4}
     for filters in ([4], [4, 8, 8]):
-        cnn = build_cnn(32, 3, {**cfg, "filters": filters})
+        cnn = build_cnn(3, settings({**small, "models.cnn.filters": filters}).train)
         assert [layer.name for layer in conv_layers(cnn)] == P.conv_layer_names("cnn", filters)
-    vgg19, _ = build_vgg19(32, 3, cfg, weights=None)
+    vgg19, _ = build_vgg19(3, settings({**small, "model": "vgg19", "models.vgg19.weights": "none"}).train, weights=None)
     assert [layer.name for layer in conv_layers(vgg19)] == P.conv_layer_names("vgg19")
 
 
@@ -262,12 +265,12 @@ def test_numbers_with_an_exponent_are_numbers_as_dvc_writes_them(tmp_path):
             with pytest.raises(ParamError, match="models.cnn.learning_rate = -100.0 is not allowed"):
                 P.load(path)
         else:
-            assert P.load(path)["models"]["cnn"]["learning_rate"] == number
+            assert P.load(path).train.learning_rate == number
     advice = lower_rate_advice("models.cnn.learning_rate", 0.0003)
     assert advice == "lower models.cnn.learning_rate (now 0.0003), e.g. to 0.00003, or check the data"
     suggested = advice.split("e.g. to ")[1].split(",")[0]
     path.write_text(text.replace("learning_rate: 0.0003", f"learning_rate: {suggested}"))
-    assert P.load(path)["models"]["cnn"]["learning_rate"] == 3e-05
+    assert P.load(path).train.learning_rate == 3e-05
 
 
 def test_with_changes_sets_dotted_keys_on_a_copy_and_names_a_bad_key():
@@ -279,3 +282,48 @@ def test_with_changes_sets_dotted_keys_on_a_copy_and_names_a_bad_key():
         P.with_changes(params, {"seed.x": 1})
     with pytest.raises(ParamError, match=r"models\.\.cnn = 1 .*names joined by dots"):
         P.with_changes(params, {"models..cnn": 1})
+
+
+def test_every_key_comes_from_params_yaml_a_missing_one_is_named(tmp_path):
+    """No default hides in the code: each key params.yaml holds must be there."""
+    for key in leaves(default_params()):
+        params = default_params()
+        *parents, last = key.split(".")
+        node = params
+        for part in parents:
+            node = node[part]
+        del node[last]
+        with pytest.raises(ParamError, match=rf"^params.yaml: {re.escape(key)} = None is not allowed: this key is "
+                                             "missing"):
+            P.check(params)
+
+
+def test_each_stage_gets_frozen_typed_settings_that_know_their_keys():
+    params = P.load(ROOT / "params.yaml")
+    assert params.sample == P.SampleSettings(seed=239, classes=(), per_class=2690, val_size=0.1, test_size=0.2)
+    assert params.train.filters == (16, 32, 64, 128, 256) and params.features is params.train
+    assert not params.train.augment and params.external.sources == {}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        params.train.epochs = 1
+    assert params.train.key("learning_rate") == "models.cnn.learning_rate"
+    assert params.train.key("image_size") == "prepare.image_size"
+    assert params.sample.key("classes") == "dataset.classes" and params.download.key("source") == "dataset.source"
+    vgg19 = settings({"model": "vgg19", "models.vgg19.weights": "none"}).train
+    assert vgg19.key("fine_tune_learning_rate") == "models.vgg19.fine_tune_learning_rate" and vgg19.weights is None
+
+
+def test_params_yaml_is_read_by_params_py_alone():
+    """The library takes settings; only params.py (and, for the seed or foreach names alone, through
+    params.read: the command line and dvc.yaml's reader) reads params.yaml."""
+    readers = {}
+    for path in sorted((ROOT / "lungdx").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.ImportFrom) and node.module in (None, "lungdx")
+                     else [node.module] if isinstance(node, ast.ImportFrom) else
+                     [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            if any(n in ("params", "lungdx.params") or (n or "").endswith(".params") for n in names):
+                readers.setdefault(path.name, node.lineno)
+        if path.name != "params.py":
+            assert "params.yaml\")" not in path.read_text() and "\"params.yaml\"" not in path.read_text(), path
+    assert set(readers) == {"cli.py", "pipeline.py"}, readers

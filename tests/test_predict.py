@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from lungdx.images import PREPROCESSING, load_for_model
-from tests.helpers import ROOT, shared, write_image
+from tests.helpers import ROOT, settings, shared, write_image
 
 
 def predict(*args, cwd=ROOT):
@@ -63,7 +63,7 @@ def test_every_form_gets_the_same_prediction_and_a_bad_file_is_named(tiny_run, i
 
 
 def test_preprocessing_is_exactly_the_training_one(tiny_run, inputs):
-    from lungdx.datasets import predict as predict_probs
+    from lungdx.arrays import predict as predict_probs
     from lungdx.model_file import load_model
 
     model, info = load_model(tiny_run / "models" / "model.keras")
@@ -193,7 +193,9 @@ def test_a_model_of_cropped_lungs_needs_each_images_mask_and_uses_it_as_training
     from lungdx.model_file import save_model
     from lungdx.models import build_cnn
 
-    model = build_cnn(32, 4, {"filters": [4, 8], "dense_units": 8, "dropout": 0.0, "seed": 1})
+    model = build_cnn(4, settings({"seed": 1, "prepare.image_size": 32, "baseline.image_size": 8, "model": "cnn",
+                                   "models.cnn.filters": [4, 8], "models.cnn.dense_units": 8,
+                                   "models.cnn.dropout": 0.0}).train)
     path = tmp_path / "cropped.keras"
     save_model(model, path, ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"], 32, "cnn", lung_mask="crop")
     masks = tmp_path / "masks"

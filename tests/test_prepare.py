@@ -6,20 +6,41 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lungdx.data import download
+from lungdx.download import download
 from lungdx.errors import LungdxError
 from lungdx.images import load_for_model, load_mask
 from lungdx.prepare import prepare
 from lungdx.sample import sample
+from tests.helpers import settings
 
-SETTINGS = {"seed": 239, "classes": [], "per_class": 12, "val_size": 0.2, "test_size": 0.2}
+SETTINGS = {"seed": 239, "dataset.classes": [], "sample.per_class": 12, "sample.val_size": 0.2,
+            "sample.test_size": 0.2}
+
+
+def download_from(source, raw_dir, **changes):
+    """The download stage, params.yaml's settings with dataset.source = `source`."""
+    return download(settings({"seed": 0, "dataset.source": str(source), **changes}).download, raw_dir)
+
+
+def synthetic(raw_dir, per_class, image_size=96, seed=4):
+    return download_from("synthetic", raw_dir, **{"seed": seed, "dataset.synthetic.per_class": per_class,
+                                                  "dataset.synthetic.image_size": image_size})
+
+
+def sample_into(raw_dir, out_dir, **changes):
+    return sample(settings({**SETTINGS, **changes}).sample, raw_dir, out_dir)
+
+
+def run_prepare(tmp_path, out, image_size, lung_mask="none"):
+    """prepare of tmp_path/sampled from tmp_path/raw into tmp_path/out."""
+    prep = settings({"prepare.image_size": image_size, "prepare.lung_mask": lung_mask}).prepare
+    return prepare(prep, tmp_path / "sampled" / "manifest.csv", tmp_path / "raw", tmp_path / out)
 
 
 def test_prepare_writes_aligned_uint8_arrays_per_split(tmp_path):
-    download({"seed": 4, "dataset": {"source": "synthetic", "synthetic": {"per_class": 12, "image_size": 96}}},
-             tmp_path / "raw")
-    sample(tmp_path / "raw", tmp_path / "sampled", SETTINGS)
-    meta = prepare(tmp_path / "sampled" / "manifest.csv", tmp_path / "raw", tmp_path / "prep", 48)
+    synthetic(tmp_path / "raw", per_class=12)
+    sample_into(tmp_path / "raw", tmp_path / "sampled")
+    meta = run_prepare(tmp_path, "prep", 48)
     manifest = pd.read_csv(tmp_path / "sampled" / "manifest.csv", keep_default_na=False)
     assert meta["classes"] == ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
     assert json.loads((tmp_path / "prep" / "meta.json").read_text()) == meta
@@ -44,10 +65,10 @@ def test_prepare_is_deterministic_and_skips_masks_when_there_are_none(tmp_path):
     from tests.helpers import make_flat_dataset
 
     make_flat_dataset(tmp_path / "src", {"A": 10, "B": 10}, size=50)
-    download({"seed": 0, "dataset": {"source": str(tmp_path / "src")}}, tmp_path / "raw")
-    sample(tmp_path / "raw", tmp_path / "sampled", SETTINGS)
+    download_from(tmp_path / "src", tmp_path / "raw")
+    sample_into(tmp_path / "raw", tmp_path / "sampled")
     for out in ("p1", "p2"):
-        prepare(tmp_path / "sampled" / "manifest.csv", tmp_path / "raw", tmp_path / out, 32)
+        run_prepare(tmp_path, out, 32)
     for name in ("train/images.npy", "val/labels.npy", "test/images.npy", "meta.json"):
         assert (tmp_path / "p1" / name).read_bytes() == (tmp_path / "p2" / name).read_bytes()
     assert not (tmp_path / "p1" / "train" / "masks.npy").exists()
@@ -59,11 +80,10 @@ def test_lung_focus_cuts_images_and_their_masks_alike(tmp_path, policy):
     masks still lie on the image (what Grad-CAM's lung share is measured against)."""
     from lungdx.images import focus_on_lungs, native_mask, read_gray, resize_square
 
-    download({"seed": 4, "dataset": {"source": "synthetic", "synthetic": {"per_class": 6, "image_size": 96}}},
-             tmp_path / "raw")
-    sample(tmp_path / "raw", tmp_path / "sampled", {**SETTINGS, "per_class": 6})
-    meta = prepare(tmp_path / "sampled" / "manifest.csv", tmp_path / "raw", tmp_path / "prep", 48, policy)
-    whole = prepare(tmp_path / "sampled" / "manifest.csv", tmp_path / "raw", tmp_path / "whole", 48)
+    synthetic(tmp_path / "raw", per_class=6)
+    sample_into(tmp_path / "raw", tmp_path / "sampled", **{"sample.per_class": 6})
+    meta = run_prepare(tmp_path, "prep", 48, policy)
+    whole = run_prepare(tmp_path, "whole", 48)
     assert meta["lung_mask"] == policy and whole["lung_mask"] == "none"
     manifest = pd.read_csv(tmp_path / "sampled" / "manifest.csv", keep_default_na=False)
     rows = manifest[manifest["split"] == "train"]
@@ -83,7 +103,7 @@ def test_lung_focus_cuts_images_and_their_masks_alike(tmp_path, policy):
     # The lungs fill more of a cropped image than of the whole X-ray.
     assert masks.mean() > np.load(tmp_path / "whole" / "train" / "masks.npy").mean() * 1.3
     if policy == "mask":  # beyond the lungs, black where crop (whose only black is the padding) is not
-        prepare(tmp_path / "sampled" / "manifest.csv", tmp_path / "raw", tmp_path / "crop", 48, "crop")
+        run_prepare(tmp_path, "crop", 48, "crop")
         cropped = np.load(tmp_path / "crop" / "train" / "images.npy")
         assert (images[masks == 0] == 0).mean() > (cropped[masks == 0] == 0).mean() + 0.2
 
@@ -92,9 +112,9 @@ def test_lung_focus_without_masks_names_how_many_and_which(tmp_path):
     from tests.helpers import make_flat_dataset
 
     make_flat_dataset(tmp_path / "src", {"A": 10, "B": 10}, size=50)
-    download({"seed": 0, "dataset": {"source": str(tmp_path / "src")}}, tmp_path / "raw")
-    sample(tmp_path / "raw", tmp_path / "sampled", SETTINGS)
+    download_from(tmp_path / "src", tmp_path / "raw")
+    sample_into(tmp_path / "raw", tmp_path / "sampled")
     with pytest.raises(LungdxError, match=r"prepare.lung_mask is crop, but 20 of 20 images have no lung "
                                           r"mask .*: A/images/A-\d+.png, .* and 15 more; .*lung_mask: none"):
-        prepare(tmp_path / "sampled" / "manifest.csv", tmp_path / "raw", tmp_path / "prep", 32, "crop")
+        run_prepare(tmp_path, "prep", 32, "crop")
     assert not (tmp_path / "prep").exists()

@@ -6,13 +6,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lungdx.data import download
+from lungdx.download import download
 from lungdx.errors import LungdxError
-from lungdx.params import sample_settings
 from lungdx.sample import sample
-from tests.helpers import make_flat_dataset, tree_hashes, write_image, xray
+from tests.helpers import make_flat_dataset, settings, tree_hashes, write_image, xray
 
-SETTINGS = {"seed": 239, "classes": [], "per_class": 20, "val_size": 0.1, "test_size": 0.2}
+SETTINGS = {"seed": 239, "dataset.classes": [], "sample.per_class": 20, "sample.val_size": 0.1,
+            "sample.test_size": 0.2}
+
+
+def download_from(source, raw_dir, **changes):
+    """The download stage, params.yaml's settings with dataset.source = `source`."""
+    return download(settings({"seed": 0, "dataset.source": str(source), **changes}).download, raw_dir)
 
 
 @pytest.fixture
@@ -25,12 +30,15 @@ def raw(tmp_path):
     (src / "Normal" / "empty.png").write_bytes(b"")
     (src / "Normal" / "notes.txt").write_text("not an image")
     out = tmp_path / "raw"
-    download({"seed": 0, "dataset": {"source": str(src)}}, out)
+    download_from(src, out)
     return out
 
 
 def run_sample(raw, tmp_path, name="s", **changes):
-    return sample(raw, tmp_path / name, {**SETTINGS, **changes}), tmp_path / name
+    """sample with SETTINGS changed by `changes` (seed, or a key of sample: classes, per_class, ...)."""
+    changes = {key if key == "seed" else ("dataset." if key == "classes" else "sample.") + key: value
+               for key, value in changes.items()}
+    return sample(settings({**SETTINGS, **changes}).sample, raw, tmp_path / name), tmp_path / name
 
 
 def test_same_seed_gives_a_byte_identical_manifest_and_another_seed_a_different_one(raw, tmp_path):
@@ -78,8 +86,8 @@ def test_sample_never_changes_the_raw_tree(raw, tmp_path):
 
 
 def test_masks_are_paired_by_file_name(tmp_path):
-    download({"seed": 3, "dataset": {"source": "synthetic", "synthetic": {"per_class": 10, "image_size": 64}}},
-             tmp_path / "raw")
+    download_from("synthetic", tmp_path / "raw", **{"seed": 3, "dataset.synthetic.per_class": 10,
+                                                    "dataset.synthetic.image_size": 64})
     manifest, _ = run_sample(tmp_path / "raw", tmp_path, per_class=10)
     row = manifest.iloc[0]
     assert row["mask"] == row["path"].replace("/images/", "/masks/")
@@ -107,7 +115,7 @@ def test_class_without_usable_images_is_named(tmp_path):
     src = make_flat_dataset(tmp_path / "src", {"A": 10, "B": 10})
     (src / "C").mkdir()
     (src / "C" / "readme.txt").write_text("x")
-    download({"seed": 0, "dataset": {"source": str(src)}}, tmp_path / "raw")
+    download_from(src, tmp_path / "raw")
     with pytest.raises(LungdxError, match="class 'C' has no usable image"):
         run_sample(tmp_path / "raw", tmp_path)
     assert len(run_sample(tmp_path / "raw", tmp_path, classes=["A", "B"])[0]) == 20
@@ -115,7 +123,7 @@ def test_class_without_usable_images_is_named(tmp_path):
 
 def test_class_too_small_for_every_split_is_named_with_numbers(tmp_path):
     src = make_flat_dataset(tmp_path / "src", {"A": 10, "B": 3})
-    download({"seed": 0, "dataset": {"source": str(src)}}, tmp_path / "raw")
+    download_from(src, tmp_path / "raw")
     with pytest.raises(LungdxError, match=r"class 'B': 3 images give train/val/test = 2/0/1"):
         run_sample(tmp_path / "raw", tmp_path)
 
@@ -125,12 +133,12 @@ def test_class_too_small_for_every_split_is_named_with_numbers(tmp_path):
     ("val_size", 0.5, r"sample.val_size \+ sample.test_size"), ("test_size", 1.2, "sample.test_size"),
 ])
 def test_bad_sample_params_fail_naming_the_key(key, value, message):
-    params = {"seed": 1, "dataset": {"classes": []},
-              "sample": {"per_class": 10, "val_size": 0.1, "test_size": 0.5, key: value}}
+    changes = {"seed": 1, "dataset.classes": [], "sample.per_class": 10, "sample.val_size": 0.1,
+               "sample.test_size": 0.5, f"sample.{key}": value}
     if key != "val_size":
-        params["sample"]["test_size"] = value if key == "test_size" else 0.2
+        changes["sample.test_size"] = value if key == "test_size" else 0.2
     with pytest.raises(LungdxError, match=message):
-        sample_settings(params)
+        settings(changes)
 
 
 def test_a_16bit_rgb_and_jpeg_mix_is_usable(tmp_path):
@@ -138,7 +146,7 @@ def test_a_16bit_rgb_and_jpeg_mix_is_usable(tmp_path):
     for i in range(10):
         write_image(src / "A" / f"a{i}.png", xray(i).astype("uint16") * 257)
         write_image(src / "B" / f"b{i}.jpg", xray(100 + i))
-    download({"seed": 0, "dataset": {"source": str(src)}}, tmp_path / "raw")
+    download_from(src, tmp_path / "raw")
     manifest, _ = run_sample(tmp_path / "raw", tmp_path)
     assert manifest.groupby("class").size().to_dict() == {"A": 10, "B": 10}
 
@@ -178,18 +186,18 @@ def test_files_the_download_skipped_are_listed_in_skipped_csv_as_source_paths(tm
     (src / "A" / "dangling.png").symlink_to("gone.png")
     os.mkfifo(src / "B" / "pipe.png")
     write_image(src / "A" / "bad.png", xray(0)).write_bytes(b"")  # skipped by sample, not by download
-    download({"seed": 0, "dataset": {"source": str(src)}}, tmp_path / "raw")
+    download_from(src, tmp_path / "raw")
     _, out = run_sample(tmp_path / "raw", tmp_path, per_class=10)
     rows = list(pd.read_csv(out / "skipped.csv").itertuples(index=False, name=None))
     assert rows[:2] == [("source:A/dangling.png", "dangling symbolic link (its target gone.png does not exist)"),
                         ("source:B/pipe.png", "named pipe (FIFO), not a regular file")]
     assert [path for path, _ in rows[2:]] == ["A/images/bad.png"]  # raw paths keep their form
-    assert "the download stage skipped 2 file(s) of dataset.source" in capsys.readouterr().err
+    assert "the download stage skipped 2 file(s) of the dataset's source" in capsys.readouterr().err
 
 
 def test_a_source_json_that_is_not_the_download_record_is_one_clear_line(tmp_path):
     src = make_flat_dataset(tmp_path / "src", {"A": 10, "B": 10})
-    download({"seed": 0, "dataset": {"source": str(src)}}, tmp_path / "raw")
+    download_from(src, tmp_path / "raw")
     (tmp_path / "raw" / "source.json").write_text('{"skipped": [{"reason": "no path"}]}')
     with pytest.raises(LungdxError, match=r"source.json: not the record the download stage writes \(KeyError"):
         run_sample(tmp_path / "raw", tmp_path)
@@ -202,7 +210,7 @@ def test_a_class_folder_name_with_control_characters_is_refused_by_name(tmp_path
     for name in ("COVID", "Normal\nerror: forged", "\x1b[31mRed"):
         (tmp_path / name).mkdir()
     with pytest.raises(LungdxError, match=r"control characters: \['\\x1b\[31mRed', 'Normal\\nerror: forged'\]"):
-        find_classes(tmp_path, [])
+        find_classes(tmp_path, (), "dataset.classes")
 
 
 def test_empty_tiny_or_misshapen_lung_masks_are_dropped_and_listed_and_0_1_masks_kept(tmp_path):
@@ -219,9 +227,9 @@ def test_empty_tiny_or_misshapen_lung_masks_are_dropped_and_listed_and_0_1_masks
     zero_one = np.zeros((64, 64), np.uint8)
     zero_one[16:48, 8:32] = 1
     write_image(src / "B" / "masks" / "B-2.png", zero_one)                                   # 0/1: kept
-    download({"seed": 0, "dataset": {"source": str(src)}}, tmp_path / "raw")
-    manifest = sample(tmp_path / "raw", tmp_path / "out", {"seed": 0, "classes": [], "per_class": 4,
-                                                            "val_size": 0.25, "test_size": 0.25})
+    download_from(src, tmp_path / "raw")
+    manifest = sample(settings({"seed": 0, "dataset.classes": [], "sample.per_class": 4, "sample.val_size": 0.25,
+                                "sample.test_size": 0.25}).sample, tmp_path / "raw", tmp_path / "out")
     reasons = dict(pd.read_csv(tmp_path / "out" / "skipped.csv").values)
     assert reasons["A/masks/A-1.png"] == "unusable mask: empty (no lung pixel): no lungs to cut the image to"
     assert reasons["A/masks/A-2.png"].startswith("unusable mask: covers 0.02% of the image, under 1%")

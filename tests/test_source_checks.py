@@ -22,14 +22,19 @@ import pytest
 import yaml
 
 from lungdx.atomic import DiskFull
-from lungdx.data import download
+from lungdx.download import download
 from lungdx.errors import LungdxError
 from lungdx.source_checks import ZIP_LIMITS, ZipLimits
-from tests.helpers import (ROOT, make_flat_dataset, make_kaggle_dataset, require_private_mounts, shared,
+from tests.helpers import (ROOT, make_flat_dataset, make_kaggle_dataset, require_private_mounts, settings, shared,
                             tree_hashes)
-from tests.helpers import params_for, zip_folder
+from tests.helpers import zip_folder
 
 FILE_SIZE_CAP = 64 << 20
+
+
+def source_settings(source):
+    """The download stage's settings, params.yaml's, with dataset.source = `source`."""
+    return settings({"seed": 1, "dataset.source": str(source)}).download
 
 
 @contextlib.contextmanager
@@ -138,7 +143,7 @@ def pipeline_project(root: Path, outs_as_mappings: bool) -> Path:
     (root / "dvc.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     (root / ".dvc" / "cache").mkdir(parents=True)
     (root / ".git").mkdir()
-    download(params_for(make_flat_dataset(root.parent / "earlier", {"A": 2, "B": 2})), root / "data" / "raw",
+    download(source_settings(make_flat_dataset(root.parent / "earlier", {"A": 2, "B": 2})), root / "data" / "raw",
              project_root=root)
     return root
 
@@ -178,7 +183,7 @@ def test_a_source_inside_the_project_is_refused_before_anything_is_touched(tmp_p
     monkeypatch.chdir(project)  # stages run from the project root; relative sources are relative to it
     before = everything(tmp_path)
     with pytest.raises(LungdxError) as err:
-        download(params_for(value), "data/raw", project_root=project)
+        download(source_settings(value), "data/raw", project_root=project)
     msg = str(err.value)
     assert msg.startswith(f"dataset.source = {value!r} ") and message in msg, msg
     assert "point dataset.source" in msg
@@ -193,9 +198,10 @@ def test_a_bind_mounted_alias_of_data_raw_is_refused_too(tmp_path):
     alias = tmp_path / "alias"
     alias.mkdir()
     before = tree_hashes(project / "data" / "raw")
-    script = ("import sys; from lungdx.data import download; from lungdx.errors import LungdxError\n"
-              "try:\n    download({'seed': 1, 'dataset': {'source': sys.argv[1]}}, sys.argv[2] + '/data/raw', "
-              "project_root=sys.argv[2])\nexcept LungdxError as exc:\n    print(exc)")
+    script = ("import sys; from lungdx.download import download; from lungdx.errors import LungdxError\n"
+              "from tests.helpers import settings\n"
+              "try:\n    download(settings({'seed': 1, 'dataset.source': sys.argv[1]}).download, "
+              "sys.argv[2] + '/data/raw', project_root=sys.argv[2])\nexcept LungdxError as exc:\n    print(exc)")
     proc = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
                            f'mount --bind "$2/data/raw" "$1" && exec "{sys.executable}" -c "$0" "$1" "$2"',
                            script, str(alias), str(project)], cwd=ROOT, capture_output=True, text=True)
@@ -208,20 +214,20 @@ def test_a_source_elsewhere_inside_the_project_is_allowed(tmp_path, monkeypatch)
     make_flat_dataset(project / "mydata", {"COVID": 2, "Normal": 3})
     before = tree_hashes(project / "mydata")
     monkeypatch.chdir(project)
-    record = download(params_for("mydata"), "data/raw", project_root=project)
+    record = download(source_settings("mydata"), "data/raw", project_root=project)
     assert record["classes"] == ["COVID", "Normal"] and record["files"] == 5
     assert tree_hashes(project / "mydata") == before
 
 
 def test_a_source_inside_the_output_folder_is_refused_even_outside_a_project(tmp_path):
     out = tmp_path / "raw"
-    download(params_for(make_flat_dataset(tmp_path / "a", {"A": 2, "B": 2})), out, project_root=tmp_path)
+    download(source_settings(make_flat_dataset(tmp_path / "a", {"A": 2, "B": 2})), out, project_root=tmp_path)
     make_flat_dataset(out / "mine", {"C": 2, "D": 2})
     before = everything(tmp_path)
     with pytest.raises(LungdxError, match="is inside the download's output folder .*replaces whole"):
-        download(params_for(out / "mine"), out, project_root=tmp_path)
+        download(source_settings(out / "mine"), out, project_root=tmp_path)
     with pytest.raises(LungdxError, match="contains the download's output folder"):
-        download(params_for(tmp_path), out, project_root=tmp_path)
+        download(source_settings(tmp_path), out, project_root=tmp_path)
     assert everything(tmp_path) == before
 
 
@@ -229,7 +235,7 @@ def test_an_unreadable_dvc_yaml_is_one_clear_line(tmp_path):
     (tmp_path / "dvc.yaml").write_text("stages: [unclosed\n")
     src = make_flat_dataset(tmp_path.parent / f"{tmp_path.name}-src", {"A": 2, "B": 2})
     with pytest.raises(LungdxError, match=r"dvc.yaml: cannot be read \(.*\); dataset.source cannot be checked"):
-        download(params_for(src), tmp_path / "raw", project_root=tmp_path)
+        download(source_settings(src), tmp_path / "raw", project_root=tmp_path)
     assert not (tmp_path / "raw").exists()
 
 
@@ -241,7 +247,7 @@ def test_a_single_kaggle_class_folder_as_source_is_refused(tmp_path, as_zip):
     source = zip_folder(src / "COVID", tmp_path / "COVID.zip") if as_zip else src / "COVID"
     before = tree_hashes(tmp_path)
     with pytest.raises(LungdxError) as err:
-        download(params_for(source), tmp_path / "raw")
+        download(source_settings(source), tmp_path / "raw")
     assert str(err.value) == (f"{source} looks like one class folder of the Kaggle layout (it holds images/ and "
                               "masks/); point dataset.source at the folder that holds the class folders "
                               "(COVID/, Normal/, ...)")
@@ -281,7 +287,7 @@ def test_symlinks_and_special_files_in_a_source_are_skipped_and_listed(tmp_path,
     threading.Thread(target=unblock, daemon=True).start()
     try:
         with file_size_cap():  # the link to /dev/zero, were it read, fails at 64 MiB
-            record = download(params_for(src), tmp_path / "raw")
+            record = download(source_settings(src), tmp_path / "raw")
     finally:
         done.set()
         sock.close()
@@ -347,7 +353,7 @@ def test_symlink_and_special_entries_in_a_zip_are_skipped_and_listed(tmp_path, c
         entry("Normal/images/pipe.png", b"", mode=0o010644),
         entry("../../escaped.png", b"z"),
     ])
-    record = download(params_for(archive), tmp_path / "raw")
+    record = download(source_settings(archive), tmp_path / "raw")
     assert record["skipped"] == [
         {"path": "../../escaped.png", "reason": "unsafe name (absolute, with .. or a backslash), never extracted"},
         {"path": "COVID/images/passwd.png", "reason": "symbolic link, not extracted"},
@@ -406,7 +412,7 @@ def test_zip_bombs_are_refused_before_extracting(tmp_path, kind):
     archive, limits, message = bomb(kind, tmp_path)
     before = archive.read_bytes()
     with pytest.raises(LungdxError) as err, file_size_cap():
-        download(params_for(archive), tmp_path / "raw", zip_limits=limits)
+        download(source_settings(archive), tmp_path / "raw", zip_limits=limits)
     assert message in str(err.value), str(err.value)
     assert isinstance(err.value, DiskFull) == (kind == "more than the free space")
     assert sorted(p.name for p in tmp_path.iterdir()) == [archive.name], "nothing extracted, nothing left"
@@ -421,11 +427,11 @@ def test_a_zip_entry_is_never_written_past_the_size_it_declares(tmp_path, crc_of
                                                                         size=1000, crc=crc)])
     if crc_of == "everything":  # the CRC check then fails: refused, nothing kept
         with pytest.raises(LungdxError, match=r"liar.zip: not a valid zip file \(Bad CRC-32"), file_size_cap():
-            download(params_for(archive), tmp_path / "raw")
+            download(source_settings(archive), tmp_path / "raw")
         assert not (tmp_path / "raw").exists()
     else:
         with file_size_cap():
-            download(params_for(archive), tmp_path / "raw")
+            download(source_settings(archive), tmp_path / "raw")
         assert (tmp_path / "raw/COVID/images/liar.png").read_bytes() == content[:1000]
 
 
@@ -438,7 +444,7 @@ def test_a_folder_source_larger_than_the_free_space_is_refused_before_copying(tm
                     for p in tmp_path.rglob("*"))
     with pytest.raises(DiskFull, match=rf"no space left for the 5 files of {src} at {tmp_path / 'raw'}: it needs "
                                        r"about .* is free there; free some space"), file_size_cap():
-        download(params_for(src), tmp_path / "raw")
+        download(source_settings(src), tmp_path / "raw")
     assert sorted((p.relative_to(tmp_path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
                   for p in tmp_path.rglob("*")) == before
 
@@ -458,7 +464,7 @@ def test_the_real_database_passes_the_zip_limits(tmp_path, capsys):
         print(f"\nreal samples: {len(infos)} entries, largest {largest:,} bytes, highest ratio {ratio:.2f}")
     assert largest * 100 < ZIP_LIMITS.max_entry_bytes and ratio * 10 < ZIP_LIMITS.max_ratio
     before = tree_hashes(kaggle), tree_hashes(flat)
-    record = download(params_for(archive), tmp_path / "raw")
+    record = download(source_settings(archive), tmp_path / "raw")
     assert record["files"] == len(infos) == 508 and record["skipped"] == []
     assert record["classes"] == ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
     assert (tree_hashes(kaggle), tree_hashes(flat)) == before

@@ -21,16 +21,27 @@ def test_dvc_yaml_lists_every_module_each_stage_runs_and_no_other():
 
 def test_the_graph_follows_imports_inside_functions_and_stays_per_stage():
     reach = {name: stage_deps.reachable_files(ROOT, ROOT / "stages" / f"{name}.py") for name in STAGES}
-    # train imports lungdx.features inside a function; evaluate does too (cached VGG19 features).
-    assert "lungdx/features.py" in reach["train"] and "lungdx/features.py" in reach["evaluate"]
+    # train imports lungdx.feature_cache inside a function; evaluate does too (cached VGG19 features).
+    assert "lungdx/feature_cache.py" in reach["train"] and "lungdx/feature_cache.py" in reach["evaluate"]
     # download decides which files to copy with images.IMAGE_SUFFIXES.
     assert "lungdx/images.py" in reach["download"]
     # Python runs the package's __init__ before any of its modules.
     assert all({"lungdx/__init__.py", "stages/__init__.py", "lungdx/runner.py"} <= r for r in reach.values())
     # Per stage, not the whole package: the data stages never run model or Grad-CAM code.
     for data_stage in ("download", "sample", "prepare"):
-        assert not {"lungdx/models.py", "lungdx/gradcam.py", "lungdx/report.py"} & reach[data_stage]
-    assert "lungdx/report.py" not in reach["evaluate"] and "lungdx/train.py" not in reach["gradcam"]
+        assert not {"lungdx/models.py", "lungdx/heatmaps.py", "lungdx/gradcam.py"} & reach[data_stage]
+    assert "lungdx/gradcam.py" not in reach["evaluate"] and "lungdx/train.py" not in reach["gradcam"]
+
+
+def test_a_stage_runs_no_other_stage_s_module():
+    """A stage's name finds its module (lungdx/<stage>.py), and what two stages share lives in a
+    shared module: no stage runs another stage's code."""
+    modules = {name: f"lungdx/{name}.py" for name in STAGES}
+    assert all((ROOT / path).is_file() for path in modules.values()), modules
+    for name in STAGES:
+        reach = stage_deps.reachable_files(ROOT, ROOT / "stages" / f"{name}.py")
+        assert modules[name] in reach, name
+        assert not (reach & (set(modules.values()) - {modules[name]})), (name, reach & set(modules.values()))
 
 
 def write_tree(root, files):
@@ -74,13 +85,13 @@ def test_a_module_missing_from_dvc_yaml_fails_the_check_and_write_puts_it_back(t
     project = project_copy(tmp_path)
     original = (project / "dvc.yaml").read_text()
     train_block = original.split("  train:\n", 1)[1].split("\n\n", 1)[0]
-    assert "      - lungdx/features.py\n" in train_block
+    assert "      - lungdx/feature_cache.py\n" in train_block
     (project / "dvc.yaml").write_text(original.replace(
-        "  train:\n" + train_block, "  train:\n" + train_block.replace("      - lungdx/features.py\n", "")))
+        "  train:\n" + train_block, "  train:\n" + train_block.replace("      - lungdx/feature_cache.py\n", "")))
 
-    assert stage_deps.differences(project) == {"train": {"missing": ["lungdx/features.py"], "extra": []}}
+    assert stage_deps.differences(project) == {"train": {"missing": ["lungdx/feature_cache.py"], "extra": []}}
     assert stage_deps.main(["--root", str(project)]) == 1
-    assert "dvc.yaml: stage train runs lungdx/features.py but does not list it in deps" in capsys.readouterr().out
+    assert "dvc.yaml: stage train runs lungdx/feature_cache.py but does not list it in deps" in capsys.readouterr().out
 
     assert stage_deps.main(["--root", str(project), "--write"]) == 0
     assert (project / "dvc.yaml").read_text() == original, "only the missing line came back; nothing else moved"

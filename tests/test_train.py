@@ -8,51 +8,51 @@ import keras
 import numpy as np
 import pytest
 
-from lungdx.data import download
+from lungdx.download import download
 from lungdx.errors import LungdxError
-from lungdx.datasets import predict as predict_probs
+from lungdx.arrays import predict as predict_probs
 from lungdx.evaluate import evaluate, predict_split
 from lungdx.metrics import classification_metrics
 from lungdx.model_file import load_model, read_info, save_model
-from lungdx.features import cached_features_for, extract
+from lungdx.feature_cache import cached_features_for
+from lungdx.features import extract
 from lungdx.prepare import prepare
 from lungdx.sample import sample
-from lungdx.datasets import batches, load_split, steps_per_epoch
-from lungdx.params import model_settings
+from lungdx.arrays import batches, load_split, steps_per_epoch
 from lungdx.train import train
+from tests.helpers import settings
 
-TINY_CNN = {"epochs": 2, "batch_size": 8, "learning_rate": 0.001, "filters": [4, 8], "dense_units": 8}
-TINY_VGG = {"weights": "none", "epochs": 3, "batch_size": 8, "learning_rate": 0.001, "dense_units": 8}
+TINY_CNN = {"epochs": 2, "batch_size": 8, "learning_rate": 0.001, "filters": [4, 8], "dense_units": 8,
+            "warmup_epochs": 0}
+TINY_VGG = {"weights": "none", "epochs": 3, "batch_size": 8, "learning_rate": 0.001, "dense_units": 8,
+            "warmup_epochs": 0}
 
 
-def make_params(**overrides):
-    params = {"seed": 5, "prepare": {"image_size": 32}, "model": "cnn",
-              "models": {"cnn": dict(TINY_CNN), "vgg19": dict(TINY_VGG)}}
-    for key, value in overrides.items():
-        node = params
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node[part]
-        node[last] = value
-    return params
+def make_params(**changes):
+    """params.yaml with tiny training settings at 32 px and dotted-key `changes`, checked."""
+    return settings({"seed": 5, "prepare.image_size": 32, "baseline.image_size": 8, "model": "cnn",
+                     **{f"models.cnn.{k}": v for k, v in TINY_CNN.items()},
+                     **{f"models.vgg19.{k}": v for k, v in TINY_VGG.items()}, **changes})
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """Synthetic data sampled and prepared at 32 px, shared by this module's tests."""
     root = tmp_path_factory.mktemp("train")
-    download({"seed": 2, "dataset": {"source": "synthetic", "synthetic": {"per_class": 10, "image_size": 64}}},
-             root / "raw")
-    sample(root / "raw", root / "sampled", {"seed": 2, "classes": [], "per_class": 10, "val_size": 0.2,
-                                             "test_size": 0.2})
-    prepare(root / "sampled" / "manifest.csv", root / "raw", root / "prepared", 32)
+    params = settings({"seed": 2, "dataset.source": "synthetic", "dataset.synthetic.per_class": 10,
+                       "dataset.synthetic.image_size": 64, "dataset.classes": [], "sample.per_class": 10,
+                       "sample.val_size": 0.2, "sample.test_size": 0.2, "prepare.image_size": 32,
+                       "prepare.lung_mask": "none", "baseline.image_size": 8})
+    download(params.download, root / "raw")
+    sample(params.sample, root / "raw", root / "sampled")
+    prepare(params.prepare, root / "sampled" / "manifest.csv", root / "raw", root / "prepared")
     return root
 
 
 def run_train(root, out, params):
     (root / out).mkdir(exist_ok=True)
-    extract(params, root / "prepared", root / out / "features")
-    return train(params, root / "prepared", root / out / "features", root / out / "models" / "model.keras",
+    extract(params.features, root / "prepared", root / out / "features")
+    return train(params.train, root / "prepared", root / out / "features", root / out / "models" / "model.keras",
                  root / out / "dvclive")
 
 
@@ -90,11 +90,11 @@ def test_batches_convert_one_batch_at_a_time_and_shuffle_by_seed():
     ("models.vgg19.weights", "/nowhere/w.h5", "models.vgg19.weights.*does not exist"),
 ])
 def test_bad_training_params_fail_before_any_work(key, value, message):
-    params = make_params(**{key: value})
+    changes = {key: value}
     if key.startswith(("prepare", "models.vgg19")):
-        params["model"] = "vgg19"
+        changes["model"] = "vgg19"
     with pytest.raises(LungdxError, match=message):
-        model_settings(params)
+        make_params(**changes)
 
 
 def test_cnn_training_is_deterministic_and_logs_every_epoch(workdir):
@@ -117,11 +117,12 @@ def test_cnn_training_is_deterministic_and_logs_every_epoch(workdir):
 def test_augmented_training_on_cropped_lungs_repeats_and_the_file_records_the_crop(workdir):
     """Augmentation draws from the seed (same weights twice), and the model file says its images
     were cut to the lungs, so predict can refuse an X-ray without its mask."""
-    prepare(workdir / "sampled" / "manifest.csv", workdir / "raw", workdir / "cropped", 32, "crop")
-    params = make_params(**{"models.cnn.augment": {"rotation": 10, "shift": 0.1, "zoom": 0.1, "brightness": 0.1,
+    params = make_params(**{"prepare.lung_mask": "crop",
+                            "models.cnn.augment": {"rotation": 10, "shift": 0.1, "zoom": 0.1, "brightness": 0.1,
                                                    "contrast": 0.1, "flip": False}})
+    prepare(params.prepare, workdir / "sampled" / "manifest.csv", workdir / "raw", workdir / "cropped")
     for out in ("aug_a", "aug_b"):
-        train(params, workdir / "cropped", workdir / out / "features", workdir / out / "model.keras",
+        train(params.train, workdir / "cropped", workdir / out / "features", workdir / out / "model.keras",
               workdir / out / "dvclive")
     wa = keras.models.load_model(workdir / "aug_a" / "model.keras").get_weights()
     wb = keras.models.load_model(workdir / "aug_b" / "model.keras").get_weights()
@@ -158,7 +159,7 @@ def test_vgg19_fine_tuning_trains_the_last_block_on_images(workdir, capsys):
     params = make_params(model="vgg19", **{"models.vgg19.fine_tune_blocks": 1, "models.vgg19.fine_tune_epochs": 1})
     summary = run_train(workdir, "ft", params)
     tuned, _ = load_model(workdir / "ft" / "models" / "model.keras")
-    _, cached = build_vgg19(32, 4, {"dense_units": 8, "dropout": 0.3})
+    _, cached = build_vgg19(4, params.train, weights=None)
     cached.load_weights(workdir / "ft" / "features" / "base.weights.h5")
     # block5 moved during fine-tuning, block1 stayed as the features stage computed it.
     assert not np.array_equal(tuned.get_layer("block5_conv4").get_weights()[0],
@@ -176,9 +177,9 @@ def test_vgg19_fine_tuning_trains_the_last_block_on_images(workdir, capsys):
 
 def test_evaluate_writes_metrics_and_plots(workdir, tmp_path):
     run_train(workdir, "e", make_params())
-    result = evaluate(workdir / "e" / "models" / "model.keras", workdir / "prepared",
+    result = evaluate(make_params().evaluate, workdir / "e" / "models" / "model.keras", workdir / "prepared",
                       workdir / "sampled" / "manifest.csv", tmp_path / "eval.json", tmp_path / "details.json",
-                      tmp_path / "plots", seed=5)
+                      tmp_path / "plots", workdir / "e" / "features")
     details = json.loads((tmp_path / "details.json").read_text())
     assert details == result and details["n_test"] == 8 and details["model"] == "cnn"
     assert {"f1_weighted", "per_class", "confusion_matrix"} <= set(details)
@@ -232,9 +233,9 @@ def test_a_failed_save_removes_the_dvclive_folder_and_writes_no_model(workdir):
     out = workdir / "blocked"
     out.mkdir()
     (out / "models").write_text("not a folder")
-    extract(make_params(), workdir / "prepared", out / "features")
+    extract(make_params().features, workdir / "prepared", out / "features")
     with pytest.raises(OSError):
-        train(make_params(), workdir / "prepared", out / "features", out / "models" / "model.keras", out / "dvclive")
+        train(make_params().train, workdir / "prepared", out / "features", out / "models" / "model.keras", out / "dvclive")
     assert not (out / "dvclive").exists()
     assert (out / "models").read_text() == "not a folder"
 
@@ -244,7 +245,8 @@ def nan_model(workdir):
     """A model file whose network gives nan (one weight set to nan), saved as train saves models."""
     from lungdx.models import build_cnn
 
-    model = build_cnn(32, 4, {"filters": [4], "dense_units": 4, "dropout": 0.0})
+    model = build_cnn(4, make_params(**{"models.cnn.filters": [4], "models.cnn.dense_units": 4,
+                                        "models.cnn.dropout": 0.0}).train)
     kernel, bias = model.get_layer("probabilities").get_weights()
     bias[0] = np.nan
     model.get_layer("probabilities").set_weights([kernel, bias])
@@ -255,8 +257,8 @@ def nan_model(workdir):
 
 def test_evaluate_refuses_a_model_whose_outputs_are_nan_naming_the_file(workdir, nan_model, tmp_path):
     with pytest.raises(LungdxError) as caught:
-        evaluate(nan_model, workdir / "prepared", workdir / "sampled" / "manifest.csv", tmp_path / "eval.json",
-                 tmp_path / "details.json", tmp_path / "plots", seed=0)
+        evaluate(make_params(seed=0).evaluate, nan_model, workdir / "prepared", workdir / "sampled" / "manifest.csv",
+                 tmp_path / "eval.json", tmp_path / "details.json", tmp_path / "plots", workdir / "nan" / "features")
     assert str(caught.value) == (f"{nan_model}: the model's outputs are not finite numbers for 8 of 8 images, so "
                                  "its weights are broken (did its training diverge?); retrain it: dvc repro -f train")
     assert list(tmp_path.iterdir()) == [], "no metrics computed from nan"
@@ -283,7 +285,8 @@ def test_a_trained_model_with_non_finite_outputs_is_never_saved(workdir, nan_mod
     model, _ = load_model(nan_model)
     val_x, _ = load_split(workdir / "prepared", "val")
     with pytest.raises(LungdxError) as caught:
-        _check_outputs_finite(model, val_x, "learning_rate", {"model": "cnn", "learning_rate": 0.5})
+        _check_outputs_finite(model, val_x, "learning_rate",
+                              make_params(model="cnn", **{"models.cnn.learning_rate": 0.5}).train)
     assert str(caught.value) == (f"training diverged: the trained model's outputs are not finite for {len(val_x)} "
                                  f"of {len(val_x)} validation images; lower models.cnn.learning_rate (now 0.5), "
                                  "e.g. to 0.05, or check the data; no model was saved")

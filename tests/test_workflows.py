@@ -60,7 +60,7 @@ def test_compare_two_commits_register_a_version_get_it_elsewhere_push_delete_and
     assert tags == ["lung-xray-classifier@v1.0.0"], tags
 
     # Then lose every output and the cache: what follows comes from the remote.
-    from lungdx.datasets import predict as predict_probs
+    from lungdx.arrays import predict as predict_probs
     from lungdx.model_file import load_model
 
     images = np.load(project / "data" / "prepared" / "test" / "images.npy")

@@ -1,47 +1,35 @@
-"""The `download` stage: bring any supported source into one raw layout.
+"""Bringing a dataset source into the raw layout (lungdx.raw): a local folder, a local .zip, an
+http(s) URL of a .zip, or a Kaggle dataset; the download stage and the external stage read
+their sources through it.
 
-    data/raw/<Class>/images/<file>     every file of the class's image folder, byte for byte
-    data/raw/<Class>/masks/<file>      lung masks, when the source has them (Kaggle does)
-    data/raw/<Class>/lesions/<file>    lesion masks (synthetic data only)
-    data/raw/source.json               where it came from: kind, location, files, classes, and
-                                       "skipped": [{"path", "reason"}], every file of the source
-                                       not taken, its path relative to the source (for a zip:
-                                       the entry's name); the sample stage lists them in
-                                       data/sampled/skipped.csv as "source:<path>"
+Folders and zips may use the current Kaggle layout (<Class>/images, <Class>/masks, maybe under
+one top folder with metadata files beside the class folders) or the old flat one (<Class>/*.png).
 
-Sources (params `dataset.source`): `synthetic`, `kaggle`, a local folder, a local
-`.zip`, or an http(s) URL of a `.zip`. Folders and zips may use the current
-Kaggle layout (<Class>/images, <Class>/masks, maybe under one top folder with
-metadata files beside the class folders) or the old flat one (<Class>/*.png).
+The source is only ever read. Files are copied (not hard-linked) because DVC may later make its
+cache files read-only, and a hard link would carry that change back into the user's source folder.
 
-The source is only ever read. Files are copied (not hard-linked) because DVC
-may later make its cache files read-only, and a hard link would carry that
-change back into the user's source folder.
-
-Careless and hostile sources (a source inside the project, links, pipes, zip bombs) are
-refused or skipped by lungdx.source_checks; one class folder of the Kaggle layout given as
-the source is refused by plan_layout.
+Careless and hostile sources (links, pipes, zip bombs) are refused or skipped by
+lungdx.source_checks; one class folder of the Kaggle layout given as the source is refused by
+plan_layout.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
-import json
 import os
 import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from . import params as P
-from .atomic import atomic_dir, check_free_space
-from .errors import DiskFull, LungdxError, ParamError
+from .atomic import check_free_space
+from .errors import DiskFull, LungdxError
 from .images import IMAGE_SUFFIXES
 from .source_checks import (DIRECTORY, ZIP_LIMITS, SourceError, ZipLimits, check_entry_count,
-                            check_source_location, check_zip_limits, copy_at_most, file_kind, open_inside,
+                            check_zip_limits, copy_at_most, file_kind, open_inside,
                             regular_file_in, report_skipped, unsafe_name, usable, walk_source,
                             zip_entry_skip_reason)
-from .synthetic import generate_dataset
 
 SUBFOLDERS = ("images", "masks", "lesions")
 SOURCE_FORMS = ("synthetic | kaggle | a path to a local folder | a path to a local .zip "
@@ -54,32 +42,31 @@ class Source:
     location: str    # path, URL or Kaggle handle
 
 
-def resolve_source(params: dict) -> Source:
-    """Classify dataset.source; fails before any work on a form we do not know."""
-    value = P.get(params, "dataset.source")
+def resolve_source(value, kaggle_handle: str | None = None, what: str = "the source") -> Source:
+    """Classify a source as the user wrote it (`what` names it in messages: the param, or the
+    command's argument); fails before any work on a form we do not know."""
     if not isinstance(value, str) or not value.strip():
-        raise ParamError("dataset.source", value, SOURCE_FORMS)
+        raise LungdxError(f"{what} = {value!r} is not allowed: {SOURCE_FORMS}")
     value = value.strip()
     if value in ("synthetic", "kaggle"):
-        handle = P.get(params, "dataset.kaggle_handle") if value == "kaggle" else "synthetic"
-        return Source(value, handle)
+        return Source(value, kaggle_handle if value == "kaggle" else "synthetic")
     if value.startswith(("http://", "https://")):
         return Source("url", value)
     if "://" in value:
-        raise ParamError("dataset.source", value, SOURCE_FORMS + " (only http and https URLs are supported)")
+        raise LungdxError(f"{what} = {value!r} is not allowed: {SOURCE_FORMS} (only http and https URLs are supported)")
     path = Path(value).expanduser()
     if path.is_dir():
         return Source("folder", str(path))
     if path.is_file():
         if zipfile.is_zipfile(path) or path.suffix.lower() == ".zip":
             return Source("zip", str(path))
-        raise ParamError("dataset.source", value, "a folder or a .zip file; this file is neither")
-    raise ParamError("dataset.source", value, f"{SOURCE_FORMS}; no file or folder exists at {path.resolve()}")
+        raise LungdxError(f"{what} = {value!r} is not allowed: a folder or a .zip file; this file is neither")
+    raise LungdxError(f"{what} = {value!r} is not allowed: {SOURCE_FORMS}; no file or folder exists at {path.resolve()}")
 
 
 # --- layout detection, shared by folders and zips ---------------------------------------
 
-def plan_layout(files: list[str], dirs: list[str] = (), where: str = "the source") -> dict[str, str]:
+def plan_layout(files: list[str], dirs: list[str] = (), where: str = "the source", what: str = "the source") -> dict[str, str]:
     """Map source-relative POSIX file paths to raw-layout paths (<Class>/<sub>/<name>).
 
     The class root is the shallowest folder with a child folder that either has an
@@ -87,7 +74,8 @@ def plan_layout(files: list[str], dirs: list[str] = (), where: str = "the source
     Every non-hidden child folder of the root is then a class, even an empty one,
     so a class with no usable image is reported by name later instead of vanishing.
     Classes that are all images/, masks/ or lesions/ mean the source is one class folder
-    of the Kaggle layout: refused (SourceError naming `where`, the source as the user gave it).
+    of the Kaggle layout: refused (SourceError naming `where`, the source as the user gave it, and
+    `what`, the setting or argument that names it).
     """
     entries = [PurePosixPath(f).parts for f in files]
     entries = [e for e in entries if e and usable(e)]
@@ -112,7 +100,7 @@ def plan_layout(files: list[str], dirs: list[str] = (), where: str = "the source
         held = " and ".join([", ".join(held[:-1]), held[-1]] if len(held) > 1 else held)
         folder = where + "".join(f"/{part}" for part in root)
         raise SourceError(f"{folder} looks like one class folder of the Kaggle layout (it holds {held}); point "
-                          "dataset.source at the folder that holds the class folders (COVID/, Normal/, ...)")
+                          f"{what} at the folder that holds the class folders (COVID/, Normal/, ...)")
     plan = {}
     for e in entries:
         if e[:n] != root or len(e) < n + 2 or e[n] not in classes:
@@ -154,12 +142,13 @@ def _materialise(plan: dict[str, str], out_dir: Path, copy_one) -> int:
 
 
 def import_folder(src: Path, out_dir: Path, skipped: list[dict] | None = None,
-                  space_at: str | Path | None = None) -> int:
+                  space_at: str | Path | None = None, what: str = "the source") -> int:
     """Copy the class images and masks of a folder into the raw layout; returns the count.
 
     Only regular files that resolve inside the source are read (see regular_file_in and
     open_inside); every other planned file is skipped, reported and appended to `skipped`.
-    The total is checked against the free space at `space_at` (default out_dir) first.
+    The total is checked against the free space at `space_at` (default out_dir) first. `what`:
+    the setting or argument that names the source, in messages.
     """
     skipped = [] if skipped is None else skipped
     shown = str(src).rstrip("/") or "/"
@@ -169,11 +158,11 @@ def import_folder(src: Path, out_dir: Path, skipped: list[dict] | None = None,
         report_skipped(skipped, f"{shown}/{name}", name, "unsafe name (with a backslash), not copied")
         files.remove(name)
     try:
-        plan = plan_layout(files, dirs, where=shown)
+        plan = plan_layout(files, dirs, where=shown, what=what)
     except SourceError:
         raise
     except LungdxError as exc:
-        raise SourceError(f"{shown}: {exc}") from None
+        raise SourceError(f"{shown}: {exc}") from exc
     where, total = {}, 0
     for name, rel in list(plan.items()):
         if name.startswith("<dir>"):
@@ -214,7 +203,7 @@ def import_folder(src: Path, out_dir: Path, skipped: list[dict] | None = None,
 
 
 def import_zip(path: Path, out_dir: Path, skipped: list[dict] | None = None, limits: ZipLimits = ZIP_LIMITS,
-               shown: str | None = None, space_at: str | Path | None = None) -> int:
+               shown: str | None = None, space_at: str | Path | None = None, what: str = "the source") -> int:
     """Extract only the class images and masks of a zip, straight into the raw layout.
 
     `shown` names the zip in messages (the URL for a downloaded one). Unsafe names, symbolic
@@ -223,6 +212,7 @@ def import_zip(path: Path, out_dir: Path, skipped: list[dict] | None = None, lim
     """
     skipped = [] if skipped is None else skipped
     shown = shown or str(path)
+    limits = dataclasses.replace(limits, todo=limits.todo.format(what=what))
     try:
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
@@ -237,7 +227,7 @@ def import_zip(path: Path, out_dir: Path, skipped: list[dict] | None = None, lim
                     by_name["/".join(PurePosixPath(info.filename).parts) + "/" * info.is_dir()] = info
             names = list(by_name)
             plan = plan_layout([n for n in names if not n.endswith("/")],
-                               [n.rstrip("/") for n in names if n.endswith("/")], where=shown)
+                               [n.rstrip("/") for n in names if n.endswith("/")], where=shown, what=what)
             members = {}
             for name in list(plan):
                 if name.startswith("<dir>"):
@@ -259,17 +249,17 @@ def import_zip(path: Path, out_dir: Path, skipped: list[dict] | None = None, lim
             return _materialise(plan, out_dir, copy_one)
     except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile) as exc:
         raise LungdxError(f"{shown}: not a valid zip file ({exc}); if it was downloaded, it may be "
-                          "incomplete: download it again") from None
+                          "incomplete: download it again") from exc
     except NotImplementedError as exc:  # e.g. Deflate64, which Windows uses for zips over 2 GB
         raise LungdxError(f"{shown}: cannot be extracted here ({exc}); unpack it with another tool and point "
-                          "dataset.source at the folder") from None
+                          f"{what} at the folder") from exc
     except (SourceError, DiskFull):
         raise
     except LungdxError as exc:
-        raise LungdxError(f"{shown}: {exc}") from None
+        raise LungdxError(f"{shown}: {exc}") from exc
 
 
-def download_url(url: str, dest: Path, timeout: float = 30.0) -> None:
+def download_url(url: str, dest: Path, timeout: float = 30.0, what: str = "the source") -> None:
     """Stream url into dest with a progress bar; refuse anything that is not a zip."""
     import requests
     from tqdm import tqdm
@@ -289,71 +279,60 @@ def download_url(url: str, dest: Path, timeout: float = 30.0) -> None:
     except requests.exceptions.RequestException as exc:
         # A stall mid-body surfaces as a ConnectionError wrapping urllib3's ReadTimeoutError.
         if isinstance(exc, requests.exceptions.Timeout) or "timed out" in str(exc).lower():
-            raise LungdxError(f"dataset.source URL {url} timed out (nothing received for {timeout:g} s); check "
-                              "the address, or download the zip by hand and set dataset.source to its path") from None
-        raise LungdxError(f"dataset.source URL {url} could not be downloaded: {exc}; download the zip "
-                          "by hand and set dataset.source to its path") from None
+            raise LungdxError(f"{what} URL {url} timed out (nothing received for {timeout:g} s); check "
+                              f"the address, or download the zip by hand and set {what} to its path") from exc
+        raise LungdxError(f"{what} URL {url} could not be downloaded: {exc}; download the zip "
+                          f"by hand and set {what} to its path") from exc
     with open(dest, "rb") as f:
         magic = f.read(4)
     if magic != b"PK\x03\x04":
-        raise LungdxError(f"dataset.source URL {url} did not return a zip file (Content-Type {ctype or 'unknown'}, "
+        raise LungdxError(f"{what} URL {url} did not return a zip file (Content-Type {ctype or 'unknown'}, "
                           f"starts with {magic!r}); use the direct link to the .zip")
 
 
-def kaggle_download(handle: str, version) -> Path:
-    """kagglehub's cached download; any failure becomes one message with the two ways out."""
+def kaggle_download(handle: str, version, what: str = "the source") -> Path:
+    """kagglehub's cached download. A failure of the network or of the credentials becomes one
+    message with the two ways out; kagglehub missing says to install it; anything else is a bug
+    and keeps its traceback."""
     spec = f"{handle}/versions/{version}" if version else handle
     try:
         import kagglehub
-
+        import kagglehub.exceptions as kaggle_errors
+        import requests
+    except ImportError as exc:
+        raise LungdxError(f"a Kaggle download needs kagglehub, which cannot be imported ({exc}); install the "
+                          "pinned versions: pip install -r requirements.txt") from exc
+    # What a download from Kaggle raises when the network, the login or the dataset is the matter.
+    failures = (requests.exceptions.RequestException, OSError, kaggle_errors.KaggleApiHTTPError,
+                kaggle_errors.CredentialError, kaggle_errors.UnauthenticatedError, kaggle_errors.NotFoundError,
+                kaggle_errors.BackendError, kaggle_errors.DataCorruptionError)
+    try:
         return Path(kagglehub.dataset_download(spec))
-    except Exception as exc:  # kagglehub raises many kinds (HTTP, auth, timeouts); all mean the same here
+    except failures as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
         raise LungdxError(
-            f"Kaggle download of '{spec}' failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
+            f"Kaggle download of '{spec}' failed ({type(exc).__name__}: {first}). "
             "Two ways out: (1) set KAGGLE_API_TOKEN (or KAGGLE_USERNAME and KAGGLE_KEY) if the network is "
             "up and the dataset needs a login; (2) download the zip by hand from "
-            f"https://www.kaggle.com/datasets/{handle} and run: dvc exp run -S dataset.source=/path/to/archive.zip"
-        ) from None
+            f"https://www.kaggle.com/datasets/{handle} and set {what} to its path") from exc
 
 
-def download(params: dict, out_dir: str | Path = "data/raw", progress=None, url_timeout: float = 30.0,
-             project_root: str | Path | None = None, zip_limits: ZipLimits = ZIP_LIMITS) -> dict:
-    """Run the download stage; returns the provenance record also written to source.json.
-
-    `url_timeout`: seconds a URL source may stay silent (connecting, or between two chunks).
-    `project_root`: where dvc.yaml is, to refuse a source inside the pipeline's own outputs
-    (check_source_location); default the working directory, where stages run.
-    `zip_limits`: what a zip source may declare (ZipLimits).
-    """
-    source = resolve_source(params)
-    seed = P.integer(params, "seed", minimum=0)
-    out_dir = Path(out_dir)
-    if source.kind in ("folder", "zip"):
-        check_source_location(source.location, P.get(params, "dataset.source").strip(),
-                              Path.cwd() if project_root is None else project_root, out_dir)
-    skipped: list[dict] = []
-    with atomic_dir(out_dir) as tmp:
-        if source.kind == "synthetic":
-            per_class = P.integer(params, "dataset.synthetic.per_class", minimum=1)
-            size = P.integer(params, "dataset.synthetic.image_size", minimum=32, default=256)
-            generate_dataset(tmp, per_class, seed, size, progress=progress)
-            n = per_class * 4 * 3
-        elif source.kind == "kaggle":
-            version = P.get(params, "dataset.kaggle_version", default=None)
-            n = import_folder(kaggle_download(source.location, version), tmp, skipped, space_at=out_dir)
-        elif source.kind == "folder":
-            n = import_folder(Path(source.location), tmp, skipped, space_at=out_dir)
-        elif source.kind == "zip":
-            n = import_zip(Path(source.location), tmp, skipped, zip_limits, space_at=out_dir)
-        else:
-            archive = tmp / ".download.zip"
-            download_url(source.location, archive, url_timeout)
-            n = import_zip(archive, tmp, skipped, zip_limits, shown=source.location, space_at=out_dir)
-            archive.unlink()
-        classes = sorted(p.name for p in tmp.iterdir() if p.is_dir())
-        record = {"kind": source.kind, "location": source.location, "files": n, "classes": classes,
-                  "skipped": sorted(skipped, key=lambda s: s["path"])}
-        if source.kind == "synthetic":
-            record["seed"] = seed
-        (tmp / "source.json").write_text(json.dumps(record, indent=2) + "\n")
-    return record
+def bring_in(source: Source, out_dir: Path, skipped: list[dict], *, what: str, kaggle_version=None,
+             url_timeout: float = 30.0, zip_limits: ZipLimits = ZIP_LIMITS, space_at: str | Path | None = None) -> int:
+    """Copy a folder, zip, URL or Kaggle source's class images and masks into out_dir in the raw
+    layout; returns how many files; what is not taken is appended to `skipped`. `what` names the
+    setting or argument that gave the source, in messages."""
+    if source.kind == "kaggle":
+        folder = kaggle_download(source.location, kaggle_version, what)
+        return import_folder(folder, out_dir, skipped, space_at=space_at, what=what)
+    if source.kind == "folder":
+        return import_folder(Path(source.location), out_dir, skipped, space_at=space_at, what=what)
+    if source.kind == "zip":
+        return import_zip(Path(source.location), out_dir, skipped, zip_limits, space_at=space_at, what=what)
+    if source.kind == "url":
+        archive = out_dir / ".download.zip"
+        download_url(source.location, archive, url_timeout, what)
+        n = import_zip(archive, out_dir, skipped, zip_limits, shown=source.location, space_at=space_at, what=what)
+        archive.unlink()
+        return n
+    raise ValueError(f"bring_in takes a folder, zip, url or kaggle source, not {source.kind}")

@@ -1,6 +1,8 @@
 """The download stage: every source form into one raw layout, sources never touched."""
 
+import dataclasses
 import json
+import re
 import threading
 import time
 import zipfile
@@ -11,12 +13,21 @@ from pathlib import Path
 import cv2
 import pytest
 
-from lungdx.data import download, plan_layout, resolve_source
+from lungdx.download import download
 from lungdx.errors import LungdxError, ParamError
-from tests.helpers import (make_flat_dataset, make_kaggle_dataset, params_for, shared, tree_hashes, write_image, xray,
+from lungdx.sources import plan_layout, resolve_source
+from tests.helpers import (make_flat_dataset, make_kaggle_dataset, settings, shared, tree_hashes, write_image, xray,
                            zip_folder)
 
 FOUR = {"COVID": 3, "Lung_Opacity": 2, "Normal": 3, "Viral Pneumonia": 2}
+
+
+def source_settings(source, **changes):
+    """The download stage's settings for `source`: params.yaml's, with a small synthetic set and
+    the Kaggle dataset owner/data, version 1."""
+    return settings({"seed": 1, "dataset.source": str(source), "dataset.kaggle_handle": "owner/data",
+                     "dataset.kaggle_version": 1, "dataset.synthetic.per_class": 2,
+                     "dataset.synthetic.image_size": 64, **changes}).download
 
 
 def raw_listing(raw: Path) -> dict[str, list[str]]:
@@ -57,7 +68,7 @@ def test_download_local_folder_and_zip_in_both_layouts(tmp_path, layout, as_zip)
         make_kaggle_dataset(src, FOUR, top="COVID-19_Radiography_Dataset" if layout == "kaggle-top" else None)
     source = zip_folder(src, tmp_path / "src.zip") if as_zip else src
     before = tree_hashes(src) if not as_zip else {"zip": source.read_bytes()}
-    record = download(params_for(source), tmp_path / "raw")
+    record = download(source_settings(source), tmp_path / "raw")
     raw = tmp_path / "raw"
     assert record["kind"] == ("zip" if as_zip else "folder")
     assert record["classes"] == sorted(FOUR)
@@ -71,15 +82,15 @@ def test_download_local_folder_and_zip_in_both_layouts(tmp_path, layout, as_zip)
 
 def test_download_replaces_previous_output_atomically(tmp_path):
     src = make_flat_dataset(tmp_path / "a", {"A": 2, "B": 2})
-    download(params_for(src), tmp_path / "raw")
+    download(source_settings(src), tmp_path / "raw")
     src2 = make_flat_dataset(tmp_path / "b", {"C": 2, "D": 2})
-    download(params_for(src2), tmp_path / "raw")
+    download(source_settings(src2), tmp_path / "raw")
     assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["C", "D", "source.json"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".raw")], "no temporary folder left"
 
 
 def test_download_synthetic_writes_images_masks_and_lesions(tmp_path):
-    record = download(params_for("synthetic"), tmp_path / "raw")
+    record = download(source_settings("synthetic"), tmp_path / "raw")
     assert record["classes"] == ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
     assert raw_listing(tmp_path / "raw")["Viral Pneumonia/lesions"] == ["Viral Pneumonia-1.png",
                                                                         "Viral Pneumonia-2.png"]
@@ -88,7 +99,7 @@ def test_download_synthetic_writes_images_masks_and_lesions(tmp_path):
 def test_download_real_flat_samples(tmp_path):
     src = shared("cxr-real")
     before = tree_hashes(src)
-    record = download(params_for(src), tmp_path / "raw")
+    record = download(source_settings(src), tmp_path / "raw")
     assert record["classes"] == ["COVID", "Normal"]
     listing = raw_listing(tmp_path / "raw")
     assert len(listing["COVID/images"]) == len(list((src / "COVID").glob("*.png"))) == 250
@@ -100,7 +111,7 @@ def test_download_real_kaggle_layout_with_masks_and_a_space(tmp_path, as_zip):
     src = shared("cxr-kaggle-layout")
     source = zip_folder(src, tmp_path / "k.zip") if as_zip else src
     before = tree_hashes(src)
-    record = download(params_for(source), tmp_path / "raw")
+    record = download(source_settings(source), tmp_path / "raw")
     assert record["classes"] == ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
     listing = raw_listing(tmp_path / "raw")
     assert listing["Viral Pneumonia/images"] == listing["Viral Pneumonia/masks"] == ["Viral Pneumonia-1.png"]
@@ -115,7 +126,7 @@ def test_zip_slip_entries_are_never_written_outside(tmp_path):
         zf.writestr("../../escaped.png", b"z")
         zf.writestr("/abs/escaped.png", b"z")
     out = tmp_path / "deep" / "raw"
-    download(params_for(archive), out)
+    download(source_settings(archive), out)
     assert not list(tmp_path.rglob("escaped.png"))
     assert sorted(p.name for p in out.iterdir()) == ["COVID", "Normal", "source.json"]
 
@@ -127,7 +138,7 @@ def test_entry_names_with_dot_slash_or_double_slash_are_found_and_backslash_name
         zf.writestr("./top/COVID/images/a.png", img)    # some zip tools write ./ in front
         zf.writestr("top//Normal/images/b.png", img)    # or a double slash
         zf.writestr("top/Normal/images/c\\d.png", img)  # a Windows separator, or a trick
-    record = download(params_for(archive), tmp_path / "raw")
+    record = download(source_settings(archive), tmp_path / "raw")
     assert (tmp_path / "raw" / "COVID" / "images" / "a.png").read_bytes() == img
     assert (tmp_path / "raw" / "Normal" / "images" / "b.png").read_bytes() == img
     assert record["skipped"] == [{"path": "top/Normal/images/c\\d.png",
@@ -135,7 +146,7 @@ def test_entry_names_with_dot_slash_or_double_slash_are_found_and_backslash_name
     folder = tmp_path / "folder"
     for name in ("COVID/x.png", "Normal/y.png", "Normal/z\\w.png"):  # legal on Linux
         write_image(folder / name, xray(len(name)))
-    record = download(params_for(folder), tmp_path / "raw2")
+    record = download(source_settings(folder), tmp_path / "raw2")
     assert record["files"] == 2 and record["skipped"] == [
         {"path": "Normal/z\\w.png", "reason": "unsafe name (with a backslash), not copied"}]
     assert "Traceback" not in capsys.readouterr().err
@@ -150,7 +161,7 @@ def test_not_a_zip_or_truncated_zip_is_a_clear_error(tmp_path, content):
     else:
         archive.write_bytes(content)
     with pytest.raises(LungdxError, match="data.zip: not a valid zip file"):
-        download(params_for(archive), tmp_path / "raw")
+        download(source_settings(archive), tmp_path / "raw")
     assert not (tmp_path / "raw").exists()
 
 
@@ -159,13 +170,22 @@ def test_zip_without_class_folders_is_a_clear_error(tmp_path):
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("a.png", b"x")
     with pytest.raises(LungdxError, match="flat.zip: no class folders found"):
-        download(params_for(archive), tmp_path / "raw")
+        download(source_settings(archive), tmp_path / "raw")
 
 
 @pytest.mark.parametrize("value", ["no/such/folder", "ftp://example.org/x.zip", "", 3])
-def test_unknown_source_forms_fail_naming_the_key(value):
-    with pytest.raises(ParamError, match="dataset.source"):
-        resolve_source(params_for(value) if value != 3 else {"dataset": {"source": 3}})
+def test_unknown_source_forms_fail_naming_the_key(tmp_path, value):
+    # params.yaml's check lets an unknown form through only when it is a non-empty string (whether
+    # a path exists is download's check); resolve_source refuses every unknown form itself too.
+    unchecked = dataclasses.replace(source_settings("synthetic"), source=value)
+    with pytest.raises(LungdxError, match=re.escape(f"params.yaml: dataset.source = {value!r} is not allowed: ")):
+        download(unchecked, tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
+    with pytest.raises(LungdxError, match=re.escape(f"the source = {value!r} is not allowed: ")):
+        resolve_source(value, "owner/data")
+    if not isinstance(value, str) or not value.strip():  # refused by params.yaml's check already
+        with pytest.raises(ParamError, match=re.escape(f"params.yaml: dataset.source = {value!r} is not allowed")):
+            settings({"dataset.source": value})
 
 
 class RefusingProxy(BaseHTTPRequestHandler):
@@ -191,7 +211,7 @@ def test_kaggle_offline_or_refused_gives_the_two_ways_out(tmp_path, monkeypatch,
         monkeypatch.delenv("NO_PROXY", raising=False)
         monkeypatch.delenv("no_proxy", raising=False)
     with pytest.raises(LungdxError) as err:
-        download(params_for("kaggle"), tmp_path / "raw")
+        download(source_settings("kaggle"), tmp_path / "raw")
     msg = str(err.value)
     assert "owner/data/versions/1" in msg and "KAGGLE_API_TOKEN" in msg and "dataset.source" in msg
     if network == "refused":
@@ -216,7 +236,7 @@ def http_folder(tmp_path):
 def test_download_from_url_streams_a_zip(tmp_path, http_folder):
     www, base = http_folder
     zip_folder(make_flat_dataset(tmp_path / "src", {"A": 2, "B": 3}), www / "data.zip")
-    record = download(params_for(f"{base}/data.zip"), tmp_path / "raw")
+    record = download(source_settings(f"{base}/data.zip"), tmp_path / "raw")
     assert record["kind"] == "url" and record["files"] == 5
     assert not list((tmp_path / "raw").glob("*.zip")), "the downloaded archive is not kept"
 
@@ -225,7 +245,7 @@ def test_url_returning_html_is_a_clear_error(tmp_path, http_folder):
     www, base = http_folder
     (www / "index.html").write_text("<html>sign in</html>")
     with pytest.raises(LungdxError, match="did not return a zip file"):
-        download(params_for(f"{base}/index.html"), tmp_path / "raw")
+        download(source_settings(f"{base}/index.html"), tmp_path / "raw")
     assert not (tmp_path / "raw").exists()
 
 
@@ -253,7 +273,7 @@ def test_url_that_times_out_is_a_clear_error(tmp_path, path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         with pytest.raises(LungdxError, match=r"timed out \(nothing received for 1 s\).*set dataset.source"):
-            download(params_for(f"http://127.0.0.1:{server.server_port}/{path}"), tmp_path / "raw", url_timeout=1)
+            download(source_settings(f"http://127.0.0.1:{server.server_port}/{path}"), tmp_path / "raw", url_timeout=1)
     finally:
         server.shutdown()
     assert not (tmp_path / "raw").exists() and not list(tmp_path.glob(".raw*")), "no partial download is left"

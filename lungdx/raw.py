@@ -1,0 +1,54 @@
+"""The raw layout the download stage writes, and one look at each of its images.
+
+    data/raw/<Class>/images/<file>     the class's images
+    data/raw/<Class>/masks/<file>      lung masks, named as their images (when the source has them)
+    data/raw/<Class>/lesions/<file>    lesion masks (synthetic data only)
+
+inspect_all hashes and decodes every image once, in worker processes, and checks its masks: the
+sample stage and the external stage read a dataset through it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from .images import UnreadableImage, check_lung_mask, decode_gray, native_mask, read_bytes
+from .workers import cpu_count, map_in_workers
+
+
+def class_images(raw_dir: Path, cls: str) -> list[str]:
+    """The files of <cls>/images/, sorted, as paths relative to raw_dir ([] without the folder)."""
+    folder = Path(raw_dir) / cls / "images"
+    files = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+    return [p.relative_to(raw_dir).as_posix() for p in files]
+
+
+def _inspect(args):
+    """Hash and decode one image (and check its masks); runs in a worker process."""
+    raw_dir, rel = args
+    path = Path(raw_dir) / rel
+    try:
+        data = read_bytes(path)  # a file over images.MAX_FILE_BYTES is refused from its size, unread
+        img = decode_gray(data)  # an image over images.MAX_PIXELS is refused from its header, undecoded
+    except UnreadableImage as exc:
+        return rel, None, str(exc), None, {}
+    masks, problems = {}, []
+    for sub in ("masks", "lesions"):
+        candidate = Path(rel).parent.parent / sub / Path(rel).name
+        if (Path(raw_dir) / candidate).is_file():
+            try:
+                mask = native_mask(Path(raw_dir) / candidate, img.shape)  # readable, and of this image's shape
+                if sub == "masks":
+                    check_lung_mask(mask)  # an empty or tiny lung mask would crop to nothing under lung_mask
+                masks[sub] = candidate.as_posix()
+            except UnreadableImage as exc:
+                problems.append(f"{candidate.as_posix()}: {exc}")
+    return rel, hashlib.sha256(data).hexdigest(), problems, img.shape, masks
+
+
+def inspect_all(raw_dir: Path, rels: list[str], progress=None) -> list[tuple]:
+    jobs = [(str(raw_dir), rel) for rel in rels]
+    workers = min(cpu_count(), max(1, len(jobs) // 64))
+    results = map_in_workers(_inspect, jobs, workers, chunksize=32)
+    return list(progress(results, total=len(jobs), desc="inspect") if progress else results)
