@@ -23,13 +23,21 @@ def load_split(prepared_dir: str | Path, split: str) -> tuple[np.ndarray, np.nda
     return np.load(folder / "images.npy", mmap_mode="r"), np.load(folder / "labels.npy")
 
 
+def load_masks(prepared_dir: str | Path, split: str) -> dict[str, np.ndarray]:
+    """The split's lung ("masks") and lesion ("lesions") masks that exist, memory-mapped uint8 0/255,
+    lying on its images."""
+    folder = Path(prepared_dir) / split
+    return {name: np.load(folder / f"{name}.npy", mmap_mode="r")
+            for name in ("masks", "lesions") if (folder / f"{name}.npy").is_file()}
+
+
 def scored_test_split(model_path, info: dict, prepared_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """The prepared test split that model_path (its metadata: info) is scored on; a LungdxError
     naming both unless the two fit: some images, of the model's size, of classes it knows."""
     images, labels = load_split(prepared_dir, "test")
     if len(labels) == 0:
         raise LungdxError(f"{prepared_dir}/test holds no images to score {model_path} on; "
-                          "raise sample.test_size or add images, then dvc repro")
+                          "give the sample stage a larger test share or more images, then dvc repro")
     if images.shape[1] != info["image_size"]:
         raise LungdxError(f"{model_path} expects {info['image_size']}px images but {prepared_dir} holds "
                           f"{images.shape[1]}px ones; run dvc repro")
@@ -39,7 +47,7 @@ def scored_test_split(model_path, info: dict, prepared_dir: str | Path) -> tuple
     prepared_focus = read_meta(prepared_dir).get("lung_mask", "none")
     if prepared_focus != info["input"]["lung_mask"]:
         raise LungdxError(f"{model_path} was trained on images with lung focus {info['input']['lung_mask']!r} but "
-                          f"{prepared_dir} holds images with {prepared_focus!r} (prepare.lung_mask); run dvc repro "
+                          f"{prepared_dir} holds images with {prepared_focus!r} (the prepare stage's); run dvc repro "
                           "so that train runs on this data")
     return images, labels
 

@@ -44,9 +44,8 @@ def download(settings, out_dir: str | Path, progress=None, url_timeout: float = 
     skipped: list[dict] = []
     with atomic_dir(out_dir) as tmp:
         if source.kind == "synthetic":
-            generate_dataset(tmp, settings.synthetic_per_class, settings.seed, settings.synthetic_image_size,
-                             progress=progress)
-            n = settings.synthetic_per_class * 4 * 3
+            n = generate_dataset(tmp, settings.synthetic_per_class, settings.seed, settings.synthetic_image_size,
+                                 progress=progress)
         else:
             n = bring_in(source, tmp, skipped, what=settings.key("source"), kaggle_version=settings.kaggle_version,
                          url_timeout=url_timeout, zip_limits=zip_limits, space_at=out_dir)

@@ -17,5 +17,14 @@ class ParamError(LungdxError):
         super().__init__(f"params.yaml: {key} = {value!r} is not allowed: {allowed}")
 
 
+class MissingParam(ParamError):
+    """A key params.yaml must hold and does not: every value comes from params.yaml."""
+
+    def __init__(self, key: str):
+        self.key, self.value, self.allowed = key, None, "present"
+        LungdxError.__init__(self, f"params.yaml: {key} is missing: add it (this project's params.yaml has every "
+                                   "key, each with a comment saying what it takes)")
+
+
 class DiskFull(LungdxError):
     """Not enough free space for an output; the message names it and, when known, both sizes."""

@@ -1,8 +1,8 @@
 """A trained model on a dataset it was not trained on: the `external` stage and `lungdx external`.
 
 For each source (any form dataset.source takes but `synthetic`: a local folder or .zip, an
-http(s) URL of a .zip, or kaggle:<owner>/<dataset>), brought in through the download stage's
-checks into a temporary folder and read from there:
+http(s) URL of a .zip, or kaggle:<owner>/<dataset>), brought in by lungdx.sources, with the
+download stage's checks (lungdx.source_checks), into a temporary folder and read from there:
 
     metrics/external/<name>.json    headline numbers, beside the test split's in dvc metrics:
                                     n_images, accuracy, accuracy_ci, f1_macro and f1_macro_ci (two
@@ -34,7 +34,7 @@ from .errors import LungdxError
 from .images import UnreadableImage, check_lung_masks, prepare_image
 from .metrics import bounds, r6
 from .model_file import read_info
-from .raw import class_images, inspect_all
+from .raw import class_images, deduplicate, inspect_all
 from .source_checks import check_source_location
 from .sources import bring_in, resolve_source
 from .stats import (LEVEL, RESAMPLES, bootstrap_interval, confusion, expected_calibration_error, f1_macro,
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 def bring_in_external(source: str, raw_dir: Path, what: str, project_root=None) -> list[str]:
     """`source` (a local folder or .zip, an http(s) URL of a .zip, or kaggle:<owner>/<dataset>)
-    into raw_dir in the raw layout, through the download stage's checks; returns its classes.
+    into raw_dir in the raw layout, with the download stage's checks; returns its classes.
     `what` names the source in messages (the setting or argument that gave it)."""
     if not isinstance(source, str) or not source.strip() or source.strip() in ("synthetic", "kaggle"):
         raise LungdxError(f"external source {source!r}: give a local folder or .zip, an http(s) URL of a .zip, or "
@@ -72,18 +72,10 @@ def inventory(raw_dir: Path, classes: list[str], progress=None) -> tuple[list[di
                         for rel in class_images(raw_dir, cls)]
             continue
         rels += class_images(raw_dir, cls)
-    rows, seen = [], {}
-    for rel, digest, problem, _, masks in inspect_all(raw_dir, rels, progress):
-        if digest is None:
-            skipped.append({"path": rel, "reason": problem})
-        elif digest in seen:
-            skipped.append({"path": rel, "reason": f"exact duplicate of {seen[digest]}"})
-        else:
-            seen[digest] = rel
-            skipped += [{"path": p.split(": ", 1)[0], "reason": "unusable mask: " + p.split(": ", 1)[1]}
-                        for p in problem]
-            rows.append({"path": rel, "label": classes.index(rel.split("/", 1)[0]),
-                         "mask": masks.get("masks", ""), "lesion": masks.get("lesions", "")})
+    kept, left_out = deduplicate(inspect_all(raw_dir, rels, progress))
+    skipped += [{"path": path, "reason": reason} for path, reason in left_out]
+    rows = [{"path": item.path, "label": classes.index(item.path.split("/", 1)[0]),
+             "mask": item.masks.get("masks", ""), "lesion": item.masks.get("lesions", "")} for item in kept]
     return rows, skipped
 
 
@@ -92,7 +84,7 @@ def load_rows(raw_dir: Path, rows: list[dict], info: dict) -> dict[str, np.ndarr
     the model's training images were."""
     size, lung_mask = info["image_size"], info["input"]["lung_mask"]
     check_lung_masks([r["path"] for r in rows if not r["mask"]], len(rows), lung_mask,
-                     "the model's lung focus (prepare.lung_mask when it was trained)")
+                     "the model's lung focus (as it was trained)")
     has = {name: all(r[key] for r in rows) for name, key in (("masks", "mask"), ("lesions", "lesion"))}
     for name, key, what in (("masks", "mask", "lung"), ("lesions", "lesion", "lesion")):
         if not has[name] and any(r[key] for r in rows):
@@ -185,3 +177,11 @@ def evaluate_external(model_path, source: str, *, metrics_path, details_path, se
     if metrics_path is not None:
         write_json(metrics_path, headline(details, HEADLINE))
     return details
+
+
+def external_stage(settings, name: str, model_path, metrics_path, details_path, progress=None) -> dict:
+    """The external@<name> stage (`settings`: a params.ExternalSettings): the model at model_path
+    scored on the dataset external.<name> names; returns the details."""
+    return evaluate_external(model_path, settings.source(name), metrics_path=metrics_path, details_path=details_path,
+                             seed=settings.seed, layer=settings.layer, what=f"{settings.key('sources')}.{name}",
+                             progress=progress)

@@ -24,8 +24,9 @@ from .splits import SPLITS
 
 
 def extract(settings, prepared_dir: str | Path, out_dir: str | Path, batch_size: int = 32) -> dict:
-    """The features stage: for a params.ModelSettings of vgg19, the base's pooled features of every
-    prepared split into out_dir; for cnn, only info.json saying there is nothing to cache."""
+    """The features stage (`settings`: a params.FeaturesSettings): for vgg19, the base's pooled
+    features of every prepared split into out_dir; for cnn, only info.json saying there is nothing
+    to cache."""
     info = {"model": settings.architecture}
     with atomic_dir(out_dir) as tmp:
         if settings.architecture == "vgg19":

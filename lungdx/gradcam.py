@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 
 from .atomic import atomic_dir, write_json
-from .arrays import finite_outputs, scored_test_split
+from .arrays import finite_outputs, load_masks, scored_test_split
 from .heatmaps import OUTLINE_BGR, GradCam, colorbar, draw_outline, headline_scores, mask_scores, overlay
 from .images import write_png
 from .model_file import load_model
@@ -246,8 +246,7 @@ def build_report(settings, model_path: str | Path, prepared_dir: str | Path, man
     model, info = load_model(model_path)
     classes = info["classes"]
     images, y_true = scored_test_split(model_path, info, prepared_dir)
-    masks = {name: np.load(Path(prepared_dir) / "test" / f"{name}.npy", mmap_mode="r")
-             for name in ("masks", "lesions") if (Path(prepared_dir) / "test" / f"{name}.npy").is_file()}
+    masks = load_masks(prepared_dir, "test")
     lungs = masks.get("masks")
     cam = GradCam(model, settings.layer)
     # One pass over the test split: every image's probabilities and its true class's heatmap (the
@@ -290,7 +289,8 @@ def build_report(settings, model_path: str | Path, prepared_dir: str | Path, man
         n_images = 1 + sections.count("<img ")  # the colour bar, and every figure's pictures
         page = PAGE.format(model=html.escape(info["architecture"]), accuracy=evaluation["accuracy"],
                            accuracy_ci=_interval(evaluation.get("accuracy_ci")),
-                           f1_macro=evaluation["f1_macro"], f1_macro_ci=_interval(evaluation.get("f1_macro_ci")), roc_auc=evaluation["roc_auc_ovr"],
+                           f1_macro=evaluation["f1_macro"], f1_macro_ci=_interval(evaluation.get("f1_macro_ci")),
+                           roc_auc=evaluation["roc_auc_ovr"],
                            n_test=evaluation["n_test"], layer=html.escape(cam.layer), display=DISPLAY,
                            outline="#%02x%02x%02x" % OUTLINE_BGR[::-1],
                            outline_key=OUTLINE_KEY if lungs is not None else "",

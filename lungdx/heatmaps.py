@@ -22,6 +22,10 @@ block5_conv4).
 
 For the report: `overlay` paints a heatmap over its X-ray, `draw_outline` adds a
 mask's outline on top, and `colorbar` is the colour scale of both.
+
+Scoring heatmaps against masks, for the gradcam and external stages: `mask_scores` gives the
+share of Grad-CAM energy inside the lungs (with its bootstrap interval) and the pointing game
+on lesions, each beside its chance level; `headline_scores` the numbers of metrics/gradcam.json.
 """
 
 from __future__ import annotations

@@ -63,8 +63,6 @@ CROP_MARGIN = 0.10    # of the lungs' box height (above, below) and width (left,
 MASK_DILATION = 0.02  # of the image's longer side: how far outside the mask `mask` keeps pixels
 MIN_LUNG_SHARE = 0.01          # of the image: a lung mask covering less is not one (real ones: 17-59%)
 MASK_ASPECT_TOLERANCE = 0.05   # |log| of mask to image aspect ratio: 5%, for rounding in exported masks
-LUNG_MASK_POLICIES = ("none", "crop", "mask")  # prepare.lung_mask: what prepare_image does with the lung mask
-MAX_IMAGE_SIZE = 1024  # pixels per side of a generated or prepared image
 
 cv2.setNumThreads(1)  # we parallelise across images ourselves
 
@@ -275,7 +273,7 @@ def resize_square(img: np.ndarray, size: int, is_mask: bool = False) -> np.ndarr
     return out
 
 
-def load_for_model(path: str | os.PathLike, size: int, lung_mask: str = "none",
+def load_for_model(path: str | os.PathLike, size: int, lung_mask: str,
                    mask_path: str | os.PathLike | None = None) -> np.ndarray:
     """The exact preprocessing of training data: read, gray uint8, (lung focus,) pad, resize."""
     return prepare_image(path, size, lung_mask, mask_path)[0]
@@ -291,7 +289,7 @@ def load_mask(path: str | os.PathLike, size: int, box: tuple[int, int, int, int]
     return resize_square(native_mask(path, image_shape)[top:bottom, left:right], size, is_mask=True)
 
 
-def prepare_image(path, size: int, lung_mask: str = "none", mask_path=None, lesion_path=None):
+def prepare_image(path, size: int, lung_mask: str, mask_path=None, lesion_path=None):
     """(image, lung mask, lesion mask) as the model and the Grad-CAM scores take them, size x size;
     a mask is None where there is no file. The one implementation of the preprocessing
     (prepare, predict, external): under lung_mask crop or mask the image is cut to its lungs

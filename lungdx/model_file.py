@@ -25,14 +25,15 @@ from typing import NoReturn
 from .atomic import atomic_path
 from .console import import_tensorflow
 from .errors import LungdxError
-from .images import LUNG_MASK_POLICIES, MAX_IMAGE_SIZE, PREPROCESSING, PREPROCESSING_STEPS
+from .images import PREPROCESSING, PREPROCESSING_STEPS
+from .limits import LUNG_MASK_POLICIES, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from .source_checks import NONBLOCK, ZipLimits, check_entry_count, check_zip_limits, file_kind
 
 INFO_ENTRY = "lungdx.json"
 
 
 def save_model(model, path: str | Path, classes: list[str], image_size: int, architecture: str,
-               lung_mask: str = "none") -> dict:
+               lung_mask: str) -> dict:
     """Save `model` with its lungdx metadata to `path`, atomically; returns the metadata.
     lung_mask: how its training images were cut to the lungs (prepare.lung_mask), which
     predicting must repeat."""
@@ -67,7 +68,6 @@ MODEL_ZIP_LIMITS = ZipLimits(
 # zipfile reads and parses the central directory whole when it opens a zip: this is room for
 # 1000 entries with names of ~1 KB, checked first, so 300,000 tiny entries cost no time.
 MAX_DIRECTORY_BYTES = 1 << 20
-MIN_IMAGE_SIZE = 16  # the least image size a prepared image has (lungdx.params checks it)
 MAX_TEXT = 1000  # characters of any text in lungdx.json (the longest, input.steps, has ~300)
 
 

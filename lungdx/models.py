@@ -54,7 +54,8 @@ def augmentation(x, settings, seed: int):
     """The random transformations of models.<name>.augment, as Keras layers: active only while
     training (fit calls them with training=True), the identity when evaluating or predicting.
     `settings`: a params.Augment (or None: none). Each layer draws from its own seed, derived from
-    the project's, so a rerun sees the same images. Pixels moved in from outside the image are black, like the padding of lungdx.images.
+    the project's, so a rerun sees the same images. Pixels moved in from outside the image are
+    black, like the padding of lungdx.images.
     No horizontal flip unless asked: it swaps the heart's side, which no real frontal X-ray shows."""
     from keras import layers
 

@@ -29,8 +29,8 @@ from typing import ClassVar, Mapping
 
 import yaml
 
-from .errors import LungdxError, ParamError
-from .images import LUNG_MASK_POLICIES, MAX_IMAGE_SIZE
+from .errors import LungdxError, MissingParam, ParamError
+from .limits import LUNG_MASK_POLICIES, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 
 PARAMS_FILE = "params.yaml"
 
@@ -84,15 +84,13 @@ def with_changes(params: dict, changes: dict) -> dict:
 
 # --- reading one value ---------------------------------------------------------------
 
-MISSING = "this key is missing: add it (the comments in params.yaml explain each key)"
-
 
 def get(params: dict, key: str):
     """Value at a dotted key; a missing key is a clear error (null is a value)."""
     node = params
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
-            raise ParamError(key, None, MISSING)
+            raise MissingParam(key)
         node = node[part]
     return node
 
@@ -216,7 +214,7 @@ def check_keys(params: dict, schema: dict = SCHEMA, prefix: str = "") -> None:
             check_keys(value, section, name + ".")
     for key in schema:
         if key not in params:
-            raise ParamError(f"{prefix}{key}", None, MISSING)
+            raise MissingParam(f"{prefix}{key}")
 
 
 # --- the settings of each stage ---------------------------------------------------------
@@ -307,8 +305,19 @@ class ModelSettings(_Keyed):
     fine_tune_learning_rate: float | None = None
 
     def key(self, name: str) -> str:
+        if name not in {f.name for f in dataclasses.fields(self)}:
+            raise KeyError(name)
         return {"architecture": "model", "seed": "seed", "image_size": "prepare.image_size"}.get(
             name, f"models.{self.architecture}.{name}")
+
+
+@dataclass(frozen=True)
+class FeaturesSettings(_Keyed):
+    """What the features stage takes: the chosen model, and for vgg19 the base's weights."""
+    seed: int
+    architecture: str            # cnn | vgg19
+    weights: str | None          # vgg19: imagenet, None (random) or a local .h5's path; cnn: None
+    KEYS: ClassVar[dict[str, str]] = {"seed": "seed", "architecture": "model", "weights": "models.vgg19.weights"}
 
 
 @dataclass(frozen=True)
@@ -348,14 +357,11 @@ class Params:
     sample: SampleSettings
     prepare: PrepareSettings
     baseline: BaselineSettings
+    features: FeaturesSettings
     train: ModelSettings         # the chosen model's
     evaluate: EvaluateSettings
     gradcam: GradcamSettings
     external: ExternalSettings
-
-    @property
-    def features(self) -> ModelSettings:
-        return self.train
 
 
 def check(params: dict) -> Params:
@@ -371,8 +377,9 @@ def check(params: dict) -> Params:
     seed = integer(params, "seed", minimum=0, maximum=SEED_MAX)
     download = _download(params, seed)
     sample = _sample(params, seed)
-    prepare = PrepareSettings(image_size=integer(params, "prepare.image_size", minimum=16, maximum=MAX_IMAGE_SIZE),
-                              lung_mask=choice(params, "prepare.lung_mask", LUNG_MASK_POLICIES))
+    prepare = PrepareSettings(
+        image_size=integer(params, "prepare.image_size", minimum=MIN_IMAGE_SIZE, maximum=MAX_IMAGE_SIZE),
+        lung_mask=choice(params, "prepare.lung_mask", LUNG_MASK_POLICIES))
     baseline = BaselineSettings(seed, integer(params, "baseline.image_size", minimum=4, maximum=MAX_IMAGE_SIZE),
                                 integer(params, "baseline.n_estimators", minimum=1, maximum=MAX_N_ESTIMATORS))
     if baseline.image_size > prepare.image_size:
@@ -384,7 +391,8 @@ def check(params: dict) -> Params:
             _architecture(params, arch, seed, prepare.image_size)
     gradcam = GradcamSettings(seed, integer(params, "gradcam.per_class", minimum=1), _gradcam_layer(params, model))
     external = ExternalSettings(seed, gradcam.layer, _external(params))
-    return Params(seed, download, sample, prepare, baseline, model, EvaluateSettings(seed), gradcam, external)
+    features = FeaturesSettings(seed, model.architecture, model.weights)
+    return Params(seed, download, sample, prepare, baseline, features, model, EvaluateSettings(seed), gradcam, external)
 
 
 def conv_layer_names(arch: str, filters=None) -> list[str]:
@@ -422,7 +430,8 @@ def _download(params: dict, seed: int) -> DownloadSettings:
 
 
 def _sample(params: dict, seed: int) -> SampleSettings:
-    settings = SampleSettings(seed, string_list(params, "dataset.classes"), integer(params, "sample.per_class", minimum=1),
+    settings = SampleSettings(seed, string_list(params, "dataset.classes"),
+                              integer(params, "sample.per_class", minimum=1),
                               fraction(params, "sample.val_size"), fraction(params, "sample.test_size"))
     if settings.val_size + settings.test_size >= 1:
         raise ParamError("sample.val_size + sample.test_size", settings.val_size + settings.test_size,

@@ -28,8 +28,7 @@ def pipeline_outputs(project_root: str | Path) -> list[tuple[str, str]]:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LungdxError(f"{path}: cannot be read ({first}); dataset.source cannot be checked against the "
-                          "pipeline's outputs: fix dvc.yaml (dvc would refuse it too)") from exc
+        raise LungdxError(f"{path}: cannot be read ({first}); fix it (dvc would refuse it too)") from exc
     stages = doc.get("stages") if isinstance(doc, dict) else None
     found = []
     for name, body in (stages or {}).items() if isinstance(stages, dict) else ():

@@ -93,11 +93,11 @@ def lung_mask_paths(paths: list[Path], masks: Path | None, lung_mask: str, model
     for a single image, or a folder of masks with the images' file names."""
     if lung_mask == "none":
         if masks is not None:
-            log.warning(f"{model_path} was trained on whole X-rays (prepare.lung_mask: none): --mask {masks} "
+            log.warning(f"{model_path} was trained on whole X-rays (lung focus none): --mask {masks} "
                         "is not used")
         return [None] * len(paths)
     if masks is None:
-        raise LungdxError(f"{model_path} was trained on images cut to their lungs (prepare.lung_mask: {lung_mask}) "
+        raise LungdxError(f"{model_path} was trained on images cut to their lungs (lung focus {lung_mask}) "
                           "and cannot prepare an X-ray the same way without its lung mask: pass --mask MASK "
                           "(one image) or --mask FOLDER (masks named as the images)")
     if Path(masks).is_dir():

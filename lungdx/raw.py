@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import NamedTuple
 
 from .images import UnreadableImage, check_lung_mask, decode_gray, native_mask, read_bytes
 from .workers import cpu_count, map_in_workers
@@ -24,7 +25,17 @@ def class_images(raw_dir: Path, cls: str) -> list[str]:
     return [p.relative_to(raw_dir).as_posix() for p in files]
 
 
-def _inspect(args):
+class Inspected(NamedTuple):
+    """One image of the raw layout, looked at once."""
+    path: str                              # relative to the raw folder
+    sha256: str | None                     # of its bytes; None: unreadable
+    reason: str                            # why it is unreadable ("" when readable)
+    shape: tuple[int, int] | None          # (height, width)
+    masks: dict[str, str]                  # "masks" / "lesions": the usable mask's path
+    mask_problems: list[tuple[str, str]]   # (mask path, why it is not usable): the image is kept
+
+
+def _inspect(args) -> Inspected:
     """Hash and decode one image (and check its masks); runs in a worker process."""
     raw_dir, rel = args
     path = Path(raw_dir) / rel
@@ -32,7 +43,7 @@ def _inspect(args):
         data = read_bytes(path)  # a file over images.MAX_FILE_BYTES is refused from its size, unread
         img = decode_gray(data)  # an image over images.MAX_PIXELS is refused from its header, undecoded
     except UnreadableImage as exc:
-        return rel, None, str(exc), None, {}
+        return Inspected(rel, None, str(exc), None, {}, [])
     masks, problems = {}, []
     for sub in ("masks", "lesions"):
         candidate = Path(rel).parent.parent / sub / Path(rel).name
@@ -43,12 +54,30 @@ def _inspect(args):
                     check_lung_mask(mask)  # an empty or tiny lung mask would crop to nothing under lung_mask
                 masks[sub] = candidate.as_posix()
             except UnreadableImage as exc:
-                problems.append(f"{candidate.as_posix()}: {exc}")
-    return rel, hashlib.sha256(data).hexdigest(), problems, img.shape, masks
+                problems.append((candidate.as_posix(), f"unusable mask: {exc}"))
+    return Inspected(rel, hashlib.sha256(data).hexdigest(), "", img.shape, masks, problems)
 
 
-def inspect_all(raw_dir: Path, rels: list[str], progress=None) -> list[tuple]:
+def inspect_all(raw_dir: Path, rels: list[str], progress=None) -> list[Inspected]:
+    """Every image at rels (relative to raw_dir) looked at once, in worker processes, in order."""
     jobs = [(str(raw_dir), rel) for rel in rels]
     workers = min(cpu_count(), max(1, len(jobs) // 64))
     results = map_in_workers(_inspect, jobs, workers, chunksize=32)
     return list(progress(results, total=len(jobs), desc="inspect") if progress else results)
+
+
+def deduplicate(inspected: list[Inspected]) -> tuple[list[Inspected], list[tuple[str, str]]]:
+    """The readable images, each of exact duplicates (the same bytes) kept once, the first; and
+    (path, reason) for every file left out: unreadable images, duplicates, unusable masks."""
+    kept, skipped, seen = [], [], {}
+    for item in inspected:
+        if item.sha256 is None:
+            skipped.append((item.path, item.reason))
+            continue
+        skipped += item.mask_problems
+        if item.sha256 in seen:
+            skipped.append((item.path, f"exact duplicate of {seen[item.sha256]}"))
+            continue
+        seen[item.sha256] = item.path
+        kept.append(item)
+    return kept, skipped

@@ -26,7 +26,7 @@ import pandas as pd
 
 from .atomic import atomic_dir
 from .errors import LungdxError
-from .raw import class_images, inspect_all
+from .raw import class_images, deduplicate, inspect_all
 from .splits import COLUMNS, SPLITS
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,13 @@ def sample(settings, raw_dir: str | Path, out_dir: str | Path, progress=None) ->
     from_source = skipped_by_download(raw_dir)
     classes = find_classes(raw_dir, settings.classes, settings.key("classes"))
     inspected = inspect_all(raw_dir, [rel for cls in classes for rel in class_images(raw_dir, cls)], progress)
-    usable, skipped = deduplicate(inspected, classes)
+    kept, skipped = deduplicate(inspected)
+    usable = {cls: [] for cls in classes}
+    for item in kept:
+        cls = item.path.split("/", 1)[0]
+        usable[cls].append({"path": item.path, "class": cls, "label": classes.index(cls), "sha256": item.sha256,
+                            "mask": item.masks.get("masks", ""), "lesion": item.masks.get("lesions", ""),
+                            "width": item.shape[1], "height": item.shape[0]})
     for rel, reason in skipped:
         log.warning(f"skipped {raw_dir / rel}: {reason}")
     if from_source:
@@ -91,27 +97,6 @@ def sample(settings, raw_dir: str | Path, out_dir: str | Path, progress=None) ->
     manifest = split(usable, classes, settings, raw_dir)
     write(out_dir, manifest, from_source + skipped)
     return manifest
-
-
-def deduplicate(inspected: list[tuple], classes: list[str]) -> tuple[dict[str, list[dict]], list[tuple[str, str]]]:
-    """From inspect_all's results: each class's usable images (manifest rows without a split),
-    the first of exact duplicates kept; and (path, reason) for every file or mask left out."""
-    skipped, seen, usable = [], {}, {c: [] for c in classes}
-    for rel, digest, problem, shape, masks in inspected:
-        if digest is None:
-            skipped.append((rel, problem))
-            continue
-        for p in problem:  # an unreadable or unusable mask: keep the image, drop the mask
-            skipped.append((p.split(": ", 1)[0], "unusable mask: " + p.split(": ", 1)[1]))
-        if digest in seen:
-            skipped.append((rel, f"exact duplicate of {seen[digest]}"))
-            continue
-        seen[digest] = rel
-        cls = rel.split("/", 1)[0]
-        usable[cls].append({"path": rel, "class": cls, "label": classes.index(cls), "sha256": digest,
-                            "mask": masks.get("masks", ""), "lesion": masks.get("lesions", ""),
-                            "width": shape[1], "height": shape[0]})
-    return usable, skipped
 
 
 def split(usable: dict[str, list[dict]], classes: list[str], settings, raw_dir: Path) -> pd.DataFrame:

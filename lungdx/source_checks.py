@@ -126,7 +126,11 @@ def check_source_location(location: str | Path, value: str, project_root: str | 
                 if own.exists() and _within(src, _forms(own)):
                     raise LungdxError(f"{shown} is inside {name}/ ({own}), {holder}: files there are its "
                                       f"bookkeeping, not a dataset; {keep_away}")
-        for stage, rel in pipeline_outputs(root_path):
+        try:
+            outputs = pipeline_outputs(root_path)
+        except LungdxError as exc:
+            raise LungdxError(f"{exc}; until then {what} cannot be checked against the pipeline's outputs") from exc
+        for stage, rel in outputs:
             target = _forms(root_path / rel)
             if _within(src, target):
                 where = rel if _within(target, src) else f"inside {rel}"

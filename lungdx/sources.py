@@ -61,12 +61,14 @@ def resolve_source(value, kaggle_handle: str | None = None, what: str = "the sou
         if zipfile.is_zipfile(path) or path.suffix.lower() == ".zip":
             return Source("zip", str(path))
         raise LungdxError(f"{what} = {value!r} is not allowed: a folder or a .zip file; this file is neither")
-    raise LungdxError(f"{what} = {value!r} is not allowed: {SOURCE_FORMS}; no file or folder exists at {path.resolve()}")
+    raise LungdxError(f"{what} = {value!r} is not allowed: {SOURCE_FORMS}; no file or folder exists at "
+                      f"{path.resolve()}")
 
 
 # --- layout detection, shared by folders and zips ---------------------------------------
 
-def plan_layout(files: list[str], dirs: list[str] = (), where: str = "the source", what: str = "the source") -> dict[str, str]:
+def plan_layout(files: list[str], dirs: list[str] = (), where: str = "the source",
+                what: str = "the source") -> dict[str, str]:
     """Map source-relative POSIX file paths to raw-layout paths (<Class>/<sub>/<name>).
 
     The class root is the shallowest folder with a child folder that either has an
@@ -309,6 +311,8 @@ def kaggle_download(handle: str, version, what: str = "the source") -> Path:
     try:
         return Path(kagglehub.dataset_download(spec))
     except failures as exc:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise  # a full disk, not the network: the stage runner says so and what to free
         first = str(exc).splitlines()[0] if str(exc) else ""
         raise LungdxError(
             f"Kaggle download of '{spec}' failed ({type(exc).__name__}: {first}). "

@@ -200,9 +200,10 @@ def _write_one(args):
         write_png(Path(out_dir) / cls / sub / name, arr)
 
 
-def generate_dataset(out_dir: str | os.PathLike, per_class: int, seed: int, size: int = 256,
-                     workers: int | None = None, progress=None) -> None:
-    """Write per_class images of each class in the Kaggle layout under out_dir."""
+def generate_dataset(out_dir: str | os.PathLike, per_class: int, seed: int, size: int,
+                     workers: int | None = None, progress=None) -> int:
+    """Write per_class images of each class in the Kaggle layout under out_dir (each with its lung
+    and lesion mask); returns how many files."""
     out_dir = Path(out_dir)
     for cls in CLASSES:
         for sub in ("images", "masks", "lesions"):
@@ -211,3 +212,4 @@ def generate_dataset(out_dir: str | os.PathLike, per_class: int, seed: int, size
     results = map_in_workers(_write_one, jobs, workers or cpu_count(), chunksize=16)
     for _ in (progress(results, total=len(jobs), desc="synthetic") if progress else results):
         pass
+    return len(jobs) * 3  # an image, its lung mask, its lesion mask

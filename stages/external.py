@@ -6,7 +6,7 @@ import sys
 from lungdx import params
 from lungdx.console import progress
 from lungdx.errors import LungdxError
-from lungdx.external import evaluate_external
+from lungdx.external import external_stage
 from lungdx.runner import stage
 
 
@@ -18,9 +18,9 @@ def main():
         raise LungdxError(f"usage: python -m stages.external NAME, NAME one of params.yaml's external: "
                           f"{', '.join(settings.sources) or '(none)'}")
     name = sys.argv[1]
-    found = evaluate_external("models/model.keras", settings.source(name), metrics_path=f"metrics/external/{name}.json",
-                              details_path=f"reports/external/{name}.json", seed=settings.seed, layer=settings.layer,
-                              what=f"{settings.key('sources')}.{name}", progress=progress)
+    found = external_stage(settings, name, model_path="models/model.keras",
+                           metrics_path=f"metrics/external/{name}.json", details_path=f"reports/external/{name}.json",
+                           progress=progress)
     lungs = (f", lung energy {found['lung_energy_share']:.3f} (lungs' area {found['lung_energy_chance']:.3f})"
              if "lung_energy_share" in found else "")
     print(f"external {name}: {found['n_images']} images, accuracy {found['accuracy']:.3f}{lungs} "

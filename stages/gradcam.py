@@ -9,8 +9,10 @@ from lungdx.runner import stage
 @stage
 def main():
     """Write the Grad-CAM report of models/model.keras on the test split."""
-    scores = build_report(params.load().gradcam, "models/model.keras", "data/prepared", "data/sampled/manifest.csv",
-                          "reports/eval.json", "reports/gradcam", "metrics/gradcam.json", "reports/gradcam_images")
+    scores = build_report(params.load().gradcam, model_path="models/model.keras", prepared_dir="data/prepared",
+                          manifest_path="data/sampled/manifest.csv", eval_path="reports/eval.json",
+                          out_dir="reports/gradcam", images_dir="reports/gradcam_images",
+                          metrics_path="metrics/gradcam.json")
     print(f"gradcam: layer {scores['layer']} -> reports/gradcam/index.html, reports/gradcam_images/, "
           "metrics/gradcam.json")
 

@@ -117,7 +117,7 @@ def test_the_reliability_table_holds_each_bin_the_ece_in_its_name_and_the_diagon
 
 
 @pytest.mark.parametrize("count, size, top_label, focus, message", [
-    (0, 32, 0, "none", "holds no images to score model.keras on; raise sample.test_size"),
+    (0, 32, 0, "none", "holds no images to score model.keras on; give the sample stage a larger test share"),
     (4, 64, 1, "none", "model.keras expects 32px images but .* holds 64px ones"),
     (4, 32, 3, "none", "model.keras knows 2 classes but .* holds 4; run dvc repro"),
     (4, 32, 1, "crop", "model.keras was trained on images with lung focus 'none' but .* holds images with 'crop'"),

@@ -50,7 +50,7 @@ def test_scores_the_shared_classes_as_the_model_sees_them_with_intervals_and_lun
     model = keras.models.load_model(model_path)
     classes = ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
     paths = sorted(p for c in classes for p in (other_source / c / "images").glob("*.png") if p.name != "COVID-copy.png")
-    images = np.stack([prepare_image(p, 48)[0] for p in paths])
+    images = np.stack([prepare_image(p, 48, "none")[0] for p in paths])
     y_true = np.array([classes.index(p.parent.parent.name) for p in paths])
     y_pred = model.predict(images[..., None], verbose=0).argmax(1)
     assert headline["n_images"] == 20 and headline["accuracy"] == pytest.approx((y_pred == y_true).mean(), abs=1e-6)
@@ -99,7 +99,7 @@ def test_external_params_are_checked_before_any_work(value, message):
     # Every key of params.yaml is required: one without `external` is refused, naming it.
     without = P.read(ROOT / "params.yaml")
     del without["external"]
-    with pytest.raises(ParamError, match="external.*this key is missing"):
+    with pytest.raises(ParamError, match="external is missing: add it"):
         P.check(without)
 
 
@@ -136,7 +136,7 @@ def test_a_model_of_cropped_lungs_is_scored_on_cropped_images_and_needs_every_ma
     assert found["lung_mask"] == "crop" and found["accuracy"] == pytest.approx((predicted == y_true).mean())
 
     make_flat_dataset(tmp_path / "no_masks", {"COVID": 3, "Normal": 3}, size=64)
-    with pytest.raises(LungdxError, match=r"the model's lung focus \(prepare.lung_mask when it was trained\) is "
+    with pytest.raises(LungdxError, match=r"the model's lung focus \(as it was trained\) is "
                                           r"crop, but 6 of 6 images have no lung mask .*: COVID/images/COVID-1.png"):
         evaluate_external(tmp_path / "crop.keras", str(tmp_path / "no_masks"), metrics_path=None, details_path=None,
                           seed=1, layer=None)

@@ -5,9 +5,9 @@ import pytest
 
 from lungdx.arrays import batches, steps_per_epoch
 from lungdx.arrays import predict as predict_probs
-from lungdx.heatmaps import colorbar, dilate, draw_outline, energy_inside, GradCam, OUTLINE_BGR, overlay, pointing_hits, tolerance, upsample
+from lungdx.heatmaps import (OUTLINE_BGR, GradCam, colorbar, dilate, draw_outline, energy_inside, mask_scores, overlay,
+                             pointing_hits, tolerance, upsample)
 from lungdx.models import build_cnn, build_head_only, build_vgg19, make_deterministic
-from lungdx.heatmaps import mask_scores
 from lungdx.gradcam import pick_examples
 from tests.helpers import settings
 

@@ -77,7 +77,7 @@ def test_masks_stay_binary_after_resize():
 
 def test_load_for_model_gives_the_model_size(tmp_path):
     big = write_image(tmp_path / "big.png", np.full((4000, 4000), 90, np.uint8))
-    out = load_for_model(big, 64)
+    out = load_for_model(big, 64, "none")
     assert out.shape == (64, 64) and out.dtype == np.uint8 and (out == 90).all()
 
 
@@ -208,7 +208,7 @@ def test_image_bombs_are_refused_from_the_header_before_decoding(tmp_path, width
     path = png_bomb(tmp_path / "bomb.png", side=width, bit_depth=bit_depth, height=height)
     assert path.stat().st_size < 2 << 20  # decoded: 900 MB (8-bit) or 1.8 GB (16-bit)
     for refuse in (lambda: read_gray(path), lambda: decode_gray(path.read_bytes()),
-                   lambda: load_for_model(path, 128)):
+                   lambda: load_for_model(path, 128, "none")):
         tracemalloc.start()  # counts numpy and OpenCV output arrays: a decode would show 900 MB or more
         start = time.perf_counter()
         try:
@@ -298,7 +298,7 @@ def test_masks_of_another_size_are_brought_to_the_images_and_empty_masks_are_ref
     rows = np.flatnonzero(native.any(axis=1))
     assert abs(rows[0] - 64 * 299 / 256) <= 1 and abs(rows[-1] + 1 - 192 * 299 / 256) <= 1
     out = load_for_model(tmp_path / "x.png", 64, "crop", tmp_path / "m.png")
-    assert out.shape == (64, 64) and not np.array_equal(out, load_for_model(tmp_path / "x.png", 64))
+    assert out.shape == (64, 64) and not np.array_equal(out, load_for_model(tmp_path / "x.png", 64, "none"))
 
     write_image(tmp_path / "empty.png", np.zeros((256, 256), np.uint8))
     with pytest.raises(UnreadableImage, match=r"lung mask .*empty.png: empty"):

@@ -1,6 +1,5 @@
 """The two architectures: the original CNN exactly, VGG19 with a reachable base."""
 
-import dataclasses
 import json
 
 import keras
@@ -92,11 +91,12 @@ def test_imagenet_offline_without_a_cached_file_names_the_other_choices(tmp_path
         build_vgg19(2, vgg(32, dense_units=8, dropout=0.3), weights="imagenet")
     # The features stage, which loads them, names the key to change.
     from lungdx.features import extract
+    from lungdx.params import FeaturesSettings
 
     prepared = tmp_path / "prepared"
     prepared.mkdir()
     (prepared / "meta.json").write_text(json.dumps({"image_size": 32}))
-    imagenet = dataclasses.replace(vgg(32, dense_units=8, dropout=0.3), weights="imagenet")
+    imagenet = FeaturesSettings(seed=0, architecture="vgg19", weights="imagenet")
     with pytest.raises(LungdxError, match=r"params.yaml: models.vgg19.weights = 'imagenet': .*use none .*local copy"):
         extract(imagenet, prepared, tmp_path / "features")
     assert not (tmp_path / "features").exists()

@@ -293,23 +293,26 @@ def test_every_key_comes_from_params_yaml_a_missing_one_is_named(tmp_path):
         for part in parents:
             node = node[part]
         del node[last]
-        with pytest.raises(ParamError, match=rf"^params.yaml: {re.escape(key)} = None is not allowed: this key is "
-                                             "missing"):
+        with pytest.raises(ParamError, match=rf"^params.yaml: {re.escape(key)} is missing: add it"):
             P.check(params)
 
 
 def test_each_stage_gets_frozen_typed_settings_that_know_their_keys():
     params = P.load(ROOT / "params.yaml")
     assert params.sample == P.SampleSettings(seed=239, classes=(), per_class=2690, val_size=0.1, test_size=0.2)
-    assert params.train.filters == (16, 32, 64, 128, 256) and params.features is params.train
+    assert params.train.filters == (16, 32, 64, 128, 256)
+    assert params.features == P.FeaturesSettings(seed=239, architecture="cnn", weights=None)
     assert not params.train.augment and params.external.sources == {}
     with pytest.raises(dataclasses.FrozenInstanceError):
         params.train.epochs = 1
     assert params.train.key("learning_rate") == "models.cnn.learning_rate"
     assert params.train.key("image_size") == "prepare.image_size"
+    with pytest.raises(KeyError):
+        params.train.key("learnig_rate")
     assert params.sample.key("classes") == "dataset.classes" and params.download.key("source") == "dataset.source"
     vgg19 = settings({"model": "vgg19", "models.vgg19.weights": "none"}).train
     assert vgg19.key("fine_tune_learning_rate") == "models.vgg19.fine_tune_learning_rate" and vgg19.weights is None
+    assert settings({"model": "vgg19"}).features.weights == "imagenet"
 
 
 def test_params_yaml_is_read_by_params_py_alone():

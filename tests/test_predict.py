@@ -67,7 +67,7 @@ def test_preprocessing_is_exactly_the_training_one(tiny_run, inputs):
     from lungdx.model_file import load_model
 
     model, info = load_model(tiny_run / "models" / "model.keras")
-    expected = predict_probs(model, load_for_model(inputs["gray"], info["image_size"])[None])[0]
+    expected = predict_probs(model, load_for_model(inputs["gray"], info["image_size"], "none")[None])[0]
     proc = predict(inputs["gray"], "--model", tiny_run / "models" / "model.keras", "--json")
     got = list(json.loads(proc.stdout)[0]["probabilities"].values())
     np.testing.assert_allclose(got, expected, atol=1e-6)
@@ -204,7 +204,7 @@ def test_a_model_of_cropped_lungs_needs_each_images_mask_and_uses_it_as_training
     write_image(masks / "gray.png", mask)
 
     proc = predict(inputs["gray"], "--model", path)
-    assert proc.returncode == 2 and "trained on images cut to their lungs (prepare.lung_mask: crop)" in proc.stderr
+    assert proc.returncode == 2 and "trained on images cut to their lungs (lung focus crop)" in proc.stderr
     assert "--mask" in proc.stderr and "Traceback" not in proc.stderr
 
     proc = predict(inputs["gray"], inputs["rgb"], "--model", path, "--mask", masks, "--json")
@@ -214,7 +214,7 @@ def test_a_model_of_cropped_lungs_needs_each_images_mask_and_uses_it_as_training
     expected = model.predict(load_for_model(inputs["gray"], 32, "crop", masks / "gray.png")[None, ..., None],
                              verbose=0)[0]
     np.testing.assert_allclose(list(results[0]["probabilities"].values()), expected, atol=1e-5)
-    whole = model.predict(load_for_model(inputs["gray"], 32)[None, ..., None], verbose=0)[0]
+    whole = model.predict(load_for_model(inputs["gray"], 32, "none")[None, ..., None], verbose=0)[0]
     assert np.abs(expected - whole).max() > 1e-4  # the crop changed what the model saw
 
     single = predict(inputs["gray"], "--model", path, "--mask", masks / "gray.png", "--json")

@@ -55,7 +55,7 @@ def test_prepare_writes_aligned_uint8_arrays_per_split(tmp_path):
         assert labels.tolist() == rows["label"].tolist()
         # Row i of every array is manifest row i: check the pixels and masks themselves.
         for i, row in enumerate(rows.itertuples()):
-            assert np.array_equal(images[i], load_for_model(tmp_path / "raw" / row.path, 48))
+            assert np.array_equal(images[i], load_for_model(tmp_path / "raw" / row.path, 48, "none"))
             assert np.array_equal(masks[i], load_mask(tmp_path / "raw" / row.mask, 48))
         normal = labels == meta["classes"].index("Normal")
         assert not lesions[normal].any() and all(lesions[i].any() for i in np.flatnonzero(~normal))

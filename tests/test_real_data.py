@@ -49,7 +49,7 @@ def test_cnn_on_real_covid_vs_normal_learns_well_above_chance(tmp_path):
     model, info = load_model(tmp_path / "models" / "model.keras")
     kaggle = shared("cxr-kaggle-layout")
     paths = sorted(kaggle.glob("*/images/*.png"))
-    images = np.stack([load_for_model(p, 64) for p in paths])
+    images = np.stack([load_for_model(p, 64, "none") for p in paths])
     masks = np.stack([load_mask(p.parent.parent / "masks" / p.name, 64) for p in paths])
     predicted = predict_probs(model, images).argmax(1)
     share = energy_inside(upsample(GradCam(model).explain(images, predicted).heatmaps, 64), masks)

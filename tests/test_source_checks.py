@@ -234,7 +234,7 @@ def test_a_source_inside_the_output_folder_is_refused_even_outside_a_project(tmp
 def test_an_unreadable_dvc_yaml_is_one_clear_line(tmp_path):
     (tmp_path / "dvc.yaml").write_text("stages: [unclosed\n")
     src = make_flat_dataset(tmp_path.parent / f"{tmp_path.name}-src", {"A": 2, "B": 2})
-    with pytest.raises(LungdxError, match=r"dvc.yaml: cannot be read \(.*\); dataset.source cannot be checked"):
+    with pytest.raises(LungdxError, match=r"dvc.yaml: cannot be read \(.*\); fix it .*; until then dataset.source cannot be checked"):
         download(source_settings(src), tmp_path / "raw", project_root=tmp_path)
     assert not (tmp_path / "raw").exists()
 

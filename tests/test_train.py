@@ -251,7 +251,7 @@ def nan_model(workdir):
     bias[0] = np.nan
     model.get_layer("probabilities").set_weights([kernel, bias])
     path = workdir / "nan" / "model.keras"
-    save_model(model, path, ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"], 32, "cnn")
+    save_model(model, path, ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"], 32, "cnn", "none")
     return path
 
 
