@@ -31,7 +31,7 @@ def pixels(images: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def run_baseline(settings, prepared_dir: str | Path, metrics_path: str | Path, details_path: str | Path) -> dict:
+def baseline(settings, prepared_dir: str | Path, metrics_path: str | Path, details_path: str | Path) -> dict:
     """The baseline stage (`settings`: a params.BaselineSettings): fit both baselines on the train
     split; returns the details of each on the test split."""
     from sklearn.ensemble import RandomForestClassifier

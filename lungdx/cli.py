@@ -171,6 +171,8 @@ def run_external(args) -> int:
     from .console import progress
     from .external import evaluate_external
 
+    if args.layer is not None and not args.layer.strip():
+        raise LungdxError("--layer: give the name of a conv layer of the model, or leave --layer out for the default")
     out = args.out and output_folder(args.out, args.source)  # before the source is read: fails fast
     found = evaluate_external(model_path(args.model), args.source, metrics_path=out and out / "metrics.json",
                               details_path=out and out / "details.json", seed=bootstrap_seed(args.seed),

@@ -33,6 +33,8 @@ def read_predictions(which: str, repo: str | Path = ".") -> pd.DataFrame:
     """The predictions of `which`: a predictions file, or a git revision or experiment name."""
     from io import StringIO
 
+    if not which.strip():
+        raise LungdxError("an empty name: give a predictions file, a git revision or an experiment name")
     if os.path.lexists(which) and not Path(which).is_dir():
         try:
             data = read_bytes(which)  # a regular file only (no FIFO, no /dev/zero), 256 MiB at most
@@ -60,7 +62,7 @@ def read_predictions(which: str, repo: str | Path = ".") -> pd.DataFrame:
     return table
 
 
-def _read_at_revision(rev: str, repo) -> str:
+def _read_at_revision(rev: str, repo) -> bytes:
     """PREDICTIONS at a git revision or a dvc experiment name, read by dvc (from its cache)."""
     import dvc.api
 
@@ -70,7 +72,8 @@ def _read_at_revision(rev: str, repo) -> str:
 
     # What dvc and its libraries raise for a name that is not there, or outputs missing from the
     # cache; each means the same here, and the user gets one line naming `rev`. Anything else is a bug.
-    not_found = (DvcException, SCMError, DataIndexError, OSError)
+    # scmrepo raises AttributeError for a name of a tree or a file instead of a commit (HEAD:path).
+    not_found = (DvcException, SCMError, DataIndexError, OSError, AttributeError)
     refs = [rev]
     try:
         from dvc.repo import Repo
@@ -85,7 +88,7 @@ def _read_at_revision(rev: str, repo) -> str:
     problems = []
     for ref in refs:
         try:
-            return dvc.api.read(PREDICTIONS, repo=str(repo), rev=ref, encoding="utf-8")
+            return dvc.api.read(PREDICTIONS, repo=str(repo), rev=ref, mode="rb")  # decoded as a file's are
         except not_found as exc:
             problems.append(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
     raise LungdxError(f"{rev}: neither a predictions file nor a revision or experiment whose {PREDICTIONS} dvc can "

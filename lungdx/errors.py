@@ -18,12 +18,13 @@ class ParamError(LungdxError):
 
 
 class MissingParam(ParamError):
-    """A key params.yaml must hold and does not: every value comes from params.yaml."""
+    """Keys params.yaml must hold and does not: every value comes from params.yaml."""
 
-    def __init__(self, key: str):
-        self.key, self.value, self.allowed = key, None, "present"
-        LungdxError.__init__(self, f"params.yaml: {key} is missing: add it (this project's params.yaml has every "
-                                   "key, each with a comment saying what it takes)")
+    def __init__(self, keys: list[str]):
+        self.key, self.value, self.allowed, self.keys = keys[0], None, "present", keys
+        what = f"{keys[0]} is missing: add it" if len(keys) == 1 else f"{', '.join(keys)} are missing: add them"
+        LungdxError.__init__(self, f"params.yaml: {what} (this project's params.yaml has every key, each with a "
+                                   "comment saying what it takes)")
 
 
 class DiskFull(LungdxError):

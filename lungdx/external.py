@@ -43,19 +43,22 @@ from .stats import (LEVEL, RESAMPLES, bootstrap_interval, confusion, expected_ca
 log = logging.getLogger(__name__)
 
 
+FORMS = "a local folder, a local .zip, an http(s) URL of a .zip, or kaggle:<owner>/<dataset>"
+
+
 def bring_in_external(source: str, raw_dir: Path, what: str, project_root=None) -> list[str]:
     """`source` (a local folder or .zip, an http(s) URL of a .zip, or kaggle:<owner>/<dataset>)
     into raw_dir in the raw layout, with the download stage's checks; returns its classes.
     `what` names the source in messages (the setting or argument that gave it)."""
-    if not isinstance(source, str) or not source.strip() or source.strip() in ("synthetic", "kaggle"):
-        raise LungdxError(f"external source {source!r}: give a local folder or .zip, an http(s) URL of a .zip, or "
-                          "kaggle:<owner>/<dataset>")
-    value = source.strip()
-    handle = value[len("kaggle:"):] if value.startswith("kaggle:") else None
-    found = resolve_source("kaggle" if handle else value, handle, what)
+    value = source.strip() if isinstance(source, str) else source
+    handle = value[len("kaggle:"):] if isinstance(value, str) and value.startswith("kaggle:") else None
+    if not isinstance(value, str) or value in ("", "synthetic", "kaggle") or (
+            handle is not None and (handle.count("/") != 1 or not all(handle.split("/")))):
+        raise LungdxError(f"{what} = {source!r} is not allowed: {FORMS}")
+    found = resolve_source("kaggle" if handle else value, handle, what, FORMS)
     if found.kind in ("folder", "zip"):
         check_source_location(found.location, value, Path.cwd() if project_root is None else project_root, raw_dir,
-                              what)
+                              what, reader="the external check")
     raw_dir.mkdir(parents=True)
     bring_in(found, raw_dir, [], what=what, space_at=raw_dir)  # each file not taken is logged as a warning
     return sorted(p.name for p in raw_dir.iterdir() if p.is_dir())
@@ -179,7 +182,7 @@ def evaluate_external(model_path, source: str, *, metrics_path, details_path, se
     return details
 
 
-def external_stage(settings, name: str, model_path, metrics_path, details_path, progress=None) -> dict:
+def external(settings, name: str, model_path, metrics_path, details_path, progress=None) -> dict:
     """The external@<name> stage (`settings`: a params.ExternalSettings): the model at model_path
     scored on the dataset external.<name> names; returns the details."""
     return evaluate_external(model_path, settings.source(name), metrics_path=metrics_path, details_path=details_path,

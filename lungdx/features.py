@@ -23,7 +23,7 @@ from .feature_cache import base_digest
 from .splits import SPLITS
 
 
-def extract(settings, prepared_dir: str | Path, out_dir: str | Path, batch_size: int = 32) -> dict:
+def features(settings, prepared_dir: str | Path, out_dir: str | Path, batch_size: int = 32) -> dict:
     """The features stage (`settings`: a params.FeaturesSettings): for vgg19, the base's pooled
     features of every prepared split into out_dir; for cnn, only info.json saying there is nothing
     to cache."""

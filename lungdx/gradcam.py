@@ -239,7 +239,7 @@ def _scores_html(scores: dict) -> str:
     return "".join(parts) + "</ul>"
 
 
-def build_report(settings, model_path: str | Path, prepared_dir: str | Path, manifest_path: str | Path,
+def gradcam(settings, model_path: str | Path, prepared_dir: str | Path, manifest_path: str | Path,
                  eval_path: str | Path, out_dir: str | Path, metrics_path: str | Path, images_dir: str | Path) -> dict:
     """The gradcam stage (`settings`: a params.GradcamSettings): the report into out_dir, the image
     plots into images_dir, the headline scores into metrics_path; returns the full scores."""

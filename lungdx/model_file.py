@@ -234,7 +234,7 @@ def load_model(path: str | Path):
         model = keras.models.load_model(path)
     # What Keras raises for a damaged or foreign file (a bad archive, JSON or HDF5, a missing
     # entry, a config it cannot build); anything else is a bug and keeps its traceback.
-    except (ValueError, TypeError, KeyError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+    except (ValueError, TypeError, KeyError, OSError, EOFError, RecursionError, zipfile.BadZipFile, zlib.error) as exc:
         raise LungdxError(f"{path}: could not be loaded ({type(exc).__name__}: {exc}); retrain it with "
                           "dvc repro -f train") from exc
     expected_input = (None, info["image_size"], info["image_size"], 1)

@@ -142,16 +142,17 @@ def _weights_error(weights, exc: Exception) -> WeightsUnavailable | None:
         # Keras downloads the ImageNet weights once into KERAS_HOME/models; offline that fails.
         cached = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / VGG19_NOTOP
         failed = exc if cause is None else cause
-        if cached.is_file() and isinstance(exc, (OSError, ValueError)):
-            error = WeightsUnavailable(f"the cached ImageNet weights at {cached} cannot be read ({exc}); delete the "
-                                       "file so that Keras downloads it again, or use none or a local copy")
+        if cached.is_file() and isinstance(exc, (OSError, ValueError, KeyError)):
+            error = WeightsUnavailable(f"the cached ImageNet weights at {cached} could not be loaded ({exc}); if the "
+                                       "file is damaged, delete it so that Keras downloads it again, or use none or a "
+                                       "local copy")
         elif download_failed:
             error = WeightsUnavailable(f"the ImageNet weights are not cached at {cached} and could not be downloaded "
                                        f"({type(failed).__name__}: {failed}); use none (random initialisation) or the "
                                        f"path of a local copy of {VGG19_NOTOP}")
         else:
             return None
-    elif isinstance(exc, (OSError, ValueError)):
+    elif isinstance(exc, (OSError, ValueError, KeyError)):  # KeyError: an HDF5 file without a layer's weights
         error = WeightsUnavailable(f"{weights}: not VGG19's no-top weights, or unreadable ({exc}); use imagenet, "
                                    f"none, or a local copy of {VGG19_NOTOP}")
     else:

@@ -24,8 +24,7 @@ import numbers
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
-from typing import ClassVar, Mapping
+from typing import ClassVar
 
 import yaml
 
@@ -90,7 +89,7 @@ def get(params: dict, key: str):
     node = params
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
-            raise MissingParam(key)
+            raise MissingParam([key])
         node = node[part]
     return node
 
@@ -134,8 +133,6 @@ def choice(params: dict, key: str, allowed) -> str:
 
 def string_list(params: dict, key: str) -> tuple[str, ...]:
     value = get(params, key)
-    if value is None:
-        return ()
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise ParamError(key, value, "a list of class folder names, e.g. [COVID, Normal], or [] for all")
     for name in value:
@@ -197,7 +194,15 @@ class _Elided:
 
 def check_keys(params: dict, schema: dict = SCHEMA, prefix: str = "") -> None:
     """Refuse any key params.yaml may not hold, at any level, suggesting the nearest allowed one;
-    then any key it must hold and does not."""
+    then every key it must hold and does not, all of them at once."""
+    missing = _check_keys(params, schema, prefix)
+    if missing:
+        raise MissingParam(missing)
+
+
+def _check_keys(params: dict, schema: dict, prefix: str) -> list[str]:
+    """check_keys' refusals; returns the missing keys (a missing section as itself)."""
+    missing = []
     for key, value in params.items():
         name = f"{prefix}{key}"
         if key not in schema:
@@ -211,10 +216,8 @@ def check_keys(params: dict, schema: dict = SCHEMA, prefix: str = "") -> None:
         if isinstance(section, dict):
             if not isinstance(value, dict):
                 raise ParamError(name, value, f"a mapping of {', '.join(section)}")
-            check_keys(value, section, name + ".")
-    for key in schema:
-        if key not in params:
-            raise MissingParam(f"{prefix}{key}")
+            missing += _check_keys(value, section, name + ".")
+    return missing + [f"{prefix}{key}" for key in schema if key not in params]
 
 
 # --- the settings of each stage ---------------------------------------------------------
@@ -338,15 +341,19 @@ class GradcamSettings(_Keyed):
 class ExternalSettings(_Keyed):
     seed: int
     layer: str | None            # gradcam.layer
-    sources: Mapping[str, str]   # external: name -> local folder or .zip
+    sources: tuple[tuple[str, str], ...]   # external: (name, local folder or .zip), in params.yaml's order
     KEYS: ClassVar[dict[str, str]] = {"seed": "seed", "layer": "gradcam.layer", "sources": "external"}
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self.sources]
 
     def source(self, name: str) -> str:
         """The source of external.<name>; an error listing the names there are."""
-        if name not in self.sources:
+        if name not in self.names:
             raise LungdxError(f"params.yaml: external has no {name!r}: its names are "
-                              f"{', '.join(self.sources) or '(none)'}")
-        return self.sources[name]
+                              f"{', '.join(self.names) or '(none)'}")
+        return dict(self.sources)[name]
 
 
 @dataclass(frozen=True)
@@ -455,13 +462,11 @@ def _gradcam_layer(params: dict, model: ModelSettings) -> str | None:
     return layer
 
 
-def _external(params: dict) -> Mapping[str, str]:
+def _external(params: dict) -> tuple[tuple[str, str], ...]:
     """external: {name: local folder or .zip}, the datasets the external stage scores the model on;
     the name names its metrics file (metrics/external/<name>.json) and its stage (external@<name>)."""
     value = get(params, "external")
-    if value is None:
-        return MappingProxyType({})
-    if not isinstance(value, dict):
+    if not isinstance(value, dict):  # null too: dvc's foreach refuses it
         raise ParamError("external", value, "a mapping of names to local folders or .zip files, e.g. "
                                             "{covid_masked: /data/cxr-covid-masked}, or {} for none")
     for name, source in value.items():
@@ -476,7 +481,7 @@ def _external(params: dict) -> Mapping[str, str]:
         if source.strip().startswith("~"):
             raise ParamError(f"external.{name}", source, "an absolute path or one relative to the project: DVC takes "
                                                         "the path as a dependency as written, without expanding ~")
-    return MappingProxyType({name: source.strip() for name, source in value.items()})
+    return tuple((name, source.strip()) for name, source in value.items())
 
 
 def _augment(params: dict, arch: str) -> Augment:

@@ -97,9 +97,10 @@ def _within(inner: list[Path], outer: list[Path]) -> bool:
 
 
 def check_source_location(location: str | Path, value: str, project_root: str | Path,
-                          out_dir: str | Path, what: str = "the source") -> None:
+                          out_dir: str | Path, what: str = "the source", reader: str = "the download") -> None:
     """Refuse a folder or zip source at `location` (`value`: as written in `what`, the setting or
-    argument that names it) where the pipeline itself would destroy or re-read it.
+    argument that names it) where the pipeline itself would destroy or re-read it; `reader`
+    names what reads it into out_dir.
 
     `project_root` is where dvc.yaml lives (stages run from there); without a dvc.yaml there
     only the output folder is checked. Paths are compared as written and resolved, so a
@@ -138,17 +139,17 @@ def check_source_location(location: str | Path, value: str, project_root: str | 
                                   "deletes or replaces a stage's outputs when it runs, so images kept there "
                                   f"are lost; {keep_away}")
             if _within(target, src):
-                raise LungdxError(f"{shown} contains {rel}, an output of this pipeline (stage {stage}): the "
-                                  "download would read the pipeline's own outputs, which DVC deletes or "
+                raise LungdxError(f"{shown} contains {rel}, an output of this pipeline (stage {stage}): "
+                                  f"{reader} would read the pipeline's own outputs, which DVC deletes or "
                                   f"replaces when a stage runs; point {what} at a folder that holds "
                                   "only the images (e.g. ~/data/covid)")
     if _within(src, out):
         where = "" if _within(out, src) else "inside "
-        raise LungdxError(f"{shown} is {where}the download's output folder {out_dir}, which the download "
+        raise LungdxError(f"{shown} is {where}the output folder {out_dir} of {reader}, which it "
                           "replaces whole, so images kept there are lost; copy them elsewhere and point "
                           f"{what} there")
     if _within(out, src):
-        raise LungdxError(f"{shown} contains the download's output folder {out_dir}: the download would "
+        raise LungdxError(f"{shown} contains the output folder {out_dir} of {reader}: it would "
                           f"read its own output; point {what} at a folder that holds only the images")
 
 

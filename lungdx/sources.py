@@ -20,6 +20,7 @@ import errno
 import os
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -42,18 +43,19 @@ class Source:
     location: str    # path, URL or Kaggle handle
 
 
-def resolve_source(value, kaggle_handle: str | None = None, what: str = "the source") -> Source:
+def resolve_source(value, kaggle_handle: str | None = None, what: str = "the source",
+                   forms: str = SOURCE_FORMS) -> Source:
     """Classify a source as the user wrote it (`what` names it in messages: the param, or the
-    command's argument); fails before any work on a form we do not know."""
+    command's argument; `forms` what it may be); fails before any work on a form we do not know."""
     if not isinstance(value, str) or not value.strip():
-        raise LungdxError(f"{what} = {value!r} is not allowed: {SOURCE_FORMS}")
+        raise LungdxError(f"{what} = {value!r} is not allowed: {forms}")
     value = value.strip()
     if value in ("synthetic", "kaggle"):
         return Source(value, kaggle_handle if value == "kaggle" else "synthetic")
     if value.startswith(("http://", "https://")):
         return Source("url", value)
     if "://" in value:
-        raise LungdxError(f"{what} = {value!r} is not allowed: {SOURCE_FORMS} (only http and https URLs are supported)")
+        raise LungdxError(f"{what} = {value!r} is not allowed: {forms} (only http and https URLs are supported)")
     path = Path(value).expanduser()
     if path.is_dir():
         return Source("folder", str(path))
@@ -61,7 +63,7 @@ def resolve_source(value, kaggle_handle: str | None = None, what: str = "the sou
         if zipfile.is_zipfile(path) or path.suffix.lower() == ".zip":
             return Source("zip", str(path))
         raise LungdxError(f"{what} = {value!r} is not allowed: a folder or a .zip file; this file is neither")
-    raise LungdxError(f"{what} = {value!r} is not allowed: {SOURCE_FORMS}; no file or folder exists at "
+    raise LungdxError(f"{what} = {value!r} is not allowed: {forms}; no file or folder exists at "
                       f"{path.resolve()}")
 
 
@@ -249,7 +251,7 @@ def import_zip(path: Path, out_dir: Path, skipped: list[dict] | None = None, lim
                 return True
 
             return _materialise(plan, out_dir, copy_one)
-    except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile) as exc:
+    except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, zlib.error) as exc:
         raise LungdxError(f"{shown}: not a valid zip file ({exc}); if it was downloaded, it may be "
                           "incomplete: download it again") from exc
     except NotImplementedError as exc:  # e.g. Deflate64, which Windows uses for zips over 2 GB
@@ -304,8 +306,9 @@ def kaggle_download(handle: str, version, what: str = "the source") -> Path:
     except ImportError as exc:
         raise LungdxError(f"a Kaggle download needs kagglehub, which cannot be imported ({exc}); install the "
                           "pinned versions: pip install -r requirements.txt") from exc
-    # What a download from Kaggle raises when the network, the login or the dataset is the matter.
-    failures = (requests.exceptions.RequestException, OSError, kaggle_errors.KaggleApiHTTPError,
+    # What a download from Kaggle raises when the network, the login or the dataset is the matter;
+    # ValueError: a malformed handle or version, or a broken credentials file (kaggle.json).
+    failures = (ValueError, requests.exceptions.RequestException, OSError, kaggle_errors.KaggleApiHTTPError,
                 kaggle_errors.CredentialError, kaggle_errors.UnauthenticatedError, kaggle_errors.NotFoundError,
                 kaggle_errors.BackendError, kaggle_errors.DataCorruptionError)
     try:

@@ -111,9 +111,7 @@ def train(settings, prepared_dir: str | Path, features_dir: str | Path, model_pa
     try:
         # The context manager keeps the callback's end-of-fit from closing the log between two fits.
         with distribution_strategy().scope(), Live(str(live_dir), dvcyaml=False, save_dvc_exp=False) as live:
-            live.log_params({k: v for k, v in dataclasses.asdict(settings).items()
-                             if v is not None and not isinstance(v, (tuple, dict))})
-            live.log_params({f"augment.{k}": v for k, v in dataclasses.asdict(settings.augment).items()})
+            live.log_params(logged_params(settings))
             live.step = 1  # dvclive counts from 0; its callback then adds 1 per epoch, across both fits
             if settings.architecture == "cnn":
                 from .models import build_cnn
@@ -141,6 +139,19 @@ def train(settings, prepared_dir: str | Path, features_dir: str | Path, model_pa
         shutil.rmtree(live_dir, ignore_errors=True)
         raise
     return summary
+
+
+def logged_params(settings) -> dict:
+    """The settings as dvclive logs them beside the curves: `model`, then its own keys (a cnn has no
+    weights or fine-tuning), augmentation as augment.<name>; lists (filters) left out."""
+    values = dataclasses.asdict(settings)
+    values["model"] = values.pop("architecture")
+    vgg19_only = ("weights", "fine_tune_blocks", "fine_tune_epochs", "fine_tune_learning_rate")
+    logged = {"model": values.pop("model")}
+    other = vgg19_only if settings.architecture == "cnn" else ("filters",)
+    logged.update({k: v for k, v in values.items() if not isinstance(v, (tuple, dict)) and k not in other})
+    logged.update({f"augment.{k}": v for k, v in values["augment"].items()})
+    return logged
 
 
 def _check_outputs_finite(model, x, rate: str, settings) -> None:

@@ -1,14 +1,14 @@
 """Stage baseline: data/prepared -> metrics/baseline.json, reports/baseline.json (lungdx.baseline)."""
 
 from lungdx import params
-from lungdx.baseline import run_baseline
+from lungdx.baseline import baseline
 from lungdx.runner import stage
 
 
 @stage
 def main():
     """Fit the random forest and naive Bayes baselines and score them on the test split."""
-    result = run_baseline(params.load().baseline, "data/prepared", "metrics/baseline.json", "reports/baseline.json")
+    result = baseline(params.load().baseline, "data/prepared", "metrics/baseline.json", "reports/baseline.json")
     print("baseline: " + ", ".join(f"{k} accuracy {v['accuracy']:.3f}" for k, v in result.items()))
 
 

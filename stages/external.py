@@ -6,7 +6,7 @@ import sys
 from lungdx import params
 from lungdx.console import progress
 from lungdx.errors import LungdxError
-from lungdx.external import external_stage
+from lungdx.external import external
 from lungdx.runner import stage
 
 
@@ -16,9 +16,9 @@ def main():
     settings = params.load().external
     if len(sys.argv) != 2:
         raise LungdxError(f"usage: python -m stages.external NAME, NAME one of params.yaml's external: "
-                          f"{', '.join(settings.sources) or '(none)'}")
+                          f"{', '.join(settings.names) or '(none)'}")
     name = sys.argv[1]
-    found = external_stage(settings, name, model_path="models/model.keras",
+    found = external(settings, name, model_path="models/model.keras",
                            metrics_path=f"metrics/external/{name}.json", details_path=f"reports/external/{name}.json",
                            progress=progress)
     lungs = (f", lung energy {found['lung_energy_share']:.3f} (lungs' area {found['lung_energy_chance']:.3f})"

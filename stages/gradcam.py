@@ -2,14 +2,14 @@
 metrics/gradcam.json (lungdx.gradcam; the heatmaps themselves: lungdx.heatmaps)."""
 
 from lungdx import params
-from lungdx.gradcam import build_report
+from lungdx.gradcam import gradcam
 from lungdx.runner import stage
 
 
 @stage
 def main():
     """Write the Grad-CAM report of models/model.keras on the test split."""
-    scores = build_report(params.load().gradcam, model_path="models/model.keras", prepared_dir="data/prepared",
+    scores = gradcam(params.load().gradcam, model_path="models/model.keras", prepared_dir="data/prepared",
                           manifest_path="data/sampled/manifest.csv", eval_path="reports/eval.json",
                           out_dir="reports/gradcam", images_dir="reports/gradcam_images",
                           metrics_path="metrics/gradcam.json")

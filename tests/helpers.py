@@ -197,8 +197,8 @@ def run_library_stages(root: Path, params: P.Params) -> Path:
     report: sampled/, prepared/, features/, models/model.keras, dvclive/, eval.json,
     eval_details.json, plots/, report/, report_images/, gradcam.json."""
     from lungdx.evaluate import evaluate
-    from lungdx.features import extract
-    from lungdx.gradcam import build_report
+    from lungdx.features import features
+    from lungdx.gradcam import gradcam
     from lungdx.prepare import prepare
     from lungdx.sample import sample
     from lungdx.train import train
@@ -206,11 +206,11 @@ def run_library_stages(root: Path, params: P.Params) -> Path:
     model, manifest = root / "models" / "model.keras", root / "sampled" / "manifest.csv"
     sample(params.sample, root / "raw", root / "sampled")
     prepare(params.prepare, manifest, root / "raw", root / "prepared")
-    extract(params.features, root / "prepared", root / "features")
+    features(params.features, root / "prepared", root / "features")
     train(params.train, root / "prepared", root / "features", model, root / "dvclive")
     evaluate(params.evaluate, model, root / "prepared", manifest, root / "eval.json", root / "eval_details.json",
              root / "plots", root / "features")
-    build_report(params.gradcam, model, root / "prepared", manifest, root / "eval_details.json", root / "report",
+    gradcam(params.gradcam, model, root / "prepared", manifest, root / "eval_details.json", root / "report",
                  root / "gradcam.json", root / "report_images")
     return root
 

@@ -148,3 +148,23 @@ def test_a_revision_whose_outputs_are_not_in_the_cache_is_one_line(tmp_path):
     shutil.rmtree(repo / "metrics" / "plots")
     with pytest.raises(LungdxError, match=r"HEAD: neither a predictions file nor a revision .*must be in the cache \(dvc pull"):
         read_predictions("HEAD", repo=repo)
+
+
+@pytest.mark.slow  # git and dvc
+def test_odd_revision_names_and_an_undecodable_table_at_a_revision_are_one_line(tmp_path):
+    """A name of a file or tree (not a commit), an empty name, and bytes that are not UTF-8 at a
+    revision: each one line, as the same problem in a file is."""
+    repo = tmp_path / "repo"
+    (repo / "metrics" / "plots").mkdir(parents=True)
+    run(["git", "init", "-q"], repo)
+    run(["dvc", "init", "-q"], repo)
+    (repo / "metrics" / "plots" / "predictions.csv").write_bytes(b"\xff\xfe\x00p\x00a")
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "a broken table"], repo)
+    with pytest.raises(LungdxError, match=r"^HEAD:metrics/plots/predictions.csv: not a predictions table"):
+        read_predictions("HEAD", repo=repo)
+    for name in ("HEAD:.dvcignore", "HEAD^{tree}", "HEAD:"):
+        with pytest.raises(LungdxError, match="neither a predictions file nor a revision"):
+            read_predictions(name, repo=repo)
+    with pytest.raises(LungdxError, match="an empty name"):
+        read_predictions(" ", repo=repo)

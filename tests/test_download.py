@@ -198,11 +198,18 @@ class RefusingProxy(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.mark.parametrize("network", ["offline", "refused"])
+@pytest.mark.parametrize("network", ["offline", "refused", "broken credentials"])
 def test_kaggle_offline_or_refused_gives_the_two_ways_out(tmp_path, monkeypatch, network):
-    # Offline: no network here, kagglehub's own request fails. Refused: a proxy answers 403.
-    # Either failure must become one clear message.
+    # Offline: no network here, kagglehub's own request fails. Refused: a proxy answers 403. Broken
+    # credentials: a kaggle.json that is not JSON (kagglehub raises ValueError before any request).
+    # Each failure must become one clear message.
     monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "cache"))
+    if network == "broken credentials":
+        (tmp_path / "kaggle").mkdir()
+        (tmp_path / "kaggle" / "kaggle.json").write_text('{"username": "x"')
+        monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "kaggle"))
+        for var in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY"):
+            monkeypatch.delenv(var, raising=False)
     if network == "refused":
         server = ThreadingHTTPServer(("127.0.0.1", 0), RefusingProxy)
         threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -277,3 +284,19 @@ def test_url_that_times_out_is_a_clear_error(tmp_path, path):
     finally:
         server.shutdown()
     assert not (tmp_path / "raw").exists() and not list(tmp_path.glob(".raw*")), "no partial download is left"
+
+
+def test_corrupt_data_inside_a_zip_member_is_one_line_and_leaves_nothing(tmp_path):
+    src = make_flat_dataset(tmp_path / "src", {"A": 2, "B": 2})
+    archive = tmp_path / "damaged.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(src.rglob("*.png")):
+            zf.write(path, path.relative_to(src).as_posix())
+    first = zipfile.ZipFile(archive).infolist()[0]
+    data = bytearray(archive.read_bytes())
+    start = first.header_offset + 30 + len(first.filename.encode())  # the member's deflated bytes
+    data[start + 2:start + 40] = b"\xff" * 38
+    archive.write_bytes(bytes(data))
+    with pytest.raises(LungdxError, match=r"damaged.zip: not a valid zip file \(Error -3 while decompressing"):
+        download(source_settings(archive), tmp_path / "raw", project_root=tmp_path)
+    assert not (tmp_path / "raw").exists()

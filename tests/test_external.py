@@ -88,6 +88,7 @@ def test_one_class_source_without_masks_gives_accuracy_only_and_unknown_classes_
     (["/x"], "a mapping of names to local folders"),
     ({"home": "~/data/x"}, "without expanding ~"),
     ({"a": 5}, "the path of a local folder or .zip"),
+    (None, r"a mapping .* or \{\} for none"),  # dvc's foreach refuses null: no hidden default for it
 ])
 def test_external_params_are_checked_before_any_work(value, message):
     from lungdx import params as P
@@ -95,7 +96,11 @@ def test_external_params_are_checked_before_any_work(value, message):
 
     with pytest.raises(ParamError, match=message):
         settings({"external": value})
-    assert settings({"external": {}}).external.sources == {} and settings({"external": None}).external.sources == {}
+    assert settings({"external": {}}).external.sources == ()
+    two = settings({"external": {"b": "/data/b", "a": "/data/a"}}).external
+    assert two.names == ["b", "a"] and two.source("a") == "/data/a" and hash(two)
+    with pytest.raises(LungdxError, match="external has no 'c': its names are b, a"):
+        two.source("c")
     # Every key of params.yaml is required: one without `external` is refused, naming it.
     without = P.read(ROOT / "params.yaml")
     del without["external"]
@@ -166,3 +171,15 @@ def test_cli_out_folder_is_checked_first_and_source_errors_name_the_external_sou
     good = external(other_source, "--out", tmp_path / "o")
     assert good.returncode == 0, good.stderr
     assert "accuracy" in good.stdout and json.loads((tmp_path / "o" / "metrics.json").read_text())["n_images"] == 20
+
+
+@pytest.mark.parametrize("source", ["kaggle:foo", "kaggle:", "kaggle:a/b/versions/x", "synthetic", "kaggle", " "])
+def test_a_source_external_cannot_take_is_one_line_naming_the_forms_it_takes(tiny_run, tmp_path, source):
+    with pytest.raises(LungdxError, match=r"the external source = .* is not allowed: a local folder, a local .zip, an "
+                                          r"http\(s\) URL of a .zip, or kaggle:<owner>/<dataset>$"):
+        evaluate_external(tiny_run / "models" / "model.keras", source, metrics_path=None, details_path=None, seed=1,
+                          layer=None, project_root=tmp_path)
+    with pytest.raises(LungdxError, match=r"the external source = '/no/such/folder' is not allowed: a local folder, "
+                                          r".*; no file or folder exists"):
+        evaluate_external(tiny_run / "models" / "model.keras", "/no/such/folder", metrics_path=None, details_path=None,
+                          seed=1, layer=None, project_root=tmp_path)

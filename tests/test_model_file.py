@@ -3,6 +3,7 @@ quickly and without big memory; a model that lungdx saved still loads and is sho
 
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lungdx.errors import LungdxError
 from tests.helpers import ROOT, write_image
 
 # The child runs `lungdx ARGS`, then prints its peak resident memory (Linux's VmHWM, in KiB: unlike
@@ -95,6 +97,19 @@ def test_damaged_metadata_is_one_error_line_naming_the_file(tiny_run, tmp_path, 
     captured = capsys.readouterr()
     assert captured.out == ""
     assert_one_error_line(captured.err, damaged, says)
+
+
+@pytest.mark.parametrize("config, says", [("[" * 200000 + "]" * 200000, "RecursionError"),
+                                           ("not JSON", "JSONDecodeError"),
+                                           ('{"class_name": "NoSuchLayer", "config": {}}', "TypeError: Could not locate class")])
+def test_a_damaged_network_inside_a_lungdx_file_is_one_clear_error(tiny_run, tmp_path, config, says):
+    """lungdx.json is fine; the network Keras reads (config.json) is not: whatever Keras raises for it,
+    one LungdxError naming the file and saying to retrain."""
+    from lungdx.model_file import load_model
+
+    damaged = copy_with(tiny_run / "models" / "model.keras", tmp_path / "damaged.keras", {"config.json": config})
+    with pytest.raises(LungdxError, match=rf"^{re.escape(str(damaged))}: could not be loaded .*{says}.*dvc repro -f train"):
+        load_model(damaged)
 
 
 def special_file(kind: str, tmp_path: Path) -> tuple[Path, str]:

@@ -1,6 +1,7 @@
 """The two architectures: the original CNN exactly, VGG19 with a reachable base."""
 
 import json
+import re
 
 import keras
 import numpy as np
@@ -81,6 +82,27 @@ def test_weights_path_that_does_not_exist_names_the_key(tmp_path):
     assert resolve_vgg19_weights("none") is None
 
 
+@pytest.mark.parametrize("damage", ["layer names without their groups", "groups without weights", "not HDF5"])
+def test_a_weights_file_that_is_not_vgg19_s_is_one_clear_error(tmp_path, damage):
+    """What Keras raises for each (KeyError, ValueError, OSError) is named as a bad weights file."""
+    import h5py
+
+    from lungdx.models import WeightsUnavailable, vgg19_base
+
+    path = tmp_path / "weights.h5"
+    names = [f"block{b}_conv{c}" for b, n in enumerate((2, 2, 4, 4, 4), 1) for c in range(1, n + 1)]
+    if damage == "not HDF5":
+        path.write_bytes(b"not an HDF5 file at all")
+    else:
+        with h5py.File(path, "w") as f:
+            f.attrs["layer_names"] = [n.encode() for n in names]
+            if damage == "groups without weights":
+                for name in names:
+                    f.create_group(name).attrs["weight_names"] = [f"{name}/kernel:0".encode()]
+    with pytest.raises(WeightsUnavailable, match=rf"^{re.escape(str(path))}: not VGG19's no-top weights, or unreadable"):
+        vgg19_base(32, str(path))
+
+
 def test_imagenet_offline_without_a_cached_file_names_the_other_choices(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     from keras.src.utils import file_utils
@@ -90,7 +112,7 @@ def test_imagenet_offline_without_a_cached_file_names_the_other_choices(tmp_path
     with pytest.raises(WeightsUnavailable, match=r"not cached at .*could not be downloaded .*use none .*local copy"):
         build_vgg19(2, vgg(32, dense_units=8, dropout=0.3), weights="imagenet")
     # The features stage, which loads them, names the key to change.
-    from lungdx.features import extract
+    from lungdx.features import features
     from lungdx.params import FeaturesSettings
 
     prepared = tmp_path / "prepared"
@@ -98,7 +120,7 @@ def test_imagenet_offline_without_a_cached_file_names_the_other_choices(tmp_path
     (prepared / "meta.json").write_text(json.dumps({"image_size": 32}))
     imagenet = FeaturesSettings(seed=0, architecture="vgg19", weights="imagenet")
     with pytest.raises(LungdxError, match=r"params.yaml: models.vgg19.weights = 'imagenet': .*use none .*local copy"):
-        extract(imagenet, prepared, tmp_path / "features")
+        features(imagenet, prepared, tmp_path / "features")
     assert not (tmp_path / "features").exists()
 
 

@@ -1,6 +1,7 @@
 """params.yaml is a public interface: every key is documented, and bad values are named."""
 
 import ast
+import copy
 import dataclasses
 import re
 
@@ -106,6 +107,7 @@ BAD_VALUES = [
     ("dataset.kaggle_version", "latest", r"an integer >= 1, or null"),
     ("dataset.kaggle_version", INF, r"an integer >= 1, or null"),
     ("dataset.classes", "COVID", "a list of class folder names"),
+    ("dataset.classes", None, r"a list of class folder names, .* or \[\] for all"),
     ("dataset.classes", ["COVID", "COVID"], "without repeated names"),
     ("dataset.classes", ["../COVID"], "no slashes"),
     ("dataset.synthetic.per_class", 0, "an integer from 1 to 100000"),
@@ -295,6 +297,12 @@ def test_every_key_comes_from_params_yaml_a_missing_one_is_named(tmp_path):
         del node[last]
         with pytest.raises(ParamError, match=rf"^params.yaml: {re.escape(key)} is missing: add it"):
             P.check(params)
+    # All at once: an older params.yaml costs one run, not one per key.
+    params = default_params()
+    del params["prepare"]["lung_mask"], params["models"]["cnn"]["augment"], params["external"]
+    with pytest.raises(ParamError, match=r"^params.yaml: prepare.lung_mask, models.cnn.augment, external are missing: "
+                                         "add them"):
+        P.check(params)
 
 
 def test_each_stage_gets_frozen_typed_settings_that_know_their_keys():
@@ -302,7 +310,8 @@ def test_each_stage_gets_frozen_typed_settings_that_know_their_keys():
     assert params.sample == P.SampleSettings(seed=239, classes=(), per_class=2690, val_size=0.1, test_size=0.2)
     assert params.train.filters == (16, 32, 64, 128, 256)
     assert params.features == P.FeaturesSettings(seed=239, architecture="cnn", weights=None)
-    assert not params.train.augment and params.external.sources == {}
+    assert not params.train.augment and params.external.sources == ()
+    assert copy.deepcopy(params) == params and hash(params)
     with pytest.raises(dataclasses.FrozenInstanceError):
         params.train.epochs = 1
     assert params.train.key("learning_rate") == "models.cnn.learning_rate"

@@ -8,7 +8,7 @@ from lungdx.evaluate import evaluate
 from lungdx.model_file import load_model
 from lungdx.heatmaps import energy_inside, GradCam, upsample
 from lungdx.images import load_for_model, load_mask
-from lungdx.features import extract
+from lungdx.features import features
 from lungdx.prepare import prepare
 from lungdx.sample import sample
 from lungdx.train import train
@@ -32,7 +32,7 @@ def test_cnn_on_real_covid_vs_normal_learns_well_above_chance(tmp_path):
     manifest = sample(params.sample, tmp_path / "raw", tmp_path / "sampled")
     assert manifest.groupby("class").size().to_dict() == {"COVID": 250, "Normal": 250}
     prepare(params.prepare, tmp_path / "sampled" / "manifest.csv", tmp_path / "raw", tmp_path / "prepared")
-    extract(params.features, tmp_path / "prepared", tmp_path / "features")
+    features(params.features, tmp_path / "prepared", tmp_path / "features")
     train(params.train, tmp_path / "prepared", tmp_path / "features", tmp_path / "models" / "model.keras",
           tmp_path / "dvclive")
     result = evaluate(params.evaluate, tmp_path / "models" / "model.keras", tmp_path / "prepared",

@@ -224,9 +224,9 @@ def test_a_source_inside_the_output_folder_is_refused_even_outside_a_project(tmp
     download(source_settings(make_flat_dataset(tmp_path / "a", {"A": 2, "B": 2})), out, project_root=tmp_path)
     make_flat_dataset(out / "mine", {"C": 2, "D": 2})
     before = everything(tmp_path)
-    with pytest.raises(LungdxError, match="is inside the download's output folder .*replaces whole"):
+    with pytest.raises(LungdxError, match="is inside the output folder .* of the download, which it replaces whole"):
         download(source_settings(out / "mine"), out, project_root=tmp_path)
-    with pytest.raises(LungdxError, match="contains the download's output folder"):
+    with pytest.raises(LungdxError, match="contains the output folder .* of the download: it would read its own output"):
         download(source_settings(tmp_path), out, project_root=tmp_path)
     assert everything(tmp_path) == before
 

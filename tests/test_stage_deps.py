@@ -1,5 +1,6 @@
 """dvc.yaml's code deps: every module a stage can run is listed, so no stale result looks up to date."""
 
+import ast
 import re
 import shutil
 import textwrap
@@ -164,3 +165,20 @@ def test_a_stage_the_tool_cannot_follow_is_one_error_line(tmp_path, capsys, chan
     assert stage_deps.main(["--root", str(project), "--write"]) == 2
     assert f"error: dvc.yaml: {message}" in capsys.readouterr().err
     assert (project / "dvc.yaml").read_text() == before, "nothing written"
+
+
+def test_each_stage_module_has_its_stage_function_taking_settings_and_explicit_paths():
+    """lungdx/<stage>.py defines <stage>(settings, ...): its settings first, and no default that
+    names an output (a default path would hide where a stage writes from dvc.yaml's reader)."""
+    for name in STAGES:
+        tree = ast.parse((ROOT / "lungdx" / f"{name}.py").read_text())
+        functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+        assert name in functions, f"lungdx/{name}.py has no function {name}()"
+        args = functions[name].args
+        assert [a.arg for a in args.args][:1] == ["settings"], name
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef):
+                for default in node.args.defaults + [d for d in node.args.kw_defaults if d is not None]:
+                    assert not (isinstance(default, ast.Constant) and isinstance(default.value, str)
+                                and default.value.split("/")[0] in ("data", "models", "metrics", "reports", "dvclive")), \
+                        f"lungdx/{name}.py: {node.name}() has a default path {default.value!r}"

@@ -15,7 +15,7 @@ from lungdx.evaluate import evaluate, predict_split
 from lungdx.metrics import classification_metrics
 from lungdx.model_file import load_model, read_info, save_model
 from lungdx.feature_cache import cached_features_for
-from lungdx.features import extract
+from lungdx.features import features
 from lungdx.prepare import prepare
 from lungdx.sample import sample
 from lungdx.arrays import batches, load_split, steps_per_epoch
@@ -51,7 +51,7 @@ def workdir(tmp_path_factory):
 
 def run_train(root, out, params):
     (root / out).mkdir(exist_ok=True)
-    extract(params.features, root / "prepared", root / out / "features")
+    features(params.features, root / "prepared", root / out / "features")
     return train(params.train, root / "prepared", root / out / "features", root / out / "models" / "model.keras",
                  root / out / "dvclive")
 
@@ -233,7 +233,7 @@ def test_a_failed_save_removes_the_dvclive_folder_and_writes_no_model(workdir):
     out = workdir / "blocked"
     out.mkdir()
     (out / "models").write_text("not a folder")
-    extract(make_params().features, workdir / "prepared", out / "features")
+    features(make_params().features, workdir / "prepared", out / "features")
     with pytest.raises(OSError):
         train(make_params().train, workdir / "prepared", out / "features", out / "models" / "model.keras", out / "dvclive")
     assert not (out / "dvclive").exists()
@@ -290,3 +290,14 @@ def test_a_trained_model_with_non_finite_outputs_is_never_saved(workdir, nan_mod
     assert str(caught.value) == (f"training diverged: the trained model's outputs are not finite for {len(val_x)} "
                                  f"of {len(val_x)} validation images; lower models.cnn.learning_rate (now 0.5), "
                                  "e.g. to 0.05, or check the data; no model was saved")
+
+
+def test_dvclive_logs_the_settings_as_params_yaml_names_them():
+    from lungdx.train import logged_params
+
+    cnn = logged_params(settings().train)
+    assert cnn["model"] == "cnn" and cnn["learning_rate"] == 0.0003 and cnn["augment.flip"] is False
+    assert not {"architecture", "filters", "weights", "fine_tune_blocks"} & set(cnn)
+    vgg19 = logged_params(settings({"model": "vgg19", "models.vgg19.weights": "none"}).train)
+    assert vgg19["model"] == "vgg19" and vgg19["weights"] is None and vgg19["fine_tune_epochs"] == 5
+    assert "filters" not in vgg19
