@@ -57,16 +57,17 @@ def env() -> dict:
             "TF_CPU_ALLOCATOR_USE_BFC": "true"}
 
 
-def timed(cmd: list[str], cwd: Path, cores: int | None = None, timings: Path | None = None) -> dict:
+def timed(cmd: list[str], cwd: Path, cores: int | None = None, timings: Path | None = None,
+          extra_env: dict | None = None) -> dict:
     """Run one whole process: its wall seconds, peak resident memory (as /usr/bin/time -v) and stdout.
 
     `cores` pins it (and its children) to that many CPUs, as `taskset` would; our stages
-    start one worker process per CPU they may use.
+    start one worker process per CPU they may use. `extra_env` adds variables to env()'s.
     """
     pin = (lambda: os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:cores])) if cores else None
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
-        extra = {"LUNGDX_TIMINGS": str(timings)} if timings else {}
+        extra = {**(extra_env or {}), **({"LUNGDX_TIMINGS": str(timings)} if timings else {})}
         if timings:
             Path(timings).unlink(missing_ok=True)
         proc = subprocess.Popen(cmd, cwd=cwd, env={**env(), **extra}, stdout=out, stderr=err, text=True,

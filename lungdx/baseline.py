@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
+from .opencv import cv2
 import numpy as np
 
 from .atomic import write_json
@@ -31,20 +31,34 @@ def pixels(images: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
+def random_forest(n_estimators: int, seed: int, n_jobs: int = -1):
+    """The forest, fitted on every core: each tree draws from its own seed (from `seed`), so the
+    trees are the same whatever the number of threads."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    return RandomForestClassifier(n_estimators=n_estimators, random_state=seed, n_jobs=n_jobs)
+
+
+def probabilities(clf, x: np.ndarray) -> np.ndarray:
+    """Class probabilities in one thread: a forest on several adds its trees' votes in the order
+    the threads finish, and float sums in another order round differently."""
+    if hasattr(clf, "n_jobs"):
+        clf.set_params(n_jobs=1)
+    return clf.predict_proba(x)
+
+
 def baseline(settings, prepared_dir: str | Path, metrics_path: str | Path, details_path: str | Path) -> dict:
     """The baseline stage (`settings`: a params.BaselineSettings): fit both baselines on the train
     split; returns the details of each on the test split."""
-    from sklearn.ensemble import RandomForestClassifier
     from sklearn.naive_bayes import GaussianNB
 
     classes = read_meta(prepared_dir)["classes"]
     (train_x, train_y), (test_x, test_y) = (load_split(prepared_dir, s) for s in ("train", "test"))
     x_train, x_test = pixels(train_x, settings.image_size), pixels(test_x, settings.image_size)
-    forest = RandomForestClassifier(n_estimators=settings.n_estimators, random_state=settings.seed, n_jobs=-1)
     result = {}
-    for name, clf in (("random_forest", forest), ("gaussian_nb", GaussianNB())):
+    for name, clf in (("random_forest", random_forest(settings.n_estimators, settings.seed)), ("gaussian_nb", GaussianNB())):
         clf.fit(x_train, train_y)
-        result[name] = classification_metrics(test_y, clf.predict_proba(x_test), classes, seed=settings.seed)
+        result[name] = classification_metrics(test_y, probabilities(clf, x_test), classes, seed=settings.seed)
     write_json(details_path, result)
     write_json(metrics_path, headline(result["random_forest"]))
     return result

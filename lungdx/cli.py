@@ -1,10 +1,12 @@
-"""The `lungdx` command line for people: predict with a trained model, show what a model file holds.
+"""The `lungdx` command line for people: predict with a trained model, show what a model file holds,
+check that the committed pipeline reproduces.
 
 Installed as `lungdx` (pyproject.toml); `python -m lungdx` runs the same main. The pipeline
 itself runs with `dvc repro` (the stage scripts use lungdx.runner, not this).
 
-Exit status: 0 done; 1 some image files could not be read (the others are answered);
-2 a bad model file or bad usage; 130 interrupted (Ctrl-C).
+Exit status: 0 done; 1 some image files could not be read (the others are answered), or
+`verify` found outputs that differ from dvc.lock; 2 a bad model file or bad usage; 130
+interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -88,6 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--json", action="store_true", help="print JSON instead of text")
     compare.set_defaults(run=run_compare)
 
+    verify = commands.add_parser(
+        "verify", parents=[shared], help="rerun the committed pipeline in a scratch clone: does it reproduce dvc.lock?",
+        description="Clone this project's last commit into a scratch folder, run dvc repro there from nothing, "
+                    "and say for each stage whether its outputs are identical to the committed dvc.lock's, "
+                    "with how far each differing metric moved. Exit 0: all identical; 1: some differ.")
+    verify.add_argument("targets", nargs="*", metavar="STAGE",
+                        help="stages to reproduce, with what they depend on (default: the whole pipeline)")
+    verify.add_argument("--workdir", type=Path, metavar="DIR",
+                        help="the folder to make the scratch clone in (default: the project's parent folder, "
+                             "so relative paths in params.yaml name the same files)")
+    verify.add_argument("--keep", action="store_true", help="keep the scratch clone, and say where it is")
+    verify.set_defaults(run=run_verify)
+
     info = commands.add_parser("info", parents=[shared], help="show what a model file carries",
                                description="Show what a lungdx model file carries: architecture, classes in "
                                            "output order, input size, preprocessing, the lungdx version that "
@@ -114,6 +129,16 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # `lungdx predict ... | head`: the reader left; nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 1
+
+
+def run_verify(args) -> int:
+    from .verify import report, verify
+
+    checks, commit, kept = verify(Path.cwd(), args.targets, args.workdir, args.keep)
+    print(report(checks, commit))
+    if kept is not None:
+        print(f"the scratch clone is kept: {kept}")
+    return 0 if all(check.identical for check in checks) else 1
 
 
 def shown(text) -> str:

@@ -35,7 +35,7 @@ import unicodedata
 from collections import Counter
 from pathlib import Path
 
-import cv2
+from .opencv import cv2
 import numpy as np
 
 from .atomic import atomic_dir, write_json

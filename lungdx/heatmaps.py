@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import cv2
+from .opencv import cv2
 import numpy as np
 
 from .console import import_tensorflow, progress

@@ -37,7 +37,7 @@ import stat
 import struct
 from pathlib import Path
 
-import cv2
+from .opencv import cv2
 import numpy as np
 
 from .errors import LungdxError
@@ -64,7 +64,6 @@ MASK_DILATION = 0.02  # of the image's longer side: how far outside the mask `ma
 MIN_LUNG_SHARE = 0.01          # of the image: a lung mask covering less is not one (real ones: 17-59%)
 MASK_ASPECT_TOLERANCE = 0.05   # |log| of mask to image aspect ratio: 5%, for rounding in exported masks
 
-cv2.setNumThreads(1)  # we parallelise across images ourselves
 
 
 class UnreadableImage(Exception):

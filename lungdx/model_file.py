@@ -45,9 +45,48 @@ def save_model(model, path: str | Path, classes: list[str], image_size: int, arc
             "lungdx_version": __version__}
     with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
-        with zipfile.ZipFile(tmp, "a") as archive:
-            archive.writestr(INFO_ENTRY, json.dumps(info, indent=2) + "\n")
+        _rewrite_reproducibly(tmp, {INFO_ENTRY: (json.dumps(info, indent=2) + "\n").encode()})
     return info
+
+
+# Every member of a model file gets this time, as Keras gives its JSON members: the file is then
+# a function of the model, not of when it was saved (DVC, dvc.lock and a reader's md5 all see it).
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def _numbered_shared_objects(config):
+    """Keras's config with each `shared_object_id` (Keras writes the object's memory address, which
+    differs on every run) replaced by 1, 2, ... in order of first appearance: the same objects stay
+    shared when Keras loads it, and the file no longer depends on where Python put them."""
+    numbers: dict = {}
+
+    def renumber(node):
+        if isinstance(node, dict):
+            return {key: numbers.setdefault(value, len(numbers) + 1) if key == "shared_object_id" else renumber(value)
+                    for key, value in node.items()}
+        if isinstance(node, list):
+            return [renumber(item) for item in node]
+        return node
+
+    return renumber(config)
+
+
+def _rewrite_reproducibly(keras_file: Path, extra: dict[str, bytes]) -> None:
+    """Rewrite the zip Keras saved at `keras_file` (still a temporary) with `extra` members added, every member at ZIP_TIME,
+    stored (as Keras stores them), with the same attributes, Keras's save date left out of its
+    metadata.json and its memory addresses out of config.json. The weights' HDF5 records no times
+    (h5py creates objects without them)."""
+    with zipfile.ZipFile(keras_file) as saved:
+        members = {info.filename: saved.read(info) for info in saved.infolist()}
+    metadata = json.loads(members["metadata.json"])
+    metadata.pop("date_saved", None)
+    members["metadata.json"] = json.dumps(metadata).encode()
+    members["config.json"] = json.dumps(_numbered_shared_objects(json.loads(members["config.json"]))).encode()
+    with zipfile.ZipFile(keras_file, "w") as archive:
+        for name, data in {**members, **extra}.items():
+            entry = zipfile.ZipInfo(name, date_time=ZIP_TIME)
+            entry.create_system, entry.external_attr = 3, 0o644 << 16  # a Unix file, rw-r--r--
+            archive.writestr(entry, data, compress_type=zipfile.ZIP_STORED)
 
 
 RETRAIN = "check where it came from; retrain with dvc repro -f train, or fetch the model again"

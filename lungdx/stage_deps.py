@@ -8,6 +8,7 @@ anything), plus the `__init__.py` of each package on the way (Python runs those 
 
     python -m lungdx.stage_deps           # report what dvc.yaml misses or lists in vain; exit 1 if any
     python -m lungdx.stage_deps --write   # rewrite each stage's code deps in dvc.yaml to match
+    python -m lungdx.stage_deps --lock    # also: does dvc.lock record these very files? exit 1 if not
 
 Only the deps under the project's packages (lungdx/, stages/) are ours; data deps
 (data/raw, models/...) and any other file are left as they are. Per-stage lists, not the
@@ -162,6 +163,41 @@ def differences(root: Path) -> dict[str, dict[str, list[str]]]:
     return out
 
 
+def stale_lock(root: Path) -> list[str]:
+    """What makes dvc.lock describe other code than the files here, one line each: a stage whose
+    recorded code deps (lungdx/, stages/) are not dvc.yaml's, a recorded file that no longer exists,
+    or one whose md5 (as DVC 3 records it: of the file's bytes) is not the file's. [] when it
+    matches; a stage of dvc.yaml missing from the lock counts too (foreach instances aside)."""
+    import hashlib
+
+    try:
+        lock = yaml.safe_load((Path(root) / "dvc.lock").read_text(encoding="utf-8"))["stages"]
+    except (OSError, yaml.YAMLError, TypeError, KeyError) as exc:
+        raise StageDepsError(f"{Path(root) / 'dvc.lock'}: no readable stages ({exc}); run dvc repro") from exc
+    declared, problems = declared_code_deps(root), []
+    raw = yaml.safe_load((Path(root) / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    for name in declared:  # a foreach over an empty mapping has no instance to record
+        if name not in lock and "foreach" not in raw[name]:
+            problems.append(f"dvc.lock: stage {name} of dvc.yaml is not recorded")
+    for recorded, stage in lock.items():
+        name = recorded.split("@")[0]
+        deps = {d["path"]: d for d in stage.get("deps") or [] if isinstance(d, dict) and _ours(d.get("path", ""))}
+        if name not in declared:
+            problems.append(f"dvc.lock: stage {recorded} is not in dvc.yaml")
+            continue
+        for path in sorted(declared[name] - set(deps)):
+            problems.append(f"dvc.lock: stage {recorded} does not record {path}, which dvc.yaml lists")
+        for path, dep in sorted(deps.items()):
+            file = Path(root) / path
+            if not file.is_file():
+                problems.append(f"dvc.lock: stage {recorded} records {path}, which does not exist")
+            elif path not in declared[name]:
+                problems.append(f"dvc.lock: stage {recorded} records {path}, which dvc.yaml no longer lists")
+            elif dep.get("md5") != hashlib.md5(file.read_bytes()).hexdigest():
+                problems.append(f"dvc.lock: stage {recorded} records another {path} than the one here")
+    return problems
+
+
 def rewrite(root: Path) -> str:
     """dvc.yaml's text with each stage's code deps replaced by what it runs (sorted, first).
 
@@ -246,6 +282,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lungdx.stage_deps", description=__doc__.split("\n")[0])
     parser.add_argument("--write", action="store_true", help="rewrite the code deps of dvc.yaml to match")
     parser.add_argument("--root", type=Path, default=Path("."), help="the project (default: .)")
+    parser.add_argument("--lock", action="store_true",
+                        help="also check that dvc.lock records the code here (see stale_lock)")
     args = parser.parse_args(argv)
     try:
         if args.write:
@@ -255,6 +293,7 @@ def main(argv=None) -> int:
             if new != (args.root / "dvc.yaml").read_bytes().decode("utf-8"):
                 write_text(args.root / "dvc.yaml", new)
         wrong = differences(args.root)
+        stale = stale_lock(args.root) if args.lock else []
     except StageDepsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -265,7 +304,12 @@ def main(argv=None) -> int:
             print(f"dvc.yaml: stage {name} lists {f} in deps but never runs it")
     if wrong:
         print("fix: python -m lungdx.stage_deps --write", file=sys.stderr)
-    return 1 if wrong else 0
+    for line in stale:
+        print(line)
+    if stale:
+        print("fix: regenerate dvc.lock from a full default run in a fresh clone (docs/development.md#dvclock)",
+              file=sys.stderr)
+    return 1 if wrong or stale else 0
 
 
 if __name__ == "__main__":

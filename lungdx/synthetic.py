@@ -17,17 +17,21 @@ contrast carry no label, and a classifier has to find *where* the finding is.
 Written in the Kaggle layout: <Class>/images/<Class>-<n>.png, lung masks in
 <Class>/masks/ and, beyond Kaggle, lesion masks in <Class>/lesions/ (empty for
 Normal) to check Grad-CAM against ground truth. Every image is a pure function
-of (seed, class, index), so generation is deterministic and parallel.
+of (seed, class, index), so generation is deterministic and parallel, and the same bytes on
+every x86-64 CPU: exp, powers and sines come from lungdx.portable_math, the blur's kernel and
+the rotation's matrix are computed here, and OpenCV runs one code path (lungdx.opencv).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
-import cv2
+from .opencv import cv2
 import numpy as np
 
+from . import portable_math as pm
 from .images import write_png
 from .workers import cpu_count, map_in_workers
 
@@ -44,13 +48,35 @@ def _ellipse(size, center, axes, angle=0.0):
     return m.astype(np.float32)
 
 
+def _gaussian(x, sigma):
+    """exp(-x^2 / 2 sigma^2), float64, the same bits on every CPU."""
+    return pm.exp(-((np.asarray(x, np.float64) / sigma) ** 2) / 2)
+
+
 def _blur(a, sigma):
-    return cv2.GaussianBlur(a, (0, 0), sigma) if sigma > 0 else a
+    """A Gaussian blur as cv2.GaussianBlur does it for float images (a kernel of 8 sigma + 1, borders
+    reflected), its kernel computed here: OpenCV's own comes from the C library's exp."""
+    if sigma <= 0:
+        return a
+    radius = int(round(sigma * 4))
+    kernel = _gaussian(np.arange(-radius, radius + 1), sigma)
+    kernel = kernel / math.fsum(kernel)  # fsum: exactly rounded, so no summation order to differ
+    return cv2.sepFilter2D(a, -1, kernel, kernel, borderType=cv2.BORDER_REFLECT_101)
 
 
 def _gaussian_blob(size, cx, cy, sx, sy):
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    return np.exp(-(((xx - cx) / sx) ** 2 + ((yy - cy) / sy) ** 2) / 2)
+    """A 2-D Gaussian of peak 1, float32: the product of two 1-D ones."""
+    pixels = np.arange(size)
+    return np.outer(_gaussian(pixels - cy, sy), _gaussian(pixels - cx, sx)).astype(np.float32)
+
+
+def _rotation(center, degrees, scale):
+    """cv2.getRotationMatrix2D's matrix, its sine and cosine from lungdx.portable_math."""
+    angle = degrees * pm.PI / 180
+    alpha, beta = float(pm.cos(angle)) * scale, float(pm.sin(angle)) * scale
+    cx, cy = center
+    return np.array([[alpha, beta, (1 - alpha) * cx - beta * cy],
+                     [-beta, alpha, beta * cx + (1 - alpha) * cy]])
 
 
 def _anatomy(rng, s):
@@ -104,7 +130,7 @@ def _anatomy(rng, s):
             y0 = s * (0.22 + k * 0.055 + rng.uniform(-0.01, 0.01))
             xs = np.linspace(s * 0.5 + side * s * 0.04, s * 0.5 + side * s * 0.38, 24)
             t = np.abs(xs - s * 0.5) / (s * 0.38)
-            ys = y0 - s * 0.06 * np.sin(np.pi * t * 0.9) + s * 0.05 * t**2
+            ys = y0 - s * 0.06 * pm.sin(pm.PI * t * 0.9) + s * 0.05 * t**2
             pts = np.stack([xs, ys], 1).astype(np.int32)
             cv2.polylines(ribs, [pts], False, 1, thick, lineType=cv2.LINE_AA)
     clav = np.zeros((s, s), np.float32)
@@ -147,11 +173,12 @@ def _finding(cls, rng, s, lungs, lung_mask):
             (cx, cy), (ax, ay) = lung["center"], lung["axes"]
             hx, hy = cx - lung["side"] * ax * 0.55, cy + ay * 0.05
             for _ in range(int(rng.integers(14, 22))):
-                angle = rng.uniform(-0.8, 0.8) * np.pi / 2 + (0 if lung["side"] > 0 else np.pi)
+                angle = rng.uniform(-0.8, 0.8) * pm.PI / 2 + (0 if lung["side"] > 0 else pm.PI)
                 length = s * rng.uniform(0.07, 0.16)
                 start = rng.uniform(0.0, 0.3) * length
-                p0 = (int(hx + np.cos(angle) * start), int(hy + np.sin(angle) * start))
-                p1 = (int(hx + np.cos(angle) * length), int(hy + np.sin(angle) * length))
+                cos, sin = float(pm.cos(angle)), float(pm.sin(angle))
+                p0 = (int(hx + cos * start), int(hy + sin * start))
+                p1 = (int(hx + cos * length), int(hy + sin * length))
                 cv2.line(streaks, p0, p1, rng.uniform(0.6, 1.0), max(1, int(s * 0.006)), lineType=cv2.LINE_AA)
         layer = _blur(streaks, s * 0.004) * rng.uniform(0.22, 0.30)
     return layer * _blur(lung_mask, 1.5)
@@ -167,14 +194,14 @@ def generate_image(seed: int, cls: str, index: int, size: int = 256):
     lesion = ((layer > 0.25 * layer.max()) if layer.max() > 0 else np.zeros_like(layer, bool)).astype(np.float32)
 
     # Slight rotation, scale and shift of the whole radiograph (patient positioning).
-    m = cv2.getRotationMatrix2D((s / 2, s / 2), rng.uniform(-7, 7), rng.uniform(0.88, 1.08))
+    m = _rotation((s / 2, s / 2), rng.uniform(-7, 7), rng.uniform(0.88, 1.08))
     m[:, 2] += rng.uniform(-0.07, 0.07, 2) * s
     img = cv2.warpAffine(img, m, (s, s), flags=cv2.INTER_LINEAR, borderValue=0.05)
     lung_mask = cv2.warpAffine(lung_mask, m, (s, s), flags=cv2.INTER_NEAREST)
     lesion = cv2.warpAffine(lesion, m, (s, s), flags=cv2.INTER_NEAREST)
 
     # Exposure: gamma, then a class-independent target mean and contrast.
-    img = np.clip(img, 0, 1) ** rng.uniform(0.8, 1.25)
+    img = pm.power(np.clip(img, 0, 1), rng.uniform(0.8, 1.25)).astype(np.float32)
     img = (img - img.mean()) / (img.std() + 1e-6) * rng.uniform(0.16, 0.22) + rng.uniform(0.38, 0.50)
     img += rng.standard_normal((s, s)).astype(np.float32) * rng.uniform(0.01, 0.03)
     img = _blur(img, rng.uniform(0.3, 0.8))

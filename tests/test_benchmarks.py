@@ -16,6 +16,7 @@ RATIOS = {
     "prepare_speed": ["images_per_second_2_cores", "speedup_1_to_2_cores"],
     "train_memory": ["rss_ratio", "peak_rss_mb_ours", "peak_rss_mb_original"],
     "gpu": ["vgg19_features_mixed_speedup", "cnn_training_mixed_speedup"],
+    "tensorflow_pinning": ["settings.oneDNN at AVX2.train_cost", "settings.oneDNN off.train_cost"],
     "gradcam_speed": ["ours_vs_predict.8", "ours_vs_predict.16", "before_vs_predict.8"],
     "experiment": ["runs.0.speedup", "runs.0.ours_seconds", "runs.0.original_seconds",
                    "runs.0.stages.gradcam.process_seconds", "runs.0.stages.features.tensorflow_start_seconds"],

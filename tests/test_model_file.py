@@ -210,3 +210,32 @@ def test_a_model_that_lungdx_saved_loads_and_is_shown(tiny_run, tmp_path, capsys
     first["input"] = {"shape": [48, 48, 1], **{k: v for k, v in first["input"].items() if k != "channels"}}
     old = copy_with(model_path, tmp_path / "old.keras", {"lungdx.json": json.dumps(first)})
     assert read_info(old)["input"]["channels"] == 1
+
+
+def test_a_model_file_is_a_function_of_its_model_not_of_when_it_was_saved(tiny_run, tmp_path):
+    import time
+
+    from lungdx.model_file import ZIP_TIME, load_model, save_model
+
+    # Two copies of one model: other Python objects at other addresses, which Keras's config
+    # records as shared_object_id, saved a second apart.
+    model, info = load_model(tiny_run / "models" / "model.keras")
+    copy, _ = load_model(tiny_run / "models" / "model.keras")
+    args = (info["classes"], info["image_size"], info["architecture"], info["input"]["lung_mask"])
+    first, second = tmp_path / "first.keras", tmp_path / "second.keras"
+    save_model(model, first, *args)
+    time.sleep(1.1)  # Keras's save date and zip times have a resolution of seconds
+    save_model(copy, second, *args)
+    assert first.read_bytes() == second.read_bytes()
+    with zipfile.ZipFile(first) as archive:
+        assert {entry.date_time for entry in archive.infolist()} == {ZIP_TIME}
+        assert archive.namelist() == ["metadata.json", "config.json", "model.weights.h5", "lungdx.json"]
+        assert "date_saved" not in json.loads(archive.read("metadata.json"))
+    reloaded, reloaded_info = load_model(first)  # Keras still reads it, and so do we
+    assert reloaded_info == info
+    weights = [w.tobytes() for w in model.get_weights()]
+    assert [w.tobytes() for w in reloaded.get_weights()] == weights
+    # Another model gives another file: the bytes follow the weights.
+    model.get_layer("probabilities").bias.assign(model.get_layer("probabilities").bias.numpy() + 1)
+    save_model(model, second, *args)
+    assert first.read_bytes() != second.read_bytes()

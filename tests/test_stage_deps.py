@@ -20,6 +20,29 @@ def test_dvc_yaml_lists_every_module_each_stage_runs_and_no_other():
     assert list(stage_deps.declared_code_deps(ROOT)) == STAGES
 
 
+def test_dvc_lock_records_the_code_on_main():
+    """dvc.lock is how a reader checks a result: it must describe these very files."""
+    stale = stage_deps.stale_lock(ROOT)
+    assert stale == [], ("dvc.lock describes other code than main's; regenerate it from a full default run in a "
+                         "fresh clone (docs/development.md#dvclock):\n" + "\n".join(stale[:20]))
+
+
+def test_a_stale_dvc_lock_is_named_line_by_line(tmp_path, capsys):
+    project = project_copy(tmp_path)
+    shutil.copy(ROOT / "dvc.lock", project / "dvc.lock")
+    assert stage_deps.stale_lock(project) == []
+    (project / "lungdx" / "sample.py").write_text((project / "lungdx" / "sample.py").read_text() + "# edited\n")
+    lock = (project / "dvc.lock").read_text()
+    (project / "dvc.lock").write_text(lock.replace("path: lungdx/splits.py", "path: lungdx/gone.py"))
+    stale = stage_deps.stale_lock(project)
+    assert "dvc.lock: stage sample records another lungdx/sample.py than the one here" in stale
+    assert "dvc.lock: stage sample records lungdx/gone.py, which does not exist" in stale
+    assert "dvc.lock: stage sample does not record lungdx/splits.py, which dvc.yaml lists" in stale
+    assert stage_deps.main(["--root", str(project), "--lock"]) == 1
+    assert "records another lungdx/sample.py" in capsys.readouterr().out
+    assert stage_deps.main(["--root", str(project)]) == 0  # without --lock, dvc.yaml alone
+
+
 def test_the_graph_follows_imports_inside_functions_and_stays_per_stage():
     reach = {name: stage_deps.reachable_files(ROOT, ROOT / "stages" / f"{name}.py") for name in STAGES}
     # train imports lungdx.feature_cache inside a function; evaluate does too (cached VGG19 features).

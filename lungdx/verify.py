@@ -1,0 +1,236 @@
+"""`lungdx verify`: rerun the committed pipeline in a scratch clone and say, stage by stage,
+whether it reproduces the committed dvc.lock.
+
+dvc.lock records the md5 of every output a run wrote. A scratch clone of HEAD starts with no
+outputs and an empty DVC cache, so `dvc repro` there runs every stage from the code, params
+and seed alone; its new dvc.lock is then compared with the committed one, output by output.
+For a metrics file that differs, the committed numbers are read from this project's DVC cache
+(or from git, for metrics kept there), so the report shows how far each moved.
+
+The clone goes beside the project (a hidden `.lungdx-verify-*` folder in its parent folder),
+so a relative `dataset.source` such as `../shared/data/...` names the same folder there; it is
+removed at the end unless `--keep`. What is identical across machines, and what is not, is in
+docs/models.md#determinism.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import LungdxError
+
+
+@dataclass
+class StageCheck:
+    """One stage of the rerun against the committed dvc.lock."""
+    name: str
+    differing: list[str] = field(default_factory=list)   # outputs whose md5 differs
+    new: bool = False                                    # not in the committed dvc.lock
+    code_changed: bool = False                           # the lock's entry was written by other code or params
+    metric_deltas: dict[str, dict[str, tuple]] = field(default_factory=dict)  # file -> key -> (committed, now)
+    unavailable: list[str] = field(default_factory=list)  # differing metrics files whose committed numbers are not here
+
+    @property
+    def identical(self) -> bool:
+        return not self.new and not self.differing
+
+
+def _git(root: Path, *args: str) -> str:
+    try:
+        proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+    except FileNotFoundError as exc:
+        raise LungdxError("git is not installed: lungdx verify clones the project with git") from exc
+    if proc.returncode != 0:
+        raise LungdxError(f"git {' '.join(args)} failed in {root}: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout
+
+
+def _lock_stages(text: str, where: str) -> dict:
+    try:
+        lock = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise LungdxError(f"{where}: not readable YAML ({str(exc).splitlines()[0]})") from exc
+    stages = lock.get("stages") if isinstance(lock, dict) else None
+    if not isinstance(stages, dict):
+        raise LungdxError(f"{where}: not a dvc.lock (no stages)")
+    return stages
+
+
+def _entries(stage: dict, group: str) -> dict[str, dict]:
+    return {entry["path"]: entry for entry in stage.get(group) or [] if isinstance(entry, dict) and "path" in entry}
+
+
+def _hash(entry: dict | None):
+    return None if entry is None else (entry.get("md5"), entry.get("hash"))
+
+
+def compare_locks(committed: dict, rerun: dict) -> list[StageCheck]:
+    """Each stage the rerun ran, in its order, against the committed lock's entry."""
+    checks = []
+    for name, stage in rerun.items():
+        check = StageCheck(name)
+        before = committed.get(name)
+        if before is None:
+            check.new = True
+        else:
+            outs, outs_before = _entries(stage, "outs"), _entries(before, "outs")
+            check.differing = [path for path in outs if _hash(outs[path]) != _hash(outs_before.get(path))]
+            deps, deps_before = _entries(stage, "deps"), _entries(before, "deps")
+            code = {path for path in deps if path.startswith(("lungdx/", "stages/"))}
+            check.code_changed = (code != {p for p in deps_before if p.startswith(("lungdx/", "stages/"))}
+                                  or any(_hash(deps[p]) != _hash(deps_before.get(p)) for p in code)
+                                  or stage.get("params") != before.get("params"))
+        checks.append(check)
+    return checks
+
+
+def _numbers(doc, prefix: str = "") -> dict[str, float]:
+    """The numbers of a metrics JSON, by dotted key (accuracy_ci.lower)."""
+    if isinstance(doc, dict):
+        out = {}
+        for key, value in doc.items():
+            out.update(_numbers(value, f"{prefix}{key}."))
+        return out
+    if isinstance(doc, (int, float)) and not isinstance(doc, bool):
+        return {prefix[:-1]: doc}
+    return {}
+
+
+def _metrics_files(root: Path) -> set[str]:
+    """The metrics files dvc.yaml declares (top-level `metrics:` and each stage's)."""
+    doc = yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8")) or {}
+    files = {m if isinstance(m, str) else next(iter(m)) for m in doc.get("metrics") or []}
+    for stage in (doc.get("stages") or {}).values():
+        body = stage.get("do", stage) if isinstance(stage, dict) else {}
+        files |= {m if isinstance(m, str) else next(iter(m)) for m in body.get("metrics") or []}
+    return files
+
+
+def _committed_bytes(root: Path, path: str, entry: dict | None) -> bytes | None:
+    """The committed content of output `path`: from git for one kept there, else from the DVC
+    cache by the md5 dvc.lock records (the workspace file too, if it still has that md5)."""
+    if entry is None:
+        return None
+    md5 = entry.get("md5")
+    try:
+        return subprocess.run(["git", "show", f"HEAD:{path}"], cwd=root, capture_output=True, check=True).stdout
+    except subprocess.CalledProcessError:
+        pass
+    if not md5:
+        return None
+    import hashlib
+
+    workspace = root / path
+    if workspace.is_file() and hashlib.md5(workspace.read_bytes()).hexdigest() == md5:
+        return workspace.read_bytes()
+    cache = _cache_dir(root) / "files" / "md5" / md5[:2] / md5[2:]
+    return cache.read_bytes() if cache.is_file() else None
+
+
+def _cache_dir(root: Path) -> Path:
+    proc = subprocess.run([sys.executable, "-m", "dvc", "cache", "dir"], cwd=root, capture_output=True, text=True)
+    return Path(proc.stdout.strip()) if proc.returncode == 0 and proc.stdout.strip() else root / ".dvc" / "cache"
+
+
+def add_metric_deltas(checks: list[StageCheck], root: Path, scratch: Path, committed: dict) -> None:
+    """For each differing metrics file, the numbers that moved: committed -> rerun."""
+    metrics = _metrics_files(scratch)
+    for check in checks:
+        for path in [p for p in check.differing if p in metrics]:
+            old = _committed_bytes(root, path, _entries(committed.get(check.name, {}), "outs").get(path))
+            try:
+                before = _numbers(json.loads(old)) if old is not None else None
+                now = _numbers(json.loads((scratch / path).read_text(encoding="utf-8")))
+            except (ValueError, OSError):
+                before = None
+            if before is None:
+                check.unavailable.append(path)
+                continue
+            check.metric_deltas[path] = {key: (before.get(key), now.get(key)) for key in sorted({*before, *now})
+                                         if before.get(key) != now.get(key)}
+
+
+def _scratch_parent(root: Path, workdir: Path | None) -> Path:
+    parent = workdir if workdir is not None else root.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise LungdxError(f"{parent}: not a folder lungdx verify can write its scratch clone into; "
+                          "give another with --workdir DIR")
+    return parent
+
+
+def verify(root: Path, targets: list[str], workdir: Path | None = None, keep: bool = False,
+           out=sys.stdout) -> tuple[list[StageCheck], str, Path | None]:
+    """Rerun `dvc repro TARGETS` (all stages: none given) of HEAD in a scratch clone; return each
+    stage's check, the commit verified, and the scratch clone if kept."""
+    root = root.resolve()
+    if not (root / "dvc.yaml").is_file():
+        raise LungdxError(f"{root}: no dvc.yaml here; run lungdx verify in the project's folder")
+    commit = _git(root, "rev-parse", "--short", "HEAD").strip()
+    try:
+        committed_text = _git(root, "show", "HEAD:dvc.lock")
+    except LungdxError as exc:
+        raise LungdxError(f"commit {commit} has no dvc.lock to verify against: run dvc repro, then commit "
+                          "dvc.lock") from exc
+    committed = _lock_stages(committed_text, f"dvc.lock of commit {commit}")
+    if _git(root, "status", "--porcelain", "--untracked-files=no").strip():
+        print(f"verify: note: this folder has uncommitted changes; what is verified is commit {commit}",
+              file=out, flush=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".lungdx-verify-", dir=_scratch_parent(root, workdir)))
+    try:
+        _git(root, "clone", "--quiet", str(root), str(scratch))
+        print(f"verify: running dvc repro{''.join(' ' + t for t in targets)} of commit {commit} in a scratch "
+              f"clone ({scratch})", file=out, flush=True)
+        start = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "dvc", "repro", *targets], cwd=scratch)
+        if proc.returncode != 0:
+            raise LungdxError(f"dvc repro failed in the scratch clone (exit {proc.returncode}; its lines are "
+                              f"above){'; it is kept: ' + str(scratch) if keep else ''}")
+        print(f"verify: dvc repro took {time.monotonic() - start:.0f} s", file=out, flush=True)
+        rerun = _lock_stages((scratch / "dvc.lock").read_text(encoding="utf-8"), f"{scratch}/dvc.lock")
+        checks = compare_locks(committed, rerun)
+        add_metric_deltas(checks, root, scratch, committed)
+    finally:
+        if not keep:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return checks, commit, scratch if keep else None
+
+
+def _number(value) -> str:
+    return "absent" if value is None else f"{value:.6g}"
+
+
+def report(checks: list[StageCheck], commit: str) -> str:
+    """What a person reads: one line per stage, then the numbers that moved."""
+    width = max((len(c.name) for c in checks), default=0)
+    lines = [f"against the dvc.lock of commit {commit}:"]
+    for check in checks:
+        if check.new:
+            lines.append(f"  {check.name:<{width}}  not in the committed dvc.lock (a new stage)")
+            continue
+        state = "identical" if check.identical else "differs: " + ", ".join(check.differing)
+        lines.append(f"  {check.name:<{width}}  {state}")
+        if check.code_changed:
+            lines.append(f"  {'':<{width}}  (its committed entry was written by other code or params: "
+                         "the lock is stale; regenerate it with dvc repro and commit dvc.lock)")
+        for path, deltas in check.metric_deltas.items():
+            moved = ", ".join(f"{key} {_number(a)} -> {_number(b)}"
+                              + (f" ({b - a:+.6g})" if a is not None and b is not None else "")
+                              for key, (a, b) in deltas.items())
+            lines.append(f"  {'':<{width}}  {path}: {moved or 'the same numbers (other bytes)'}")
+        for path in check.unavailable:
+            lines.append(f"  {'':<{width}}  {path}: the committed numbers are not in this project's DVC cache "
+                         "(dvc pull fetches them)")
+    same = sum(c.identical for c in checks)
+    lines.append(f"{same} of {len(checks)} stages identical"
+                 + ("" if same == len(checks) else "; what can differ between machines: docs/models.md#determinism"))
+    return "\n".join(lines)
