@@ -40,8 +40,9 @@ def random_forest(n_estimators: int, seed: int, n_jobs: int = -1):
 
 
 def probabilities(clf, x: np.ndarray) -> np.ndarray:
-    """Class probabilities in one thread: a forest on several adds its trees' votes in the order
-    the threads finish, and float sums in another order round differently."""
+    """Class probabilities in one thread (it sets a forest's n_jobs to 1): on several, a forest
+    adds its trees' votes in the order the threads finish, and float sums in another order
+    round differently."""
     if hasattr(clf, "n_jobs"):
         clf.set_params(n_jobs=1)
     return clf.predict_proba(x)
@@ -56,7 +57,8 @@ def baseline(settings, prepared_dir: str | Path, metrics_path: str | Path, detai
     (train_x, train_y), (test_x, test_y) = (load_split(prepared_dir, s) for s in ("train", "test"))
     x_train, x_test = pixels(train_x, settings.image_size), pixels(test_x, settings.image_size)
     result = {}
-    for name, clf in (("random_forest", random_forest(settings.n_estimators, settings.seed)), ("gaussian_nb", GaussianNB())):
+    models = {"random_forest": random_forest(settings.n_estimators, settings.seed), "gaussian_nb": GaussianNB()}
+    for name, clf in models.items():
         clf.fit(x_train, train_y)
         result[name] = classification_metrics(test_y, probabilities(clf, x_test), classes, seed=settings.seed)
     write_json(details_path, result)

@@ -5,7 +5,8 @@ Installed as `lungdx` (pyproject.toml); `python -m lungdx` runs the same main. T
 itself runs with `dvc repro` (the stage scripts use lungdx.runner, not this).
 
 Exit status: 0 done; 1 some image files could not be read (the others are answered), or
-`verify` found outputs that differ from dvc.lock; 2 a bad model file or bad usage; 130
+`verify` found outputs that differ from dvc.lock; 2 a bad model file, bad usage, or a
+`verify` that could not run (no project, no committed dvc.lock, a failed dvc repro); 130
 interrupted (Ctrl-C).
 """
 
@@ -94,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
         "verify", parents=[shared], help="rerun the committed pipeline in a scratch clone: does it reproduce dvc.lock?",
         description="Clone this project's last commit into a scratch folder, run dvc repro there from nothing, "
                     "and say for each stage whether its outputs are identical to the committed dvc.lock's, "
-                    "with how far each differing metric moved. Exit 0: all identical; 1: some differ.")
+                    "with how far each differing metric moved. Exit 0: all identical; 1: some differ; 2: it "
+                    "could not run (the error says why).")
     verify.add_argument("targets", nargs="*", metavar="STAGE",
                         help="stages to reproduce, with what they depend on (default: the whole pipeline)")
     verify.add_argument("--workdir", type=Path, metavar="DIR",
@@ -134,7 +136,13 @@ def main(argv=None) -> int:
 def run_verify(args) -> int:
     from .verify import report, verify
 
-    checks, commit, kept = verify(Path.cwd(), args.targets, args.workdir, args.keep)
+    try:
+        checks, commit, kept = verify(Path.cwd(), args.targets, args.workdir, args.keep)
+    except KeyboardInterrupt:
+        print("interrupted: lungdx verify stopped dvc repro in its scratch clone"
+              + (", which is kept" if args.keep else " and removed it") + "; nothing of this project changed",
+              file=sys.stderr)
+        return 130
     print(report(checks, commit))
     if kept is not None:
         print(f"the scratch clone is kept: {kept}")

@@ -72,10 +72,10 @@ def _numbered_shared_objects(config):
 
 
 def _rewrite_reproducibly(keras_file: Path, extra: dict[str, bytes]) -> None:
-    """Rewrite the zip Keras saved at `keras_file` (still a temporary) with `extra` members added, every member at ZIP_TIME,
-    stored (as Keras stores them), with the same attributes, Keras's save date left out of its
-    metadata.json and its memory addresses out of config.json. The weights' HDF5 records no times
-    (h5py creates objects without them)."""
+    """Rewrite the zip Keras saved at `keras_file` (still a temporary) with `extra` members added:
+    every member at ZIP_TIME, stored (as Keras stores them), as a Unix file rw-r--r--, Keras's save
+    date left out of its metadata.json and its memory addresses out of config.json. The weights'
+    HDF5 records no times (h5py creates objects without them)."""
     with zipfile.ZipFile(keras_file) as saved:
         members = {info.filename: saved.read(info) for info in saved.infolist()}
     metadata = json.loads(members["metadata.json"])

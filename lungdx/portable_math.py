@@ -5,10 +5,12 @@ vector instructions (AVX-512, AVX2, SSE), and each variant rounds differently in
 bit; the C library's scalar functions differ between versions and FMA variants too. So the
 synthetic X-rays of one seed came out a few pixels different on another CPU, and every hash
 downstream with them. These functions use only what IEEE 754 rounds exactly whatever the
-hardware (float64 +, -, *, /, rint, frexp, ldexp), each a separate NumPy call so that no
-compiler can fuse two of them. They are accurate to a few units in the last place (tested
+hardware (float64 +, -, *, /, rint, frexp, ldexp): NumPy runs each as its own loop, so no
+multiply and add are ever fused into one FMA (which rounds once instead of twice), and every
+SIMD width gives the same bits. They are accurate to a few units in the last place (tested
 against NumPy's), which is all an image generator needs: what matters is that they are the
-same everywhere.
+same everywhere. The pinned NumPy's, that is: another release could change how a loop rounds
+only by breaking IEEE 754.
 """
 
 from __future__ import annotations

@@ -164,18 +164,17 @@ def differences(root: Path) -> dict[str, dict[str, list[str]]]:
 
 
 def stale_lock(root: Path) -> list[str]:
-    """What makes dvc.lock describe other code than the files here, one line each: a stage whose
-    recorded code deps (lungdx/, stages/) are not dvc.yaml's, a recorded file that no longer exists,
-    or one whose md5 (as DVC 3 records it: of the file's bytes) is not the file's. [] when it
-    matches; a stage of dvc.yaml missing from the lock counts too (foreach instances aside)."""
+    """What makes dvc.lock describe other code or params than the files here, one line each: a
+    stage whose recorded code deps (lungdx/, stages/) are not dvc.yaml's, a recorded file that no
+    longer exists, one whose md5 (as DVC 3 records it: of the file's bytes) is not the file's, or
+    a recorded params.yaml value that is not the one there now. [] when it matches; a stage of
+    dvc.yaml missing from the lock counts too (foreach instances aside)."""
     import hashlib
 
-    try:
-        lock = yaml.safe_load((Path(root) / "dvc.lock").read_text(encoding="utf-8"))["stages"]
-    except (OSError, yaml.YAMLError, TypeError, KeyError) as exc:
-        raise StageDepsError(f"{Path(root) / 'dvc.lock'}: no readable stages ({exc}); run dvc repro") from exc
+    lock = _lock(Path(root) / "dvc.lock")
     declared, problems = declared_code_deps(root), []
     raw = yaml.safe_load((Path(root) / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    params = _yaml(Path(root) / "params.yaml") or {}
     for name in declared:  # a foreach over an empty mapping has no instance to record
         if name not in lock and "foreach" not in raw[name]:
             problems.append(f"dvc.lock: stage {name} of dvc.yaml is not recorded")
@@ -195,7 +194,48 @@ def stale_lock(root: Path) -> list[str]:
                 problems.append(f"dvc.lock: stage {recorded} records {path}, which dvc.yaml no longer lists")
             elif dep.get("md5") != hashlib.md5(file.read_bytes()).hexdigest():
                 problems.append(f"dvc.lock: stage {recorded} records another {path} than the one here")
+        for key, value in ((stage.get("params") or {}).get("params.yaml") or {}).items():
+            if _lookup(params, key) != value:
+                problems.append(f"dvc.lock: stage {recorded} records params.yaml's {key} = {value!r}, not "
+                                f"{_lookup(params, key)!r} as now")
     return problems
+
+
+def _yaml(path: Path):
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StageDepsError(f"{path}: not readable ({first})") from exc
+
+
+def _lock(path: Path) -> dict:
+    """dvc.lock's stages, each checked to be in the shape DVC writes (deps: a list of {path, md5},
+    params: {file: {key: value}}), so a damaged lock is one line, not a traceback."""
+    lock = _yaml(path)
+    stages = lock.get("stages") if isinstance(lock, dict) else None
+    if not isinstance(stages, dict):
+        raise StageDepsError(f"{path}: no stages; regenerate it with dvc repro")
+    for name, stage in stages.items():
+        deps, params = (stage.get("deps"), stage.get("params")) if isinstance(stage, dict) else (None, None)
+        if not (isinstance(stage, dict) and isinstance(deps or [], list)
+                and all(isinstance(d, dict) and isinstance(d.get("path"), str) for d in deps or [])
+                and isinstance(params or {}, dict) and all(isinstance(v, dict) for v in (params or {}).values())):
+            raise StageDepsError(f"{path}: stage {name} is not in the shape DVC writes (deps a list of paths "
+                                 "with md5s, params a mapping per file); regenerate it with dvc repro")
+    return stages
+
+
+_MISSING = "(absent)"
+
+
+def _lookup(params, dotted: str):
+    """params.yaml's value at a dotted key, as DVC records it in dvc.lock."""
+    for part in dotted.split("."):
+        if not isinstance(params, dict) or part not in params:
+            return _MISSING
+        params = params[part]
+    return params
 
 
 def rewrite(root: Path) -> str:

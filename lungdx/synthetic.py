@@ -54,11 +54,11 @@ def _gaussian(x, sigma):
 
 
 def _blur(a, sigma):
-    """A Gaussian blur as cv2.GaussianBlur does it for float images (a kernel of 8 sigma + 1, borders
-    reflected), its kernel computed here: OpenCV's own comes from the C library's exp."""
+    """A Gaussian blur as cv2.GaussianBlur does it for float images (cvRound(8 sigma + 1) | 1 taps,
+    borders reflected), its kernel computed here: OpenCV's own comes from the C library's exp."""
     if sigma <= 0:
         return a
-    radius = int(round(sigma * 4))
+    radius = (int(round(sigma * 8 + 1)) | 1) // 2  # round() rounds half to even, as cvRound does
     kernel = _gaussian(np.arange(-radius, radius + 1), sigma)
     kernel = kernel / math.fsum(kernel)  # fsum: exactly rounded, so no summation order to differ
     return cv2.sepFilter2D(a, -1, kernel, kernel, borderType=cv2.BORDER_REFLECT_101)

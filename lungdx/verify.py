@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -36,7 +37,7 @@ class StageCheck:
     name: str
     differing: list[str] = field(default_factory=list)   # outputs whose md5 differs
     new: bool = False                                    # not in the committed dvc.lock
-    code_changed: bool = False                           # the lock's entry was written by other code or params
+    stale_entry: bool = False                            # the lock's entry was written by other code or params
     metric_deltas: dict[str, dict[str, tuple]] = field(default_factory=dict)  # file -> key -> (committed, now)
     unavailable: list[str] = field(default_factory=list)  # differing metrics files whose committed numbers are not here
 
@@ -47,12 +48,48 @@ class StageCheck:
 
 def _git(root: Path, *args: str) -> str:
     try:
-        proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+        proc = subprocess.run(["git", *args], cwd=root, capture_output=True)
     except FileNotFoundError as exc:
         raise LungdxError("git is not installed: lungdx verify clones the project with git") from exc
     if proc.returncode != 0:
-        raise LungdxError(f"git {' '.join(args)} failed in {root}: {proc.stderr.strip() or proc.stdout.strip()}")
-    return proc.stdout
+        said = proc.stderr.decode(errors="replace").strip() or proc.stdout.decode(errors="replace").strip()
+        raise LungdxError(f"git {' '.join(args)} failed in {root}: {said}")
+    try:
+        return proc.stdout.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LungdxError(f"git {' '.join(args)} in {root} gave text that is not UTF-8: {exc.reason}") from exc
+
+
+def _project_in_repo(root: Path) -> tuple[str, str]:
+    """(the commit to verify, short, and the project's folder inside its git repository: '' at the
+    top, 'proj/' for a project made with dvc init --subdir)."""
+    if not (root / "dvc.yaml").is_file():
+        raise LungdxError(f"{root}: no dvc.yaml here; run lungdx verify in the project's folder")
+    try:
+        prefix = _git(root, "rev-parse", "--show-prefix").strip()
+    except LungdxError as exc:
+        raise LungdxError(f"{root}: not in a git repository; lungdx verify reruns a commit: run it in the "
+                          "project's git checkout") from exc
+    try:
+        commit = _git(root, "rev-parse", "--short", "HEAD").strip()
+    except LungdxError as exc:
+        raise LungdxError(f"{root}: the git repository has no commit yet; commit the project and its dvc.lock "
+                          "first") from exc
+    return commit, prefix
+
+
+def _check_targets(root: Path, targets: list[str]) -> None:
+    """Stage names only (name, or name@key of a foreach stage), each one dvc.yaml has, before any
+    clone is made: an option would reach dvc (`--dry` runs nothing), a typo would cost a clone."""
+    try:
+        stages = (yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8")) or {}).get("stages") or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError) as exc:
+        raise LungdxError(f"{root / 'dvc.yaml'}: cannot be read ({str(exc).splitlines()[0]})") from exc
+    for target in targets:
+        if target.startswith("-"):
+            raise LungdxError(f"{target}: not a stage name; lungdx verify passes no options to dvc repro")
+        if target.split("@")[0] not in stages or ("@" in target) != ("foreach" in (stages[target.split("@")[0]] or {})):
+            raise LungdxError(f"{target}: not a stage of dvc.yaml; its stages: {', '.join(stages)}")
 
 
 def _lock_stages(text: str, where: str) -> dict:
@@ -87,7 +124,7 @@ def compare_locks(committed: dict, rerun: dict) -> list[StageCheck]:
             check.differing = [path for path in outs if _hash(outs[path]) != _hash(outs_before.get(path))]
             deps, deps_before = _entries(stage, "deps"), _entries(before, "deps")
             code = {path for path in deps if path.startswith(("lungdx/", "stages/"))}
-            check.code_changed = (code != {p for p in deps_before if p.startswith(("lungdx/", "stages/"))}
+            check.stale_entry = (code != {p for p in deps_before if p.startswith(("lungdx/", "stages/"))}
                                   or any(_hash(deps[p]) != _hash(deps_before.get(p)) for p in code)
                                   or stage.get("params") != before.get("params"))
         checks.append(check)
@@ -116,14 +153,14 @@ def _metrics_files(root: Path) -> set[str]:
     return files
 
 
-def _committed_bytes(root: Path, path: str, entry: dict | None) -> bytes | None:
+def _committed_bytes(root: Path, path: str, entry: dict | None, prefix: str = "") -> bytes | None:
     """The committed content of output `path`: from git for one kept there, else from the DVC
     cache by the md5 dvc.lock records (the workspace file too, if it still has that md5)."""
     if entry is None:
         return None
     md5 = entry.get("md5")
     try:
-        return subprocess.run(["git", "show", f"HEAD:{path}"], cwd=root, capture_output=True, check=True).stdout
+        return subprocess.run(["git", "show", f"HEAD:{prefix}{path}"], cwd=root, capture_output=True, check=True).stdout
     except subprocess.CalledProcessError:
         pass
     if not md5:
@@ -142,12 +179,13 @@ def _cache_dir(root: Path) -> Path:
     return Path(proc.stdout.strip()) if proc.returncode == 0 and proc.stdout.strip() else root / ".dvc" / "cache"
 
 
-def add_metric_deltas(checks: list[StageCheck], root: Path, scratch: Path, committed: dict) -> None:
-    """For each differing metrics file, the numbers that moved: committed -> rerun."""
+def add_metric_deltas(checks: list[StageCheck], root: Path, scratch: Path, committed: dict, prefix: str = "") -> None:
+    """For each differing metrics file, the numbers that moved: committed -> rerun. `prefix`: the
+    project's folder in its git repository."""
     metrics = _metrics_files(scratch)
     for check in checks:
         for path in [p for p in check.differing if p in metrics]:
-            old = _committed_bytes(root, path, _entries(committed.get(check.name, {}), "outs").get(path))
+            old = _committed_bytes(root, path, _entries(committed.get(check.name, {}), "outs").get(path), prefix)
             try:
                 before = _numbers(json.loads(old)) if old is not None else None
                 now = _numbers(json.loads((scratch / path).read_text(encoding="utf-8")))
@@ -173,36 +211,73 @@ def verify(root: Path, targets: list[str], workdir: Path | None = None, keep: bo
     """Rerun `dvc repro TARGETS` (all stages: none given) of HEAD in a scratch clone; return each
     stage's check, the commit verified, and the scratch clone if kept."""
     root = root.resolve()
-    if not (root / "dvc.yaml").is_file():
-        raise LungdxError(f"{root}: no dvc.yaml here; run lungdx verify in the project's folder")
-    commit = _git(root, "rev-parse", "--short", "HEAD").strip()
+    commit, prefix = _project_in_repo(root)
+    _check_targets(root, targets)
     try:
-        committed_text = _git(root, "show", "HEAD:dvc.lock")
+        committed_text = _git(root, "show", f"HEAD:{prefix}dvc.lock")
     except LungdxError as exc:
+        if "not UTF-8" in str(exc):
+            raise
         raise LungdxError(f"commit {commit} has no dvc.lock to verify against: run dvc repro, then commit "
                           "dvc.lock") from exc
     committed = _lock_stages(committed_text, f"dvc.lock of commit {commit}")
-    if _git(root, "status", "--porcelain", "--untracked-files=no").strip():
+    if _git(root, "status", "--porcelain", "--untracked-files=no", ".").strip():
         print(f"verify: note: this folder has uncommitted changes; what is verified is commit {commit}",
               file=out, flush=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".lungdx-verify-", dir=_scratch_parent(root, workdir)))
+    top = Path(_git(root, "rev-parse", "--show-toplevel").strip())
+    scratch = Path(tempfile.mkdtemp(prefix=".lungdx-verify-", dir=_scratch_parent(top, workdir)))
     try:
-        _git(root, "clone", "--quiet", str(root), str(scratch))
+        _git(root, "clone", "--quiet", str(top), str(scratch))
+        project = scratch / prefix
+        # The new dvc.lock then records the stages this run ran, and only those: an entry copied
+        # from the commit's lock would compare equal to itself.
+        (project / "dvc.lock").unlink()
         print(f"verify: running dvc repro{''.join(' ' + t for t in targets)} of commit {commit} in a scratch "
-              f"clone ({scratch})", file=out, flush=True)
+              f"clone ({project})", file=out, flush=True)
         start = time.monotonic()
-        proc = subprocess.run([sys.executable, "-m", "dvc", "repro", *targets], cwd=scratch)
-        if proc.returncode != 0:
-            raise LungdxError(f"dvc repro failed in the scratch clone (exit {proc.returncode}; its lines are "
-                              f"above){'; it is kept: ' + str(scratch) if keep else ''}")
+        returncode = _run_dvc_repro(project, targets)
+        if returncode != 0:
+            raise LungdxError(f"dvc repro failed in the scratch clone (exit {returncode}; its lines are "
+                              f"above){'; it is kept: ' + str(project) if keep else ''}")
         print(f"verify: dvc repro took {time.monotonic() - start:.0f} s", file=out, flush=True)
-        rerun = _lock_stages((scratch / "dvc.lock").read_text(encoding="utf-8"), f"{scratch}/dvc.lock")
+        rerun = _lock_stages((project / "dvc.lock").read_text(encoding="utf-8"), f"{project}/dvc.lock")
         checks = compare_locks(committed, rerun)
-        add_metric_deltas(checks, root, scratch, committed)
+        add_metric_deltas(checks, root, project, committed, prefix)
     finally:
         if not keep:
             shutil.rmtree(scratch, ignore_errors=True)
-    return checks, commit, scratch if keep else None
+    return checks, commit, scratch / prefix if keep else None
+
+
+def _run_dvc_repro(project: Path, targets: list[str]) -> int:
+    """`dvc repro --force TARGETS` in `project`, its output shown; its exit status. --force: every
+    stage runs, even where a cache dir in .dvc/config already holds its outputs.
+
+    dvc runs in its own process group, so that when verify is stopped (Ctrl-C, or SIGTERM, taken
+    as Ctrl-C here) it can stop dvc and its stage as a terminal's Ctrl-C would, and wait for them
+    to clean up before the scratch clone is removed: nothing keeps running in a deleted folder."""
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupted)
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--force", *targets], cwd=project,
+                            start_new_session=True)
+    try:
+        return proc.wait()
+    except BaseException:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this short
+        for signum, grace in ((signal.SIGINT, 60), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(proc.pid, signum)
+                proc.wait(grace)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+            except ProcessLookupError:
+                break
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _number(value) -> str:
@@ -219,17 +294,18 @@ def report(checks: list[StageCheck], commit: str) -> str:
             continue
         state = "identical" if check.identical else "differs: " + ", ".join(check.differing)
         lines.append(f"  {check.name:<{width}}  {state}")
-        if check.code_changed:
+        if check.stale_entry:
             lines.append(f"  {'':<{width}}  (its committed entry was written by other code or params: "
                          "the lock is stale; regenerate it with dvc repro and commit dvc.lock)")
         for path, deltas in check.metric_deltas.items():
-            moved = ", ".join(f"{key} {_number(a)} -> {_number(b)}"
-                              + (f" ({b - a:+.6g})" if a is not None and b is not None else "")
-                              for key, (a, b) in deltas.items())
-            lines.append(f"  {'':<{width}}  {path}: {moved or 'the same numbers (other bytes)'}")
+            lines.append(f"  {'':<{width}}  {path}:" + ("" if deltas else " the same numbers (other bytes)"))
+            key_width = max((len(key) for key in deltas), default=0)
+            for key, (a, b) in deltas.items():
+                delta = f" ({b - a:+.6g})" if a is not None and b is not None else ""
+                lines.append(f"  {'':<{width}}    {key:<{key_width}}  {_number(a)} -> {_number(b)}{delta}")
         for path in check.unavailable:
             lines.append(f"  {'':<{width}}  {path}: the committed numbers are not in this project's DVC cache "
-                         "(dvc pull fetches them)")
+                         "(dvc pull brings them from the project's remote, if it has one)")
     same = sum(c.identical for c in checks)
     lines.append(f"{same} of {len(checks)} stages identical"
                  + ("" if same == len(checks) else "; what can differ between machines: docs/models.md#determinism"))

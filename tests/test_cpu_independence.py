@@ -25,6 +25,7 @@ DATA_STAGES = {"download": ["data/raw"], "sample": ["data/sampled"], "prepare": 
                "baseline": ["metrics/baseline.json", "reports/baseline.json"]}
 # OpenCV's dispatched levels above the x86-64 baseline (SSE2/SSE3), by the names it takes.
 OPENCV_ABOVE_BASELINE = "AVX512F,AVX2,FMA3,AVX,FP16,POPCNT,SSSE3"
+GLIBC_ABOVE_BASELINE = "glibc.cpu.hwcaps=-AVX512F,-AVX2,-FMA,-FMA4,-AVX"
 
 
 def _numpy_dispatch_found() -> list[str]:
@@ -44,8 +45,10 @@ def simulated_cpus() -> dict[str, dict]:
     cpus = {"this CPU, every core": {"env": {}, "one_core": False}}
     if avx512:
         cpus["NumPy without AVX-512"] = {"env": {"NPY_DISABLE_CPU_FEATURES": " ".join(avx512)}, "one_core": False}
-    cpus["NumPy and OpenCV at the x86-64 baseline, one core"] = {
-        "env": {"NPY_DISABLE_CPU_FEATURES": " ".join(found), "OPENCV_CPU_DISABLE": OPENCV_ABOVE_BASELINE},
+    cpus["NumPy, OpenCV and the C library at the x86-64 baseline, one core"] = {
+        "env": {"NPY_DISABLE_CPU_FEATURES": " ".join(found), "OPENCV_CPU_DISABLE": OPENCV_ABOVE_BASELINE,
+                # glibc's libm picks FMA/AVX2 variants of exp (which NumPy's normal draws call) at start
+                "GLIBC_TUNABLES": GLIBC_ABOVE_BASELINE},
         "one_core": True}
     return cpus
 
@@ -93,12 +96,14 @@ def test_data_stages_write_the_same_bytes_whatever_the_cpu(tmp_path):
 
 
 def test_portable_math_gives_the_same_bits_whatever_numpys_simd_level(tmp_path):
+    # NumPy's own, for contrast: float64 exp, log and power have AVX-512 loops, float32 exp has
+    # AVX2 ones too, so some differ on any CPU with a level above the baseline.
     script = ("import hashlib, numpy as np; from lungdx import portable_math as pm; "
               "x = np.linspace(-50, 50, 100001); y = np.linspace(1e-9, 4, 100001); "
               "print(hashlib.md5(b''.join(f(a).tobytes() for f, a in "
               "((pm.exp, x), (pm.log, y), (lambda v: pm.power(v, 0.87), y), (pm.sin, x), (pm.cos, x)))).hexdigest(), "
-              "hashlib.md5(b''.join(f(a).tobytes() for f, a in "
-              "((np.exp, x), (np.log, y), (lambda v: v ** 0.87, y)))).hexdigest())")
+              "hashlib.md5(b''.join(f(a).tobytes() for f, a in ((np.exp, x), (np.log, y), (lambda v: v ** 0.87, y), "
+              "(np.exp, x.astype(np.float32)), (lambda v: v ** np.float32(0.87), y.astype(np.float32))))).hexdigest())")
     outputs = {}
     for name, cpu in simulated_cpus().items():
         proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
@@ -109,6 +114,41 @@ def test_portable_math_gives_the_same_bits_whatever_numpys_simd_level(tmp_path):
     assert len(ours) == 1, outputs
     # The reason for the module: NumPy's own functions round differently at another SIMD level.
     assert len(numpys) > 1, f"NumPy's exp, log and power gave the same bits at every level here: {outputs}"
+
+
+def test_opencv_is_pinned_to_one_code_path_whatever_its_simd_level():
+    """lungdx.opencv's pin, against OpenCV left to choose: a float blur and resize give other bits
+    with its AVX2/AVX-512 loops disabled, unless the pin is on."""
+    script = ("import hashlib, sys, numpy as np; from lungdx.opencv import cv2; "
+              "cv2.setUseOptimized(sys.argv[1] == 'free'); "
+              "a = np.random.default_rng(0).random((256, 256), dtype=np.float32); "
+              "print(hashlib.md5(cv2.GaussianBlur(a, (0, 0), 2.5).tobytes() + "
+              "cv2.resize(a, (97, 97), interpolation=cv2.INTER_AREA).tobytes() + "
+              "cv2.warpAffine(a, np.float64([[0.98, 0.1, 3.3], [-0.1, 0.98, -2.1]]), (256, 256)).tobytes()).hexdigest())")
+    cpus = simulated_cpus()
+    hashes = {mode: {subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, check=True,
+                                    env={**os.environ, **cpu["env"], "PYTHONPATH": str(ROOT)}).stdout
+                     for cpu in cpus.values()}
+              for mode in ("free", "pinned")}
+    assert len(hashes["pinned"]) == 1, hashes
+    if not any(flag in open("/proc/cpuinfo").read() for flag in (" avx2 ", " avx512f ")):
+        pytest.skip("this CPU has no AVX2: OpenCV left free runs its baseline too")
+    assert len(hashes["free"]) > 1, "OpenCV gave the same bits with and without its SIMD loops: nothing to pin"
+
+
+def test_no_module_imports_opencv_around_its_pin():
+    """cv2 comes from lungdx.opencv alone: a module importing cv2 itself could run OpenCV before the
+    pin, in a process that never imports lungdx.opencv."""
+    import ast
+
+    direct = []
+    for path in sorted((ROOT / "lungdx").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            if any(name and name.split(".")[0] == "cv2" for name in names) and path.name != "opencv.py":
+                direct.append(f"{path.name}:{node.lineno}")
+    assert direct == [], f"import cv2 from lungdx.opencv instead: {direct}"
 
 
 def test_portable_math_is_accurate():
@@ -126,15 +166,17 @@ def test_portable_math_is_accurate():
 
 
 def test_the_forest_is_the_same_on_one_thread_or_two():
+    """Fitted on two threads (as the stage does on 2 cores), the forest's trees and our probabilities
+    are those of a forest fitted and asked on one."""
     from lungdx.baseline import probabilities, random_forest
 
     rng = np.random.default_rng(0)
     x, y = rng.random((300, 64), dtype=np.float32), rng.integers(0, 4, 300)
-    fitted = {n_jobs: random_forest(40, 7, n_jobs).fit(x, y) for n_jobs in (1, 2)}
-    trees = {n: [(t.tree_.threshold.tobytes(), t.tree_.value.tobytes()) for t in f.estimators_]
-             for n, f in fitted.items()}
-    assert trees[1] == trees[2]
-    assert probabilities(fitted[1], x).tobytes() == probabilities(fitted[2], x).tobytes()
+    one, two = random_forest(40, 7, n_jobs=1).fit(x, y), random_forest(40, 7, n_jobs=2).fit(x, y)
+    assert [(t.tree_.threshold.tobytes(), t.tree_.value.tobytes()) for t in one.estimators_] == \
+        [(t.tree_.threshold.tobytes(), t.tree_.value.tobytes()) for t in two.estimators_]
+    assert probabilities(two, x).tobytes() == one.predict_proba(x).tobytes()
+    assert two.n_jobs == 1  # probabilities() says it sets it
 
 
 def test_opencv_runs_its_baseline_code_path():

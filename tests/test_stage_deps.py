@@ -27,20 +27,40 @@ def test_dvc_lock_records_the_code_on_main():
                          "fresh clone (docs/development.md#dvclock):\n" + "\n".join(stale[:20]))
 
 
+def write_fresh_lock(project) -> None:
+    """A dvc.lock as DVC 3 writes it for the code in `project`: each stage's code deps with the md5
+    of their bytes, and the seed it was run with."""
+    import hashlib
+
+    seed = yaml.safe_load((project / "params.yaml").read_text())["seed"]
+    stages = {name: {"cmd": f"python -m stages.{name}",
+                     "deps": [{"path": path, "hash": "md5", "md5": hashlib.md5((project / path).read_bytes()).hexdigest()}
+                              for path in sorted(paths)],
+                     "params": {"params.yaml": {"seed": seed}}}
+              for name, paths in stage_deps.declared_code_deps(project).items() if name != "external"}
+    (project / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": stages}, sort_keys=False))
+
+
 def test_a_stale_dvc_lock_is_named_line_by_line(tmp_path, capsys):
     project = project_copy(tmp_path)
-    shutil.copy(ROOT / "dvc.lock", project / "dvc.lock")
+    shutil.copy(ROOT / "params.yaml", project / "params.yaml")
+    write_fresh_lock(project)
     assert stage_deps.stale_lock(project) == []
     (project / "lungdx" / "sample.py").write_text((project / "lungdx" / "sample.py").read_text() + "# edited\n")
     lock = (project / "dvc.lock").read_text()
     (project / "dvc.lock").write_text(lock.replace("path: lungdx/splits.py", "path: lungdx/gone.py"))
+    (project / "params.yaml").write_text((project / "params.yaml").read_text().replace("seed: 239", "seed: 7"))
     stale = stage_deps.stale_lock(project)
     assert "dvc.lock: stage sample records another lungdx/sample.py than the one here" in stale
     assert "dvc.lock: stage sample records lungdx/gone.py, which does not exist" in stale
     assert "dvc.lock: stage sample does not record lungdx/splits.py, which dvc.yaml lists" in stale
+    assert "dvc.lock: stage train records params.yaml's seed = 239, not 7 as now" in stale
     assert stage_deps.main(["--root", str(project), "--lock"]) == 1
     assert "records another lungdx/sample.py" in capsys.readouterr().out
     assert stage_deps.main(["--root", str(project)]) == 0  # without --lock, dvc.yaml alone
+    # A stage dvc.yaml has and the lock lacks (a new stage, never run) is named too.
+    (project / "dvc.lock").write_text(lock.replace("  gradcam:", "  gradcam_old:"))
+    assert "dvc.lock: stage gradcam of dvc.yaml is not recorded" in stage_deps.stale_lock(project)
 
 
 def test_the_graph_follows_imports_inside_functions_and_stays_per_stage():
@@ -205,3 +225,20 @@ def test_each_stage_module_has_its_stage_function_taking_settings_and_explicit_p
                     assert not (isinstance(default, ast.Constant) and isinstance(default.value, str)
                                 and default.value.split("/")[0] in ("data", "models", "metrics", "reports", "dvclive")), \
                         f"lungdx/{name}.py: {node.name}() has a default path {default.value!r}"
+
+
+@pytest.mark.parametrize("lock, says", [
+    ("stages: {download: 5}", "dvc.lock: stage download is not in the shape DVC writes"),
+    ("stages: {download: {deps: [{path: 5}]}}", "dvc.lock: stage download is not in the shape DVC writes"),
+    ("stages: {download: {params: 3}}", "dvc.lock: stage download is not in the shape DVC writes"),
+    ("stages: null", "dvc.lock: no stages; regenerate it with dvc repro"),
+    ("[1, 2", "dvc.lock: not readable (while parsing a flow sequence)"),
+    (b"\xff\xfe\n", "dvc.lock: not readable ('utf-8' codec can't decode"),
+])
+def test_a_damaged_dvc_lock_is_one_error_line(tmp_path, capsys, lock, says):
+    project = project_copy(tmp_path)
+    shutil.copy(ROOT / "params.yaml", project / "params.yaml")
+    (project / "dvc.lock").write_bytes(lock if isinstance(lock, bytes) else lock.encode())
+    assert stage_deps.main(["--root", str(project), "--lock"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: ") and says in line, line
