@@ -24,7 +24,7 @@ from tests.helpers import ROOT, copy_project
 DATA_STAGES = {"download": ["data/raw"], "sample": ["data/sampled"], "prepare": ["data/prepared"],
                "baseline": ["metrics/baseline.json", "reports/baseline.json"]}
 # OpenCV's dispatched levels above the x86-64 baseline (SSE2/SSE3), by the names it takes.
-OPENCV_ABOVE_BASELINE = "AVX512F,AVX2,FMA3,AVX,FP16,POPCNT,SSSE3"
+OPENCV_ABOVE_BASELINE = "AVX512F,AVX2,FMA3,AVX,FP16,SSE4.2,POPCNT,SSE4.1,SSSE3"
 GLIBC_ABOVE_BASELINE = "glibc.cpu.hwcaps=-AVX512F,-AVX2,-FMA,-FMA4,-AVX"
 
 
