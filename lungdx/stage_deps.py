@@ -171,10 +171,12 @@ def stale_lock(root: Path) -> list[str]:
     dvc.yaml missing from the lock counts too (foreach instances aside)."""
     import hashlib
 
+    from .params import PARAMS_FILE
+
     lock = _lock(Path(root) / "dvc.lock")
     declared, problems = declared_code_deps(root), []
     raw = yaml.safe_load((Path(root) / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
-    params = _yaml(Path(root) / "params.yaml") or {}
+    params = _params(Path(root))
     for name in declared:  # a foreach over an empty mapping has no instance to record
         if name not in lock and "foreach" not in raw[name]:
             problems.append(f"dvc.lock: stage {name} of dvc.yaml is not recorded")
@@ -194,7 +196,7 @@ def stale_lock(root: Path) -> list[str]:
                 problems.append(f"dvc.lock: stage {recorded} records {path}, which dvc.yaml no longer lists")
             elif dep.get("md5") != hashlib.md5(file.read_bytes()).hexdigest():
                 problems.append(f"dvc.lock: stage {recorded} records another {path} than the one here")
-        for key, value in ((stage.get("params") or {}).get("params.yaml") or {}).items():
+        for key, value in ((stage.get("params") or {}).get(PARAMS_FILE) or {}).items():  # as dvc.lock names it
             if _lookup(params, key) != value:
                 problems.append(f"dvc.lock: stage {recorded} records params.yaml's {key} = {value!r}, not "
                                 f"{_lookup(params, key)!r} as now")
@@ -207,6 +209,17 @@ def _yaml(path: Path):
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StageDepsError(f"{path}: not readable ({first})") from exc
+
+
+def _params(root: Path) -> dict:
+    """params.yaml's values, read by lungdx.params (its only reader)."""
+    from . import params
+    from .errors import LungdxError
+
+    try:
+        return params.read(root / params.PARAMS_FILE)
+    except LungdxError as exc:
+        raise StageDepsError(str(exc)) from exc
 
 
 def _lock(path: Path) -> dict:
