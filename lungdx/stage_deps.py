@@ -137,13 +137,14 @@ def stage_script(root: Path, name: str, cmd: str) -> Path:
                          f"({', '.join(PACKAGES)}); list its code deps by hand")
 
 
-def _ours(dep: str) -> bool:
+def is_project_code(dep: str) -> bool:
+    """A dep that is a file of the project's packages (lungdx/, stages/): its code, not its data."""
     return dep.endswith(".py") and dep.split("/")[0] in PACKAGES
 
 
 def declared_code_deps(root: Path) -> dict[str, set[str]]:
     """Per stage in dvc.yaml: its deps that are files of the project's packages."""
-    return {name: {d for d in stage.get("deps") or [] if isinstance(d, str) and _ours(d)}
+    return {name: {d for d in stage.get("deps") or [] if isinstance(d, str) and is_project_code(d)}
             for name, stage in _stages(root).items()}
 
 
@@ -173,16 +174,16 @@ def stale_lock(root: Path) -> list[str]:
 
     from .params import PARAMS_FILE
 
-    lock = _lock(Path(root) / "dvc.lock")
+    lock = lock_stages(_read(Path(root) / "dvc.lock"), Path(root) / "dvc.lock")
     declared, problems = declared_code_deps(root), []
-    raw = yaml.safe_load((Path(root) / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    raw = _yaml(_read(Path(root) / "dvc.yaml"), Path(root) / "dvc.yaml")["stages"]
     params = _params(Path(root))
     for name in declared:  # a foreach over an empty mapping has no instance to record
         if name not in lock and "foreach" not in raw[name]:
             problems.append(f"dvc.lock: stage {name} of dvc.yaml is not recorded")
     for recorded, stage in lock.items():
         name = recorded.split("@")[0]
-        deps = {d["path"]: d for d in stage.get("deps") or [] if isinstance(d, dict) and _ours(d.get("path", ""))}
+        deps = {d["path"]: d for d in stage.get("deps") or [] if is_project_code(d["path"])}
         if name not in declared:
             problems.append(f"dvc.lock: stage {recorded} is not in dvc.yaml")
             continue
@@ -203,12 +204,19 @@ def stale_lock(root: Path) -> list[str]:
     return problems
 
 
-def _yaml(path: Path):
+def _yaml(text: str, where) -> object:
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StageDepsError(f"{path}: not readable ({first})") from exc
+        raise StageDepsError(f"{where}: not readable ({first})") from exc
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StageDepsError(f"{path}: not readable ({exc})") from exc
 
 
 def _params(root: Path) -> dict:
@@ -222,20 +230,25 @@ def _params(root: Path) -> dict:
         raise StageDepsError(str(exc)) from exc
 
 
-def _lock(path: Path) -> dict:
-    """dvc.lock's stages, each checked to be in the shape DVC writes (deps: a list of {path, md5},
-    params: {file: {key: value}}), so a damaged lock is one line, not a traceback."""
-    lock = _yaml(path)
+def lock_stages(text: str, where) -> dict:
+    """The stages of dvc.lock's text, each checked to be in the shape DVC writes (deps and outs:
+    lists of {path, ...}; params: {file: {key: value}}), so that a damaged lock is one line, not a
+    traceback; `where` names it in that line."""
+    lock = _yaml(text, where)
     stages = lock.get("stages") if isinstance(lock, dict) else None
     if not isinstance(stages, dict):
-        raise StageDepsError(f"{path}: no stages; regenerate it with dvc repro")
+        raise StageDepsError(f"{where}: no stages; regenerate it with dvc repro")
+
+    def entries(value) -> bool:
+        return isinstance(value or [], list) and all(isinstance(e, dict) and isinstance(e.get("path"), str)
+                                                     for e in value or [])
+
     for name, stage in stages.items():
-        deps, params = (stage.get("deps"), stage.get("params")) if isinstance(stage, dict) else (None, None)
-        if not (isinstance(stage, dict) and isinstance(deps or [], list)
-                and all(isinstance(d, dict) and isinstance(d.get("path"), str) for d in deps or [])
-                and isinstance(params or {}, dict) and all(isinstance(v, dict) for v in (params or {}).values())):
-            raise StageDepsError(f"{path}: stage {name} is not in the shape DVC writes (deps a list of paths "
-                                 "with md5s, params a mapping per file); regenerate it with dvc repro")
+        if not (isinstance(stage, dict) and entries(stage.get("deps")) and entries(stage.get("outs"))
+                and isinstance(stage.get("params") or {}, dict)
+                and all(isinstance(v, dict) for v in (stage.get("params") or {}).values())):
+            raise StageDepsError(f"{where}: stage {name} is not in the shape DVC writes (deps and outs lists "
+                                 "of paths with md5s, params a mapping per file); regenerate it with dvc repro")
     return stages
 
 
@@ -272,7 +285,7 @@ def rewrite(root: Path) -> str:
             deps_indent = None  # the deps list ended
         if deps_indent is not None:
             item = re.fullmatch(r"-\s+(['\"]?)([^'\"#]+?)\1\s*(#.*)?", content)
-            if not (item and _ours(item.group(2))):
+            if not (item and is_project_code(item.group(2))):
                 out.append(line)  # a data dep, a comment, another file: kept; ours are written anew
             continue
         head = re.fullmatch(r"(\s*)([\w.-]+):\s*(#.*)?", bare)
@@ -315,9 +328,9 @@ def _check_rewrite(root: Path, old: str, new: str, needed: dict[str, set[str]]) 
     for name, whole in after["stages"].items():
         stage, old_stage = _body(whole), _body(before["stages"][name])
         deps = stage.get("deps") or []
-        ours = [d for d in deps if _ours(d)]
-        others = [d for d in deps if not _ours(d)]
-        old_others = [d for d in old_stage.get("deps") or [] if not _ours(d)]
+        ours = [d for d in deps if is_project_code(d)]
+        others = [d for d in deps if not is_project_code(d)]
+        old_others = [d for d in old_stage.get("deps") or [] if not is_project_code(d)]
         stage_without = {k: v for k, v in stage.items() if k != "deps"}
         old_without = {k: v for k, v in old_stage.items() if k != "deps"}
         if "foreach" in whole and {k: v for k, v in whole.items() if k != "do"} != {

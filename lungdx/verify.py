@@ -29,6 +29,7 @@ from pathlib import Path
 import yaml
 
 from .errors import LungdxError
+from .stage_deps import StageDepsError, is_project_code, lock_stages
 
 
 @dataclass
@@ -93,18 +94,15 @@ def _check_targets(root: Path, targets: list[str]) -> None:
 
 
 def _lock_stages(text: str, where: str) -> dict:
+    """dvc.lock's stages, checked as lungdx.stage_deps checks them (a LungdxError here)."""
     try:
-        lock = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise LungdxError(f"{where}: not readable YAML ({str(exc).splitlines()[0]})") from exc
-    stages = lock.get("stages") if isinstance(lock, dict) else None
-    if not isinstance(stages, dict):
-        raise LungdxError(f"{where}: not a dvc.lock (no stages)")
-    return stages
+        return lock_stages(text, where)
+    except StageDepsError as exc:
+        raise LungdxError(str(exc)) from exc
 
 
 def _entries(stage: dict, group: str) -> dict[str, dict]:
-    return {entry["path"]: entry for entry in stage.get(group) or [] if isinstance(entry, dict) and "path" in entry}
+    return {entry["path"]: entry for entry in stage.get(group) or []}  # shape checked by _lock_stages
 
 
 def _hash(entry: dict | None):
@@ -123,8 +121,8 @@ def compare_locks(committed: dict, rerun: dict) -> list[StageCheck]:
             outs, outs_before = _entries(stage, "outs"), _entries(before, "outs")
             check.differing = [path for path in outs if _hash(outs[path]) != _hash(outs_before.get(path))]
             deps, deps_before = _entries(stage, "deps"), _entries(before, "deps")
-            code = {path for path in deps if path.startswith(("lungdx/", "stages/"))}
-            check.stale_entry = (code != {p for p in deps_before if p.startswith(("lungdx/", "stages/"))}
+            code = {path for path in deps if is_project_code(path)}
+            check.stale_entry = (code != {p for p in deps_before if is_project_code(p)}
                                   or any(_hash(deps[p]) != _hash(deps_before.get(p)) for p in code)
                                   or stage.get("params") != before.get("params"))
         checks.append(check)
@@ -153,9 +151,9 @@ def _metrics_files(root: Path) -> set[str]:
     return files
 
 
-def _committed_bytes(root: Path, path: str, entry: dict | None, prefix: str = "") -> bytes | None:
+def _committed_bytes(root: Path, cache: Path, path: str, entry: dict | None, prefix: str = "") -> bytes | None:
     """The committed content of output `path`: from git for one kept there, else from the DVC
-    cache by the md5 dvc.lock records (the workspace file too, if it still has that md5)."""
+    cache folder `cache` by the md5 dvc.lock records (the workspace file too, if it still has that md5)."""
     if entry is None:
         return None
     md5 = entry.get("md5")
@@ -170,8 +168,8 @@ def _committed_bytes(root: Path, path: str, entry: dict | None, prefix: str = ""
     workspace = root / path
     if workspace.is_file() and hashlib.md5(workspace.read_bytes()).hexdigest() == md5:
         return workspace.read_bytes()
-    cache = _cache_dir(root) / "files" / "md5" / md5[:2] / md5[2:]
-    return cache.read_bytes() if cache.is_file() else None
+    cached = cache / "files" / "md5" / md5[:2] / md5[2:]
+    return cached.read_bytes() if cached.is_file() else None
 
 
 def _cache_dir(root: Path) -> Path:
@@ -183,9 +181,11 @@ def add_metric_deltas(checks: list[StageCheck], root: Path, scratch: Path, commi
     """For each differing metrics file, the numbers that moved: committed -> rerun. `prefix`: the
     project's folder in its git repository."""
     metrics = _metrics_files(scratch)
+    cache = None
     for check in checks:
         for path in [p for p in check.differing if p in metrics]:
-            old = _committed_bytes(root, path, _entries(committed.get(check.name, {}), "outs").get(path), prefix)
+            cache = cache or _cache_dir(root)  # one `dvc cache dir`, and none when no metric differs
+            old = _committed_bytes(root, cache, path, _entries(committed.get(check.name, {}), "outs").get(path), prefix)
             try:
                 before = _numbers(json.loads(old)) if old is not None else None
                 now = _numbers(json.loads((scratch / path).read_text(encoding="utf-8")))

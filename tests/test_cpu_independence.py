@@ -9,7 +9,6 @@ OPENCV_CPU_DISABLE), and a process can be kept to one core (as on a 1-core machi
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 
 from lungdx import portable_math as pm
-from tests.helpers import ROOT, copy_project
+from tests.helpers import ROOT, copy_project, tree_hashes
 
 DATA_STAGES = {"download": ["data/raw"], "sample": ["data/sampled"], "prepare": ["data/prepared"],
                "baseline": ["metrics/baseline.json", "reports/baseline.json"]}
@@ -64,17 +63,6 @@ def _run_as(cpu: dict, cmd: list[str], cwd: Path) -> str:
     return proc.stderr
 
 
-def output_hashes(root: Path, paths: list[str]) -> dict[str, str]:
-    """md5 of every file of each output (a folder: each file below it)."""
-    out = {}
-    for path in paths:
-        target = root / path
-        files = sorted(p for p in target.rglob("*") if p.is_file()) if target.is_dir() else [target]
-        for file in files:
-            out[file.relative_to(root).as_posix()] = hashlib.md5(file.read_bytes()).hexdigest()
-    return out
-
-
 @pytest.mark.slow
 def test_data_stages_write_the_same_bytes_whatever_the_cpu(tmp_path):
     # Synthetic images at their default size (at 96 px NumPy's rounding never reached a pixel of
@@ -87,7 +75,8 @@ def test_data_stages_write_the_same_bytes_whatever_the_cpu(tmp_path):
         project = copy_project(tmp_path / f"p{len(hashes)}", **params)
         for stage, outs in DATA_STAGES.items():
             _run_as(cpu, [sys.executable, "-m", f"stages.{stage}"], project)
-        hashes[name] = output_hashes(project, [out for outs in DATA_STAGES.values() for out in outs])
+        outputs = tuple(out for outs in DATA_STAGES.values() for out in outs)
+        hashes[name] = {path: digest for path, digest in tree_hashes(project).items() if path.startswith(outputs)}
     first, *others = hashes
     assert len(hashes[first]) > 12 * 4 * 3  # every image, mask and lesion, and more
     for name in others:
