@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="also write a Grad-CAM overlay PNG per image into OUTDIR")
     predict.add_argument("--mask", type=Path, metavar="PATH",
                          help="lung masks, for a model trained on images cut to their lungs (prepare.lung_mask "
-                              "crop or mask): a mask file for one image, or a folder of masks named as the images")
+                              "crop or mask), in place of the lungs its own segmenter draws: a mask file for one "
+                              "image, or a folder of masks named as the images")
     predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
     predict.set_defaults(run=run_predict)
 
@@ -179,10 +180,13 @@ def run_predict(args) -> int:
     elif good:
         classes = list(good[0]["probabilities"])
         width = max(len(shown(r["path"])) for r in good)
-        print(f"{'image':<{width}}  {'predicted':<16}" + "".join(f"{shown(c):>17}" for c in classes))
+        lungs = any("lungs" in r for r in good)  # lung focus: which lungs each image was cut to
+        print(f"{'image':<{width}}  {'predicted':<16}" + "".join(f"{shown(c):>17}" for c in classes)
+              + ("  lungs" if lungs else ""))
         for r in good:
             print(f"{shown(r['path']):<{width}}  {shown(r['predicted']):<16}"
-                  + "".join(f"{r['probabilities'][c]:>17.4f}" for c in classes))
+                  + "".join(f"{r['probabilities'][c]:>17.4f}" for c in classes)
+                  + (f"  {r['lungs']}" if lungs else ""))
     return 1 if len(good) < len(results) else 0
 
 
@@ -287,13 +291,28 @@ def run_info(args) -> int:
             "input": f"{info['image_size']}x{info['image_size']} px, {pixels.get('channels', 1)} channel, "
                      f"{pixels.get('dtype', 'float32')} {'..'.join(map(str, pixels.get('range', [0, 255])))}",
             "preprocessing": f"{pixels['preprocessing']}: {pixels.get('steps', '')}",
-            "lung focus": {"none": "none: the whole X-ray",
-                           "crop": "crop: cut to the lungs' box; predict needs each image's lung mask (--mask)",
-                           "mask": "mask: cut to the lungs, black beyond them; predict needs each image's lung "
-                                   "mask (--mask)"}[pixels["lung_mask"]],
+            "lung focus": lung_focus_text(pixels["lung_mask"], info["segmenter"]),
+            **({"lung segmenter": segmenter_text(info["segmenter"])} if info["segmenter"] else {}),
             "lungdx version": info.get("lungdx_version", "unknown"),
             "file size": human_bytes(size)}
     print(shown(args.model))
     for name, value in rows.items():
         print(f"  {name:<16}{shown(value)}")
     return 0
+
+
+def lung_focus_text(lung_mask: str, segmenter: dict | None) -> str:
+    """lungdx info's line on how the model's images are cut to the lungs, and what predict needs."""
+    what = {"none": "none: the whole X-ray", "crop": "crop: cut to the lungs' box",
+            "mask": "mask: cut to the lungs, black beyond them"}[lung_mask]
+    if lung_mask == "none":
+        return what
+    if segmenter:
+        return f"{what}; the lungs are drawn by its own segmenter (--mask only to give them yourself)"
+    return f"{what}; predict needs each image's lung mask (--mask): the file carries no segmenter"
+
+
+def segmenter_text(segmenter: dict) -> str:
+    dice = segmenter.get("test_dice")
+    return (f"U-Net at {segmenter['image_size']}x{segmenter['image_size']} px, learned from "
+            f"{segmenter['learned_from']}" + ("" if dice is None else f", test Dice {dice:.3f}"))

@@ -31,37 +31,15 @@ import numpy as np
 
 from .atomic import write_json
 from .errors import LungdxError
-from .images import UnreadableImage, check_lung_masks, prepare_image
+from .images import WHOLE, UnreadableImage, check_lung_masks, native_mask, prepare_image, read_gray, resize_square
 from .metrics import bounds, r6
 from .model_file import read_info
 from .raw import class_images, deduplicate, inspect_all
-from .source_checks import check_source_location
-from .sources import bring_in, resolve_source
+from .sources import bring_in_dataset
 from .stats import (LEVEL, RESAMPLES, bootstrap_interval, confusion, expected_calibration_error, f1_macro,
                     split_intervals)
 
 log = logging.getLogger(__name__)
-
-
-FORMS = "a local folder, a local .zip, an http(s) URL of a .zip, or kaggle:<owner>/<dataset>"
-
-
-def bring_in_external(source: str, raw_dir: Path, what: str, project_root=None) -> list[str]:
-    """`source` (a local folder or .zip, an http(s) URL of a .zip, or kaggle:<owner>/<dataset>)
-    into raw_dir in the raw layout, with the download stage's checks; returns its classes.
-    `what` names the source in messages (the setting or argument that gave it)."""
-    value = source.strip() if isinstance(source, str) else source
-    handle = value[len("kaggle:"):] if isinstance(value, str) and value.startswith("kaggle:") else None
-    if not isinstance(value, str) or value in ("", "synthetic", "kaggle") or (
-            handle is not None and (handle.count("/") != 1 or not all(handle.split("/")))):
-        raise LungdxError(f"{what} = {source!r} is not allowed: {FORMS}")
-    found = resolve_source("kaggle" if handle else value, handle, what, FORMS)
-    if found.kind in ("folder", "zip"):
-        check_source_location(found.location, value, Path.cwd() if project_root is None else project_root, raw_dir,
-                              what, reader="the external check")
-    raw_dir.mkdir(parents=True)
-    bring_in(found, raw_dir, [], what=what, space_at=raw_dir)  # each file not taken is logged as a warning
-    return sorted(p.name for p in raw_dir.iterdir() if p.is_dir())
 
 
 def inventory(raw_dir: Path, classes: list[str], progress=None) -> tuple[list[dict], list[dict]]:
@@ -82,30 +60,61 @@ def inventory(raw_dir: Path, classes: list[str], progress=None) -> tuple[list[di
     return rows, skipped
 
 
-def load_rows(raw_dir: Path, rows: list[dict], info: dict) -> dict[str, np.ndarray]:
+def load_rows(raw_dir: Path, rows: list[dict], info: dict, segmenter=None) -> dict[str, np.ndarray]:
     """images, and masks / lesions where every row has one (else the key is absent), prepared as
-    the model's training images were."""
+    the model's training images were. With `segmenter` (the model's own, for lung focus crop or
+    mask) each image is cut to the lungs it draws, as deployment would; the dataset's true masks,
+    cut the same way, then only score: "dice" holds the segmenter's Dice against them per image
+    (at the image's own size), "whole" which images had implausible drawn lungs (used whole)."""
     size, lung_mask = info["image_size"], info["input"]["lung_mask"]
-    check_lung_masks([r["path"] for r in rows if not r["mask"]], len(rows), lung_mask,
-                     "the model's lung focus (as it was trained)")
+    if segmenter is None:
+        check_lung_masks([r["path"] for r in rows if not r["mask"]], len(rows), lung_mask,
+                         "the model's lung focus (as it was trained)")
     has = {name: all(r[key] for r in rows) for name, key in (("masks", "mask"), ("lesions", "lesion"))}
     for name, key, what in (("masks", "mask", "lung"), ("lesions", "lesion", "lesion")):
         if not has[name] and any(r[key] for r in rows):
             log.warning(f"only some images have {what} masks: the Grad-CAM {what} scores need every image's, "
                         "so they are left out")
+    drawing = segmenter is not None and lung_mask != "none"
+    true_lungs = has["masks"]  # else, when drawing, the drawn lungs are the lungs scored
+    has["masks"] = has["masks"] or drawing
     arrays = {name: np.zeros((len(rows), size, size), np.uint8) for name in ("images", "masks", "lesions")
               if name == "images" or has[name]}
+    dice, whole = [], []
     for i, r in enumerate(rows):
         try:
+            lungs = drawn = None
+            if drawing:
+                drawn, dice_i, problem = _drawn_lungs(segmenter, raw_dir / r["path"], raw_dir / r["mask"] if r["mask"] else None)
+                if dice_i is not None:
+                    dice.append(dice_i)
+                if problem:
+                    whole.append(r["path"])
+                lungs = WHOLE if problem else drawn
             image, mask, lesion = prepare_image(raw_dir / r["path"], size, lung_mask,
-                                                raw_dir / r["mask"] if r["mask"] else None,
-                                                raw_dir / r["lesion"] if r["lesion"] else None)
+                                                raw_dir / r["mask"] if true_lungs else None,
+                                                raw_dir / r["lesion"] if r["lesion"] else None, lungs=lungs)
+            if mask is None and drawn is not None:  # used whole: its drawing is what is scored
+                mask = resize_square(drawn, size, is_mask=True)
         except UnreadableImage as exc:
             raise LungdxError(f"{r['path']}: {exc}") from exc
         for name, array in (("images", image), ("masks", mask), ("lesions", lesion)):
             if name in arrays:
                 arrays[name][i] = array
+    if drawing:
+        arrays["dice"], arrays["whole"] = np.array(dice), whole
     return arrays
+
+
+def _drawn_lungs(segmenter, image_path: Path, true_mask: Path | None):
+    """(the lungs the segmenter draws on an image, its Dice against the true mask or None, why the
+    drawing is implausible or "")."""
+    from .lungs import find_lungs, overlap
+
+    image = read_gray(image_path)
+    drawn, problem = find_lungs(segmenter, image)
+    dice = None if true_mask is None else overlap(drawn, native_mask(true_mask, image.shape))[0]
+    return drawn, dice, problem
 
 
 def external_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str], seed: int) -> dict:
@@ -127,7 +136,7 @@ def external_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str], 
     return out
 
 
-HEADLINE = ("n_images", "accuracy", "accuracy_ci", "f1_macro", "f1_macro_ci", "ece", "lung_energy_share",
+HEADLINE = ("n_images", "accuracy", "accuracy_ci", "f1_macro", "f1_macro_ci", "ece", "segmenter_dice", "lung_energy_share",
             "lung_energy_share_ci", "lung_energy_chance", "pointing_game", "pointing_chance")
 
 
@@ -146,7 +155,7 @@ def evaluate_external(model_path, source: str, *, metrics_path, details_path, se
     classes = info["classes"]
     with tempfile.TemporaryDirectory(prefix="lungdx-external-") as tmp:
         raw_dir = Path(tmp) / "raw"
-        found = bring_in_external(source, raw_dir, what, project_root)
+        found = bring_in_dataset(source, raw_dir, what, project_root, reader="the external check")
         if not set(found) & set(classes):
             raise LungdxError(f"external source {source}: its classes {found} share none with the model's "
                               f"{classes}; nothing to score")
@@ -156,7 +165,12 @@ def evaluate_external(model_path, source: str, *, metrics_path, details_path, se
         if not rows:
             raise LungdxError(f"external source {source}: no readable image of the model's classes "
                               f"({len(skipped)} file(s) skipped, each named above)")
-        arrays = load_rows(raw_dir, rows, info)
+        segmenter = None
+        if info["input"]["lung_mask"] != "none" and info["segmenter"] is not None:
+            from .model_file import load_segmenter
+
+            segmenter = load_segmenter(model_path, info)
+        arrays = load_rows(raw_dir, rows, info, segmenter)
 
     model, info = load_model(model_path)
     y_true = np.array([r["label"] for r in rows])
@@ -167,6 +181,11 @@ def evaluate_external(model_path, source: str, *, metrics_path, details_path, se
                "lung_mask": info["input"]["lung_mask"], "layer": cam.layer,
                "classes_scored": [classes[i] for i in sorted(set(y_true.tolist()))],
                "classes_found": found}
+    if "dice" in arrays:
+        details["segmenter"] = segmenter_scores(arrays, len(rows), any(r["mask"] for r in rows), seed)
+        details["lungs_scored"] = ("the dataset's masks" if all(r["mask"] for r in rows)
+                                   else "the lungs the model's segmenter drew")
+        details["segmenter_dice"] = details["segmenter"].get("dice")
     masks = {name: arrays[name] for name in ("masks", "lesions") if name in arrays}
     if masks:
         scores = mask_scores(heatmaps, y_true, classes, masks, seed=seed)
@@ -180,6 +199,22 @@ def evaluate_external(model_path, source: str, *, metrics_path, details_path, se
     if metrics_path is not None:
         write_json(metrics_path, headline(details, HEADLINE))
     return details
+
+
+def segmenter_scores(arrays: dict, n: int, has_masks: bool, seed: int) -> dict:
+    """How the model's own segmenter did on the dataset: Dice against its true masks (where it has
+    them), with a bootstrap interval, and the images whose drawn lungs were implausible."""
+    from .stats import mean_interval
+
+    out = {"images_implausible": len(arrays["whole"]), "implausible": arrays["whole"][:50]}
+    if has_masks and len(arrays["dice"]):
+        dice = arrays["dice"]
+        out = {"dice": r6(dice.mean()), "dice_ci": bounds(*mean_interval(dice, seed=seed)), "n": int(len(dice)),
+               **out}
+    if out["images_implausible"]:
+        log.warning(f"the model's segmenter drew implausible lungs on {out['images_implausible']} of {n} images "
+                    f"(e.g. {arrays['whole'][0]})")
+    return out
 
 
 def external(settings, name: str, model_path, metrics_path, details_path, progress=None) -> dict:

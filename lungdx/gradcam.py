@@ -212,8 +212,21 @@ window.addEventListener("load", () => {{
 </body></html>
 """
 
-OUTLINE_KEY = ('<span><span class="swatch"></span> lung outline: the edge of the dataset\'s lung mask, '
-               "drawn on the heatmaps</span>")
+def outline_key(origins: dict) -> str:
+    """The report's key to the lung outline, saying whose lungs they are (prepare's meta.json
+    lung_masks: how many masks are the dataset's, drawn by the segmenter, or drawn but implausible)."""
+    drawn, whole = origins.get("segmenter", 0), origins.get("whole", 0)
+    if not drawn and not whole:
+        whose = "the dataset's lung mask"
+    else:
+        whose = (f"the lungs the model's segmenter drew ({drawn} images; {origins.get('dataset', 0)} have the dataset's "
+                 f"own mask{f'; {whole} with implausible drawn lungs were used whole' if whole else ''})")
+    return f'<span><span class="swatch"></span> lung outline: the edge of {html.escape(whose)}, drawn on the heatmaps</span>'
+
+
+def _lung_origins(prepared_dir) -> dict:
+    meta = json.loads((Path(prepared_dir) / "meta.json").read_text())
+    return meta.get("lung_masks", {})
 
 
 def _interval(ci: dict | None) -> str:
@@ -293,7 +306,7 @@ def gradcam(settings, model_path: str | Path, prepared_dir: str | Path, manifest
                            roc_auc=evaluation["roc_auc_ovr"],
                            n_test=evaluation["n_test"], layer=html.escape(cam.layer), display=DISPLAY,
                            outline="#%02x%02x%02x" % OUTLINE_BGR[::-1],
-                           outline_key=OUTLINE_KEY if lungs is not None else "",
+                           outline_key=outline_key(_lung_origins(prepared_dir)) if lungs is not None else "",
                            confusion=_table(evaluation["confusion_matrix"], classes),
                            scores=_scores_html(scores), sections=sections, n_images=n_images)
         (tmp / "index.html").write_text(page, encoding="utf-8")

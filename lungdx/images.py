@@ -63,6 +63,10 @@ CROP_MARGIN = 0.10    # of the lungs' box height (above, below) and width (left,
 MASK_DILATION = 0.02  # of the image's longer side: how far outside the mask `mask` keeps pixels
 MIN_LUNG_SHARE = 0.01          # of the image: a lung mask covering less is not one (real ones: 17-59%)
 MASK_ASPECT_TOLERANCE = 0.05   # |log| of mask to image aspect ratio: 5%, for rounding in exported masks
+# A mask is black and white: pixels between GREY_LOW and GREY_HIGH are grey. Anti-aliased outlines
+# of a real mask are a few percent of it (its edge); a photo or an X-ray given as a mask is mostly grey.
+GREY_LOW, GREY_HIGH, MAX_GREY_SHARE = 32, 223, 0.10
+WHOLE = "whole"  # prepare_image's lungs=WHOLE: no lungs found, the image is used whole
 
 
 
@@ -273,35 +277,53 @@ def resize_square(img: np.ndarray, size: int, is_mask: bool = False) -> np.ndarr
 
 
 def load_for_model(path: str | os.PathLike, size: int, lung_mask: str,
-                   mask_path: str | os.PathLike | None = None) -> np.ndarray:
+                   mask_path: str | os.PathLike | None = None, lungs=None) -> np.ndarray:
     """The exact preprocessing of training data: read, gray uint8, (lung focus,) pad, resize."""
-    return prepare_image(path, size, lung_mask, mask_path)[0]
+    return prepare_image(path, size, lung_mask, mask_path, lungs=lungs)[0]
 
 
-def load_mask(path: str | os.PathLike, size: int, box: tuple[int, int, int, int] | None = None,
-              image_shape: tuple[int, int] | None = None) -> np.ndarray:
-    """A binary 0/255 mask at size x size; with `box` (from focus_on_lungs) first brought to its
-    image's shape and cut as the image was, so it lies exactly on it."""
-    if box is None:
-        return resize_square(read_gray(path), size, is_mask=True)
-    top, bottom, left, right = box
-    return resize_square(native_mask(path, image_shape)[top:bottom, left:right], size, is_mask=True)
-
-
-def prepare_image(path, size: int, lung_mask: str, mask_path=None, lesion_path=None):
+def prepare_image(path, size: int, lung_mask: str, mask_path=None, lesion_path=None, lungs=None):
     """(image, lung mask, lesion mask) as the model and the Grad-CAM scores take them, size x size;
-    a mask is None where there is no file. The one implementation of the preprocessing
-    (prepare, predict, external): under lung_mask crop or mask the image is cut to its lungs
-    first, and its masks with it."""
+    a mask is None where there is none. The one implementation of the preprocessing (prepare,
+    predict, external): under lung_mask crop or mask the image is cut to its lungs first, and its
+    masks with it.
+
+    The lungs it is cut to are the mask at mask_path, unless `lungs` is given: a 0/255 mask at the
+    image's shape (a segmenter's, lungdx.segment), or WHOLE (lungs not found: the image is used
+    whole). The lung mask returned is the one at mask_path where there is one (so a true mask
+    scores what a segmenter's lungs cut), else `lungs`."""
     img = read_gray(path)
-    shape, box = img.shape, None
-    if lung_mask != "none":
+    shape = img.shape
+    lung = _native_or_none(mask_path, shape, "lung mask")
+    lesion = _native_or_none(lesion_path, shape, "lesion mask")
+    focus = lung if lungs is None else lungs
+    box = None
+    if lung_mask != "none" and not (isinstance(focus, str) and focus == WHOLE):
+        if focus is None:
+            raise UnreadableImage(f"no lung mask to cut it to (prepare.lung_mask {lung_mask})")
         try:
-            img, box = focus_on_lungs(img, native_mask(mask_path, shape), lung_mask)
-        except UnreadableImage as exc:  # the image read: what failed is its mask
-            raise UnreadableImage(f"lung mask {mask_path}: {exc}") from exc
-    masks = (None if m is None else load_mask(m, size, box, shape) for m in (mask_path, lesion_path))
-    return (resize_square(img, size), *masks)
+            img, box = focus_on_lungs(img, focus, lung_mask)
+        except UnreadableImage as exc:  # the image read: what failed is its lung mask
+            raise UnreadableImage(f"lung mask {mask_path if lungs is None else '(from the segmenter)'}: {exc}") from exc
+    if lung is None and lungs is not None and not isinstance(lungs, str):
+        lung = lungs
+
+    def cut(mask):
+        if mask is None:
+            return None
+        top, bottom, left, right = box if box is not None else (0, shape[0], 0, shape[1])
+        return resize_square(mask[top:bottom, left:right], size, is_mask=True)
+
+    return resize_square(img, size), cut(lung), cut(lesion)
+
+
+def _native_or_none(path, shape, what: str):
+    if path is None:
+        return None
+    try:
+        return native_mask(path, shape)
+    except UnreadableImage as exc:
+        raise UnreadableImage(f"{what} {path}: {exc}") from exc
 
 
 def check_lung_masks(lacking: list[str], total: int, lung_mask: str, setting: str, way_out: str = "") -> None:
@@ -320,6 +342,11 @@ def native_mask(path: str | os.PathLike, shape: tuple[int, int]) -> np.ndarray:
     or where above 0 in a mask stored as 0/1. A mask of another size is scaled (Kaggle's are
     256x256 for 299x299 images); one of another aspect ratio is not this image's."""
     mask = read_gray(path)
+    if mask.max() > 1:
+        grey = np.count_nonzero((mask >= GREY_LOW) & (mask <= GREY_HIGH)) / mask.size
+        if grey > MAX_GREY_SHARE:
+            raise UnreadableImage(f"not black and white: {grey:.0%} of its pixels are grey (over "
+                                  f"{MAX_GREY_SHARE:.0%}); a lung mask has lungs white (255, or 1) on black")
     (h, w), (height, width) = mask.shape, shape
     if abs(math.log((w / h) / (width / height))) > MASK_ASPECT_TOLERANCE:
         raise UnreadableImage(f"{w}x{h}, not the shape of its {width}x{height} image (another aspect ratio): "

@@ -32,21 +32,35 @@ from .source_checks import NONBLOCK, ZipLimits, check_entry_count, check_zip_lim
 INFO_ENTRY = "lungdx.json"
 
 
+SEGMENTER_ENTRY = "lungdx_segmenter.keras"
+
+
 def save_model(model, path: str | Path, classes: list[str], image_size: int, architecture: str,
-               lung_mask: str) -> dict:
+               lung_mask: str, segmenter: tuple[Path, dict] | None = None) -> dict:
     """Save `model` with its lungdx metadata to `path`, atomically; returns the metadata.
     lung_mask: how its training images were cut to the lungs (prepare.lung_mask), which
-    predicting must repeat."""
+    predicting must repeat. segmenter: (its .keras file, what it is) for a crop or mask model,
+    carried inside the file as SEGMENTER_ENTRY, so that the file alone finds an X-ray's lungs."""
     from . import __version__
 
     info = {"classes": list(classes), "image_size": int(image_size), "architecture": architecture,
             "input": {"channels": 1, "dtype": "float32", "range": [0, 255],
                       "preprocessing": PREPROCESSING, "steps": PREPROCESSING_STEPS, "lung_mask": lung_mask},
-            "lungdx_version": __version__}
+            "segmenter": None, "lungdx_version": __version__}
+    extra = {}
+    if segmenter is not None:
+        info["segmenter"] = {"entry": SEGMENTER_ENTRY, **segmenter[1]}
+        extra[SEGMENTER_ENTRY] = Path(segmenter[0]).read_bytes()
+    extra[INFO_ENTRY] = (json.dumps(info, indent=2) + "\n").encode()
+    save_reproducibly(model, path, extra)
+    return info
+
+
+def save_reproducibly(model, path: str | Path, extra: dict[str, bytes] | None = None) -> None:
+    """model.save to `path`, atomically, rewritten so the file depends on the model alone (below)."""
     with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
-        _rewrite_reproducibly(tmp, {INFO_ENTRY: (json.dumps(info, indent=2) + "\n").encode()})
-    return info
+        _rewrite_reproducibly(tmp, extra or {})
 
 
 # Every member of a model file gets this time, as Keras gives its JSON members: the file is then
@@ -260,7 +274,47 @@ def _checked_info(path: Path, info) -> dict:
     return {"classes": classes, "image_size": size, "architecture": architecture,
             "input": {"channels": channels, "dtype": dtype, "range": value_range, "preprocessing": preprocessing,
                       "steps": steps, "lung_mask": lung_mask},
+            "segmenter": _checked_segmenter(info.get("segmenter"), bad),
             "lungdx_version": version}
+
+
+def _checked_segmenter(segmenter, bad) -> dict | None:
+    """lungdx.json's segmenter (what the carried lung segmenter is), checked; None without one."""
+    if segmenter is None:
+        return None
+    if not isinstance(segmenter, dict) or segmenter.get("entry") != SEGMENTER_ENTRY:
+        bad(f"segmenter must be a JSON object naming its entry {SEGMENTER_ENTRY}")
+    size = segmenter.get("image_size")
+    if not (_integer(size) and MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE):
+        bad(f"segmenter.image_size must be an integer from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}")
+    learned_from = segmenter.get("learned_from", "")
+    if not _text(learned_from):
+        bad("segmenter.learned_from must be one line of text")
+    dice = segmenter.get("test_dice")
+    if dice is not None and not (_pixel_value(dice) and 0 <= dice <= 1):
+        bad("segmenter.test_dice must be a number from 0 to 1")
+    return {"entry": SEGMENTER_ENTRY, "image_size": size, "learned_from": learned_from, "test_dice": dice}
+
+
+def load_segmenter(path: str | Path, info: dict):
+    """The lung segmenter a model file carries (read_info(path)["segmenter"] says it does), loaded;
+    the segmenter's file is taken out of the zip into a temporary file that Keras reads."""
+    import tempfile
+
+    with _open_regular(Path(path)) as file, zipfile.ZipFile(file) as archive:
+        try:
+            data = archive.read(SEGMENTER_ENTRY)
+        except (KeyError, zipfile.BadZipFile, OSError, zlib.error) as exc:
+            raise LungdxError(f"{path}: its lungdx.json names a lung segmenter but the file does not hold one "
+                              f"readable ({exc}); {RETRAIN}") from exc
+    with tempfile.TemporaryDirectory(prefix="lungdx-segmenter-") as folder:
+        member = Path(folder) / SEGMENTER_ENTRY
+        member.write_bytes(data)
+        segmenter = load_segmenter_file(member)
+    if tuple(segmenter.input_shape[1:]) != (info["segmenter"]["image_size"],) * 2 + (1,):
+        raise LungdxError(f"{path}: its lung segmenter takes {tuple(segmenter.input_shape[1:])}, not the "
+                          f"{info['segmenter']['image_size']}px images its lungdx.json says; {RETRAIN}")
+    return segmenter
 
 
 def load_model(path: str | Path):
@@ -282,3 +336,15 @@ def load_model(path: str | Path):
                           f"{model.output_shape[-1]} outputs, but its {INFO_ENTRY} says "
                           f"{expected_input[1:]} and {len(info['classes'])} classes; retrain with dvc repro -f train")
     return model, info
+
+
+def load_segmenter_file(path: str | Path):
+    """The lung segmenter at `path` (the segment stage's .keras file), uncompiled: it only predicts."""
+    import_tensorflow()
+    import keras
+
+    try:
+        return keras.models.load_model(path, compile=False)
+    except (ValueError, TypeError, KeyError, OSError, EOFError, RecursionError, zipfile.BadZipFile, zlib.error) as exc:
+        raise LungdxError(f"{path}: the lung segmenter could not be loaded ({type(exc).__name__}: {exc}); "
+                          "retrain it with dvc repro -f segment") from exc

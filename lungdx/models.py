@@ -8,6 +8,7 @@ and a Grad-CAM sub-model built on a reloaded Sequential model silently gets a
 
 from __future__ import annotations
 
+import math
 import os
 import urllib.error
 from pathlib import Path
@@ -195,3 +196,62 @@ def unfreeze_last_blocks(base, n_blocks: int) -> None:
     base.trainable = n_blocks > 0
     for layer in base.layers:
         layer.trainable = n_blocks > 0 and layer.name.startswith(wanted)
+
+
+def build_unet(image_size: int, filters) -> "keras.Model":
+    """The lung segmenter (lungdx.segment): a U-Net (Ronneberger et al. 2015), two 3x3 ReLU convs
+    per level, `filters` from the top level down (the last is the bottleneck), 2x2 max-pool down,
+    2x upsampling and the skip connection up; per pixel, the probability of lung. Takes a (S, S, 1)
+    image of 0..255, like the classifiers."""
+    import keras
+    from keras import layers
+
+    def convs(x, n, name):
+        x = layers.Conv2D(n, 3, padding="same", activation="relu", name=f"{name}a")(x)
+        return layers.Conv2D(n, 3, padding="same", activation="relu", name=f"{name}b")(x)
+
+    inputs = keras.Input((image_size, image_size, 1), name="image")
+    x = layers.Rescaling(1 / 127.5, offset=-1.0, name="scale")(inputs)
+    skips = []
+    for level, n in enumerate(filters[:-1], start=1):
+        x = convs(x, n, f"down{level}")
+        skips.append(x)
+        x = layers.MaxPooling2D(2, name=f"pool{level}")(x)
+    x = convs(x, filters[-1], "bottom")
+    for level, (n, skip) in reversed(list(enumerate(zip(filters[:-1], skips), start=1))):
+        x = layers.UpSampling2D(2, name=f"up{level}")(x)
+        x = convs(layers.Concatenate(name=f"skip{level}")([x, skip]), n, f"up{level}_")
+    outputs = layers.Conv2D(1, 1, activation="sigmoid", name="lung")(x)
+    return keras.Model(inputs, outputs, name="unet")
+
+
+def lower_rate_advice(key: str, learning_rate: float) -> str:
+    """What to do about a diverging training: the param to lower, with a value to try."""
+    import numpy as np
+
+    def plain(x: float) -> str:  # 0.00003, not 3e-05: what to write in params.yaml
+        return np.format_float_positional(float(f"{x:.3g}"), trim="-")
+
+    return f"lower {key} (now {plain(learning_rate)}), e.g. to {plain(learning_rate / 10)}, or check the data"
+
+
+def stop_on_nonfinite_loss(key: str, learning_rate: float):
+    """A Keras callback that ends the fit at the first batch whose loss is nan or inf, with a
+    LungdxError naming the epoch and batch (as Keras counts them in its log, from 1) and the
+    learning rate `key` to lower. Keras's own TerminateOnNaN only stops, and a run that
+    stopped this way would save the broken model."""
+    import keras
+
+    class StopOnNonFiniteLoss(keras.callbacks.Callback):
+        epoch = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                raise LungdxError(f"training diverged: the loss became {float(loss)} in epoch {self.epoch + 1}, "
+                                  f"batch {batch + 1}; {lower_rate_advice(key, learning_rate)}; no model was saved")
+
+    return StopOnNonFiniteLoss()

@@ -174,6 +174,8 @@ SCHEMA = {
                 "synthetic": {"per_class": None, "image_size": None}},
     "sample": {"per_class": None, "val_size": None, "test_size": None},
     "prepare": {"image_size": None, "lung_mask": None},
+    "segment": dict.fromkeys(("train_source", "image_size", "epochs", "batch_size", "learning_rate", "patience",
+                              "filters", "max_train_images")),
     "baseline": {"image_size": None, "n_estimators": None},
     "gradcam": {"per_class": None, "layer": None},
     "external": "names",  # any names: see _external
@@ -261,6 +263,29 @@ class PrepareSettings(_Keyed):
     image_size: int
     lung_mask: str               # none | crop | mask (lungdx.images)
     KEYS: ClassVar[dict[str, str]] = {"image_size": "prepare.image_size", "lung_mask": "prepare.lung_mask"}
+
+
+@dataclass(frozen=True)
+class SegmentSettings(_Keyed):
+    """What the segment stage takes: the U-Net's training, where its masks come from, and the
+    split shares and lung focus it serves."""
+    seed: int
+    lung_mask: str               # prepare.lung_mask: none trains nothing
+    train_source: str            # "": dataset.source's own masks; else a local folder or .zip with masks
+    image_size: int
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    patience: int
+    filters: tuple[int, ...]
+    max_train_images: int
+    val_size: float              # sample's shares, for splitting a train_source
+    test_size: float
+    KEYS: ClassVar[dict[str, str]] = {
+        "seed": "seed", "lung_mask": "prepare.lung_mask", "val_size": "sample.val_size",
+        "test_size": "sample.test_size",
+        **{name: f"segment.{name}" for name in ("train_source", "image_size", "epochs", "batch_size", "learning_rate",
+                                                 "patience", "filters", "max_train_images")}}
 
 
 @dataclass(frozen=True)
@@ -363,6 +388,7 @@ class Params:
     download: DownloadSettings
     sample: SampleSettings
     prepare: PrepareSettings
+    segment: SegmentSettings
     baseline: BaselineSettings
     features: FeaturesSettings
     train: ModelSettings         # the chosen model's
@@ -387,6 +413,7 @@ def check(params: dict) -> Params:
     prepare = PrepareSettings(
         image_size=integer(params, "prepare.image_size", minimum=MIN_IMAGE_SIZE, maximum=MAX_IMAGE_SIZE),
         lung_mask=choice(params, "prepare.lung_mask", LUNG_MASK_POLICIES))
+    segment = _segment(params, seed, prepare.lung_mask, sample)
     baseline = BaselineSettings(seed, integer(params, "baseline.image_size", minimum=4, maximum=MAX_IMAGE_SIZE),
                                 integer(params, "baseline.n_estimators", minimum=1, maximum=MAX_N_ESTIMATORS))
     if baseline.image_size > prepare.image_size:
@@ -399,7 +426,7 @@ def check(params: dict) -> Params:
     gradcam = GradcamSettings(seed, integer(params, "gradcam.per_class", minimum=1), _gradcam_layer(params, model))
     external = ExternalSettings(seed, gradcam.layer, _external(params))
     features = FeaturesSettings(seed, model.architecture, model.weights)
-    return Params(seed, download, sample, prepare, baseline, features, model, EvaluateSettings(seed), gradcam, external)
+    return Params(seed, download, sample, prepare, segment, baseline, features, model, EvaluateSettings(seed), gradcam, external)
 
 
 def conv_layer_names(arch: str, filters=None) -> list[str]:
@@ -444,6 +471,34 @@ def _sample(params: dict, seed: int) -> SampleSettings:
         raise ParamError("sample.val_size + sample.test_size", settings.val_size + settings.test_size,
                          "a sum below 1, so that some images are left for training")
     return settings
+
+
+def _segment(params: dict, seed: int, lung_mask: str, sample: SampleSettings) -> SegmentSettings:
+    """segment.*: the U-Net's settings; whether train_source exists and has masks is the stage's check."""
+    source = get(params, "segment.train_source")
+    if source is None:
+        source = ""
+    if not isinstance(source, str) or source.strip() in ("synthetic", "kaggle") or source.strip().startswith("~"):
+        raise ParamError("segment.train_source", source, "empty (learn from dataset.source's own lung masks) or the "
+                                                        "path of a local folder or .zip with lung masks (the Kaggle "
+                                                        "layout's <Class>/images and <Class>/masks), written without ~")
+    size = integer(params, "segment.image_size", minimum=MIN_IMAGE_SIZE, maximum=MAX_IMAGE_SIZE)
+    filters = get(params, "segment.filters")
+    if not isinstance(filters, list) or not 2 <= len(filters) <= 6 or not all(
+            isinstance(f, int) and not isinstance(f, bool) and 0 < f <= MAX_FILTERS for f in filters):
+        raise ParamError("segment.filters", filters, f"a list of 2 to 6 integers from 1 to {MAX_FILTERS}: the filters "
+                                                     "of each U-Net level, the last the bottleneck")
+    if size % 2 ** (len(filters) - 1):
+        raise ParamError("segment.image_size", size, f"a multiple of {2 ** (len(filters) - 1)}: the U-Net halves it "
+                                                     f"{len(filters) - 1} times (segment.filters)")
+    return SegmentSettings(
+        seed=seed, lung_mask=lung_mask, train_source=source.strip(), image_size=size,
+        epochs=integer(params, "segment.epochs", minimum=1, maximum=MAX_EPOCHS),
+        batch_size=integer(params, "segment.batch_size", minimum=1, maximum=MAX_BATCH_SIZE),
+        learning_rate=positive(params, "segment.learning_rate"),
+        patience=integer(params, "segment.patience", minimum=1, maximum=MAX_EPOCHS), filters=tuple(filters),
+        max_train_images=integer(params, "segment.max_train_images", minimum=10),
+        val_size=sample.val_size, test_size=sample.test_size)
 
 
 def _gradcam_layer(params: dict, model: ModelSettings) -> str | None:

@@ -1,5 +1,10 @@
 """Classifying new X-ray files with a trained model, preprocessed exactly as in training.
 
+A model trained on images cut to their lungs (prepare.lung_mask crop or mask) carries its lung
+segmenter: each X-ray is cut to the lungs it draws, as in training; an X-ray whose drawn lungs
+are implausible is used whole, with a warning and the reason in its result. --mask gives the
+lungs instead (a model without a segmenter needs it).
+
 Files are read and answered BATCH at a time, under a progress bar: however many files are
 given, no more than one batch of images is held in memory.
 """
@@ -16,8 +21,8 @@ from .atomic import atomic_path
 from .console import progress
 from .arrays import finite_outputs, predict
 from .errors import LungdxError
-from .images import UnreadableImage, load_for_model, write_png
-from .model_file import load_model, read_info
+from .images import WHOLE, UnreadableImage, prepare_image, read_gray, write_png
+from .model_file import load_model, load_segmenter, read_info
 
 BATCH = 32
 log = logging.getLogger(__name__)
@@ -25,23 +30,27 @@ log = logging.getLogger(__name__)
 
 def predict_files(paths: list[Path], model_path: Path, gradcam_dir: Path | None = None,
                   masks: Path | None = None) -> list[dict]:
-    """One result per path, in order: {path, predicted, probabilities[, gradcam]} or {path, error}.
-    masks: a lung mask file (one image) or a folder of masks named as the images, for a model
-    trained on images cut to their lungs (prepare.lung_mask crop or mask)."""
+    """One result per path, in order: {path, predicted, probabilities[, lungs][, gradcam]} or
+    {path, error}. masks: a lung mask file (one image) or a folder of masks named as the images,
+    for a model trained on images cut to their lungs (prepare.lung_mask crop or mask); without it
+    such a model's own segmenter draws them. "lungs" says which lungs the image was cut to."""
     if gradcam_dir is not None:
         gradcam_dir = overlay_folder(gradcam_dir)  # before the model loads: a bad folder fails fast
-    lung_mask = read_info(model_path)["input"]["lung_mask"]  # before TensorFlow starts: fails fast
-    mask_paths = lung_mask_paths(paths, masks, lung_mask, model_path)
+    about = read_info(model_path)  # before TensorFlow starts: fails fast
+    lung_mask = about["input"]["lung_mask"]
+    mask_paths = lung_mask_paths(paths, masks, lung_mask, model_path, about["segmenter"] is not None)
     model, info = load_model(model_path)  # exactly this file: it carries classes and input size
+    segmenter = (load_segmenter(model_path, info) if lung_mask != "none" and None in mask_paths else None)
     classes = info["classes"]
     log.debug(f"{model_path}: {info['architecture']} for {info['image_size']}px images, classes {classes}")
     results = [{"path": str(path)} for path in paths]
     cam, names = None, overlay_names(paths, gradcam_dir) if gradcam_dir is not None else {}
-    for indices, images in readable_batches(paths, info["image_size"], results, lung_mask, mask_paths):
+    for indices, images, lungs in readable_batches(paths, info["image_size"], results, lung_mask, mask_paths,
+                                                   segmenter):
         if gradcam_dir is None:
             probs = predict(model, images, source=model_path)  # nan or inf: a LungdxError, never printed
         else:
-            from .heatmaps import GradCam, overlay, PREDICTED
+            from .heatmaps import GradCam, PREDICTED, draw_outline, overlay
 
             cam = cam or GradCam(model)
             # One pass: the probabilities and the predicted class's heatmap.
@@ -51,11 +60,13 @@ def predict_files(paths: list[Path], model_path: Path, gradcam_dir: Path | None 
             results[i]["predicted"] = classes[int(p.argmax())]
             results[i]["probabilities"] = {c: round(float(v), 6) for c, v in zip(classes, p)}
         if gradcam_dir is not None:
-            for i, image, heatmap in zip(indices, images, heatmaps):
+            for i, image, heatmap, lung in zip(indices, images, heatmaps, lungs):
                 out = names[i]
+                picture = overlay(image, heatmap)  # upsamples the heatmap to the image
+                picture = picture if lung is None else draw_outline(picture, lung)  # the lungs it was cut to
                 try:
                     with atomic_path(out, suffix=".png") as tmp:  # Ctrl-C or a full disk: no half-written PNG
-                        write_png(tmp, overlay(image, heatmap))  # overlay upsamples the heatmap to the image
+                        write_png(tmp, picture)
                 except OSError as exc:
                     raise LungdxError(f"cannot write the Grad-CAM overlay {out}: {exc.strerror or exc}") from exc
                 results[i]["gradcam"] = str(out)
@@ -88,18 +99,23 @@ def overlay_names(paths: list[Path], folder: Path) -> dict[int, Path]:
     return names
 
 
-def lung_mask_paths(paths: list[Path], masks: Path | None, lung_mask: str, model_path) -> list[Path | None]:
-    """Each image's lung mask (None where the model takes whole X-rays): `masks` is one mask file
-    for a single image, or a folder of masks with the images' file names."""
+def lung_mask_paths(paths: list[Path], masks: Path | None, lung_mask: str, model_path,
+                    has_segmenter: bool = False) -> list[Path | None]:
+    """Each image's lung mask file (None where the model takes whole X-rays, or where its
+    segmenter draws them): `masks` is one mask file for a single image, or a folder of masks with
+    the images' file names."""
     if lung_mask == "none":
         if masks is not None:
             log.warning(f"{model_path} was trained on whole X-rays (lung focus none): --mask {masks} "
                         "is not used")
         return [None] * len(paths)
     if masks is None:
+        if has_segmenter:
+            return [None] * len(paths)
         raise LungdxError(f"{model_path} was trained on images cut to their lungs (lung focus {lung_mask}) "
-                          "and cannot prepare an X-ray the same way without its lung mask: pass --mask MASK "
-                          "(one image) or --mask FOLDER (masks named as the images)")
+                          "and carries no lung segmenter to find them: pass --mask MASK (one image) or "
+                          "--mask FOLDER (masks named as the images), or retrain it with dvc repro (the segment "
+                          "stage puts a segmenter inside the model)")
     if Path(masks).is_dir():
         found = [Path(masks) / Path(p).name for p in paths]
         by_name: dict[str, str] = {}
@@ -122,20 +138,44 @@ def lung_mask_paths(paths: list[Path], masks: Path | None, lung_mask: str, model
 
 
 def readable_batches(paths: list[Path], size: int, results: list[dict], lung_mask: str = "none",
-                     mask_paths: list | None = None):
-    """(indices into paths, images) of up to BATCH readable files at a time, as the model takes them;
-    an unreadable file (or lung mask) gets its reason in results[i]["error"] instead."""
-    indices, images = [], []
+                     mask_paths: list | None = None, segmenter=None):
+    """(indices into paths, images, the lung masks they were cut to or None) of up to BATCH readable
+    files at a time, as the model takes them; an unreadable file (or lung mask) gets its reason in
+    results[i]["error"] instead."""
+    indices, images, lungs = [], [], []
     mask_paths = mask_paths or [None] * len(paths)
     for i, path in enumerate(progress(paths, desc="predict")):
         try:
-            images.append(load_for_model(path, size, lung_mask, mask_paths[i]))
+            image, lung = _prepared(path, size, lung_mask, mask_paths[i], segmenter, results[i])
+            images.append(image)
+            lungs.append(lung)
             indices.append(i)
         except (UnreadableImage, OSError) as exc:
             results[i]["error"] = _reason(exc)
         if images and (len(images) == BATCH or i == len(paths) - 1):
-            yield indices, np.stack(images)
-            indices, images = [], []
+            yield indices, np.stack(images), lungs
+            indices, images, lungs = [], [], []
+
+
+def _prepared(path, size: int, lung_mask: str, mask_path, segmenter, result: dict):
+    """(image, its lung mask as cut, or None) of one file as the model takes it; under lung focus
+    result["lungs"] says which lungs it was cut to: "mask file" (--mask), "drawn" (by the model's
+    segmenter) or "whole" (none plausible found: result["lungs_problem"] says why; used whole)."""
+    if lung_mask == "none":
+        return prepare_image(path, size, lung_mask)[:2]
+    if mask_path is not None:
+        result["lungs"] = "mask file"
+        return prepare_image(path, size, lung_mask, mask_path)[:2]
+    from .lungs import find_lungs
+
+    drawn, problem = find_lungs(segmenter, read_gray(path))
+    if problem:
+        log.warning(f"{path}: the model's segmenter found no plausible lungs: {problem}; the whole X-ray is used")
+        result["lungs"], result["lungs_problem"] = "whole", problem
+        image = prepare_image(path, size, lung_mask, lungs=WHOLE)[0]
+        return image, None
+    result["lungs"] = "drawn"
+    return prepare_image(path, size, lung_mask, lungs=drawn)[:2]
 
 
 def _reason(exc: Exception) -> str:

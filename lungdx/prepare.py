@@ -4,15 +4,18 @@
     data/prepared/<split>/labels.npy    int64 (N,)
     data/prepared/<split>/masks.npy     uint8 (N, S, S) 0/255 lung masks    } only when the
     data/prepared/<split>/lesions.npy   uint8 (N, S, S) 0/255 lesion masks  } source has them
-    data/prepared/meta.json             classes, image_size, lung_mask, counts, which masks exist
+    data/prepared/meta.json             classes, image_size, lung_mask, counts, which masks exist,
+                                        lung_masks: how many lung masks are the dataset's, drawn, whole
 
 Plain .npy files load with one read, or memory-mapped, so training streams
 uint8 batches without ever holding the set as float32. Resize policy: see
 lungdx.images (pad to square, INTER_AREA down, INTER_LINEAR up, masks nearest).
 
-With prepare.lung_mask crop or mask, each image is first cut to its lungs (lungdx.images.
-focus_on_lungs) and its masks are cut the same way, so masks.npy and lesions.npy still lie
-exactly on images.npy. Every sampled image then needs a lung mask: one without is an error.
+Lung masks come from the segment stage (data/segmented/lung_masks.csv): the dataset's own, or
+the segmenter's where the dataset has none. With prepare.lung_mask crop or mask, each image is
+first cut to its lungs (lungdx.images.focus_on_lungs) and its masks are cut the same way, so
+masks.npy and lesions.npy still lie exactly on images.npy; an image whose drawn lungs are
+implausible (data/segmented/implausible.csv) is used whole, its drawing kept in masks.npy.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ import numpy as np
 
 from .atomic import atomic_dir, check_free_space
 from .errors import LungdxError
-from .images import UnreadableImage, check_lung_masks, prepare_image
-from .splits import load_manifest, SPLITS
+from .images import WHOLE, UnreadableImage, check_lung_masks, prepare_image
+from .splits import SPLITS, load_lung_masks, load_manifest
 from .workers import cpu_count, map_in_workers
 
 
@@ -42,10 +45,10 @@ def _fill_chunk(args) -> int:
     """
     raw_dir, size, lung_mask, files, start, rows = args
     outs = {name: np.load(path, mmap_mode="r+") for name, path in files.items()}
-    for i, (path, mask, lesion) in enumerate(rows, start):
+    for i, (path, mask, whole, lesion) in enumerate(rows, start):
         try:
-            arrays = prepare_image(Path(raw_dir) / path, size, lung_mask, Path(raw_dir) / mask if mask else None,
-                                   Path(raw_dir) / lesion if lesion else None)
+            arrays = prepare_image(Path(raw_dir) / path, size, lung_mask, Path(mask) if mask else None,
+                                   Path(raw_dir) / lesion if lesion else None, lungs=WHOLE if whole else None)
         except UnreadableImage as exc:
             raise LungdxError(f"{Path(raw_dir) / path}: {exc}; it was readable when sampled: check the file, "
                               "then rerun dvc repro") from exc
@@ -82,7 +85,7 @@ def _fill_split(folder: Path, rows, raw_dir, size, lung_mask, has, workers, prog
     files = {name: folder / f"{name}.npy" for name in ARRAYS if name == "images" or has[name]}
     for path in files.values():
         _allocate(path, n, size)
-    items = list(zip(rows["path"], rows["mask"], rows["lesion"]))
+    items = list(zip(rows["path"], rows["mask"], rows["whole"], rows["lesion"]))
     tasks = [(str(raw_dir), size, lung_mask, {k: str(v) for k, v in files.items()}, i, items[i:i + CHUNK])
              for i in range(0, n, CHUNK)]
     done = map_in_workers(_fill_chunk, tasks, workers)
@@ -91,14 +94,20 @@ def _fill_split(folder: Path, rows, raw_dir, size, lung_mask, has, workers, prog
     np.save(folder / "labels.npy", rows["label"].to_numpy(np.int64))
 
 
-def prepare(settings, manifest_path: str | Path, raw_dir: str | Path, out_dir: str | Path, progress=None) -> dict:
+def prepare(settings, manifest_path: str | Path, raw_dir: str | Path, segmented_dir: str | Path,
+            out_dir: str | Path, progress=None) -> dict:
     """The prepare stage (`settings`: a params.PrepareSettings): every image of the manifest at the
-    settings' image size, lung-focused as their lung_mask says; returns meta.json's content."""
+    settings' image size, lung-focused as their lung_mask says, with the lung masks of the segment
+    stage (the dataset's own or drawn); returns meta.json's content."""
     image_size, lung_mask = settings.image_size, settings.lung_mask
     manifest = load_manifest(manifest_path)
     raw_dir = Path(raw_dir)
+    found = load_lung_masks(segmented_dir, raw_dir)
+    manifest["mask"] = [str(found[p][1]) if p in found else "" for p in manifest["path"]]
+    manifest["whole"] = [p in found and found[p][0] == "whole" for p in manifest["path"]]
     check_lung_masks(manifest.loc[manifest["mask"] == "", "path"].tolist(), len(manifest), lung_mask,
-                     settings.key("lung_mask"), f"or set {settings.key('lung_mask')}: none")
+                     settings.key("lung_mask"), "run dvc repro (the segment stage draws the missing ones), "
+                     f"or set {settings.key('lung_mask')}: none")
     classes = [c for _, c in sorted(set(zip(manifest["label"], manifest["class"])))]
     has = {"masks": bool((manifest["mask"] != "").any()), "lesions": bool((manifest["lesion"] != "").any())}
     arrays = 1 + has["masks"] + has["lesions"]
@@ -106,7 +115,10 @@ def prepare(settings, manifest_path: str | Path, raw_dir: str | Path, out_dir: s
     needed = len(manifest) * (arrays * image_size ** 2 + 8) + 64 * 1024
     check_free_space(out_dir, needed, f"{len(manifest):,} prepared images at {image_size}x{image_size}")
     workers = min(cpu_count(), max(1, len(manifest) // (2 * CHUNK)))
-    meta = {"classes": classes, "image_size": image_size, "lung_mask": lung_mask, "counts": {}, "has": has}
+    origins = {o: sum(1 for p in manifest["path"] if p in found and found[p][0] == o)
+               for o in ("dataset", "segmenter", "whole")}
+    meta = {"classes": classes, "image_size": image_size, "lung_mask": lung_mask, "counts": {}, "has": has,
+            "lung_masks": origins}
     with atomic_dir(out_dir) as tmp:
         for split in SPLITS:
             rows = manifest[manifest["split"] == split]

@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 from .atomic import check_free_space
 from .errors import DiskFull, LungdxError
 from .images import IMAGE_SUFFIXES
-from .source_checks import (DIRECTORY, ZIP_LIMITS, SourceError, ZipLimits, check_entry_count,
+from .source_checks import (DIRECTORY, check_source_location, ZIP_LIMITS, SourceError, ZipLimits, check_entry_count,
                             check_zip_limits, copy_at_most, file_kind, open_inside,
                             regular_file_in, report_skipped, unsafe_name, usable, walk_source,
                             zip_entry_skip_reason)
@@ -343,3 +343,25 @@ def bring_in(source: Source, out_dir: Path, skipped: list[dict], *, what: str, k
         archive.unlink()
         return n
     raise ValueError(f"bring_in takes a folder, zip, url or kaggle source, not {source.kind}")
+
+
+OTHER_FORMS = "a local folder, a local .zip, an http(s) URL of a .zip, or kaggle:<owner>/<dataset>"
+
+
+def bring_in_dataset(source: str, raw_dir: Path, what: str, project_root=None, *, reader: str) -> list[str]:
+    """`source` (a local folder or .zip, an http(s) URL of a .zip, or kaggle:<owner>/<dataset>)
+    into raw_dir in the raw layout, with the download stage's checks; returns its classes.
+    `what` names the source in messages (the setting or argument that gave it), `reader`
+    what reads it (the external check, the segment stage)."""
+    value = source.strip() if isinstance(source, str) else source
+    handle = value[len("kaggle:"):] if isinstance(value, str) and value.startswith("kaggle:") else None
+    if not isinstance(value, str) or value in ("", "synthetic", "kaggle") or (
+            handle is not None and (handle.count("/") != 1 or not all(handle.split("/")))):
+        raise LungdxError(f"{what} = {source!r} is not allowed: {OTHER_FORMS}")
+    found = resolve_source("kaggle" if handle else value, handle, what, OTHER_FORMS)
+    if found.kind in ("folder", "zip"):
+        check_source_location(found.location, value, Path.cwd() if project_root is None else project_root, raw_dir,
+                              what, reader=reader)
+    raw_dir.mkdir(parents=True)
+    bring_in(found, raw_dir, [], what=what, space_at=raw_dir)  # each file not taken is logged as a warning
+    return sorted(p.name for p in raw_dir.iterdir() if p.is_dir())

@@ -22,7 +22,7 @@ Ctrl-C) removes the stage's dvclive folder, once dvclive has closed it, and writ
 from __future__ import annotations
 
 import dataclasses
-import math
+import json
 import shutil
 from pathlib import Path
 
@@ -31,37 +31,8 @@ import numpy as np
 from .arrays import batches, load_split, NonFiniteOutputs, predict, read_meta, steps_per_epoch
 from .errors import LungdxError
 from .model_file import save_model
-from .models import distribution_strategy, make_deterministic
-
-
-def lower_rate_advice(key: str, learning_rate: float) -> str:
-    """What to do about a diverging training: the param to lower, with a value to try."""
-    def plain(x: float) -> str:  # 0.00003, not 3e-05: what to write in params.yaml
-        return np.format_float_positional(float(f"{x:.3g}"), trim="-")
-
-    return f"lower {key} (now {plain(learning_rate)}), e.g. to {plain(learning_rate / 10)}, or check the data"
-
-
-def stop_on_nonfinite_loss(key: str, learning_rate: float):
-    """A Keras callback that ends the fit at the first batch whose loss is nan or inf, with a
-    LungdxError naming the epoch and batch (as Keras counts them in its log, from 1) and the
-    learning rate `key` to lower. Keras's own TerminateOnNaN only stops, and a run that
-    stopped this way would save the broken model."""
-    import keras
-
-    class StopOnNonFiniteLoss(keras.callbacks.Callback):
-        epoch = 0
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch = epoch
-
-        def on_train_batch_end(self, batch, logs=None):
-            loss = (logs or {}).get("loss")
-            if loss is not None and not math.isfinite(float(loss)):
-                raise LungdxError(f"training diverged: the loss became {float(loss)} in epoch {self.epoch + 1}, "
-                                  f"batch {batch + 1}; {lower_rate_advice(key, learning_rate)}; no model was saved")
-
-    return StopOnNonFiniteLoss()
+from .models import distribution_strategy, lower_rate_advice, make_deterministic, stop_on_nonfinite_loss
+from .splits import SEGMENTER_FILE
 
 
 def fit(model, train, val, n_classes: int, batch_size: int, seed: int, epochs: int, learning_rate: float,
@@ -95,10 +66,12 @@ def fit(model, train, val, n_classes: int, batch_size: int, seed: int, epochs: i
 
 
 def train(settings, prepared_dir: str | Path, features_dir: str | Path, model_path: str | Path,
-          live_dir: str | Path) -> dict:
+          live_dir: str | Path, segmented_dir: str | Path | None = None) -> dict:
     """The train stage: fit the architecture of `settings` (a params.ModelSettings) on the prepared
-    splits, save it with its metadata to model_path; returns the best epoch's summary."""
+    splits, save it with its metadata to model_path; returns the best epoch's summary. A model of
+    images cut to their lungs carries the segment stage's segmenter (from segmented_dir)."""
     meta = read_meta(prepared_dir)
+    segmenter = carried_segmenter(segmented_dir, meta["lung_mask"])
     if meta["image_size"] != settings.image_size:
         raise LungdxError(f"{prepared_dir} holds {meta['image_size']}px images but {settings.key('image_size')} is "
                           f"{settings.image_size}; run dvc repro so prepare runs again")
@@ -132,13 +105,33 @@ def train(settings, prepared_dir: str | Path, features_dir: str | Path, model_pa
             for name, value in summary.items():
                 live.summary[name] = value
         _check_outputs_finite(*check, settings)
-        save_model(model, model_path, classes, settings.image_size, settings.architecture, meta["lung_mask"])
+        save_model(model, model_path, classes, settings.image_size, settings.architecture, meta["lung_mask"],
+                   segmenter)
     except BaseException:
         # Live has closed by now (its context ended first): remove what it wrote, so that a
         # failed run leaves no curves that look like a finished training. No model was saved.
         shutil.rmtree(live_dir, ignore_errors=True)
         raise
     return summary
+
+
+def carried_segmenter(segmented_dir, lung_mask: str) -> tuple[Path, dict] | None:
+    """(the segmenter's file, what it is) that a model of lung focus crop or mask carries; None for none."""
+    if lung_mask == "none":
+        return None
+    if segmented_dir is None:
+        raise LungdxError(f"a model of lung focus {lung_mask} carries its lung segmenter: give the segment stage's "
+                          "folder (data/segmented)")
+    path, meta_path = Path(segmented_dir) / SEGMENTER_FILE, Path(segmented_dir) / "meta.json"
+    try:
+        trained = json.loads(meta_path.read_text(encoding="utf-8"))["segmenter"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise LungdxError(f"{meta_path}: not readable ({exc}); run dvc repro so the segment stage runs") from exc
+    if not trained or not path.is_file():
+        raise LungdxError(f"{segmented_dir} holds no lung segmenter, but the prepared images are cut to their lungs "
+                          f"(lung focus {lung_mask}); run dvc repro so the segment stage runs again")
+    return path, {"image_size": trained["image_size"], "learned_from": trained["learned_from"],
+                  "test_dice": trained["test_dice"]}
 
 
 def logged_params(settings) -> dict:

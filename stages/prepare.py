@@ -12,7 +12,8 @@ from lungdx.runner import stage
 def main():
     """Resize every sampled image into the arrays of data/prepared."""
     start = time.perf_counter()
-    meta = prepare(params.load().prepare, "data/sampled/manifest.csv", "data/raw", "data/prepared", progress=progress)
+    meta = prepare(params.load().prepare, "data/sampled/manifest.csv", "data/raw", "data/segmented",
+                   "data/prepared", progress=progress)
     n = sum(sum(c.values()) for c in meta["counts"].values())
     seconds = time.perf_counter() - start
     focus = "" if meta["lung_mask"] == "none" else f", lung_mask {meta['lung_mask']}"

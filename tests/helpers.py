@@ -192,6 +192,16 @@ def run_benchmark(name: str, *args: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def list_lung_masks(root: Path, manifest: Path, raw_dir: Path, out: str = "segmented") -> Path:
+    """The segment stage under lung_mask none into root/out: the dataset's own lung masks listed,
+    nothing learned (what prepare reads); returns the folder."""
+    from lungdx.segment import segment
+
+    none = settings({"prepare.lung_mask": "none"}).segment
+    segment(none, manifest, raw_dir, root / out, root / f"{out}.json", root / f"{out}_details.json", root / f"{out}_images")
+    return root / out
+
+
 def run_library_stages(root: Path, params: P.Params) -> Path:
     """The pipeline's library functions in stage order, from root/raw (already there) to the
     report: sampled/, prepared/, features/, models/model.keras, dvclive/, eval.json,
@@ -205,7 +215,7 @@ def run_library_stages(root: Path, params: P.Params) -> Path:
 
     model, manifest = root / "models" / "model.keras", root / "sampled" / "manifest.csv"
     sample(params.sample, root / "raw", root / "sampled")
-    prepare(params.prepare, manifest, root / "raw", root / "prepared")
+    prepare(params.prepare, manifest, root / "raw", list_lung_masks(root, manifest, root / "raw"), root / "prepared")
     features(params.features, root / "prepared", root / "features")
     train(params.train, root / "prepared", root / "features", model, root / "dvclive")
     evaluate(params.evaluate, model, root / "prepared", manifest, root / "eval.json", root / "eval_details.json",
@@ -214,3 +224,22 @@ def run_library_stages(root: Path, params: P.Params) -> Path:
                  root / "gradcam.json", root / "report_images")
     return root
 
+
+
+def patient_parts(source: Path, dest: Path, held_out: float = 1 / 3, seed: int = 239) -> dict[str, Path]:
+    """Copy a Kaggle-layout dataset whose manifest.csv names each image's patientid (like
+    ../shared/data/cxr-covid-masked) into dest/train and dest/held_out, a seeded share of the
+    patients held out, so that no patient is in both parts. Returns the two folders."""
+    import pandas as pd
+
+    manifest = pd.read_csv(source / "manifest.csv")
+    patients = sorted(manifest["patientid"].astype(str).unique())
+    order = np.random.default_rng(seed).permutation(len(patients))
+    out = {p: "held_out" if rank < round(held_out * len(patients)) else "train"
+           for rank, p in zip(np.argsort(order), patients)}
+    for row in manifest.itertuples():
+        part = dest / out[str(row.patientid)] / row.cls
+        for kind in ("images", "masks"):
+            (part / kind).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source / row.cls / kind / f"{row.name}.png", part / kind / f"{row.name}.png")
+    return {"train": dest / "train", "held_out": dest / "held_out"}

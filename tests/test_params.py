@@ -165,6 +165,16 @@ BAD_VALUES = [
     ("models.vgg19.fine_tune_learning_rate", INF, "a finite number > 0"),
     ("prepare.lung_mask", "crp", "one of none, crop, mask"),
     ("prepare.lung_mask", True, "one of none, crop, mask"),
+    ("segment.train_source", 3, "empty .* or the path of a local folder or .zip with lung masks"),
+    ("segment.train_source", "synthetic", "empty .* or the path of a local folder"),
+    ("segment.image_size", 100, "a multiple of 8: the U-Net halves it 3 times"),
+    ("segment.image_size", 8, "an integer from"),
+    ("segment.epochs", 0, "an integer from 1"),
+    ("segment.batch_size", 0, "an integer from 1"),
+    ("segment.learning_rate", -1, "a finite number > 0"),
+    ("segment.patience", 0, "an integer from 1"),
+    ("segment.filters", [16], "a list of 2 to 6 integers"),
+    ("segment.max_train_images", 5, "an integer >= 10"),
     ("external", ["/data/x"], "a mapping of names to local folders or .zip files"),
     ("models.cnn.augment.rotation", 50, r"a number from 0 \(off\) to 45 \(degrees"),
     ("models.cnn.augment.rotation", NAN, "a number from 0 .off. to 45"),
@@ -257,7 +267,7 @@ def test_gradcam_layer_names_known_statically_are_the_conv_layers_of_the_built_m
 def test_numbers_with_an_exponent_are_numbers_as_dvc_writes_them(tmp_path):
     """`dvc exp run -S models.cnn.learning_rate=3e-5` writes 3e-05 (YAML 1.2, which DVC reads as a
     number); PyYAML's YAML 1.1 rules read it as text, which used to refuse every rate below 1e-4."""
-    from lungdx.train import lower_rate_advice
+    from lungdx.models import lower_rate_advice
 
     text = (ROOT / "params.yaml").read_text()
     path = tmp_path / "params.yaml"

@@ -8,10 +8,10 @@ import pytest
 
 from lungdx.download import download
 from lungdx.errors import LungdxError
-from lungdx.images import load_for_model, load_mask
+from lungdx.images import load_for_model, prepare_image
 from lungdx.prepare import prepare
 from lungdx.sample import sample
-from tests.helpers import settings
+from tests.helpers import list_lung_masks, settings
 
 SETTINGS = {"seed": 239, "dataset.classes": [], "sample.per_class": 12, "sample.val_size": 0.2,
             "sample.test_size": 0.2}
@@ -34,7 +34,9 @@ def sample_into(raw_dir, out_dir, **changes):
 def run_prepare(tmp_path, out, image_size, lung_mask="none"):
     """prepare of tmp_path/sampled from tmp_path/raw into tmp_path/out."""
     prep = settings({"prepare.image_size": image_size, "prepare.lung_mask": lung_mask}).prepare
-    return prepare(prep, tmp_path / "sampled" / "manifest.csv", tmp_path / "raw", tmp_path / out)
+    manifest = tmp_path / "sampled" / "manifest.csv"
+    segmented = list_lung_masks(tmp_path, manifest, tmp_path / "raw", f"segmented_{out}")
+    return prepare(prep, manifest, tmp_path / "raw", segmented, tmp_path / out)
 
 
 def test_prepare_writes_aligned_uint8_arrays_per_split(tmp_path):
@@ -56,7 +58,7 @@ def test_prepare_writes_aligned_uint8_arrays_per_split(tmp_path):
         # Row i of every array is manifest row i: check the pixels and masks themselves.
         for i, row in enumerate(rows.itertuples()):
             assert np.array_equal(images[i], load_for_model(tmp_path / "raw" / row.path, 48, "none"))
-            assert np.array_equal(masks[i], load_mask(tmp_path / "raw" / row.mask, 48))
+            assert np.array_equal(masks[i], prepare_image(tmp_path / "raw" / row.path, 48, "none", tmp_path / "raw" / row.mask)[1])
         normal = labels == meta["classes"].index("Normal")
         assert not lesions[normal].any() and all(lesions[i].any() for i in np.flatnonzero(~normal))
 

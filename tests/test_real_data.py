@@ -1,5 +1,7 @@
 """The pipeline on the real samples in ../shared/data (skipped when absent)."""
 
+from pathlib import Path
+
 import numpy as np
 
 from lungdx.download import download
@@ -7,14 +9,14 @@ from lungdx.arrays import predict as predict_probs
 from lungdx.evaluate import evaluate
 from lungdx.model_file import load_model
 from lungdx.heatmaps import energy_inside, GradCam, upsample
-from lungdx.images import load_for_model, load_mask
+from lungdx.images import load_for_model, prepare_image
 from lungdx.features import features
 from lungdx.prepare import prepare
 from lungdx.sample import sample
 from lungdx.train import train
 import pytest
 
-from tests.helpers import settings, shared
+from tests.helpers import list_lung_masks, settings, shared
 
 # Reduced settings: 64 px instead of 128, 30 epochs at most; the original CNN otherwise.
 REDUCED = {"seed": 239, "prepare.image_size": 64, "model": "cnn", "models.cnn.epochs": 30,
@@ -31,7 +33,9 @@ def test_cnn_on_real_covid_vs_normal_learns_well_above_chance(tmp_path):
     download(params.download, tmp_path / "raw")
     manifest = sample(params.sample, tmp_path / "raw", tmp_path / "sampled")
     assert manifest.groupby("class").size().to_dict() == {"COVID": 250, "Normal": 250}
-    prepare(params.prepare, tmp_path / "sampled" / "manifest.csv", tmp_path / "raw", tmp_path / "prepared")
+    manifest = tmp_path / "sampled" / "manifest.csv"
+    prepare(params.prepare, manifest, tmp_path / "raw", list_lung_masks(tmp_path, manifest, tmp_path / "raw"),
+            tmp_path / "prepared")
     features(params.features, tmp_path / "prepared", tmp_path / "features")
     train(params.train, tmp_path / "prepared", tmp_path / "features", tmp_path / "models" / "model.keras",
           tmp_path / "dvclive")
@@ -50,10 +54,74 @@ def test_cnn_on_real_covid_vs_normal_learns_well_above_chance(tmp_path):
     kaggle = shared("cxr-kaggle-layout")
     paths = sorted(kaggle.glob("*/images/*.png"))
     images = np.stack([load_for_model(p, 64, "none") for p in paths])
-    masks = np.stack([load_mask(p.parent.parent / "masks" / p.name, 64) for p in paths])
+    masks = np.stack([prepare_image(p, 64, "none", p.parent.parent / "masks" / p.name)[1] for p in paths])
     predicted = predict_probs(model, images).argmax(1)
     share = energy_inside(upsample(GradCam(model).explain(images, predicted).heatmaps, 64), masks)
     print("lung energy share on cxr-kaggle-layout:", {p.parent.parent.name: round(float(s), 3)
                                                        for p, s in zip(paths, share)},
           "mean", round(float(np.nanmean(share)), 3), "lung area", round(float((masks > 0).mean()), 3))
     assert share.shape == (4,) and np.all((share >= 0) & (share <= 1))
+
+
+@pytest.mark.slow
+def test_the_lungs_learned_from_real_masks_hold_on_patients_never_seen_and_serve_predict_and_external(tmp_path):
+    """cxr-covid-masked split by patient (a third held out); the segment stage learns on the rest
+    at params.yaml's settings: Dice >= 0.90 on the held-out patients. A classifier carrying that
+    segmenter then needs no masks: lungdx predict on cxr-real X-rays, lungdx external on a
+    folder without masks, and on the held-out part it scores the segmenter's Dice."""
+    import json
+    import shutil
+
+    from lungdx.external import evaluate_external
+    from lungdx.model_file import save_model
+    from lungdx.models import build_cnn
+    from lungdx.predict import predict_files
+    from lungdx.segment import masked_pairs, score, segment
+    from lungdx.splits import SEGMENTER_FILE
+    from tests.helpers import ROOT, patient_parts
+
+    parts = patient_parts(shared("cxr-covid-masked"), tmp_path / "parts")
+    real = shared("cxr-real")
+    params = settings({"prepare.lung_mask": "crop", "segment.train_source": str(parts["train"]),
+                       "dataset.source": str(real), "sample.per_class": 20})
+    download(params.download, tmp_path / "raw")
+    sample(params.sample, tmp_path / "raw", tmp_path / "sampled")
+    meta = segment(params.segment, tmp_path / "sampled" / "manifest.csv", tmp_path / "raw", tmp_path / "segmented",
+                   tmp_path / "segment.json", tmp_path / "segment_details.json", tmp_path / "segment_images",
+                   project_root=ROOT)
+    assert meta["counts"]["segmenter"] >= 36, meta["counts"]  # of 40 cxr-real X-rays, nearly all plausible lungs
+    from lungdx.model_file import load_segmenter_file
+
+    segmenter = load_segmenter_file(tmp_path / "segmented" / SEGMENTER_FILE)
+    held_out = score(segmenter, masked_pairs(parts["held_out"])[0], seed=239)
+    kaggle = score(segmenter, masked_pairs(shared("cxr-kaggle-layout"))[0], seed=239)
+    print(f"segmenter Dice: held-out patients {held_out['dice']} {held_out['dice_ci']} (n {held_out['n']}), "
+          f"cxr-kaggle-layout {kaggle['dice']} (n {kaggle['n']})")
+    assert held_out["n"] == 86 and held_out["dice"] >= 0.90, held_out
+
+    # A classifier (untrained: what is tested is the path, not its answers) carrying this segmenter.
+    model = build_cnn(2, settings({"prepare.image_size": 64, "models.cnn.filters": [4, 8],
+                                   "models.cnn.dense_units": 8}).train)
+    path = tmp_path / "model.keras"
+    save_model(model, path, ["COVID", "Normal"], 64, "cnn", "crop",
+               segmenter=(tmp_path / "segmented" / SEGMENTER_FILE,
+                          {"image_size": meta["segmenter"]["image_size"], "learned_from": "cxr-covid-masked train part",
+                           "test_dice": meta["segmenter"]["test_dice"]}))
+    xrays = sorted((real / "COVID").glob("*.png"))[:12]
+    results = predict_files(xrays, path, gradcam_dir=tmp_path / "cams")  # no masks given
+    assert all("predicted" in r for r in results)
+    assert sum(r["lungs"] == "drawn" for r in results) >= 10, [r.get("lungs_problem") for r in results]
+    assert all(Path(r["gradcam"]).is_file() for r in results)
+
+    no_masks = tmp_path / "no_masks"
+    for cls in ("COVID", "Normal"):
+        (no_masks / cls).mkdir(parents=True)
+        for p in sorted((real / cls).glob("*.png"))[:15]:
+            shutil.copyfile(p, no_masks / cls / p.name)
+    found = evaluate_external(path, str(no_masks), metrics_path=tmp_path / "m.json", details_path=None, seed=239,
+                              layer=None)
+    assert found["n_images"] == 30 and found["lungs_scored"] == "the lungs the model's segmenter drew"
+    assert "lung_energy_share" in found and "dice" not in found["segmenter"]
+    found = evaluate_external(path, str(parts["held_out"]), metrics_path=None, details_path=None, seed=239, layer=None)
+    assert found["segmenter"]["dice"] == pytest.approx(held_out["dice"], abs=0.01)  # cut by the segmenter, scored by the masks
+    assert json.loads((tmp_path / "m.json").read_text())["n_images"] == 30

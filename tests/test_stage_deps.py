@@ -11,7 +11,7 @@ import yaml
 from lungdx import stage_deps
 from tests.helpers import ROOT
 
-STAGES = ["download", "sample", "prepare", "baseline", "features", "train", "evaluate", "gradcam", "external"]
+STAGES = ["download", "sample", "segment", "prepare", "baseline", "features", "train", "evaluate", "gradcam", "external"]
 
 
 def test_dvc_yaml_lists_every_module_each_stage_runs_and_no_other():
