@@ -108,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = commands.add_parser("info", parents=[shared], help="show what a model file carries",
                                description="Show what a lungdx model file carries: architecture, classes in "
-                                           "output order, input size, preprocessing, the lungdx version that "
-                                           "saved it, file size. Reads only its metadata (no TensorFlow).")
+                                           "output order, input size, preprocessing, lung focus and the lung "
+                                           "segmenter it carries, the lungdx version that saved it, file size. Reads only its metadata (no TensorFlow).")
     info.add_argument("model", type=Path, metavar="MODEL", help="a .keras file saved by lungdx")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     info.set_defaults(run=run_info)

@@ -62,6 +62,7 @@ MAX_FILE_BYTES = 256 << 20
 CROP_MARGIN = 0.10    # of the lungs' box height (above, below) and width (left, right)
 MASK_DILATION = 0.02  # of the image's longer side: how far outside the mask `mask` keeps pixels
 MIN_LUNG_SHARE = 0.01          # of the image: a lung mask covering less is not one (real ones: 17-59%)
+MAX_LUNG_SHARE = 0.90          # ... nor one covering more (all white, or lungs black on white)
 MASK_ASPECT_TOLERANCE = 0.05   # |log| of mask to image aspect ratio: 5%, for rounding in exported masks
 # A mask is black and white: pixels between GREY_LOW and GREY_HIGH are grey. Anti-aliased outlines
 # of a real mask are a few percent of it (its edge); a photo or an X-ray given as a mask is mostly grey.
@@ -363,6 +364,9 @@ def check_lung_mask(mask: np.ndarray) -> None:
         raise UnreadableImage("empty (no lung pixel): no lungs to cut the image to")
     if share < MIN_LUNG_SHARE:
         raise UnreadableImage(f"covers {share:.2%} of the image, under {MIN_LUNG_SHARE:.0%}: not a lung mask")
+    if share > MAX_LUNG_SHARE:
+        raise UnreadableImage(f"covers {share:.0%} of the image, over {MAX_LUNG_SHARE:.0%}: not a lung mask "
+                              "(lungs are white on black; real ones cover 17-59%)")
 
 
 def lung_box(mask: np.ndarray, margin: float = CROP_MARGIN) -> tuple[int, int, int, int]:

@@ -49,7 +49,10 @@ def save_model(model, path: str | Path, classes: list[str], image_size: int, arc
             "segmenter": None, "lungdx_version": __version__}
     extra = {}
     if segmenter is not None:
-        info["segmenter"] = {"entry": SEGMENTER_ENTRY, **segmenter[1]}
+        about = dict(segmenter[1])
+        if not _text(about.get("learned_from", "")):  # a path with a control character, or too long
+            about["learned_from"] = ascii(str(about.get("learned_from", "")))[:MAX_TEXT]
+        info["segmenter"] = {"entry": SEGMENTER_ENTRY, **about}
         extra[SEGMENTER_ENTRY] = Path(segmenter[0]).read_bytes()
     extra[INFO_ENTRY] = (json.dumps(info, indent=2) + "\n").encode()
     save_reproducibly(model, path, extra)
@@ -130,7 +133,7 @@ def read_info(path: str | Path) -> dict:
     path = Path(path)
     with _open_regular(path) as file:
         try:
-            raw = _read_info_entry(path, file)
+            raw, names = _read_info_entry(path, file)
         except KeyError as exc:
             raise LungdxError(f"{path}: a Keras file without lungdx's {INFO_ENTRY} (class names, input size); "
                               "models saved by lungdx carry it: retrain with dvc repro -f train") from exc
@@ -145,7 +148,11 @@ def read_info(path: str | Path) -> dict:
         _damaged(path, "nested too deeply")
     except ValueError as exc:  # also bytes that are not UTF-8, and integers of thousands of digits
         _damaged(path, f"not JSON: {exc}" if isinstance(exc, json.JSONDecodeError) else "not JSON")
-    return _checked_info(path, info)
+    checked = _checked_info(path, info)
+    if checked["segmenter"] is not None and SEGMENTER_ENTRY not in names:
+        raise LungdxError(f"{path}: its {INFO_ENTRY} names a lung segmenter, but the file holds no "
+                          f"{SEGMENTER_ENTRY}; {RETRAIN}")
+    return checked
 
 
 def _open_regular(path: Path):
@@ -180,8 +187,9 @@ def _open_regular(path: Path):
                       "(a .keras file saved by lungdx)")
 
 
-def _read_info_entry(path: Path, file) -> bytes:
-    """The bytes of lungdx.json, once what the zip declares is within MODEL_ZIP_LIMITS."""
+def _read_info_entry(path: Path, file) -> tuple[bytes, set[str]]:
+    """The bytes of lungdx.json, once what the zip declares is within MODEL_ZIP_LIMITS, and the
+    names of the zip's entries."""
     shown = str(path)
     # zipfile's own (private) finder of the end record: the very sizes ZipFile will then use
     end = zipfile._EndRecData(file)
@@ -200,7 +208,7 @@ def _read_info_entry(path: Path, file) -> bytes:
                 raise LungdxError(f"{path}: its {entry.filename} declares {entry.file_size} bytes, more than "
                                   f"{cap}: not a lungdx model file; {RETRAIN}")
         check_zip_limits(shown, os.fstat(file.fileno()).st_size, infos, MODEL_ZIP_LIMITS)
-        return archive.read(INFO_ENTRY)
+        return archive.read(INFO_ENTRY), {entry.filename for entry in infos}
 
 
 def _damaged(path: Path, what: str) -> NoReturn:
@@ -310,10 +318,16 @@ def load_segmenter(path: str | Path, info: dict):
     with tempfile.TemporaryDirectory(prefix="lungdx-segmenter-") as folder:
         member = Path(folder) / SEGMENTER_ENTRY
         member.write_bytes(data)
-        segmenter = load_segmenter_file(member)
-    if tuple(segmenter.input_shape[1:]) != (info["segmenter"]["image_size"],) * 2 + (1,):
-        raise LungdxError(f"{path}: its lung segmenter takes {tuple(segmenter.input_shape[1:])}, not the "
-                          f"{info['segmenter']['image_size']}px images its lungdx.json says; {RETRAIN}")
+        try:
+            segmenter = load_segmenter_file(member)
+        except LungdxError as exc:
+            raise LungdxError(f"{path}: the lung segmenter it carries is damaged ({SEGMENTER_ENTRY} cannot be "
+                              f"loaded); {RETRAIN}") from exc
+    expected = (info["segmenter"]["image_size"],) * 2 + (1,)
+    if tuple(segmenter.input_shape[1:]) != expected or tuple(segmenter.output_shape[1:]) != expected:
+        raise LungdxError(f"{path}: its lung segmenter maps {tuple(segmenter.input_shape[1:])} to "
+                          f"{tuple(segmenter.output_shape[1:])}, not {expected} to one lung probability per pixel "
+                          f"as its lungdx.json says; {RETRAIN}")
     return segmenter
 
 

@@ -245,6 +245,9 @@ def segment(settings, manifest_path, raw_dir, out_dir, metrics_path, details_pat
     meta = {"lung_mask": settings.lung_mask, "segmenter": None,
             "counts": {"dataset": len(own), "segmenter": 0, "whole": 0, "none": len(manifest) - len(own)}}
     metrics, details, implausible, pictures = {}, {"trained": False, "why": f"{settings.key('lung_mask')} is none"}, [], {}
+    if settings.lung_mask == "none" and settings.train_source:
+        log.warning(f"{settings.key('train_source')} is set, but {settings.key('lung_mask')} is none: no segmenter is "
+                    "learned, and the whole X-rays are used")
     with tempfile.TemporaryDirectory(prefix="lungdx-segment-") as work, atomic_dir(out_dir) as tmp:
         if settings.lung_mask != "none":
             parts, learned_from = learning_pairs(settings, manifest, raw_dir, Path(work), project_root, progress)
@@ -255,10 +258,12 @@ def segment(settings, manifest_path, raw_dir, out_dir, metrics_path, details_pat
             tested = score(segmenter, parts["test"], settings.seed)
             lacking = manifest[manifest["mask"] == ""]
             drawn = []
+            shown = set(np.linspace(0, len(lacking) - 1, OVERLAYS).round().astype(int)) if len(lacking) else set()
             for start in range(0, len(lacking), 64):  # 64 images in memory at a time
                 chunk = lacking.iloc[start:start + 64]
                 images = [read_gray(raw_dir / p) for p in chunk["path"]]
-                for path, image, mask in zip(chunk["path"], images, draw_lungs(segmenter, images)):
+                for k, (path, image, mask) in enumerate(zip(chunk["path"], images, draw_lungs(segmenter, images)),
+                                                        start=start):
                     name, problem = drawn_mask_name(path), lung_problem(mask)
                     (tmp / name).parent.mkdir(parents=True, exist_ok=True)
                     write_png(tmp / name, mask)
@@ -267,13 +272,18 @@ def segment(settings, manifest_path, raw_dir, out_dir, metrics_path, details_pat
                         implausible.append((path, problem))
                         log.warning(f"segment: implausible lungs drawn for {raw_dir / path}: {problem}; "
                                     "prepare uses it whole")
-                    if len(drawn) < OVERLAYS:
+                    if k in shown:  # spread over the manifest: every class and split
                         drawn.append(f"drawn_{len(drawn) + 1}.png")
                         pictures[drawn[-1]] = _picture(image, [(mask, OUTLINE_DRAWN)])
             for k, (image, mask) in enumerate(parts["test"][:OVERLAYS], start=1):
                 img = read_gray(image)
                 pictures[f"test_{k}.png"] = _picture(img, [(native_mask(mask, img.shape), OUTLINE_TRUE),
                                                            (draw_lungs(segmenter, [img])[0], OUTLINE_DRAWN)])
+            if len(implausible) > max(5, len(lacking) // 2):
+                raise LungdxError(f"the lung segmenter drew implausible lungs on {len(implausible)} of the {len(lacking)} "
+                                  f"images without a mask (e.g. {implausible[0][0]}: {implausible[0][1]}): it has not "
+                                  f"learned these X-rays' lungs; check the masks it learned from "
+                                  f"({learned_from}) and that they are of X-rays like these; no segmenter was saved")
             from .model_file import save_reproducibly
 
             save_reproducibly(segmenter, tmp / SEGMENTER_FILE)

@@ -25,7 +25,7 @@ from lungdx.synthetic import generate_dataset
 from tests.helpers import (ROOT, TINY, commit, copy_project, make_flat_dataset, make_kaggle_dataset, run,
                             set_params, stages_run, tree_hashes, write_image)
 
-ALL_STAGES = ["download", "sample", "prepare", "baseline", "features", "train", "evaluate", "gradcam"]
+ALL_STAGES = ["download", "sample", "segment", "prepare", "baseline", "features", "train", "evaluate", "gradcam"]
 COMPARED = ["data/sampled/manifest.csv", "data/sampled/skipped.csv", "data/prepared/meta.json",
             *(f"data/prepared/{s}/{a}.npy" for s in ("train", "val", "test") for a in ("images", "labels", "masks")),
             "metrics/baseline.json", "metrics/eval.json", "metrics/gradcam.json", "metrics/plots/predictions.csv",
@@ -157,7 +157,7 @@ def assert_stages_replace_their_outputs_under_link_caches(project: Path) -> None
     # Every kind of writer: atomic folders (download, sample, prepare, evaluate's plots, the report),
     # atomic files (metrics, the model) and dvclive's log (train).
     for cache_type, by_hand, rewritten in [
-            ("hardlink", ["download", "sample", "prepare", "baseline"],
+            ("hardlink", ["download", "sample", "segment", "prepare", "baseline"],
              {"data/sampled/manifest.csv", "metrics/baseline.json"}),
             ("symlink", ["train", "evaluate", "gradcam"],
              {"models/model.keras", "dvclive/train/metrics.json", "metrics/plots/predictions.csv"})]:

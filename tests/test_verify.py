@@ -40,10 +40,10 @@ def test_verify_says_which_stages_reproduce_and_how_far_metrics_moved(project, t
     same = lungdx_verify(project, "baseline")
     assert same.returncode == 0, same.stdout + same.stderr
     lines = report_lines(same)
-    for stage in ("download", "sample", "prepare", "baseline"):
+    for stage in ("download", "sample", "segment", "prepare", "baseline"):
         assert f"Running stage '{stage}':" in same.stdout, same.stdout
         assert any(line.split() == [stage, "identical"] for line in lines), same.stdout
-    assert lines[-1] == "4 of 4 stages identical"
+    assert lines[-1] == "5 of 5 stages identical"
     assert not list(project.parent.glob(".lungdx-verify-*")), "the scratch clone is removed"
 
     # Only the stages that ran are reported: download alone is one stage, not the four the
@@ -69,7 +69,7 @@ def test_verify_says_which_stages_reproduce_and_how_far_metrics_moved(project, t
     assert changes, text
     for key, before, arrow, after, *delta in changes:
         assert arrow == "->" and before == f"{committed[key]:.6g}" and after != before, (key, before, after)
-    assert "3 of 4 stages identical" in text
+    assert "4 of 5 stages identical" in text
     kept = Path(text.split("the scratch clone is kept: ")[1].strip())
     assert (kept / "dvc.lock").is_file() and kept.parent == project.parent
 
