@@ -122,8 +122,12 @@ def synthetic_project(workdir: Path, per_class: int, source_size: int, image_siz
         download(settings.download, workdir / "data" / "raw")
         sample(settings.sample, workdir / "data" / "raw", workdir / "data" / "sampled")
         log(f"preparing them at {image_size}px")
-        prepare(settings.prepare, workdir / "data" / "sampled" / "manifest.csv", workdir / "data" / "raw",
-                workdir / "data" / "prepared")
+        from lungdx.segment import segment
+
+        manifest, segmented = workdir / "data" / "sampled" / "manifest.csv", workdir / "data" / "segmented"
+        segment(settings.segment, manifest, workdir / "data" / "raw", segmented, workdir / "metrics" / "segment.json",
+                workdir / "reports" / "segment.json", workdir / "reports" / "segment_images")
+        prepare(settings.prepare, manifest, workdir / "data" / "raw", segmented, workdir / "data" / "prepared")
         done.write_text(json.dumps(key))
     write_params(workdir, **{"dataset.source": str(workdir / "source"), "prepare.image_size": image_size,
                              **params})

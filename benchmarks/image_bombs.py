@@ -40,9 +40,15 @@ import sys
 from lungdx.prepare import prepare
 from lungdx.sample import sample
 raw, out, per_class, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-from lungdx.params import PrepareSettings, SampleSettings
+from lungdx.params import PrepareSettings, SampleSettings, SegmentSettings
+from lungdx.segment import segment
 sample(SampleSettings(seed=239, classes=(), per_class=per_class, val_size=0.1, test_size=0.2), raw, out + '/sampled')
-prepare(PrepareSettings(image_size=size, lung_mask='none'), out + '/sampled/manifest.csv', raw, out + '/prepared')
+segment(SegmentSettings(seed=239, lung_mask='none', train_source='', image_size=128, epochs=1, batch_size=1,
+                        learning_rate=0.001, patience=1, filters=(16, 32), max_train_images=10, val_size=0.1,
+                        test_size=0.2), out + '/sampled/manifest.csv', raw, out + '/segmented',
+        out + '/segment.json', out + '/segment_details.json', out + '/segment_images')
+prepare(PrepareSettings(image_size=size, lung_mask='none'), out + '/sampled/manifest.csv', raw, out + '/segmented',
+        out + '/prepared')
 """
 
 TRAIN = """

@@ -20,7 +20,8 @@ import pytest
 from lungdx import portable_math as pm
 from tests.helpers import ROOT, copy_project, tree_hashes
 
-DATA_STAGES = {"download": ["data/raw"], "sample": ["data/sampled"], "prepare": ["data/prepared"],
+DATA_STAGES = {"download": ["data/raw"], "sample": ["data/sampled"], "segment": ["data/segmented"],
+               "prepare": ["data/prepared"],
                "baseline": ["metrics/baseline.json", "reports/baseline.json"]}
 # OpenCV's dispatched levels above the x86-64 baseline (SSE2/SSE3), by the names it takes.
 OPENCV_ABOVE_BASELINE = "AVX512F,AVX2,FMA3,AVX,FP16,SSE4.2,POPCNT,SSE4.1,SSSE3"

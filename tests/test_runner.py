@@ -29,7 +29,7 @@ def run_stage(project: Path, name: str, check: bool = True) -> subprocess.Comple
 def prepared_project(root: Path, **params) -> Path:
     """A project whose data stages have run (by hand, as dvc repro would run them)."""
     project = copy_project(root, **{**TINY, **params})
-    for name in ("download", "sample", "prepare"):
+    for name in ("download", "sample", "segment", "prepare"):
         run_stage(project, name)
     return project
 

@@ -177,10 +177,10 @@ LAYOUTS = {
 def test_write_fixes_a_hand_edited_dvc_yaml_and_keeps_the_rest(tmp_path, layout):
     project = project_copy(tmp_path)
     good = (project / "dvc.yaml").read_text()
-    # train is the first stage that runs lungdx/model_file.py: drop that line there.
+    # segment is the first stage that runs lungdx/model_file.py: drop that line there.
     broken = re.sub(r"[ ]*- lungdx/model_file\.py\r?\n", "", LAYOUTS[layout](good), count=1)
     (project / "dvc.yaml").write_bytes(broken.encode())
-    assert "train" in stage_deps.differences(project)
+    assert "segment" in stage_deps.differences(project)
     assert stage_deps.main(["--root", str(project), "--write"]) == 0
     fixed = (project / "dvc.yaml").read_bytes().decode()
     assert stage_deps.differences(project) == {}

@@ -20,7 +20,7 @@ from lungdx.prepare import prepare
 from lungdx.sample import sample
 from lungdx.arrays import batches, load_split, steps_per_epoch
 from lungdx.train import train
-from tests.helpers import settings
+from tests.helpers import list_lung_masks, settings
 
 TINY_CNN = {"epochs": 2, "batch_size": 8, "learning_rate": 0.001, "filters": [4, 8], "dense_units": 8,
             "warmup_epochs": 0}
@@ -45,7 +45,8 @@ def workdir(tmp_path_factory):
                        "prepare.lung_mask": "none", "baseline.image_size": 8})
     download(params.download, root / "raw")
     sample(params.sample, root / "raw", root / "sampled")
-    prepare(params.prepare, root / "sampled" / "manifest.csv", root / "raw", root / "prepared")
+    manifest = root / "sampled" / "manifest.csv"
+    prepare(params.prepare, manifest, root / "raw", list_lung_masks(root, manifest, root / "raw"), root / "prepared")
     return root
 
 
@@ -120,7 +121,7 @@ def test_augmented_training_on_cropped_lungs_repeats_and_the_file_records_the_cr
     params = make_params(**{"prepare.lung_mask": "crop",
                             "models.cnn.augment": {"rotation": 10, "shift": 0.1, "zoom": 0.1, "brightness": 0.1,
                                                    "contrast": 0.1, "flip": False}})
-    prepare(params.prepare, workdir / "sampled" / "manifest.csv", workdir / "raw", workdir / "cropped")
+    prepare(params.prepare, workdir / "sampled" / "manifest.csv", workdir / "raw", workdir / "segmented", workdir / "cropped")
     for out in ("aug_a", "aug_b"):
         train(params.train, workdir / "cropped", workdir / out / "features", workdir / out / "model.keras",
               workdir / out / "dvclive")

@@ -124,7 +124,7 @@ def cwd(pid: str) -> str:
 
 @pytest.mark.parametrize("args, says", [
     (["--", "--dry", "download"], "error: --dry: not a stage name; lungdx verify passes no options to dvc repro"),
-    (["trian"], "error: trian: not a stage of dvc.yaml; its stages: download, sample, prepare,"),
+    (["trian"], "error: trian: not a stage of dvc.yaml; its stages: download, sample, segment, prepare,"),
     (["external"], "error: external: not a stage of dvc.yaml"),  # a foreach stage: external@<name>
 ])
 def test_verify_takes_stage_names_only_and_checks_them_before_cloning(tmp_path, args, says):
