@@ -2,6 +2,7 @@
 and the VGG19 head trained on cached features becomes one end-to-end model."""
 
 import json
+from pathlib import Path
 import re
 
 import keras
@@ -114,6 +115,28 @@ def test_cnn_training_is_deterministic_and_logs_every_epoch(workdir):
         assert [r.split("\t")[0] for r in rows[1:]] == ["1", "2"], "steps are the epochs' numbers, from 1"
 
 
+def small_segmenter(workdir: Path) -> Path:
+    """A segment-stage folder holding a small U-Net learned from the sampled images' masks (the
+    stage itself wants 50 masks; these 40 teach synthetic lungs well enough)."""
+    import pandas as pd
+
+    from lungdx.model_file import save_reproducibly
+    from lungdx.segment import train_segmenter
+
+    s = settings({"prepare.lung_mask": "crop", "segment.image_size": 64, "segment.epochs": 15,
+                  "segment.batch_size": 8, "segment.filters": [8, 16, 32, 64]}).segment
+    rows = pd.read_csv(workdir / "sampled" / "manifest.csv", keep_default_na=False)
+    pairs = {split: [(workdir / "raw" / r.path, workdir / "raw" / r.mask) for r in rows[rows["split"] == split].itertuples()]
+             for split in ("train", "val")}
+    segmenter, history = train_segmenter(s, pairs["train"], pairs["val"])
+    out = workdir / "with_segmenter"
+    out.mkdir()
+    save_reproducibly(segmenter, out / "segmenter.keras")
+    (out / "meta.json").write_text(json.dumps({"segmenter": {"image_size": 64, "learned_from": "dataset.source",
+                                                             "test_dice": history["val_dice"]}}))
+    return out
+
+
 @pytest.mark.slow  # three trainings
 def test_augmented_training_on_cropped_lungs_repeats_and_the_file_records_the_crop(workdir):
     """Augmentation draws from the seed (same weights twice), and the model file says its images
@@ -122,14 +145,18 @@ def test_augmented_training_on_cropped_lungs_repeats_and_the_file_records_the_cr
                             "models.cnn.augment": {"rotation": 10, "shift": 0.1, "zoom": 0.1, "brightness": 0.1,
                                                    "contrast": 0.1, "flip": False}})
     prepare(params.prepare, workdir / "sampled" / "manifest.csv", workdir / "raw", workdir / "segmented", workdir / "cropped")
+    with pytest.raises(LungdxError, match="carries its lung segmenter"):  # a crop model needs one to carry
+        train(params.train, workdir / "cropped", workdir / "none" / "features", workdir / "none" / "model.keras",
+              workdir / "none" / "dvclive")
+    segmented = small_segmenter(workdir)
     for out in ("aug_a", "aug_b"):
         train(params.train, workdir / "cropped", workdir / out / "features", workdir / out / "model.keras",
-              workdir / out / "dvclive")
+              workdir / out / "dvclive", segmented_dir=segmented)
     wa = keras.models.load_model(workdir / "aug_a" / "model.keras").get_weights()
     wb = keras.models.load_model(workdir / "aug_b" / "model.keras").get_weights()
     assert all(np.array_equal(x, y) for x, y in zip(wa, wb))
     model, info = load_model(workdir / "aug_a" / "model.keras")
-    assert info["input"]["lung_mask"] == "crop"
+    assert info["input"]["lung_mask"] == "crop" and info["segmenter"]["image_size"] == 64
     assert model.get_layer("augment_rotation")  # the loaded model keeps them; they act only in training
     run_train(workdir, "plain", make_params())
     assert read_info(workdir / "plain" / "models" / "model.keras")["input"]["lung_mask"] == "none"
