@@ -89,8 +89,9 @@ def test_killed_stages_recover_fresh_clones_match_and_link_caches_stay_intact(tm
         run(["git", "checkout", module], project)
     assert_stages_replace_their_outputs_under_link_caches(project)
     files = next(iter(json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout).values()))["data"]
-    assert list(files) == ["metrics/eval.json", "metrics/baseline.json", "metrics/gradcam.json"]
-    assert all(_numbers(v) for f in files.values() for v in f["data"].values()), files
+    assert list(files) == ["metrics/eval.json", "metrics/baseline.json", "metrics/gradcam.json", "metrics/segment.json"]
+    assert files["metrics/segment.json"]["data"] == {}  # lung_mask none: no segmenter, no numbers
+    assert all(_numbers(v) for name, f in files.items() if name != "metrics/segment.json" for v in f["data"].values()), files
     commit(project, "lock")
     clone = tmp_path / "b"
     run(["git", "clone", "-q", str(project), str(clone)], tmp_path)  # no cache, no remote: all recomputed
