@@ -42,8 +42,9 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     if args.toy:
         args.per_class, args.image_size, args.epochs, args.rounds = 10, 32, 2, 1
-    project = synthetic_project(args.workdir or WORK / "cnn_input", args.per_class, max(args.image_size, 64),
-                                args.image_size)
+    project = synthetic_project(
+        args.workdir or WORK / "cnn_input", args.per_class, max(args.image_size, 64), args.image_size
+    )
 
     import keras
     import numpy as np
@@ -62,24 +63,44 @@ def main(argv=None) -> dict:
     def model():
         make_deterministic(cfg.seed)
         m = build_cnn(n_classes, cfg)
-        m.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="categorical_crossentropy",
-                  metrics=["accuracy"])
+        m.compile(
+            optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="categorical_crossentropy", metrics=["accuracy"]
+        )
         return m
 
     ours, bound = [], []
     for r in range(args.rounds):
         log(f"round {r + 1}: from data/prepared")
-        ours.append(epoch_seconds(lambda clock: model().fit(
-            batches(images, labels, n_classes, bs, cfg.seed, epochs=args.epochs), epochs=args.epochs,
-            steps_per_epoch=steps_per_epoch(len(images), bs), verbose=0, callbacks=[clock])))
+        ours.append(
+            epoch_seconds(
+                lambda clock: model().fit(
+                    batches(images, labels, n_classes, bs, cfg.seed, epochs=args.epochs),
+                    epochs=args.epochs,
+                    steps_per_epoch=steps_per_epoch(len(images), bs),
+                    verbose=0,
+                    callbacks=[clock],
+                )
+            )
+        )
         log(f"round {r + 1}: from memory")
-        bound.append(epoch_seconds(lambda clock: model().fit(
-            x_memory, y_memory, batch_size=bs, shuffle=True, epochs=args.epochs, verbose=0, callbacks=[clock])))
+        bound.append(
+            epoch_seconds(
+                lambda clock: model().fit(
+                    x_memory, y_memory, batch_size=bs, shuffle=True, epochs=args.epochs, verbose=0, callbacks=[clock]
+                )
+            )
+        )
     ours_s, bound_s = min(ours), min(bound)
-    result = {"benchmark": "cnn_input", "train_images": int(len(images)), "image_size": args.image_size,
-              "batch_size": bs, "machine": machine(),
-              "epoch_seconds_ours": round(ours_s, 3), "epoch_seconds_in_memory": round(bound_s, 3),
-              "overhead": round(ours_s / bound_s - 1, 4)}
+    result = {
+        "benchmark": "cnn_input",
+        "train_images": int(len(images)),
+        "image_size": args.image_size,
+        "batch_size": bs,
+        "machine": machine(),
+        "epoch_seconds_ours": round(ours_s, 3),
+        "epoch_seconds_in_memory": round(bound_s, 3),
+        "overhead": round(ours_s / bound_s - 1, 4),
+    }
     emit(result)
     return result
 

@@ -53,12 +53,18 @@ def env() -> dict:
     """The environment of every timed process: the library importable, quiet logs."""
     # The same CPU allocator for every side: lungdx sets it before TensorFlow starts, but a
     # reference that imports keras first would otherwise run on TensorFlow's default one.
-    return {**os.environ, "PYTHONPATH": str(ROOT), "LUNGDX_PROGRESS": "0", "TF_CPP_MIN_LOG_LEVEL": "3",
-            "TF_CPU_ALLOCATOR_USE_BFC": "true"}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "LUNGDX_PROGRESS": "0",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "TF_CPU_ALLOCATOR_USE_BFC": "true",
+    }
 
 
-def timed(cmd: list[str], cwd: Path, cores: int | None = None, timings: Path | None = None,
-          extra_env: dict | None = None) -> dict:
+def timed(
+    cmd: list[str], cwd: Path, cores: int | None = None, timings: Path | None = None, extra_env: dict | None = None
+) -> dict:
     """Run one whole process: its wall seconds, peak resident memory (as /usr/bin/time -v) and stdout.
 
     `cores` pins it (and its children) to that many CPUs, as `taskset` would; our stages
@@ -70,8 +76,7 @@ def timed(cmd: list[str], cwd: Path, cores: int | None = None, timings: Path | N
         extra = {**(extra_env or {}), **({"LUNGDX_TIMINGS": str(timings)} if timings else {})}
         if timings:
             Path(timings).unlink(missing_ok=True)
-        proc = subprocess.Popen(cmd, cwd=cwd, env={**env(), **extra}, stdout=out, stderr=err, text=True,
-                                preexec_fn=pin)
+        proc = subprocess.Popen(cmd, cwd=cwd, env={**env(), **extra}, stdout=out, stderr=err, text=True, preexec_fn=pin)
         # wait4, not wait: it returns this child's own rusage; ru_maxrss is its peak RSS in KiB.
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - start
@@ -81,12 +86,23 @@ def timed(cmd: list[str], cwd: Path, cores: int | None = None, timings: Path | N
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed in {cwd} ({proc.returncode}):\n{stdout[-2000:]}\n{stderr[-4000:]}")
     stages = [json.loads(line) for line in Path(timings).read_text().splitlines()] if timings else []
-    return {"seconds": round(seconds, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "stdout": stdout,
-            "stages": stages}
+    return {
+        "seconds": round(seconds, 2),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "stdout": stdout,
+        "stages": stages,
+    }
 
 
-def synthetic_project(workdir: Path, per_class: int, source_size: int, image_size: int,
-                      drop: dict[str, int] | None = None, kaggle_like: bool = False, **params) -> Path:
+def synthetic_project(
+    workdir: Path,
+    per_class: int,
+    source_size: int,
+    image_size: int,
+    drop: dict[str, int] | None = None,
+    kaggle_like: bool = False,
+    **params,
+) -> Path:
     """A scratch project whose data/prepared our own stages made from synthetic X-rays.
 
     `drop` removes images of a class from the source first (the real database has 1345
@@ -98,14 +114,21 @@ def synthetic_project(workdir: Path, per_class: int, source_size: int, image_siz
     from lungdx.sample import sample
     from lungdx.synthetic import generate_dataset
 
-    key = {"per_class": per_class, "source_size": source_size, "image_size": image_size, "drop": drop or {},
-           "kaggle_like": kaggle_like}
+    key = {
+        "per_class": per_class,
+        "source_size": source_size,
+        "image_size": image_size,
+        "drop": drop or {},
+        "kaggle_like": kaggle_like,
+    }
     done = workdir / "setup.json"
     if not (done.is_file() and json.loads(done.read_text()) == key):
         source = workdir / "source"
         if workdir.is_dir() and any(workdir.iterdir()) and not done.is_file():
-            raise SystemExit(f"{workdir}: not empty and not a benchmark's scratch folder (no setup.json); "
-                             "it would be replaced: give an empty or new --workdir")
+            raise SystemExit(
+                f"{workdir}: not empty and not a benchmark's scratch folder (no setup.json); "
+                "it would be replaced: give an empty or new --workdir"
+            )
         log(f"making {per_class} synthetic {source_size}px images per class in {source}")
         shutil.rmtree(workdir, ignore_errors=True)
         generate_dataset(source, per_class, 239, source_size)
@@ -116,28 +139,46 @@ def synthetic_project(workdir: Path, per_class: int, source_size: int, image_siz
         if kaggle_like:
             for folder in source.glob("*/lesions"):
                 shutil.rmtree(folder)
-        settings = project_settings({"seed": 239, "dataset.source": str(source), "sample.per_class": per_class,
-                                     "sample.val_size": 0.1, "sample.test_size": 0.2, "prepare.image_size": image_size,
-                                     "baseline.image_size": min(32, image_size)})
+        settings = project_settings(
+            {
+                "seed": 239,
+                "dataset.source": str(source),
+                "sample.per_class": per_class,
+                "sample.val_size": 0.1,
+                "sample.test_size": 0.2,
+                "prepare.image_size": image_size,
+                "baseline.image_size": min(32, image_size),
+            }
+        )
         download(settings.download, workdir / "data" / "raw")
         sample(settings.sample, workdir / "data" / "raw", workdir / "data" / "sampled")
         log(f"preparing them at {image_size}px")
         from lungdx.segment import segment
 
         manifest, segmented = workdir / "data" / "sampled" / "manifest.csv", workdir / "data" / "segmented"
-        segment(settings.segment, manifest, workdir / "data" / "raw", segmented, workdir / "metrics" / "segment.json",
-                workdir / "reports" / "segment.json", workdir / "reports" / "segment_images")
+        segment(
+            settings.segment,
+            manifest,
+            workdir / "data" / "raw",
+            segmented,
+            workdir / "metrics" / "segment.json",
+            workdir / "reports" / "segment.json",
+            workdir / "reports" / "segment_images",
+        )
         prepare(settings.prepare, manifest, workdir / "data" / "raw", segmented, workdir / "data" / "prepared")
         done.write_text(json.dumps(key))
-    write_params(workdir, **{"dataset.source": str(workdir / "source"), "prepare.image_size": image_size,
-                             **params})
+    write_params(workdir, **{"dataset.source": str(workdir / "source"), "prepare.image_size": image_size, **params})
     return workdir
 
 
 def git(repo: Path, *args: str) -> None:
     """A git command in a scratch repository, committing as "benchmark"."""
-    subprocess.run(["git", "-c", "user.name=benchmark", "-c", "user.email=benchmark@localhost", *args],
-                   cwd=repo, check=True, capture_output=True)
+    subprocess.run(
+        ["git", "-c", "user.name=benchmark", "-c", "user.email=benchmark@localhost", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+    )
 
 
 def fresh_clone(dest: Path) -> Path:

@@ -24,8 +24,21 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import (WORK, dvc_share, emit, fresh_clone, git, log, machine, parser, project_settings,
-                               stage_records, synthetic_source, timed, write_params)
+from benchmarks.common import (
+    WORK,
+    dvc_share,
+    emit,
+    fresh_clone,
+    git,
+    log,
+    machine,
+    parser,
+    project_settings,
+    stage_records,
+    synthetic_source,
+    timed,
+    write_params,
+)
 
 REAL_SIZES = {"sampled": 9415, "all": 21165}
 # The most epochs the default CNN trains (early stopping may end it sooner).
@@ -51,8 +64,14 @@ def measure(workdir: Path, images: int, epochs: int, toy: bool, models=tuple(MOD
     per_class = images // 4
     source = synthetic_source(workdir / f"source_{per_class}", per_class, 64 if toy else 256)
     clone = fresh_clone(workdir / f"clone_{images}")
-    changes = {"dataset.source": str(source), "sample.per_class": per_class, "models.cnn.epochs": epochs,
-               "models.cnn.patience": epochs, "models.cnn.warmup_epochs": 0, "models.vgg19.weights": "none"}
+    changes = {
+        "dataset.source": str(source),
+        "sample.per_class": per_class,
+        "models.cnn.epochs": epochs,
+        "models.cnn.patience": epochs,
+        "models.cnn.warmup_epochs": 0,
+        "models.vgg19.weights": "none",
+    }
     if toy:
         changes.update({"prepare.image_size": 32, "baseline.n_estimators": 10, "models.vgg19.epochs": 1})
     write_params(clone, **changes)
@@ -62,9 +81,14 @@ def measure(workdir: Path, images: int, epochs: int, toy: bool, models=tuple(MOD
     for model, cmd in ((m, MODELS[m]) for m in models):
         log(f"{images} images: {' '.join(cmd)}")
         run = timed(cmd, clone, timings=workdir / "timings.jsonl")
-        out[model] = {name: {"seconds": r["process_seconds"], "tensorflow_start_seconds":
-                             r["tensorflow_start_seconds"], "peak_rss_mb": r["peak_rss_mb"]}
-                      for name, r in stage_records(run).items()}
+        out[model] = {
+            name: {
+                "seconds": r["process_seconds"],
+                "tensorflow_start_seconds": r["tensorflow_start_seconds"],
+                "peak_rss_mb": r["peak_rss_mb"],
+            }
+            for name, r in stage_records(run).items()
+        }
         out[model]["dvc (the rest)"] = {"seconds": dvc_share(run)}
         out[model]["total"] = {"seconds": run["seconds"]}
         if model == "cnn":
@@ -110,8 +134,9 @@ def totals(fitted: dict) -> dict:
         parts = {s: v for s, v in stages.items() if s != "total"}
         if model != "cnn":
             parts |= {s: fitted["cnn"][s] for s in shared if s in fitted["cnn"]}
-        out[model] = {name: round(sum(v["seconds"]["projected"][name] for v in parts.values()) / 60, 1)
-                      for name in REAL_SIZES}
+        out[model] = {
+            name: round(sum(v["seconds"]["projected"][name] for v in parts.values()) / 60, 1) for name in REAL_SIZES
+        }
     return out
 
 
@@ -128,19 +153,28 @@ def main(argv=None) -> dict:
         # same loop with another command, and benchmarks.experiment's toy runs that command.
         sizes, args.epochs, models = [40, 60], 1, ("cnn",)
     if len(set(sizes)) < 2 or min(sizes) < 40:
-        p.error("--images: at least two different sizes of 40 images or more (a line needs two points; "
-                "every split needs an image of each class)")
+        p.error(
+            "--images: at least two different sizes of 40 images or more (a line needs two points; "
+            "every split needs an image of each class)"
+        )
     if args.save and not args.save.parent.is_dir():
         p.error(f"--save {args.save}: the folder {args.save.parent} does not exist")
     workdir = args.workdir or WORK / "cost_curves"
     workdir.mkdir(parents=True, exist_ok=True)
     runs = [measure(workdir, n, args.epochs, args.toy, models) for n in sizes]
     fitted = fits(sizes, runs, args.epochs)
-    result = {"benchmark": "cost_curves", "images": sizes, "cnn_epochs_measured": args.epochs,
-              "cnn_epochs_projected": DEFAULT_CNN_EPOCHS, "real_sizes": REAL_SIZES,
-              "machine": machine(), "measured": {str(n): r for n, r in zip(sizes, runs)}, "fits": fitted,
-              "dominant_stage": dominant(runs, sizes, fitted),
-              "projected_total_minutes": totals(fitted)}
+    result = {
+        "benchmark": "cost_curves",
+        "images": sizes,
+        "cnn_epochs_measured": args.epochs,
+        "cnn_epochs_projected": DEFAULT_CNN_EPOCHS,
+        "real_sizes": REAL_SIZES,
+        "machine": machine(),
+        "measured": {str(n): r for n, r in zip(sizes, runs)},
+        "fits": fitted,
+        "dominant_stage": dominant(runs, sizes, fitted),
+        "projected_total_minutes": totals(fitted),
+    }
     emit(result)  # first: a failure to save must not lose the measurement
     if args.save:
         from lungdx.atomic import write_text

@@ -21,14 +21,34 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks.common import (WORK, dvc_share, emit, fresh_clone, git, log, machine, parser, stage_records,
-                               synthetic_source, timed, write_params)
+from benchmarks.common import (
+    WORK,
+    dvc_share,
+    emit,
+    fresh_clone,
+    git,
+    log,
+    machine,
+    parser,
+    stage_records,
+    synthetic_source,
+    timed,
+    write_params,
+)
 
 
 def settings(source: Path, per_class: int, image_size: int, epochs: int) -> dict:
-    return {"dataset.source": str(source), "sample.per_class": per_class, "prepare.image_size": image_size,
-            "models.cnn.epochs": 1, "models.cnn.warmup_epochs": 0, "models.vgg19.weights": "none",
-            "models.vgg19.epochs": epochs, "models.vgg19.patience": epochs, "models.vgg19.warmup_epochs": 0}
+    return {
+        "dataset.source": str(source),
+        "sample.per_class": per_class,
+        "prepare.image_size": image_size,
+        "models.cnn.epochs": 1,
+        "models.cnn.warmup_epochs": 0,
+        "models.vgg19.weights": "none",
+        "models.vgg19.epochs": epochs,
+        "models.vgg19.patience": epochs,
+        "models.vgg19.warmup_epochs": 0,
+    }
 
 
 def one_size(workdir: Path, images: int, image_size: int, epochs: int) -> dict:
@@ -46,13 +66,21 @@ def one_size(workdir: Path, images: int, image_size: int, epochs: int) -> dict:
     write_params(clone, **settings(source, per_class, image_size, epochs), model="vgg19")
     log(f"{images} images: original, fit end to end then evaluate")
     original = timed([sys.executable, "-m", "benchmarks.reference", "vgg19"], clone)
-    stages = {name: {k: r[k] for k in ("process_seconds", "tensorflow_start_seconds", "peak_rss_mb")}
-              for name, r in stage_records(ours).items()}
-    return {"images": images, "test_images": int(json.loads((clone / "reports" / "eval.json").read_text())["n_test"]),
-            "ours_seconds": ours["seconds"], "stages": stages, "dvc_seconds": dvc_share(ours),
-            "tensorflow_start_seconds": round(sum(s["tensorflow_start_seconds"] for s in stages.values()), 2),
-            "original_seconds": original["seconds"], "original_peak_rss_mb": original["peak_rss_mb"],
-            "speedup": round(original["seconds"] / ours["seconds"], 2)}
+    stages = {
+        name: {k: r[k] for k in ("process_seconds", "tensorflow_start_seconds", "peak_rss_mb")}
+        for name, r in stage_records(ours).items()
+    }
+    return {
+        "images": images,
+        "test_images": int(json.loads((clone / "reports" / "eval.json").read_text())["n_test"]),
+        "ours_seconds": ours["seconds"],
+        "stages": stages,
+        "dvc_seconds": dvc_share(ours),
+        "tensorflow_start_seconds": round(sum(s["tensorflow_start_seconds"] for s in stages.values()), 2),
+        "original_seconds": original["seconds"],
+        "original_peak_rss_mb": original["peak_rss_mb"],
+        "speedup": round(original["seconds"] / ours["seconds"], 2),
+    }
 
 
 def main(argv=None) -> dict:
@@ -67,8 +95,13 @@ def main(argv=None) -> dict:
     workdir = args.workdir or WORK / "experiment"
     workdir.mkdir(parents=True, exist_ok=True)
     runs = [one_size(workdir, n, args.image_size, args.epochs) for n in sizes]
-    result = {"benchmark": "experiment", "image_size": args.image_size, "epochs": args.epochs, "machine": machine(),
-              "runs": runs}
+    result = {
+        "benchmark": "experiment",
+        "image_size": args.image_size,
+        "epochs": args.epochs,
+        "machine": machine(),
+        "runs": runs,
+    }
     emit(result)
     return result
 

@@ -60,8 +60,14 @@ def main(argv=None) -> dict:
 
     gpus = tf.config.list_physical_devices("GPU")
     device = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU") if gpus else None
-    result = {"benchmark": "gpu", "gpu": device, "machine": machine(), "image_size": args.image_size,
-              "images": args.images, "batch_size": args.batch_size}
+    result = {
+        "benchmark": "gpu",
+        "gpu": device,
+        "machine": machine(),
+        "image_size": args.image_size,
+        "images": args.images,
+        "batch_size": args.batch_size,
+    }
     if not gpus and not args.toy:
         log("no GPU visible to TensorFlow: nothing to measure")
         emit(result)
@@ -70,9 +76,11 @@ def main(argv=None) -> dict:
         for policy in ("float32", "mixed_float16"):
             log(f"{kind}, {policy}")
             result[f"{kind}_{policy}_images_per_s"] = round(
-                throughput(kind, policy, args.images, args.image_size, args.batch_size, args.repeats), 1)
+                throughput(kind, policy, args.images, args.image_size, args.batch_size, args.repeats), 1
+            )
         result[f"{kind}_mixed_speedup"] = round(
-            result[f"{kind}_mixed_float16_images_per_s"] / result[f"{kind}_float32_images_per_s"], 3)
+            result[f"{kind}_mixed_float16_images_per_s"] / result[f"{kind}_float32_images_per_s"], 3
+        )
     emit(result)
     return result
 

@@ -31,12 +31,12 @@ def before(model, layer: str, images: np.ndarray, classes: np.ndarray) -> None:
     dense = model.layers[-1]
     both = keras.Model(model.inputs, [model.get_layer(layer).output, dense.input])
     for start in range(0, len(images), 32):
-        x = tf.convert_to_tensor(np.asarray(images[start:start + 32], np.float32)[..., None])
+        x = tf.convert_to_tensor(np.asarray(images[start : start + 32], np.float32)[..., None])
         with tf.GradientTape() as tape:
             conv, features = both(x, training=False)
             tape.watch(conv)
             logits = tf.matmul(features, dense.kernel) + dense.bias
-            score = tf.gather(logits, tf.constant(classes[start:start + 32], tf.int32), axis=1, batch_dims=1)
+            score = tf.gather(logits, tf.constant(classes[start : start + 32], tf.int32), axis=1, batch_dims=1)
         grads = tape.gradient(score, conv)
         tf.nn.relu(tf.reduce_sum(grads * conv, axis=-1)).numpy()
 
@@ -60,8 +60,14 @@ def main(argv=None) -> dict:
 
     make_deterministic(239)
     test, labels = load_split(project / "data" / "prepared", "test")
-    vgg19 = project_settings({"model": "vgg19", "models.vgg19.weights": "none", "prepare.image_size": args.image_size,
-                              "baseline.image_size": min(32, args.image_size)}).train
+    vgg19 = project_settings(
+        {
+            "model": "vgg19",
+            "models.vgg19.weights": "none",
+            "prepare.image_size": args.image_size,
+            "baseline.image_size": min(32, args.image_size),
+        }
+    ).train
     model, _ = build_vgg19(4, vgg19, weights=None)
     cam = GradCam(model)
     warm = np.asarray(test[:4])
@@ -73,8 +79,10 @@ def main(argv=None) -> dict:
         images = np.resize(np.asarray(test), (n, *test.shape[1:]))  # the split repeated up to n
         classes = np.resize(labels, n)
         as_float = images.astype(np.float32)[..., None]
-        sides = {"predict": lambda: model.predict(as_float, batch_size=32, verbose=0),
-                 "ours": lambda: cam.explain(images, classes)}
+        sides = {
+            "predict": lambda: model.predict(as_float, batch_size=32, verbose=0),
+            "ours": lambda: cam.explain(images, classes),
+        }
         if n == min(sizes):
             sides["before"] = lambda: before(model, cam.layer, images, classes)
         for r in range(args.rounds):
@@ -84,11 +92,17 @@ def main(argv=None) -> dict:
                 run()
                 seconds = (time.perf_counter() - start) / n
                 per_image[name][n] = min(per_image[name].get(n, np.inf), seconds)
-    result = {"benchmark": "gradcam_speed", "model": "vgg19", "layer": cam.layer, "image_size": args.image_size,
-              "rounds": args.rounds, "machine": machine(),
-              "ms_per_image": {name: {str(n): round(1000 * s, 2) for n, s in v.items()} for name, v in per_image.items()},
-              "ours_vs_predict": {str(n): round(per_image["ours"][n] / per_image["predict"][n], 3) for n in sizes},
-              "before_vs_predict": {str(n): round(s / per_image["predict"][n], 3) for n, s in per_image["before"].items()}}
+    result = {
+        "benchmark": "gradcam_speed",
+        "model": "vgg19",
+        "layer": cam.layer,
+        "image_size": args.image_size,
+        "rounds": args.rounds,
+        "machine": machine(),
+        "ms_per_image": {name: {str(n): round(1000 * s, 2) for n, s in v.items()} for name, v in per_image.items()},
+        "ours_vs_predict": {str(n): round(per_image["ours"][n] / per_image["predict"][n], 3) for n in sizes},
+        "before_vs_predict": {str(n): round(s / per_image["predict"][n], 3) for n, s in per_image["before"].items()},
+    }
     emit(result)
     return result
 

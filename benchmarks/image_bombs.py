@@ -131,9 +131,17 @@ def main(argv=None) -> dict:
     model_dir = workdir / "model"
     shutil.rmtree(model_dir, ignore_errors=True)
     shutil.copytree(workdir / "out-0-bombs" / "prepared", model_dir / "prepared")
-    write_params(model_dir, **{"prepare.image_size": args.image_size, "model": "cnn", "models.cnn.epochs": 1,
-                               "models.cnn.warmup_epochs": 0, "models.cnn.filters": [8, 16],
-                               "models.cnn.dense_units": 16})
+    write_params(
+        model_dir,
+        **{
+            "prepare.image_size": args.image_size,
+            "model": "cnn",
+            "models.cnn.epochs": 1,
+            "models.cnn.warmup_epochs": 0,
+            "models.cnn.filters": [8, 16],
+            "models.cnn.dense_units": 16,
+        },
+    )
     log("training the tiny CNN for predict (1 epoch)")
     child(TRAIN, cwd=model_dir)
     model = model_dir / "models" / "model.keras"
@@ -146,16 +154,25 @@ def main(argv=None) -> dict:
         measure("predict_1_bomb", PREDICT, model, 1, *good, bomb)
 
     rss = {name: statistics.median(r["peak_rss_mb"] for r in results) for name, results in runs.items()}
-    result = {"benchmark": "image_bombs", "good_images": args.images, "source_size": args.source_size,
-              "image_size": args.image_size, "rounds": args.rounds,
-              "bomb": {"side": args.bomb_side, "bit_depth": 8, "file_bytes": bomb.stat().st_size,
-                       "decoded_mb": round(args.bomb_side ** 2 / 1e6, 1)},
-              "machine": machine(), "peak_rss_mb": rss,
-              "peak_rss_mb_each_round": {name: [r["peak_rss_mb"] for r in results] for name, results in runs.items()},
-              "seconds": {name: statistics.median(r["seconds"] for r in results) for name, results in runs.items()},
-              "sample_prepare_rss_ratio_10_bombs": round(rss["sample_prepare_10_bombs"]
-                                                         / rss["sample_prepare_0_bombs"], 3),
-              "predict_rss_ratio_1_bomb": round(rss["predict_1_bomb"] / rss["predict_0_bombs"], 3)}
+    result = {
+        "benchmark": "image_bombs",
+        "good_images": args.images,
+        "source_size": args.source_size,
+        "image_size": args.image_size,
+        "rounds": args.rounds,
+        "bomb": {
+            "side": args.bomb_side,
+            "bit_depth": 8,
+            "file_bytes": bomb.stat().st_size,
+            "decoded_mb": round(args.bomb_side**2 / 1e6, 1),
+        },
+        "machine": machine(),
+        "peak_rss_mb": rss,
+        "peak_rss_mb_each_round": {name: [r["peak_rss_mb"] for r in results] for name, results in runs.items()},
+        "seconds": {name: statistics.median(r["seconds"] for r in results) for name, results in runs.items()},
+        "sample_prepare_rss_ratio_10_bombs": round(rss["sample_prepare_10_bombs"] / rss["sample_prepare_0_bombs"], 3),
+        "predict_rss_ratio_1_bomb": round(rss["predict_1_bomb"] / rss["predict_0_bombs"], 3),
+    }
     emit(result)
     return result
 

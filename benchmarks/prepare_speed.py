@@ -23,8 +23,14 @@ def real_shape_project(args):
     if args.toy:
         args.per_class, args.source_size, args.image_size = 20, 64, 32
     viral = args.per_class // 2
-    return synthetic_project(args.workdir or REAL_SHAPE, args.per_class, args.source_size, args.image_size,
-                             drop={"Viral Pneumonia": viral}, kaggle_like=True)
+    return synthetic_project(
+        args.workdir or REAL_SHAPE,
+        args.per_class,
+        args.source_size,
+        args.image_size,
+        drop={"Viral Pneumonia": viral},
+        kaggle_like=True,
+    )
 
 
 def main(argv=None) -> dict:
@@ -40,11 +46,17 @@ def main(argv=None) -> dict:
     for cores in (2, 1):
         log(f"prepare on {cores} core(s): {n} images")
         seconds[cores] = timed([sys.executable, "-m", "stages.prepare"], project, cores=cores)["seconds"]
-    result = {"benchmark": "prepare_speed", "images": n, "source_size": args.source_size,
-              "image_size": args.image_size, "machine": machine(),
-              "seconds_1_core": seconds[1], "seconds_2_cores": seconds[2],
-              "images_per_second_2_cores": round(n / seconds[2], 1),
-              "speedup_1_to_2_cores": round(seconds[1] / seconds[2], 3)}
+    result = {
+        "benchmark": "prepare_speed",
+        "images": n,
+        "source_size": args.source_size,
+        "image_size": args.image_size,
+        "machine": machine(),
+        "seconds_1_core": seconds[1],
+        "seconds_2_cores": seconds[2],
+        "images_per_second_2_cores": round(n / seconds[2], 1),
+        "speedup_1_to_2_cores": round(seconds[1] / seconds[2], 3),
+    }
     emit(result)
     return result
 

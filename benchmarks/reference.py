@@ -45,10 +45,10 @@ def main(which: str) -> None:
         model, _ = build_vgg19(n, cfg, weights=cfg.weights)
     else:
         model = build_cnn(n, cfg)
-    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="categorical_crossentropy",
-                  metrics=["accuracy"])
-    model.fit(*data["train"], validation_data=data["val"], epochs=cfg.epochs, batch_size=cfg.batch_size,
-              verbose=2)
+    model.compile(
+        optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="categorical_crossentropy", metrics=["accuracy"]
+    )
+    model.fit(*data["train"], validation_data=data["val"], epochs=cfg.epochs, batch_size=cfg.batch_size, verbose=2)
     print("test", model.evaluate(*data["test"], batch_size=cfg.batch_size, verbose=0))
 
 

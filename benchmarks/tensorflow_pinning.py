@@ -50,27 +50,50 @@ def weights_md5(model_file) -> str:
 def run_setting(project, env: dict, cores: int | None) -> dict:
     seconds = {}
     for stage in STAGES:
-        run = timed([sys.executable, "-m", f"stages.{stage}"], project, cores=cores,
-                    timings=project / "timings.jsonl", extra_env=env)
+        run = timed(
+            [sys.executable, "-m", f"stages.{stage}"],
+            project,
+            cores=cores,
+            timings=project / "timings.jsonl",
+            extra_env=env,
+        )
         seconds[stage] = run["stages"][0]["seconds"]
     evaluation = json.loads((project / "metrics" / "eval.json").read_text())
     gradcam = json.loads((project / "metrics" / "gradcam.json").read_text())
-    return {"env": env, "cores": cores, "seconds": seconds, "weights_md5": weights_md5(project / "models" / "model.keras"),
-            "eval_md5": hashlib.md5((project / "metrics" / "eval.json").read_bytes()).hexdigest(),
-            "accuracy": evaluation["accuracy"], "f1_macro": evaluation["f1_macro"],
-            "roc_auc_ovr": evaluation["roc_auc_ovr"], "lung_energy_share": gradcam["lung_energy_share"]}
+    return {
+        "env": env,
+        "cores": cores,
+        "seconds": seconds,
+        "weights_md5": weights_md5(project / "models" / "model.keras"),
+        "eval_md5": hashlib.md5((project / "metrics" / "eval.json").read_bytes()).hexdigest(),
+        "accuracy": evaluation["accuracy"],
+        "f1_macro": evaluation["f1_macro"],
+        "roc_auc_ovr": evaluation["roc_auc_ovr"],
+        "lung_energy_share": gradcam["lung_energy_share"],
+    }
 
 
 def main(argv=None) -> dict:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--only", nargs="*", metavar="NAME", help="run only these settings (default: all)")
     args = p.parse_args(argv)
-    sizes = {"per_class": 12, "source_size": 64, "image_size": 32} if args.toy else \
-        {"per_class": 200, "source_size": 256, "image_size": 128}  # the default run's
+    sizes = (
+        {"per_class": 12, "source_size": 64, "image_size": 32}
+        if args.toy
+        else {"per_class": 200, "source_size": 256, "image_size": 128}
+    )  # the default run's
     project = synthetic_project((args.workdir or WORK / "tensorflow_pinning") / "project", **sizes)
     if args.toy:
-        write_params(project, **{"dataset.source": str(project / "source"), "prepare.image_size": 32,
-                                 "models.cnn.epochs": 2, "models.cnn.warmup_epochs": 0, "gradcam.per_class": 1})
+        write_params(
+            project,
+            **{
+                "dataset.source": str(project / "source"),
+                "prepare.image_size": 32,
+                "models.cnn.epochs": 2,
+                "models.cnn.warmup_epochs": 0,
+                "gradcam.per_class": 1,
+            },
+        )
     names = [name for name in SETTINGS if not args.only or name in args.only or name == "default"]
     results = {}
     for name in names:
@@ -80,8 +103,9 @@ def main(argv=None) -> dict:
     base = results["default"]["seconds"]["train"]
     for name, result in results.items():
         result["train_cost"] = round(result["seconds"]["train"] / base, 3)
-        result["same_weights_as"] = [other for other in results if other != name
-                                     and results[other]["weights_md5"] == result["weights_md5"]]
+        result["same_weights_as"] = [
+            other for other in results if other != name and results[other]["weights_md5"] == result["weights_md5"]
+        ]
     result = {"benchmark": "tensorflow_pinning", "machine": machine(), "toy": args.toy, "settings": results}
     emit(result)
     return result

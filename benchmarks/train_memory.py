@@ -27,20 +27,40 @@ def main(argv=None) -> dict:
     p.add_argument("--epochs", type=int, default=1)
     args = p.parse_args(argv)
     project = real_shape_project(args)
-    write_params(project, **{"dataset.source": str(project / "source"), "prepare.image_size": args.image_size,
-                             "model": "cnn", "models.cnn.epochs": args.epochs, "models.cnn.warmup_epochs": 0})
+    write_params(
+        project,
+        **{
+            "dataset.source": str(project / "source"),
+            "prepare.image_size": args.image_size,
+            "model": "cnn",
+            "models.cnn.epochs": args.epochs,
+            "models.cnn.warmup_epochs": 0,
+        },
+    )
     log("ours: stage train")
     ours = timed([sys.executable, "-m", "stages.train"], project)
     log("original: the whole set as float32, then fit")
     original = timed([sys.executable, "-m", "benchmarks.reference", "cnn"], project)
     n = len(load_split(project / "data" / "prepared", "train")[1])
-    float32_gb = sum(len(load_split(project / "data" / "prepared", s)[1]) for s in ("train", "val", "test")
-                     ) * args.image_size ** 2 * 4 / 1e9
-    result = {"benchmark": "train_memory", "train_images": n, "image_size": args.image_size, "epochs": args.epochs,
-              "machine": machine(), "dataset_as_float32_gb": round(float32_gb, 3),
-              "peak_rss_mb_ours": ours["peak_rss_mb"], "peak_rss_mb_original": original["peak_rss_mb"],
-              "seconds_ours": ours["seconds"], "seconds_original": original["seconds"],
-              "rss_ratio": round(ours["peak_rss_mb"] / original["peak_rss_mb"], 3)}
+    float32_gb = (
+        sum(len(load_split(project / "data" / "prepared", s)[1]) for s in ("train", "val", "test"))
+        * args.image_size**2
+        * 4
+        / 1e9
+    )
+    result = {
+        "benchmark": "train_memory",
+        "train_images": n,
+        "image_size": args.image_size,
+        "epochs": args.epochs,
+        "machine": machine(),
+        "dataset_as_float32_gb": round(float32_gb, 3),
+        "peak_rss_mb_ours": ours["peak_rss_mb"],
+        "peak_rss_mb_original": original["peak_rss_mb"],
+        "seconds_ours": ours["seconds"],
+        "seconds_original": original["seconds"],
+        "rss_ratio": round(ours["peak_rss_mb"] / original["peak_rss_mb"], 3),
+    }
     emit(result)
     return result
 

@@ -27,10 +27,19 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     if args.toy:
         args.per_class, args.image_size, args.epochs = 10, 32, 1
-    project = synthetic_project(args.workdir or WORK / "vgg19_transfer", args.per_class, max(args.image_size, 64),
-                                args.image_size, model="vgg19", **{
-                                    "models.vgg19.weights": "none", "models.vgg19.epochs": args.epochs,
-                                    "models.vgg19.patience": args.epochs, "models.vgg19.warmup_epochs": 0})
+    project = synthetic_project(
+        args.workdir or WORK / "vgg19_transfer",
+        args.per_class,
+        max(args.image_size, 64),
+        args.image_size,
+        model="vgg19",
+        **{
+            "models.vgg19.weights": "none",
+            "models.vgg19.epochs": args.epochs,
+            "models.vgg19.patience": args.epochs,
+            "models.vgg19.warmup_epochs": 0,
+        },
+    )
     log("floor: one bare predict pass of the base")
     floor = timed([sys.executable, "-m", "benchmarks.reference", "floor"], project)
     ours = {}
@@ -42,10 +51,14 @@ def main(argv=None) -> dict:
 
     ours_total = sum(r["seconds"] for r in ours.values())
     result = {
-        "benchmark": "vgg19_transfer", "images": 4 * args.per_class, "image_size": args.image_size,
-        "epochs": args.epochs, "machine": machine(),
+        "benchmark": "vgg19_transfer",
+        "images": 4 * args.per_class,
+        "image_size": args.image_size,
+        "epochs": args.epochs,
+        "machine": machine(),
         "ours_seconds": {stage: r["seconds"] for stage, r in ours.items()} | {"total": round(ours_total, 2)},
-        "original_seconds": original["seconds"], "floor_seconds": floor["seconds"],
+        "original_seconds": original["seconds"],
+        "floor_seconds": floor["seconds"],
         "speedup_vs_original": round(original["seconds"] / ours_total, 2),
         "features_vs_floor": round(ours["features"]["seconds"] / floor["seconds"], 3),
     }

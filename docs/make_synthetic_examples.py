@@ -1,6 +1,6 @@
 """Draw docs/synthetic_examples.png: generated X-rays per class with their lesion masks in red.
 
-    python -m docs.make_synthetic_examples
+python -m docs.make_synthetic_examples
 """
 
 from pathlib import Path

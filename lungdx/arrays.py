@@ -27,8 +27,11 @@ def load_masks(prepared_dir: str | Path, split: str) -> dict[str, np.ndarray]:
     """The split's lung ("masks") and lesion ("lesions") masks that exist, memory-mapped uint8 0/255,
     lying on its images."""
     folder = Path(prepared_dir) / split
-    return {name: np.load(folder / f"{name}.npy", mmap_mode="r")
-            for name in ("masks", "lesions") if (folder / f"{name}.npy").is_file()}
+    return {
+        name: np.load(folder / f"{name}.npy", mmap_mode="r")
+        for name in ("masks", "lesions")
+        if (folder / f"{name}.npy").is_file()
+    }
 
 
 def scored_test_split(model_path, info: dict, prepared_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -36,19 +39,27 @@ def scored_test_split(model_path, info: dict, prepared_dir: str | Path) -> tuple
     naming both unless the two fit: some images, of the model's size, of classes it knows."""
     images, labels = load_split(prepared_dir, "test")
     if len(labels) == 0:
-        raise LungdxError(f"{prepared_dir}/test holds no images to score {model_path} on; "
-                          "give the sample stage a larger test share or more images, then dvc repro")
+        raise LungdxError(
+            f"{prepared_dir}/test holds no images to score {model_path} on; "
+            "give the sample stage a larger test share or more images, then dvc repro"
+        )
     if images.shape[1] != info["image_size"]:
-        raise LungdxError(f"{model_path} expects {info['image_size']}px images but {prepared_dir} holds "
-                          f"{images.shape[1]}px ones; run dvc repro")
+        raise LungdxError(
+            f"{model_path} expects {info['image_size']}px images but {prepared_dir} holds "
+            f"{images.shape[1]}px ones; run dvc repro"
+        )
     if labels.max() >= len(info["classes"]):
-        raise LungdxError(f"{model_path} knows {len(info['classes'])} classes but {prepared_dir} holds "
-                          f"{int(labels.max()) + 1}; run dvc repro so that train runs on this data")
+        raise LungdxError(
+            f"{model_path} knows {len(info['classes'])} classes but {prepared_dir} holds "
+            f"{int(labels.max()) + 1}; run dvc repro so that train runs on this data"
+        )
     prepared_focus = read_meta(prepared_dir).get("lung_mask", "none")
     if prepared_focus != info["input"]["lung_mask"]:
-        raise LungdxError(f"{model_path} was trained on images with lung focus {info['input']['lung_mask']!r} but "
-                          f"{prepared_dir} holds images with {prepared_focus!r} (the prepare stage's); run dvc repro "
-                          "so that train runs on this data")
+        raise LungdxError(
+            f"{model_path} was trained on images with lung focus {info['input']['lung_mask']!r} but "
+            f"{prepared_dir} holds images with {prepared_focus!r} (the prepare stage's); run dvc repro "
+            "so that train runs on this data"
+        )
     return images, labels
 
 
@@ -64,8 +75,14 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return (n + batch_size - 1) // batch_size
 
 
-def batches(x: np.ndarray, labels: np.ndarray | None, n_classes: int, batch_size: int,
-            shuffle_seed: int | None = None, epochs: int = 1):
+def batches(
+    x: np.ndarray,
+    labels: np.ndarray | None,
+    n_classes: int,
+    batch_size: int,
+    shuffle_seed: int | None = None,
+    epochs: int = 1,
+):
     """A tf.data pipeline over uint8 images (or float features), each batch made float32 in the graph.
 
     The split is held once as it comes (uint8 images: a quarter of float32). The dataset holds
@@ -97,10 +114,13 @@ def batches(x: np.ndarray, labels: np.ndarray | None, n_classes: int, batch_size
 
     # Keep this map sequential (tf.data's default): the rng's state counts the epochs.
     orders = tf.data.Dataset.range(epochs).map(
-        lambda e: tf.ensure_shape(tf.numpy_function(epoch_order, [e], tf.int64), [n]))
+        lambda e: tf.ensure_shape(tf.numpy_function(epoch_order, [e], tf.int64), [n])
+    )
     indices = orders.flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
     # A known length lets Keras plan its epochs instead of running each one into the end of the data.
-    indices = indices.map(tf.sort).apply(tf.data.experimental.assert_cardinality(epochs * steps_per_epoch(n, batch_size)))
+    indices = indices.map(tf.sort).apply(
+        tf.data.experimental.assert_cardinality(epochs * steps_per_epoch(n, batch_size))
+    )
     options = tf.data.Options()
     options.autotune.enabled = False  # its background tuning stalled epochs by seconds (above)
     return indices.map(take).prefetch(1).with_options(options)
@@ -114,8 +134,9 @@ class NonFiniteOutputs(LungdxError):
         self.bad, self.total = bad, total
 
 
-def predict(model, x: np.ndarray, batch_size: int = 32, source: str | Path | None = None,
-            desc: str | None = None) -> np.ndarray:
+def predict(
+    model, x: np.ndarray, batch_size: int = 32, source: str | Path | None = None, desc: str | None = None
+) -> np.ndarray:
     """model's outputs for uint8 images (or float features), one float32 batch at a time;
     with `desc`, under a progress bar of that name counting the batches.
 
@@ -128,7 +149,7 @@ def predict(model, x: np.ndarray, batch_size: int = 32, source: str | Path | Non
     out = []
     starts = range(0, len(x), batch_size)
     for start in starts if desc is None else progress(starts, desc=desc):
-        xb = np.asarray(x[start:start + batch_size], dtype=np.float32)
+        xb = np.asarray(x[start : start + batch_size], dtype=np.float32)
         out.append(model.predict_on_batch(xb[..., None] if xb.ndim == 3 else xb))
     return finite_outputs(np.concatenate(out), source)
 
@@ -140,7 +161,10 @@ def finite_outputs(out: np.ndarray, source: str | Path | None = None) -> np.ndar
     if not finite.all():
         bad = int((~finite).sum())
         what = f"{source}: the model's" if source is not None else "the model's"
-        raise NonFiniteOutputs(f"{what} outputs are not finite numbers for {bad} of {len(out)} images, so its "
-                               "weights are broken (did its training diverge?); retrain it: dvc repro -f train",
-                               bad, len(out))
+        raise NonFiniteOutputs(
+            f"{what} outputs are not finite numbers for {bad} of {len(out)} images, so its "
+            "weights are broken (did its training diverge?); retrain it: dvc repro -f train",
+            bad,
+            len(out),
+        )
     return out

@@ -121,8 +121,10 @@ def check_free_space(target: str | os.PathLike, needed: int, what: str) -> None:
         folder = folder.parent
     free = shutil.disk_usage(folder).free
     if needed > free:
-        raise DiskFull(f"no space left for {what} at {target}: it needs about {human_bytes(needed)}, "
-                       f"{human_bytes(free)} is free there; free some space (or move the project) and run again")
+        raise DiskFull(
+            f"no space left for {what} at {target}: it needs about {human_bytes(needed)}, "
+            f"{human_bytes(free)} is free there; free some space (or move the project) and run again"
+        )
 
 
 def write_text(target: str | os.PathLike, text: str) -> None:

@@ -31,85 +31,155 @@ def build_parser() -> argparse.ArgumentParser:
     # -v/-q are taken before or after the command; SUPPRESS keeps a command's parser from
     # overwriting what was given before it with its own default
     shared = argparse.ArgumentParser(add_help=False)
-    shared.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                        help="also show debug lines and TensorFlow's own log lines")
-    shared.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
-                        help="no progress bars (as LUNGDX_PROGRESS=0 does)")
-    parser = argparse.ArgumentParser(prog="lungdx", parents=[shared],
-                                     description="Classify chest X-rays with a model trained by the lungdx "
-                                                 "pipeline (the pipeline itself runs with: dvc repro).")
+    shared.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="also show debug lines and TensorFlow's own log lines",
+    )
+    shared.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="no progress bars (as LUNGDX_PROGRESS=0 does)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="lungdx",
+        parents=[shared],
+        description="Classify chest X-rays with a model trained by the lungdx "
+        "pipeline (the pipeline itself runs with: dvc repro).",
+    )
     parser.add_argument("--version", action="version", version=f"lungdx {__version__}")
     commands = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND", required=True)
 
-    predict = commands.add_parser("predict", parents=[shared], help="classify X-ray image files",
-                                  description="Classify chest X-ray images with a trained lungdx model: a table "
-                                              "(or JSON) of the predicted class and each class's probability.")
-    predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE",
-                         help="PNG, JPEG, BMP or TIFF files, any size, 8 or 16 bit")
-    predict.add_argument("--model", type=Path, metavar="PATH",
-                         help=f"the trained model file (it carries its class names and input size; default: "
-                              f"{DEFAULT_MODEL} in the current folder)")
-    predict.add_argument("--gradcam", type=Path, metavar="OUTDIR",
-                         help="also write a Grad-CAM overlay PNG per image into OUTDIR")
-    predict.add_argument("--mask", type=Path, metavar="PATH",
-                         help="lung masks, for a model trained on images cut to their lungs (prepare.lung_mask "
-                              "crop or mask), in place of the lungs its own segmenter draws: a mask file for one "
-                              "image, or a folder of masks named as the images")
+    predict = commands.add_parser(
+        "predict",
+        parents=[shared],
+        help="classify X-ray image files",
+        description="Classify chest X-ray images with a trained lungdx model: a table "
+        "(or JSON) of the predicted class and each class's probability.",
+    )
+    predict.add_argument(
+        "images", nargs="+", type=Path, metavar="IMAGE", help="PNG, JPEG, BMP or TIFF files, any size, 8 or 16 bit"
+    )
+    predict.add_argument(
+        "--model",
+        type=Path,
+        metavar="PATH",
+        help=f"the trained model file (it carries its class names and input size; default: "
+        f"{DEFAULT_MODEL} in the current folder)",
+    )
+    predict.add_argument(
+        "--gradcam", type=Path, metavar="OUTDIR", help="also write a Grad-CAM overlay PNG per image into OUTDIR"
+    )
+    predict.add_argument(
+        "--mask",
+        type=Path,
+        metavar="PATH",
+        help="lung masks, for a model trained on images cut to their lungs (prepare.lung_mask "
+        "crop or mask), in place of the lungs its own segmenter draws: a mask file for one "
+        "image, or a folder of masks named as the images",
+    )
     predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
     predict.set_defaults(run=run_predict)
 
     external = commands.add_parser(
-        "external", parents=[shared], help="score a trained model on a dataset it was not trained on",
+        "external",
+        parents=[shared],
+        help="score a trained model on a dataset it was not trained on",
         description="Score a trained lungdx model on another dataset: accuracy (and macro F1 with two classes or "
-                    "more) with 95% bootstrap intervals and the calibration error, on the classes the model and "
-                    "the dataset share; with lung masks, the share of Grad-CAM energy inside the lungs against "
-                    "the lungs' share of the image. The dataset is read as the download stage reads a source.")
-    external.add_argument("source", metavar="SOURCE",
-                          help="a folder or .zip (Kaggle or flat layout), an http(s) URL of a .zip, or "
-                               "kaggle:<owner>/<dataset>")
-    external.add_argument("--model", type=Path, metavar="PATH",
-                          help=f"the trained model file (default: {DEFAULT_MODEL} in the current folder)")
-    external.add_argument("--layer", metavar="NAME", help="the conv layer for Grad-CAM (default: as the gradcam "
-                                                          "stage, the last with a 16x16 grid or more)")
-    external.add_argument("--seed", type=int, metavar="N",
-                          help="seed of the bootstrap resamples (default: params.yaml's seed in the current "
-                               "folder, as the external stage uses; 0 without one)")
-    external.add_argument("--out", type=Path, metavar="DIR",
-                          help="also write DIR/metrics.json (headline numbers) and DIR/details.json")
+        "more) with 95% bootstrap intervals and the calibration error, on the classes the model and "
+        "the dataset share; with lung masks, the share of Grad-CAM energy inside the lungs against "
+        "the lungs' share of the image. The dataset is read as the download stage reads a source.",
+    )
+    external.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="a folder or .zip (Kaggle or flat layout), an http(s) URL of a .zip, or kaggle:<owner>/<dataset>",
+    )
+    external.add_argument(
+        "--model",
+        type=Path,
+        metavar="PATH",
+        help=f"the trained model file (default: {DEFAULT_MODEL} in the current folder)",
+    )
+    external.add_argument(
+        "--layer",
+        metavar="NAME",
+        help="the conv layer for Grad-CAM (default: as the gradcam stage, the last with a 16x16 grid or more)",
+    )
+    external.add_argument(
+        "--seed",
+        type=int,
+        metavar="N",
+        help="seed of the bootstrap resamples (default: params.yaml's seed in the current "
+        "folder, as the external stage uses; 0 without one)",
+    )
+    external.add_argument(
+        "--out", type=Path, metavar="DIR", help="also write DIR/metrics.json (headline numbers) and DIR/details.json"
+    )
     external.add_argument("--json", action="store_true", help="print the details as JSON instead of text")
     external.set_defaults(run=run_external)
 
     compare = commands.add_parser(
-        "compare", parents=[shared], help="is B better than A on the same test images, beyond chance?",
+        "compare",
+        parents=[shared],
+        help="is B better than A on the same test images, beyond chance?",
         description="Compare two runs on the same test images, image by image: each one's accuracy and macro "
-                    "F1, the difference B - A with its 95% paired bootstrap interval and p-value, and McNemar's "
-                    "exact test. Unlike dvc metrics diff, it says whether a difference is beyond chance.")
-    compare.add_argument("a", metavar="A", help="a predictions file (metrics/plots/predictions.csv), or a git "
-                                                "revision or experiment name (read with dvc from its cache)")
+        "F1, the difference B - A with its 95% paired bootstrap interval and p-value, and McNemar's "
+        "exact test. Unlike dvc metrics diff, it says whether a difference is beyond chance.",
+    )
+    compare.add_argument(
+        "a",
+        metavar="A",
+        help="a predictions file (metrics/plots/predictions.csv), or a git "
+        "revision or experiment name (read with dvc from its cache)",
+    )
     compare.add_argument("b", metavar="B", help="the same, for the run compared with A")
-    compare.add_argument("--seed", type=int, metavar="N",
-                         help="seed of the bootstrap (default: params.yaml's seed in the current folder; 0 without one)")
+    compare.add_argument(
+        "--seed",
+        type=int,
+        metavar="N",
+        help="seed of the bootstrap (default: params.yaml's seed in the current folder; 0 without one)",
+    )
     compare.add_argument("--json", action="store_true", help="print JSON instead of text")
     compare.set_defaults(run=run_compare)
 
     verify = commands.add_parser(
-        "verify", parents=[shared], help="rerun the committed pipeline in a scratch clone: does it reproduce dvc.lock?",
+        "verify",
+        parents=[shared],
+        help="rerun the committed pipeline in a scratch clone: does it reproduce dvc.lock?",
         description="Clone this project's last commit into a scratch folder, run dvc repro there from nothing, "
-                    "and say for each stage whether its outputs are identical to the committed dvc.lock's, "
-                    "with how far each differing metric moved. Exit 0: all identical; 1: some differ; 2: it "
-                    "could not run (the error says why).")
-    verify.add_argument("targets", nargs="*", metavar="STAGE",
-                        help="stages to reproduce, with what they depend on (default: the whole pipeline)")
-    verify.add_argument("--workdir", type=Path, metavar="DIR",
-                        help="the folder to make the scratch clone in (default: the project's parent folder, "
-                             "so relative paths in params.yaml name the same files)")
+        "and say for each stage whether its outputs are identical to the committed dvc.lock's, "
+        "with how far each differing metric moved. Exit 0: all identical; 1: some differ; 2: it "
+        "could not run (the error says why).",
+    )
+    verify.add_argument(
+        "targets",
+        nargs="*",
+        metavar="STAGE",
+        help="stages to reproduce, with what they depend on (default: the whole pipeline)",
+    )
+    verify.add_argument(
+        "--workdir",
+        type=Path,
+        metavar="DIR",
+        help="the folder to make the scratch clone in (default: the project's parent folder, "
+        "so relative paths in params.yaml name the same files)",
+    )
     verify.add_argument("--keep", action="store_true", help="keep the scratch clone, and say where it is")
     verify.set_defaults(run=run_verify)
 
-    info = commands.add_parser("info", parents=[shared], help="show what a model file carries",
-                               description="Show what a lungdx model file carries: architecture, classes in "
-                                           "output order, input size, preprocessing, lung focus and the lung "
-                                           "segmenter it carries, the lungdx version that saved it, file size. Reads only its metadata (no TensorFlow).")
+    info = commands.add_parser(
+        "info",
+        parents=[shared],
+        help="show what a model file carries",
+        description="Show what a lungdx model file carries: architecture, classes in "
+        "output order, input size, preprocessing, lung focus and the lung "
+        "segmenter it carries, the lungdx version that saved it, file size. Reads only its metadata (no TensorFlow).",
+    )
     info.add_argument("model", type=Path, metavar="MODEL", help="a .keras file saved by lungdx")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     info.set_defaults(run=run_info)
@@ -140,9 +210,12 @@ def run_verify(args) -> int:
     try:
         checks, commit, kept = verify(Path.cwd(), args.targets, args.workdir, args.keep)
     except KeyboardInterrupt:
-        print("interrupted: lungdx verify stopped dvc repro in its scratch clone"
-              + (", which is kept" if args.keep else " and removed it") + "; nothing of this project changed",
-              file=sys.stderr)
+        print(
+            "interrupted: lungdx verify stopped dvc repro in its scratch clone"
+            + (", which is kept" if args.keep else " and removed it")
+            + "; nothing of this project changed",
+            file=sys.stderr,
+        )
         return 130
     print(report(checks, commit))
     if kept is not None:
@@ -161,9 +234,11 @@ def model_path(given: Path | None) -> Path:
     if given is not None:
         return given
     if not DEFAULT_MODEL.exists():
-        raise LungdxError(f"no model given and there is no {DEFAULT_MODEL} in this folder ({Path.cwd()}); "
-                          "pass --model PATH with the trained model file, or train one first (dvc repro train) "
-                          "in the project's folder")
+        raise LungdxError(
+            f"no model given and there is no {DEFAULT_MODEL} in this folder ({Path.cwd()}); "
+            "pass --model PATH with the trained model file, or train one first (dvc repro train) "
+            "in the project's folder"
+        )
     return DEFAULT_MODEL
 
 
@@ -181,12 +256,17 @@ def run_predict(args) -> int:
         classes = list(good[0]["probabilities"])
         width = max(len(shown(r["path"])) for r in good)
         lungs = any("lungs" in r for r in good)  # lung focus: which lungs each image was cut to
-        print(f"{'image':<{width}}  {'predicted':<16}" + "".join(f"{shown(c):>17}" for c in classes)
-              + ("  lungs" if lungs else ""))
+        print(
+            f"{'image':<{width}}  {'predicted':<16}"
+            + "".join(f"{shown(c):>17}" for c in classes)
+            + ("  lungs" if lungs else "")
+        )
         for r in good:
-            print(f"{shown(r['path']):<{width}}  {shown(r['predicted']):<16}"
-                  + "".join(f"{r['probabilities'][c]:>17.4f}" for c in classes)
-                  + (f"  {r['lungs']}" if lungs else ""))
+            print(
+                f"{shown(r['path']):<{width}}  {shown(r['predicted']):<16}"
+                + "".join(f"{r['probabilities'][c]:>17.4f}" for c in classes)
+                + (f"  {r['lungs']}" if lungs else "")
+            )
     return 1 if len(good) < len(results) else 0
 
 
@@ -195,8 +275,10 @@ def output_folder(folder: Path, source: str) -> Path:
     as part of the dataset next time)."""
     source_path = Path(source).expanduser()
     if source_path.exists() and Path(os.path.realpath(folder)).is_relative_to(os.path.realpath(source_path)):
-        raise LungdxError(f"--out {folder} is inside the source {source}: its files would be read as part of the "
-                          "dataset next time; write them elsewhere")
+        raise LungdxError(
+            f"--out {folder} is inside the source {source}: its files would be read as part of the "
+            "dataset next time; write them elsewhere"
+        )
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -211,9 +293,15 @@ def run_external(args) -> int:
     if args.layer is not None and not args.layer.strip():
         raise LungdxError("--layer: give the name of a conv layer of the model, or leave --layer out for the default")
     out = args.out and output_folder(args.out, args.source)  # before the source is read: fails fast
-    found = evaluate_external(model_path(args.model), args.source, metrics_path=out and out / "metrics.json",
-                              details_path=out and out / "details.json", seed=bootstrap_seed(args.seed),
-                              layer=args.layer, progress=progress)
+    found = evaluate_external(
+        model_path(args.model),
+        args.source,
+        metrics_path=out and out / "metrics.json",
+        details_path=out and out / "details.json",
+        seed=bootstrap_seed(args.seed),
+        layer=args.layer,
+        progress=progress,
+    )
     if args.json:
         print(json.dumps(found, indent=2))
         return 0
@@ -222,19 +310,25 @@ def run_external(args) -> int:
         ci = found.get(f"{key}_ci", {})
         return f"{found[key]:.3f} [{ci.get('lower', float('nan')):.3f}, {ci.get('upper', float('nan')):.3f}]"
 
-    print(f"{shown(args.source)}: {found['n_images']} images of {', '.join(map(shown, found['classes_scored']))} "
-          f"scored ({len(found['skipped'])} files not scored)")
+    print(
+        f"{shown(args.source)}: {found['n_images']} images of {', '.join(map(shown, found['classes_scored']))} "
+        f"scored ({len(found['skipped'])} files not scored)"
+    )
     print(f"  accuracy          {with_ci('accuracy')}")
     if "f1_macro" in found:
         print(f"  macro F1          {with_ci('f1_macro')}")
     print(f"  calibration error {found['ece']:.3f} (ECE)")
     for cls, row in found["per_class"].items():
         ci = row["sensitivity_ci"]
-        print(f"  sensitivity {shown(cls):<17} {row['sensitivity']:.3f} [{ci['lower']:.3f}, {ci['upper']:.3f}] "
-              f"of {row['n']}")
+        print(
+            f"  sensitivity {shown(cls):<17} {row['sensitivity']:.3f} [{ci['lower']:.3f}, {ci['upper']:.3f}] "
+            f"of {row['n']}"
+        )
     if "lung_energy_share" in found:
-        print(f"  Grad-CAM energy inside the lungs {with_ci('lung_energy_share')}; the lungs cover "
-              f"{found['lung_energy_chance']:.3f} of the image")
+        print(
+            f"  Grad-CAM energy inside the lungs {with_ci('lung_energy_share')}; the lungs cover "
+            f"{found['lung_energy_chance']:.3f} of the image"
+        )
     if "pointing_game" in found:
         print(f"  pointing game {found['pointing_game']:.3f} (chance {found['pointing_chance']:.3f})")
     return 0
@@ -255,8 +349,9 @@ def bootstrap_seed(given: int | None) -> int:
 def run_compare(args) -> int:
     from .compare import ALPHA, compare, read_predictions
 
-    found = compare(read_predictions(args.a), read_predictions(args.b), seed=bootstrap_seed(args.seed),
-                    names=(args.a, args.b))
+    found = compare(
+        read_predictions(args.a), read_predictions(args.b), seed=bootstrap_seed(args.seed), names=(args.a, args.b)
+    )
     if args.json:
         print(json.dumps({"a": args.a, "b": args.b, **found}, indent=2))
         return 0
@@ -264,14 +359,19 @@ def run_compare(args) -> int:
     print(f"{'':<10}{'A':>8}{'B':>8}{'B - A':>9}  {'95% interval':<18}{'p':>7}")
     for key, label in (("accuracy", "accuracy"), ("f1_macro", "macro F1")):
         r = found[key]
-        print(f"{label:<10}{r['a']:>8.3f}{r['b']:>8.3f}{r['difference']:>+9.3f}  "
-              f"[{r['lower']:+.3f}, {r['upper']:+.3f}]  {r['p_value']:>7.3f}")
+        print(
+            f"{label:<10}{r['a']:>8.3f}{r['b']:>8.3f}{r['difference']:>+9.3f}  "
+            f"[{r['lower']:+.3f}, {r['upper']:+.3f}]  {r['p_value']:>7.3f}"
+        )
     m = found["mcnemar"]
-    print(f"\nMcNemar (exact): A right and B wrong on {m['b10']} image{'s' * (m['b10'] != 1)}, A wrong and B "
-          f"right on {m['b01']}: "
-          f"p {'< 1e-300' if m['p_value'] < 1e-300 else '= ' + format(m['p_value'], '.3g')}")
-    verdict = "B's accuracy differs from A's beyond chance" if found["differs"] else \
-        "no difference in accuracy beyond chance"
+    print(
+        f"\nMcNemar (exact): A right and B wrong on {m['b10']} image{'s' * (m['b10'] != 1)}, A wrong and B "
+        f"right on {m['b01']}: "
+        f"p {'< 1e-300' if m['p_value'] < 1e-300 else '= ' + format(m['p_value'], '.3g')}"
+    )
+    verdict = (
+        "B's accuracy differs from A's beyond chance" if found["differs"] else "no difference in accuracy beyond chance"
+    )
     print(f"{verdict} (McNemar, {ALPHA:.0%} level)")
     return 0
 
@@ -286,15 +386,17 @@ def run_info(args) -> int:
         print(json.dumps({"path": str(args.model), "file_bytes": size, **info}, indent=2))
         return 0
     pixels = info["input"]
-    rows = {"architecture": info.get("architecture", "unknown"),
-            "classes": ", ".join(info["classes"]) + "  (in output order)",
-            "input": f"{info['image_size']}x{info['image_size']} px, {pixels.get('channels', 1)} channel, "
-                     f"{pixels.get('dtype', 'float32')} {'..'.join(map(str, pixels.get('range', [0, 255])))}",
-            "preprocessing": f"{pixels['preprocessing']}: {pixels.get('steps', '')}",
-            "lung focus": lung_focus_text(pixels["lung_mask"], info["segmenter"]),
-            **({"lung segmenter": segmenter_text(info["segmenter"])} if info["segmenter"] else {}),
-            "lungdx version": info.get("lungdx_version", "unknown"),
-            "file size": human_bytes(size)}
+    rows = {
+        "architecture": info.get("architecture", "unknown"),
+        "classes": ", ".join(info["classes"]) + "  (in output order)",
+        "input": f"{info['image_size']}x{info['image_size']} px, {pixels.get('channels', 1)} channel, "
+        f"{pixels.get('dtype', 'float32')} {'..'.join(map(str, pixels.get('range', [0, 255])))}",
+        "preprocessing": f"{pixels['preprocessing']}: {pixels.get('steps', '')}",
+        "lung focus": lung_focus_text(pixels["lung_mask"], info["segmenter"]),
+        **({"lung segmenter": segmenter_text(info["segmenter"])} if info["segmenter"] else {}),
+        "lungdx version": info.get("lungdx_version", "unknown"),
+        "file size": human_bytes(size),
+    }
     print(shown(args.model))
     for name, value in rows.items():
         print(f"  {name:<16}{shown(value)}")
@@ -303,8 +405,11 @@ def run_info(args) -> int:
 
 def lung_focus_text(lung_mask: str, segmenter: dict | None) -> str:
     """lungdx info's line on how the model's images are cut to the lungs, and what predict needs."""
-    what = {"none": "none: the whole X-ray", "crop": "crop: cut to the lungs' box",
-            "mask": "mask: cut to the lungs, black beyond them"}[lung_mask]
+    what = {
+        "none": "none: the whole X-ray",
+        "crop": "crop: cut to the lungs' box",
+        "mask": "mask: cut to the lungs, black beyond them",
+    }[lung_mask]
     if lung_mask == "none":
         return what
     if segmenter:
@@ -314,5 +419,7 @@ def lung_focus_text(lung_mask: str, segmenter: dict | None) -> str:
 
 def segmenter_text(segmenter: dict) -> str:
     dice = segmenter.get("test_dice")
-    return (f"U-Net at {segmenter['image_size']}x{segmenter['image_size']} px, learned from "
-            f"{segmenter['learned_from']}" + ("" if dice is None else f", test Dice {dice:.3f}"))
+    return (
+        f"U-Net at {segmenter['image_size']}x{segmenter['image_size']} px, learned from "
+        f"{segmenter['learned_from']}" + ("" if dice is None else f", test Dice {dice:.3f}")
+    )

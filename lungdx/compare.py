@@ -44,21 +44,26 @@ def read_predictions(which: str, repo: str | Path = ".") -> pd.DataFrame:
     else:
         data, where = _read_at_revision(which, repo), f"{which}:{PREDICTIONS}"
     try:
-        table = pd.read_csv(StringIO(data.decode("utf-8") if isinstance(data, bytes) else data),
-                            keep_default_na=False, dtype=str)
+        table = pd.read_csv(
+            StringIO(data.decode("utf-8") if isinstance(data, bytes) else data), keep_default_na=False, dtype=str
+        )
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise LungdxError(f"{where}: not a predictions table ({str(exc).splitlines()[0]})") from exc
     missing = {"path", "actual", "predicted"} - set(table.columns)
     if missing:
-        raise LungdxError(f"{where}: not a predictions table (no {', '.join(sorted(missing))} column); give "
-                          f"{PREDICTIONS} as the evaluate stage writes it")
+        raise LungdxError(
+            f"{where}: not a predictions table (no {', '.join(sorted(missing))} column); give "
+            f"{PREDICTIONS} as the evaluate stage writes it"
+        )
     if table.empty:
         raise LungdxError(f"{where}: no test images in it")
     blank = (table[["path", "actual", "predicted"]] == "").any(axis=1)
     if blank.any():
         raise LungdxError(f"{where}: row {int(blank.idxmax()) + 2} has an empty path, actual or predicted value")
     if table["path"].duplicated().any():
-        raise LungdxError(f"{where}: the same image is listed twice ({table['path'][table['path'].duplicated()].iloc[0]})")
+        raise LungdxError(
+            f"{where}: the same image is listed twice ({table['path'][table['path'].duplicated()].iloc[0]})"
+        )
     return table
 
 
@@ -91,9 +96,11 @@ def _read_at_revision(rev: str, repo) -> bytes:
             return dvc.api.read(PREDICTIONS, repo=str(repo), rev=ref, mode="rb")  # decoded as a file's are
         except not_found as exc:
             problems.append(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-    raise LungdxError(f"{rev}: neither a predictions file nor a revision or experiment whose {PREDICTIONS} dvc can "
-                      f"read ({problems[-1]}); a revision's outputs must be in the cache (dvc pull; dvc exp pull for an "
-                      "experiment)")
+    raise LungdxError(
+        f"{rev}: neither a predictions file nor a revision or experiment whose {PREDICTIONS} dvc can "
+        f"read ({problems[-1]}); a revision's outputs must be in the cache (dvc pull; dvc exp pull for an "
+        "experiment)"
+    )
 
 
 def paired(a: pd.DataFrame, b: pd.DataFrame, names=("A", "B")) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
@@ -101,22 +108,29 @@ def paired(a: pd.DataFrame, b: pd.DataFrame, names=("A", "B")) -> tuple[np.ndarr
     tables of different images or labels: then the runs used different test splits."""
     only_a, only_b = set(a["path"]) - set(b["path"]), set(b["path"]) - set(a["path"])
     if only_a or only_b:
-        raise LungdxError(f"{names[0]} and {names[1]} were scored on different test images ({len(only_a)} only in "
-                          f"{names[0]}, {len(only_b)} only in {names[1]}); a paired comparison needs the same test "
-                          "split: the same dataset, seed and sample params")
+        raise LungdxError(
+            f"{names[0]} and {names[1]} were scored on different test images ({len(only_a)} only in "
+            f"{names[0]}, {len(only_b)} only in {names[1]}); a paired comparison needs the same test "
+            "split: the same dataset, seed and sample params"
+        )
     b = b.set_index("path").loc[a["path"]].reset_index()
-    differ = (a["actual"].to_numpy() != b["actual"].to_numpy())
+    differ = a["actual"].to_numpy() != b["actual"].to_numpy()
     if differ.any():
-        raise LungdxError(f"{names[0]} and {names[1]} give different true classes for {int(differ.sum())} test "
-                          f"images (e.g. {a['path'][differ].iloc[0]}); were they trained on different datasets?")
+        raise LungdxError(
+            f"{names[0]} and {names[1]} give different true classes for {int(differ.sum())} test "
+            f"images (e.g. {a['path'][differ].iloc[0]}); were they trained on different datasets?"
+        )
     classes = sorted(set(a["actual"]) | set(a["predicted"]) | set(b["predicted"]))
     code = {c: i for i, c in enumerate(classes)}
-    return (a["actual"].map(code).to_numpy(), a["predicted"].map(code).to_numpy(),
-            b["predicted"].map(code).to_numpy(), classes)
+    return (
+        a["actual"].map(code).to_numpy(),
+        a["predicted"].map(code).to_numpy(),
+        b["predicted"].map(code).to_numpy(),
+        classes,
+    )
 
 
-def compare(a: pd.DataFrame, b: pd.DataFrame, seed: int = 0, resamples: int = RESAMPLES,
-            names=("A", "B")) -> dict:
+def compare(a: pd.DataFrame, b: pd.DataFrame, seed: int = 0, resamples: int = RESAMPLES, names=("A", "B")) -> dict:
     """B against A on the same test images: each one's accuracy and macro F1, the differences
     B - A with paired bootstrap intervals and p-values, and McNemar's exact test."""
     y_true, pred_a, pred_b, classes = paired(a, b, names)

@@ -23,8 +23,13 @@ import time
 
 from .errors import LungdxError
 
-PREFIXES = {logging.DEBUG: "debug", logging.INFO: "note", logging.WARNING: "warning",
-            logging.ERROR: "error", logging.CRITICAL: "error"}
+PREFIXES = {
+    logging.DEBUG: "debug",
+    logging.INFO: "note",
+    logging.WARNING: "warning",
+    logging.ERROR: "error",
+    logging.CRITICAL: "error",
+}
 
 _verbose = False
 _tensorflow = None
@@ -123,13 +128,16 @@ def import_tensorflow():
             hidden = _hidden_text(captured) if captured is not None else ""
             if hidden:
                 print(hidden, file=sys.stderr)
-            raise LungdxError(f"TensorFlow could not start ({type(failure).__name__}: {failure}); reinstall the "
-                              "pinned versions (pip install -e .); LUNGDX_VERBOSE=1 (or lungdx -v) shows all of "
-                              "its messages") from failure
+            raise LungdxError(
+                f"TensorFlow could not start ({type(failure).__name__}: {failure}); reinstall the "
+                "pinned versions (pip install -e .); LUNGDX_VERBOSE=1 (or lungdx -v) shows all of "
+                "its messages"
+            ) from failure
         _tensorflow = tf
         global tensorflow_start_seconds
         tensorflow_start_seconds = time.perf_counter() - start
         logging.getLogger(__name__).debug(
             f"TensorFlow {tf.__version__} ready in {tensorflow_start_seconds:.1f} s on "
-            + ", ".join(d.name.removeprefix("/physical_device:") for d in devices))
+            + ", ".join(d.name.removeprefix("/physical_device:") for d in devices)
+        )
     return _tensorflow

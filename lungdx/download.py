@@ -25,8 +25,14 @@ from .sources import bring_in, resolve_source
 from .synthetic import generate_dataset
 
 
-def download(settings, out_dir: str | Path, progress=None, url_timeout: float = 30.0,
-             project_root: str | Path | None = None, zip_limits: ZipLimits = ZIP_LIMITS) -> dict:
+def download(
+    settings,
+    out_dir: str | Path,
+    progress=None,
+    url_timeout: float = 30.0,
+    project_root: str | Path | None = None,
+    zip_limits: ZipLimits = ZIP_LIMITS,
+) -> dict:
     """The download stage (`settings`: a params.DownloadSettings): the source into out_dir; returns
     the provenance record also written to source.json.
 
@@ -39,19 +45,38 @@ def download(settings, out_dir: str | Path, progress=None, url_timeout: float = 
     source = resolve_source(settings.source, settings.kaggle_handle, what)
     out_dir = Path(out_dir)
     if source.kind in ("folder", "zip"):
-        check_source_location(source.location, settings.source, Path.cwd() if project_root is None else project_root,
-                              out_dir, settings.key("source"))
+        check_source_location(
+            source.location,
+            settings.source,
+            Path.cwd() if project_root is None else project_root,
+            out_dir,
+            settings.key("source"),
+        )
     skipped: list[dict] = []
     with atomic_dir(out_dir) as tmp:
         if source.kind == "synthetic":
-            n = generate_dataset(tmp, settings.synthetic_per_class, settings.seed, settings.synthetic_image_size,
-                                 progress=progress)
+            n = generate_dataset(
+                tmp, settings.synthetic_per_class, settings.seed, settings.synthetic_image_size, progress=progress
+            )
         else:
-            n = bring_in(source, tmp, skipped, what=settings.key("source"), kaggle_version=settings.kaggle_version,
-                         url_timeout=url_timeout, zip_limits=zip_limits, space_at=out_dir)
+            n = bring_in(
+                source,
+                tmp,
+                skipped,
+                what=settings.key("source"),
+                kaggle_version=settings.kaggle_version,
+                url_timeout=url_timeout,
+                zip_limits=zip_limits,
+                space_at=out_dir,
+            )
         classes = sorted(p.name for p in tmp.iterdir() if p.is_dir())
-        record = {"kind": source.kind, "location": source.location, "files": n, "classes": classes,
-                  "skipped": sorted(skipped, key=lambda s: s["path"])}
+        record = {
+            "kind": source.kind,
+            "location": source.location,
+            "files": n,
+            "classes": classes,
+            "skipped": sorted(skipped, key=lambda s: s["path"]),
+        }
         if source.kind == "synthetic":
             record["seed"] = settings.seed
         (tmp / "source.json").write_text(json.dumps(record, indent=2) + "\n")

@@ -23,8 +23,10 @@ class MissingParam(ParamError):
     def __init__(self, keys: list[str]):
         self.key, self.value, self.allowed, self.keys = keys[0], None, "present", keys
         what = f"{keys[0]} is missing: add it" if len(keys) == 1 else f"{', '.join(keys)} are missing: add them"
-        LungdxError.__init__(self, f"params.yaml: {what} (this project's params.yaml has every key, each with a "
-                                   "comment saying what it takes)")
+        LungdxError.__init__(
+            self,
+            f"params.yaml: {what} (this project's params.yaml has every key, each with a comment saying what it takes)",
+        )
 
 
 class DiskFull(LungdxError):

@@ -1,26 +1,26 @@
 """The `evaluate` stage: the trained model on the test split.
 
-    metrics/eval.json                 headline numbers only: accuracy, f1_macro, roc_auc_ovr, then
-                                      accuracy_ci and f1_macro_ci {lower, upper} (95% percentile
-                                      bootstrap over test images, seeded by params' seed) and ece
-                                      (what dvc exp show / dvc metrics diff compare; lungdx.metrics)
-    reports/eval.json                 the details: the headline numbers, f1_weighted, n_test,
-                                      per_class {precision, recall, f1, support, sensitivity,
-                                      sensitivity_ci, specificity, specificity_ci}, confusion_matrix,
-                                      intervals {method, over, resamples, seed, level},
-                                      calibration {ece_bins, binning, confidence}, model
-    metrics/plots/predictions.csv     one row per test image: path, actual, predicted, p_<class>...
-                                      (dvc's confusion template reads actual/predicted)
-    metrics/plots/roc.csv             every class's one-vs-rest ROC curve in one table: class, curve,
-                                      fpr, tpr, threshold; curve is the legend's name, with the AUC
-                                      ("COVID (AUC 0.981)"); the chance diagonal, "chance (AUC 0.500)",
-                                      has an empty class: no class name is empty, so a class
-                                      named chance keeps its own curve.
-                                      dvc.yaml draws it with .dvc/plots/roc.json
-    metrics/plots/reliability.csv     the reliability diagram: curve, bin, confidence, accuracy, count;
-                                      one row per non-empty bin of top-label confidence, curve
-                                      "model (ECE 0.031)", then the diagonal, "perfect calibration",
-                                      whose bin is empty. dvc.yaml draws it with .dvc/plots/reliability.json
+metrics/eval.json                 headline numbers only: accuracy, f1_macro, roc_auc_ovr, then
+                                  accuracy_ci and f1_macro_ci {lower, upper} (95% percentile
+                                  bootstrap over test images, seeded by params' seed) and ece
+                                  (what dvc exp show / dvc metrics diff compare; lungdx.metrics)
+reports/eval.json                 the details: the headline numbers, f1_weighted, n_test,
+                                  per_class {precision, recall, f1, support, sensitivity,
+                                  sensitivity_ci, specificity, specificity_ci}, confusion_matrix,
+                                  intervals {method, over, resamples, seed, level},
+                                  calibration {ece_bins, binning, confidence}, model
+metrics/plots/predictions.csv     one row per test image: path, actual, predicted, p_<class>...
+                                  (dvc's confusion template reads actual/predicted)
+metrics/plots/roc.csv             every class's one-vs-rest ROC curve in one table: class, curve,
+                                  fpr, tpr, threshold; curve is the legend's name, with the AUC
+                                  ("COVID (AUC 0.981)"); the chance diagonal, "chance (AUC 0.500)",
+                                  has an empty class: no class name is empty, so a class
+                                  named chance keeps its own curve.
+                                  dvc.yaml draws it with .dvc/plots/roc.json
+metrics/plots/reliability.csv     the reliability diagram: curve, bin, confidence, accuracy, count;
+                                  one row per non-empty bin of top-label confidence, curve
+                                  "model (ECE 0.031)", then the diagonal, "perfect calibration",
+                                  whose bin is empty. dvc.yaml draws it with .dvc/plots/reliability.json
 """
 
 from __future__ import annotations
@@ -61,11 +61,22 @@ def roc_table(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> pd.D
     for i, c in enumerate(classes):
         if (y_true == i).any() and (y_true != i).any():
             fpr, tpr, thr = skm.roc_curve(y_true == i, probs[:, i])
-            parts.append(pd.DataFrame({"class": c, "curve": f"{c} (AUC {skm.auc(fpr, tpr):.3f})",
-                                       "fpr": fpr.round(6), "tpr": tpr.round(6),
-                                       "threshold": np.clip(thr, 0, 1).round(6)}))  # roc_curve starts at inf
-    parts.append(pd.DataFrame({"class": "", "curve": "chance (AUC 0.500)", "fpr": [0.0, 1.0],
-                               "tpr": [0.0, 1.0], "threshold": np.nan}))
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "class": c,
+                        "curve": f"{c} (AUC {skm.auc(fpr, tpr):.3f})",
+                        "fpr": fpr.round(6),
+                        "tpr": tpr.round(6),
+                        "threshold": np.clip(thr, 0, 1).round(6),
+                    }
+                )
+            )  # roc_curve starts at inf
+    parts.append(
+        pd.DataFrame(
+            {"class": "", "curve": "chance (AUC 0.500)", "fpr": [0.0, 1.0], "tpr": [0.0, 1.0], "threshold": np.nan}
+        )
+    )
     return pd.concat(parts, ignore_index=True)
 
 
@@ -74,12 +85,18 @@ def reliability_plot_table(y_true: np.ndarray, probs: np.ndarray, bins: int = EC
     ECE for the legend, then the diagonal of perfect calibration, whose bin is empty."""
     table = reliability_table(y_true, probs, bins)
     edges = np.linspace(0, 1, bins + 1)
-    points = pd.DataFrame({"curve": f"model (ECE {expected_calibration_error(y_true, probs, bins):.3f})",
-                           "bin": [f"{edges[b]:.3f}-{edges[b + 1]:.3f}" for b in table["bin"]],
-                           "confidence": table["confidence"].round(6), "accuracy": table["accuracy"].round(6),
-                           "count": table["count"]})
-    diagonal = pd.DataFrame({"curve": "perfect calibration", "bin": "", "confidence": [0.0, 1.0],
-                             "accuracy": [0.0, 1.0], "count": pd.NA})
+    points = pd.DataFrame(
+        {
+            "curve": f"model (ECE {expected_calibration_error(y_true, probs, bins):.3f})",
+            "bin": [f"{edges[b]:.3f}-{edges[b + 1]:.3f}" for b in table["bin"]],
+            "confidence": table["confidence"].round(6),
+            "accuracy": table["accuracy"].round(6),
+            "count": table["count"],
+        }
+    )
+    diagonal = pd.DataFrame(
+        {"curve": "perfect calibration", "bin": "", "confidence": [0.0, 1.0], "accuracy": [0.0, 1.0], "count": pd.NA}
+    )
     return pd.concat([points, diagonal], ignore_index=True)
 
 
@@ -87,8 +104,9 @@ def write_plots(out_dir: Path, y_true, probs, classes, paths) -> None:
     """predictions.csv for the confusion matrix, roc.csv: the ROC curves of all classes, and
     reliability.csv: the reliability diagram."""
     with atomic_dir(out_dir) as tmp:
-        table = pd.DataFrame({"path": paths, "actual": [classes[i] for i in y_true],
-                              "predicted": [classes[i] for i in probs.argmax(1)]})
+        table = pd.DataFrame(
+            {"path": paths, "actual": [classes[i] for i in y_true], "predicted": [classes[i] for i in probs.argmax(1)]}
+        )
         for i, c in enumerate(classes):
             table[f"p_{c}"] = probs[:, i].round(6)
         table.to_csv(tmp / "predictions.csv", index=False, lineterminator="\n")
@@ -96,15 +114,25 @@ def write_plots(out_dir: Path, y_true, probs, classes, paths) -> None:
         reliability_plot_table(y_true, probs).to_csv(tmp / "reliability.csv", index=False, lineterminator="\n")
 
 
-def evaluate(settings, model_path: str | Path, prepared_dir: str | Path, manifest: str | Path,
-             metrics_path: str | Path, details_path: str | Path, plots_dir: str | Path,
-             features_dir: str | Path) -> dict:
+def evaluate(
+    settings,
+    model_path: str | Path,
+    prepared_dir: str | Path,
+    manifest: str | Path,
+    metrics_path: str | Path,
+    details_path: str | Path,
+    plots_dir: str | Path,
+    features_dir: str | Path,
+) -> dict:
     """The evaluate stage; returns the details (headline numbers first). The seed of `settings` (a
     params.EvaluateSettings) draws the bootstrap resamples of the intervals."""
     model, info = load_model(model_path)
     images, y_true = scored_test_split(model_path, info, prepared_dir)
     probs = predict_split(model, images, features_dir, "test", model_path)
-    details = {**classification_metrics(y_true, probs, info["classes"], seed=settings.seed), "model": info["architecture"]}
+    details = {
+        **classification_metrics(y_true, probs, info["classes"], seed=settings.seed),
+        "model": info["architecture"],
+    }
     rows = load_manifest(manifest)
     write_plots(Path(plots_dir), y_true, probs, info["classes"], rows[rows["split"] == "test"]["path"].tolist())
     write_json(details_path, details)

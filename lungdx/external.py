@@ -36,8 +36,15 @@ from .metrics import bounds, r6
 from .model_file import read_info
 from .raw import class_images, deduplicate, inspect_all
 from .sources import bring_in_dataset
-from .stats import (LEVEL, RESAMPLES, bootstrap_interval, confusion, expected_calibration_error, f1_macro,
-                    split_intervals)
+from .stats import (
+    LEVEL,
+    RESAMPLES,
+    bootstrap_interval,
+    confusion,
+    expected_calibration_error,
+    f1_macro,
+    split_intervals,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +56,23 @@ def inventory(raw_dir: Path, classes: list[str], progress=None) -> tuple[list[di
     rels, skipped = [], []
     for cls in folders:
         if cls not in classes:
-            skipped += [{"path": rel, "reason": f"class {cls!r}, which the model does not know"}
-                        for rel in class_images(raw_dir, cls)]
+            skipped += [
+                {"path": rel, "reason": f"class {cls!r}, which the model does not know"}
+                for rel in class_images(raw_dir, cls)
+            ]
             continue
         rels += class_images(raw_dir, cls)
     kept, left_out = deduplicate(inspect_all(raw_dir, rels, progress))
     skipped += [{"path": path, "reason": reason} for path, reason in left_out]
-    rows = [{"path": item.path, "label": classes.index(item.path.split("/", 1)[0]),
-             "mask": item.masks.get("masks", ""), "lesion": item.masks.get("lesions", "")} for item in kept]
+    rows = [
+        {
+            "path": item.path,
+            "label": classes.index(item.path.split("/", 1)[0]),
+            "mask": item.masks.get("masks", ""),
+            "lesion": item.masks.get("lesions", ""),
+        }
+        for item in kept
+    ]
     return rows, skipped
 
 
@@ -68,32 +84,48 @@ def load_rows(raw_dir: Path, rows: list[dict], info: dict, segmenter=None) -> di
     (at the image's own size), "whole" which images had implausible drawn lungs (used whole)."""
     size, lung_mask = info["image_size"], info["input"]["lung_mask"]
     if segmenter is None:
-        check_lung_masks([r["path"] for r in rows if not r["mask"]], len(rows), lung_mask,
-                         "the model's lung focus (as it was trained)")
+        check_lung_masks(
+            [r["path"] for r in rows if not r["mask"]],
+            len(rows),
+            lung_mask,
+            "the model's lung focus (as it was trained)",
+        )
     has = {name: all(r[key] for r in rows) for name, key in (("masks", "mask"), ("lesions", "lesion"))}
     for name, key, what in (("masks", "mask", "lung"), ("lesions", "lesion", "lesion")):
         if not has[name] and any(r[key] for r in rows):
-            log.warning(f"only some images have {what} masks: the Grad-CAM {what} scores need every image's, "
-                        "so they are left out")
+            log.warning(
+                f"only some images have {what} masks: the Grad-CAM {what} scores need every image's, "
+                "so they are left out"
+            )
     drawing = segmenter is not None and lung_mask != "none"
     true_lungs = has["masks"]  # else, when drawing, the drawn lungs are the lungs scored
     has["masks"] = has["masks"] or drawing
-    arrays = {name: np.zeros((len(rows), size, size), np.uint8) for name in ("images", "masks", "lesions")
-              if name == "images" or has[name]}
+    arrays = {
+        name: np.zeros((len(rows), size, size), np.uint8)
+        for name in ("images", "masks", "lesions")
+        if name == "images" or has[name]
+    }
     dice, whole = [], []
     for i, r in enumerate(rows):
         try:
             lungs = drawn = None
             if drawing:
-                drawn, dice_i, problem = _drawn_lungs(segmenter, raw_dir / r["path"], raw_dir / r["mask"] if r["mask"] else None)
+                drawn, dice_i, problem = _drawn_lungs(
+                    segmenter, raw_dir / r["path"], raw_dir / r["mask"] if r["mask"] else None
+                )
                 if dice_i is not None:
                     dice.append(dice_i)
                 if problem:
                     whole.append(r["path"])
                 lungs = WHOLE if problem else drawn
-            image, mask, lesion = prepare_image(raw_dir / r["path"], size, lung_mask,
-                                                raw_dir / r["mask"] if true_lungs else None,
-                                                raw_dir / r["lesion"] if r["lesion"] else None, lungs=lungs)
+            image, mask, lesion = prepare_image(
+                raw_dir / r["path"],
+                size,
+                lung_mask,
+                raw_dir / r["mask"] if true_lungs else None,
+                raw_dir / r["lesion"] if r["lesion"] else None,
+                lungs=lungs,
+            )
             if mask is None and drawn is not None:  # used whole: its drawing is what is scored
                 mask = resize_square(drawn, size, is_mask=True)
         except UnreadableImage as exc:
@@ -130,18 +162,46 @@ def external_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str], 
         out["f1_macro_ci"] = bounds(*bootstrap_interval(f1, y_true, y_pred, seed=seed))
     out["ece"] = r6(expected_calibration_error(y_true, probs))
     value, low, high = ci["sensitivity"]
-    out["per_class"] = {classes[i]: {"n": int((y_true == i).sum()), "sensitivity": r6(value[i]),
-                                     "sensitivity_ci": bounds(low[i], high[i])} for i in present}
+    out["per_class"] = {
+        classes[i]: {
+            "n": int((y_true == i).sum()),
+            "sensitivity": r6(value[i]),
+            "sensitivity_ci": bounds(low[i], high[i]),
+        }
+        for i in present
+    }
     out["confusion_matrix"] = confusion(y_true, y_pred, k).tolist()
     return out
 
 
-HEADLINE = ("n_images", "accuracy", "accuracy_ci", "f1_macro", "f1_macro_ci", "ece", "segmenter_dice", "lung_energy_share",
-            "lung_energy_share_ci", "lung_energy_chance", "pointing_game", "pointing_chance")
+HEADLINE = (
+    "n_images",
+    "accuracy",
+    "accuracy_ci",
+    "f1_macro",
+    "f1_macro_ci",
+    "ece",
+    "segmenter_dice",
+    "lung_energy_share",
+    "lung_energy_share_ci",
+    "lung_energy_chance",
+    "pointing_game",
+    "pointing_chance",
+)
 
 
-def evaluate_external(model_path, source: str, *, metrics_path, details_path, seed: int, layer: str | None,
-                      what: str = "the external source", project_root=None, progress=None) -> dict:
+def evaluate_external(
+    model_path,
+    source: str,
+    *,
+    metrics_path,
+    details_path,
+    seed: int,
+    layer: str | None,
+    what: str = "the external source",
+    project_root=None,
+    progress=None,
+) -> dict:
     """Score the model at model_path on `source`; write the headline to metrics_path and the
     details to details_path (None: not written); return the details. `seed` draws the bootstrap
     resamples, `layer` is the Grad-CAM layer (None: the default one); `what` names the source in
@@ -157,14 +217,17 @@ def evaluate_external(model_path, source: str, *, metrics_path, details_path, se
         raw_dir = Path(tmp) / "raw"
         found = bring_in_dataset(source, raw_dir, what, project_root, reader="the external check")
         if not set(found) & set(classes):
-            raise LungdxError(f"external source {source}: its classes {found} share none with the model's "
-                              f"{classes}; nothing to score")
+            raise LungdxError(
+                f"external source {source}: its classes {found} share none with the model's {classes}; nothing to score"
+            )
         rows, skipped = inventory(raw_dir, classes, progress)
         for item in skipped:
             log.warning(f"external {source}: not scored {item['path']}: {item['reason']}")
         if not rows:
-            raise LungdxError(f"external source {source}: no readable image of the model's classes "
-                              f"({len(skipped)} file(s) skipped, each named above)")
+            raise LungdxError(
+                f"external source {source}: no readable image of the model's classes "
+                f"({len(skipped)} file(s) skipped, each named above)"
+            )
         segmenter = None
         if info["input"]["lung_mask"] != "none" and info["segmenter"] is not None:
             from .model_file import load_segmenter
@@ -177,14 +240,20 @@ def evaluate_external(model_path, source: str, *, metrics_path, details_path, se
     cam = GradCam(model, layer)
     probs, heatmaps = cam.explain(arrays["images"], y_true, desc="external")
     finite_outputs(probs, model_path)
-    details = {**external_metrics(y_true, probs, classes, seed), "source": source, "model": info["architecture"],
-               "lung_mask": info["input"]["lung_mask"], "layer": cam.layer,
-               "classes_scored": [classes[i] for i in sorted(set(y_true.tolist()))],
-               "classes_found": found}
+    details = {
+        **external_metrics(y_true, probs, classes, seed),
+        "source": source,
+        "model": info["architecture"],
+        "lung_mask": info["input"]["lung_mask"],
+        "layer": cam.layer,
+        "classes_scored": [classes[i] for i in sorted(set(y_true.tolist()))],
+        "classes_found": found,
+    }
     if "dice" in arrays:
         details["segmenter"] = segmenter_scores(arrays, len(rows), any(r["mask"] for r in rows), seed)
-        details["lungs_scored"] = ("the dataset's masks" if all(r["mask"] for r in rows)
-                                   else "the lungs the model's segmenter drew")
+        details["lungs_scored"] = (
+            "the dataset's masks" if all(r["mask"] for r in rows) else "the lungs the model's segmenter drew"
+        )
         details["segmenter_dice"] = details["segmenter"].get("dice")
     masks = {name: arrays[name] for name in ("masks", "lesions") if name in arrays}
     if masks:
@@ -192,8 +261,13 @@ def evaluate_external(model_path, source: str, *, metrics_path, details_path, se
         details["gradcam"] = scores
         details.update(headline_scores(scores))
     details["skipped"] = skipped
-    details["intervals"] = {"method": "percentile bootstrap", "over": "images", "resamples": RESAMPLES,
-                            "seed": seed, "level": LEVEL}
+    details["intervals"] = {
+        "method": "percentile bootstrap",
+        "over": "images",
+        "resamples": RESAMPLES,
+        "seed": seed,
+        "level": LEVEL,
+    }
     if details_path is not None:
         write_json(details_path, details)
     if metrics_path is not None:
@@ -209,17 +283,25 @@ def segmenter_scores(arrays: dict, n: int, has_masks: bool, seed: int) -> dict:
     out = {"images_implausible": len(arrays["whole"]), "implausible": arrays["whole"][:50]}
     if has_masks and len(arrays["dice"]):
         dice = arrays["dice"]
-        out = {"dice": r6(dice.mean()), "dice_ci": bounds(*mean_interval(dice, seed=seed)), "n": int(len(dice)),
-               **out}
+        out = {"dice": r6(dice.mean()), "dice_ci": bounds(*mean_interval(dice, seed=seed)), "n": int(len(dice)), **out}
     if out["images_implausible"]:
-        log.warning(f"the model's segmenter drew implausible lungs on {out['images_implausible']} of {n} images "
-                    f"(e.g. {arrays['whole'][0]})")
+        log.warning(
+            f"the model's segmenter drew implausible lungs on {out['images_implausible']} of {n} images "
+            f"(e.g. {arrays['whole'][0]})"
+        )
     return out
 
 
 def external(settings, name: str, model_path, metrics_path, details_path, progress=None) -> dict:
     """The external@<name> stage (`settings`: a params.ExternalSettings): the model at model_path
     scored on the dataset external.<name> names; returns the details."""
-    return evaluate_external(model_path, settings.source(name), metrics_path=metrics_path, details_path=details_path,
-                             seed=settings.seed, layer=settings.layer, what=f"{settings.key('sources')}.{name}",
-                             progress=progress)
+    return evaluate_external(
+        model_path,
+        settings.source(name),
+        metrics_path=metrics_path,
+        details_path=details_path,
+        seed=settings.seed,
+        layer=settings.layer,
+        what=f"{settings.key('sources')}.{name}",
+        progress=progress,
+    )

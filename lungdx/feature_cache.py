@@ -51,6 +51,7 @@ def load_features(features_dir: str | Path, image_size: int) -> dict[str, np.nda
     info_path = folder / "info.json"
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     if info.get("model") != "vgg19" or info.get("image_size") != image_size:
-        raise LungdxError(f"{folder}: no VGG19 features for {image_size}px images; "
-                          "run dvc repro so the features stage runs first")
+        raise LungdxError(
+            f"{folder}: no VGG19 features for {image_size}px images; run dvc repro so the features stage runs first"
+        )
     return {split: np.load(folder / f"{split}.npy") for split in SPLITS}

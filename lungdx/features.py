@@ -48,7 +48,11 @@ def features(settings, prepared_dir: str | Path, out_dir: str | Path, batch_size
                 feats = predict(extractor, images, batch_size, desc=f"features {split}")
                 np.save(tmp / f"{split}.npy", feats.astype(np.float32))
             base.save_weights(tmp / "base.weights.h5")
-            info.update(weights=str(settings.weights), image_size=meta["image_size"], dim=int(feats.shape[1]),
-                        base_digest=base_digest(base))
+            info.update(
+                weights=str(settings.weights),
+                image_size=meta["image_size"],
+                dim=int(feats.shape[1]),
+                base_digest=base_digest(base),
+            )
         (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n")
     return info

@@ -1,29 +1,29 @@
 """The `gradcam` stage: an HTML report of where the model looks, and how often it looks right.
 
-    reports/gradcam/index.html     opens from disk, no server: model, test accuracy and F1 macro (with
-                                   their 95% bootstrap intervals), ROC AUC, confusion matrix, the heatmap's
-                                   colour bar; then per class test images, correct and misclassified:
-                                   the X-ray, the Grad-CAM of the predicted class and, for a
-                                   misclassified one, of its true class, each labelled, the lung-mask
-                                   outline on the heatmaps where the data has lung masks, and every
-                                   class's probability (the predicted one highlighted)
-    reports/gradcam/img/*.png
-    reports/gradcam/scores.json    the quantitative check in full: model, layer, and where masks
-                                   exist, on every test image, for its true class:
-                                   lung masks   -> share of Grad-CAM energy inside the lungs, with its
-                                                   95% bootstrap interval over test images
-                                   lesion masks -> pointing game hit rate and energy inside the
-                                                   lesion, each beside its chance level, per class
-    reports/gradcam_images/<class>_<k>.png
-                                   image plots for `dvc plots show/diff` and the VS Code extension,
-                                   so experiments compare side by side: slot k of a class is its k-th
-                                   test image (k = 1..3, split order), the same X-ray in every
-                                   experiment on the same data; beside it the Grad-CAM of its true
-                                   class, and a line saying what the model predicted; <class> is the
-                                   class name's letters and digits, "_" for the rest (plot_stems)
-    metrics/gradcam.json           the headline numbers only (overall, with their chance levels):
-                                   lung_energy_share, lung_energy_share_ci, lung_energy_chance,
-                                   pointing_game, pointing_chance; absent where the data has no such masks
+reports/gradcam/index.html     opens from disk, no server: model, test accuracy and F1 macro (with
+                               their 95% bootstrap intervals), ROC AUC, confusion matrix, the heatmap's
+                               colour bar; then per class test images, correct and misclassified:
+                               the X-ray, the Grad-CAM of the predicted class and, for a
+                               misclassified one, of its true class, each labelled, the lung-mask
+                               outline on the heatmaps where the data has lung masks, and every
+                               class's probability (the predicted one highlighted)
+reports/gradcam/img/*.png
+reports/gradcam/scores.json    the quantitative check in full: model, layer, and where masks
+                               exist, on every test image, for its true class:
+                               lung masks   -> share of Grad-CAM energy inside the lungs, with its
+                                               95% bootstrap interval over test images
+                               lesion masks -> pointing game hit rate and energy inside the
+                                               lesion, each beside its chance level, per class
+reports/gradcam_images/<class>_<k>.png
+                               image plots for `dvc plots show/diff` and the VS Code extension,
+                               so experiments compare side by side: slot k of a class is its k-th
+                               test image (k = 1..3, split order), the same X-ray in every
+                               experiment on the same data; beside it the Grad-CAM of its true
+                               class, and a line saying what the model predicted; <class> is the
+                               class name's letters and digits, "_" for the rest (plot_stems)
+metrics/gradcam.json           the headline numbers only (overall, with their chance levels):
+                               lung_energy_share, lung_energy_share_ci, lung_energy_chance,
+                               pointing_game, pointing_chance; absent where the data has no such masks
 """
 
 from __future__ import annotations
@@ -64,8 +64,9 @@ def pick_examples(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, per_cl
 
 def _slug(name: str) -> str:
     """A class name's letters (any script, with their accents) and digits, each other run "_"."""
-    kept = "".join(c if c.isalnum() or unicodedata.category(c).startswith("M") else "_"
-                   for c in unicodedata.normalize("NFC", name))
+    kept = "".join(
+        c if c.isalnum() or unicodedata.category(c).startswith("M") else "_" for c in unicodedata.normalize("NFC", name)
+    )
     return re.sub("_+", "_", kept)[:60].strip("_")  # 60 characters: a file name has 255 bytes at most
 
 
@@ -90,7 +91,8 @@ def _probabilities(p: np.ndarray, classes: list[str], predicted: int) -> str:
     rows = "".join(
         f'<tr class="{"predicted" if j == predicted else ""}"><td>{html.escape(c)}</td>'
         f'<td><span class="bar" style="width:{80 * v:.1f}px"></span></td><td class="p">{v:.3f}</td></tr>'
-        for j, (c, v) in enumerate(zip(classes, p)))
+        for j, (c, v) in enumerate(zip(classes, p))
+    )
     return f'<table class="probs">{rows}</table>'
 
 
@@ -99,24 +101,31 @@ def _panels(i: int, true: int, predicted: int, classes: list[str]) -> list[tuple
     xray = (f"img/{i}.png", "X-ray", "")
     if predicted == true:
         return [xray, (f"img/{i}_cam.png", "Grad-CAM of the predicted (and true) class, ", classes[true])]
-    return [xray, (f"img/{i}_cam.png", "Grad-CAM of the predicted class, ", classes[predicted]),
-            (f"img/{i}_true.png", "Grad-CAM of the true class, ", classes[true])]
+    return [
+        xray,
+        (f"img/{i}_cam.png", "Grad-CAM of the predicted class, ", classes[predicted]),
+        (f"img/{i}_true.png", "Grad-CAM of the true class, ", classes[true]),
+    ]
 
 
 def _panel(src: str, caption: str, cls: str) -> str:
     label = html.escape(caption) + (f"<b>{html.escape(cls)}</b>" if cls else "")
-    return (f'<div class="panel"><div class="label">{label}</div>'
-            f'<img src="{html.escape(src)}" alt="{html.escape(caption + cls)}"></div>')
+    return (
+        f'<div class="panel"><div class="label">{label}</div>'
+        f'<img src="{html.escape(src)}" alt="{html.escape(caption + cls)}"></div>'
+    )
 
 
 def _figure(i: int, path: str, true: int, classes: list[str], p: np.ndarray) -> str:
     """One test image: its pictures, then its path and every class's probability."""
     predicted = int(p.argmax())
     pictures = "".join(_panel(*panel) for panel in _panels(i, true, predicted, classes))
-    return (f'<figure class="{"wrong" if predicted != true else "right"}" data-image="{i}">'
-            f'<div class="panels">{pictures}</div><figcaption>{html.escape(path)}<br>'
-            f"true <b>{html.escape(classes[true])}</b>, predicted <b>{html.escape(classes[predicted])}</b>"
-            f"{_probabilities(p, classes, predicted)}</figcaption></figure>")
+    return (
+        f'<figure class="{"wrong" if predicted != true else "right"}" data-image="{i}">'
+        f'<div class="panels">{pictures}</div><figcaption>{html.escape(path)}<br>'
+        f"true <b>{html.escape(classes[true])}</b>, predicted <b>{html.escape(classes[predicted])}</b>"
+        f"{_probabilities(p, classes, predicted)}</figcaption></figure>"
+    )
 
 
 def _plot_picture(gray: np.ndarray, heat: np.ndarray, lung, text: str) -> np.ndarray:
@@ -141,9 +150,11 @@ def _plot_picture(gray: np.ndarray, heat: np.ndarray, lung, text: str) -> np.nda
 def _table(matrix, classes) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in classes)
     rows = "".join(
-        f"<tr><th>{html.escape(c)}</th>" + "".join(
-            f'<td class="{"diag" if i == j else ""}">{v}</td>' for j, v in enumerate(row)) + "</tr>"
-        for i, (c, row) in enumerate(zip(classes, matrix)))
+        f"<tr><th>{html.escape(c)}</th>"
+        + "".join(f'<td class="{"diag" if i == j else ""}">{v}</td>' for j, v in enumerate(row))
+        + "</tr>"
+        for i, (c, row) in enumerate(zip(classes, matrix))
+    )
     return f'<table class="cm"><tr><th>actual \\ predicted</th>{head}</tr>{rows}</table>'
 
 
@@ -212,6 +223,7 @@ window.addEventListener("load", () => {{
 </body></html>
 """
 
+
 def outline_key(origins: dict) -> str:
     """The report's key to the lung outline, saying whose lungs they are (prepare's meta.json
     lung_masks: how many masks are the dataset's, drawn by the segmenter, or drawn but implausible)."""
@@ -219,8 +231,10 @@ def outline_key(origins: dict) -> str:
     if not drawn and not whole:
         whose = "the dataset's lung mask"
     else:
-        whose = (f"the lungs the model's segmenter drew ({drawn} images; {origins.get('dataset', 0)} have the dataset's "
-                 f"own mask{f'; {whole} with implausible drawn lungs were used whole' if whole else ''})")
+        whose = (
+            f"the lungs the model's segmenter drew ({drawn} images; {origins.get('dataset', 0)} have the dataset's "
+            f"own mask{f'; {whole} with implausible drawn lungs were used whole' if whole else ''})"
+        )
     return f'<span><span class="swatch"></span> lung outline: the edge of {html.escape(whose)}, drawn on the heatmaps</span>'
 
 
@@ -242,18 +256,30 @@ def _scores_html(scores: dict) -> str:
     parts = ["<h2>Where the model looks (all test images, true class)</h2><ul>"]
     if "lung_energy_share" in scores:
         s = scores["lung_energy_share"]
-        parts.append(f"<li>Share of Grad-CAM energy inside the lungs: <b>{s['overall']}</b> "
-                     f"{_interval(s.get('overall_ci'))} (lungs cover {s['chance']} of the image)</li>")
+        parts.append(
+            f"<li>Share of Grad-CAM energy inside the lungs: <b>{s['overall']}</b> "
+            f"{_interval(s.get('overall_ci'))} (lungs cover {s['chance']} of the image)</li>"
+        )
     if scores.get("lesions", {}).get("overall"):
         s = scores["lesions"]["overall"]
-        parts.append(f"<li>Pointing game (heatmap peak within {scores['lesions']['pointing_tolerance_px']} px "
-                     f"of the lesion): <b>{s['pointing_game']}</b> (chance {s['pointing_chance']}); share of "
-                     f"energy inside the lesion: <b>{s['energy_in_lesion']}</b> (chance {s['energy_chance']})</li>")
+        parts.append(
+            f"<li>Pointing game (heatmap peak within {scores['lesions']['pointing_tolerance_px']} px "
+            f"of the lesion): <b>{s['pointing_game']}</b> (chance {s['pointing_chance']}); share of "
+            f"energy inside the lesion: <b>{s['energy_in_lesion']}</b> (chance {s['energy_chance']})</li>"
+        )
     return "".join(parts) + "</ul>"
 
 
-def gradcam(settings, model_path: str | Path, prepared_dir: str | Path, manifest_path: str | Path,
-                 eval_path: str | Path, out_dir: str | Path, metrics_path: str | Path, images_dir: str | Path) -> dict:
+def gradcam(
+    settings,
+    model_path: str | Path,
+    prepared_dir: str | Path,
+    manifest_path: str | Path,
+    eval_path: str | Path,
+    out_dir: str | Path,
+    metrics_path: str | Path,
+    images_dir: str | Path,
+) -> dict:
     """The gradcam stage (`settings`: a params.GradcamSettings): the report into out_dir, the image
     plots into images_dir, the headline scores into metrics_path; returns the full scores."""
     model, info = load_model(model_path)
@@ -297,18 +323,26 @@ def gradcam(settings, model_path: str | Path, prepared_dir: str | Path, manifest
                 if i in heat_pred:
                     write_png(tmp / "img" / f"{i}_true.png", heat_picture(gray, heat_true[i], i))
                 figs.append(_figure(i, paths[i], c, classes, probs[i]))
-            sections.append(f"<h2>{html.escape(cls)}</h2><div class=\"grid\">{''.join(figs)}</div>")
+            sections.append(f'<h2>{html.escape(cls)}</h2><div class="grid">{"".join(figs)}</div>')
         sections = "".join(sections)
         n_images = 1 + sections.count("<img ")  # the colour bar, and every figure's pictures
-        page = PAGE.format(model=html.escape(info["architecture"]), accuracy=evaluation["accuracy"],
-                           accuracy_ci=_interval(evaluation.get("accuracy_ci")),
-                           f1_macro=evaluation["f1_macro"], f1_macro_ci=_interval(evaluation.get("f1_macro_ci")),
-                           roc_auc=evaluation["roc_auc_ovr"],
-                           n_test=evaluation["n_test"], layer=html.escape(cam.layer), display=DISPLAY,
-                           outline="#%02x%02x%02x" % OUTLINE_BGR[::-1],
-                           outline_key=outline_key(_lung_origins(prepared_dir)) if lungs is not None else "",
-                           confusion=_table(evaluation["confusion_matrix"], classes),
-                           scores=_scores_html(scores), sections=sections, n_images=n_images)
+        page = PAGE.format(
+            model=html.escape(info["architecture"]),
+            accuracy=evaluation["accuracy"],
+            accuracy_ci=_interval(evaluation.get("accuracy_ci")),
+            f1_macro=evaluation["f1_macro"],
+            f1_macro_ci=_interval(evaluation.get("f1_macro_ci")),
+            roc_auc=evaluation["roc_auc_ovr"],
+            n_test=evaluation["n_test"],
+            layer=html.escape(cam.layer),
+            display=DISPLAY,
+            outline="#%02x%02x%02x" % OUTLINE_BGR[::-1],
+            outline_key=outline_key(_lung_origins(prepared_dir)) if lungs is not None else "",
+            confusion=_table(evaluation["confusion_matrix"], classes),
+            scores=_scores_html(scores),
+            sections=sections,
+            n_images=n_images,
+        )
         (tmp / "index.html").write_text(page, encoding="utf-8")
         write_json(tmp / "scores.json", scores)
 
@@ -317,7 +351,9 @@ def gradcam(settings, model_path: str | Path, prepared_dir: str | Path, manifest
         for c, k, i in plot_slots(y_true, len(classes)):
             pred = y_pred[i]
             text = f"{classes[c]} #{k}: true-class Grad-CAM; predicted {classes[pred]} ({probs[i, pred]:.2f})"
-            write_png(tmp / f"{stems[c]}_{k}.png",
-                      _plot_picture(display(i), heat_true[i], None if lungs is None else lungs[i], text))
+            write_png(
+                tmp / f"{stems[c]}_{k}.png",
+                _plot_picture(display(i), heat_true[i], None if lungs is None else lungs[i], text),
+            )
     write_json(metrics_path, headline_scores(scores))
     return scores

@@ -66,6 +66,7 @@ PREDICTED = -1  # in place of a class: the heatmap of the class the model predic
 class Explained(NamedTuple):
     """One pass of a model over images: its probabilities, and one heatmap per image (at the conv
     layer's resolution, scaled to its peak)."""
+
     probabilities: np.ndarray
     heatmaps: np.ndarray
 
@@ -85,8 +86,10 @@ class GradCam:
         self.layer = layer or default_layer(model)
         names = [l.name for l in conv_layers(model)]
         if self.layer not in names:
-            raise LungdxError(f"Grad-CAM layer {layer!r}: not a conv layer of model '{model.name}', whose conv "
-                              f"layers are {', '.join(names)}")
+            raise LungdxError(
+                f"Grad-CAM layer {layer!r}: not a conv layer of model '{model.name}', whose conv "
+                f"layers are {', '.join(names)}"
+            )
         target = model.get_layer(self.layer)
         dense = model.layers[-1]  # the softmax layer: its logits are recomputed from its input
         kernel, bias = dense.kernel, dense.bias
@@ -99,8 +102,10 @@ class GradCam:
 
         def outputs(grads, maps, logits):
             if grads is None:  # seen while tracing: nothing trainable links the layer to the classifier
-                raise LungdxError(f"Grad-CAM layer {self.layer!r}: its maps do not reach the classifier of model "
-                                  f"'{model.name}'; choose a conv layer on the way to it")
+                raise LungdxError(
+                    f"Grad-CAM layer {self.layer!r}: its maps do not reach the classifier of model "
+                    f"'{model.name}'; choose a conv layer on the way to it"
+                )
             cam = tf.nn.relu(tf.reduce_sum(grads * maps, axis=-1))
             peak = tf.reduce_max(cam, axis=[1, 2], keepdims=True)
             return tf.nn.softmax(logits), tf.where(peak > 0, cam / tf.maximum(peak, 1e-12), 0.0)
@@ -119,6 +124,7 @@ class GradCam:
                     score = class_score(logits, classes)
                 return outputs(tape.gradient(score, maps), maps, logits)
         else:
+
             def one_batch(x, classes):  # the front once, the gradient through the tail only
                 maps = front(x, training=False)
                 with tf.GradientTape(watch_accessed_variables=False) as tape:
@@ -128,19 +134,22 @@ class GradCam:
                 return outputs(tape.gradient(score, maps), maps, logits)
 
         shape = (None, *model.inputs[0].shape[1:])
-        self._one_batch = tf.function(one_batch, input_signature=[tf.TensorSpec(shape, tf.float32),
-                                                              tf.TensorSpec([None], tf.int32)])
+        self._one_batch = tf.function(
+            one_batch, input_signature=[tf.TensorSpec(shape, tf.float32), tf.TensorSpec([None], tf.int32)]
+        )
 
-    def explain(self, images: np.ndarray, classes: np.ndarray, batch_size: int = 32,
-                desc: str | None = None) -> Explained:
+    def explain(
+        self, images: np.ndarray, classes: np.ndarray, batch_size: int = 32, desc: str | None = None
+    ) -> Explained:
         """Every image's probabilities and its heatmap for classes[i] (PREDICTED: the predicted
         class), batch by batch from (memory-mapped) uint8 images; with `desc`, under a progress bar."""
         probs, heat = [], []
         starts = range(0, len(images), batch_size)
         for start in starts if desc is None else progress(starts, total=len(starts), desc=desc):
-            x = np.asarray(images[start:start + batch_size], np.float32)
-            p, h = self._one_batch(x[..., None] if x.ndim == 3 else x,
-                                 np.asarray(classes[start:start + batch_size], np.int32))
+            x = np.asarray(images[start : start + batch_size], np.float32)
+            p, h = self._one_batch(
+                x[..., None] if x.ndim == 3 else x, np.asarray(classes[start : start + batch_size], np.int32)
+            )
             probs.append(p.numpy()), heat.append(h.numpy())
         return Explained(np.concatenate(probs), np.concatenate(heat))
 
@@ -230,7 +239,7 @@ def per_image_scores(heatmaps: np.ndarray, masks: dict) -> dict[str, np.ndarray]
     tol = tolerance(size)
     parts: dict[str, list] = {}
     for start in range(0, len(heatmaps), CHUNK):
-        chunk = heatmaps[start:start + CHUNK]
+        chunk = heatmaps[start : start + CHUNK]
         heat = chunk if chunk.shape[1] == size else upsample(chunk, size)
         stop = start + len(heat)
         found = {}
@@ -240,11 +249,14 @@ def per_image_scores(heatmaps: np.ndarray, masks: dict) -> dict[str, np.ndarray]
         if "lesions" in masks:
             lesion = np.asarray(masks["lesions"][start:stop])
             near = dilate(lesion, tol)
-            found.update(has_lesion=lesion.reshape(len(lesion), -1).any(1), hits=pointing_hits(heat, near),
-                         lesion_share=energy_inside(heat, lesion),
-                         # Chance of each: a peak dropped uniformly at random; energy spread evenly.
-                         hit_chance=(near > 0).reshape(len(near), -1).mean(1),
-                         lesion_area=(lesion > 0).reshape(len(lesion), -1).mean(1))
+            found.update(
+                has_lesion=lesion.reshape(len(lesion), -1).any(1),
+                hits=pointing_hits(heat, near),
+                lesion_share=energy_inside(heat, lesion),
+                # Chance of each: a peak dropped uniformly at random; energy spread evenly.
+                hit_chance=(near > 0).reshape(len(near), -1).mean(1),
+                lesion_area=(lesion > 0).reshape(len(lesion), -1).mean(1),
+            )
         for name, values in found.items():
             parts.setdefault(name, []).append(values)
     return {name: np.concatenate(values) for name, values in parts.items()}
@@ -253,6 +265,7 @@ def per_image_scores(heatmaps: np.ndarray, masks: dict) -> dict[str, np.ndarray]
 def mask_scores(heatmaps: np.ndarray, y_true: np.ndarray, classes: list[str], masks: dict, *, seed: int) -> dict:
     """The quantitative check, per class and overall, for whichever masks the data has; the overall
     lung energy share with its 95% bootstrap interval over images (seeded)."""
+
     def r4(x):
         return None if x is None or np.isnan(x) else round(float(x), 4)
 
@@ -265,8 +278,7 @@ def mask_scores(heatmaps: np.ndarray, y_true: np.ndarray, classes: list[str], ma
             "overall": r4(np.nanmean(share)),
             "overall_ci": {"lower": r4(low), "upper": r4(high)},
             "chance": r4(per["lung_area"].mean()),
-            "per_class": {c: r4(np.nanmean(share[y_true == i])) for i, c in enumerate(classes)
-                          if (y_true == i).any()},
+            "per_class": {c: r4(np.nanmean(share[y_true == i])) for i, c in enumerate(classes) if (y_true == i).any()},
         }
     if "lesions" in masks:
         has, hits, share = per["has_lesion"], per["hits"], per["lesion_share"]
@@ -275,15 +287,26 @@ def mask_scores(heatmaps: np.ndarray, y_true: np.ndarray, classes: list[str], ma
         for i, c in enumerate(classes):
             sel = (y_true == i) & has
             if sel.any():
-                per_class[c] = {"n": int(sel.sum()), "pointing_game": r4(hits[sel].mean()),
-                                "pointing_chance": r4(hit_chance[sel].mean()),
-                                "energy_in_lesion": r4(np.nanmean(share[sel])), "energy_chance": r4(area[sel].mean())}
-        out["lesions"] = {"pointing_tolerance_px": tolerance(masks["lesions"].shape[1]),
-                          "overall": {"n": int(has.sum()), "pointing_game": r4(hits[has].mean()),
-                                      "pointing_chance": r4(hit_chance[has].mean()),
-                                      "energy_in_lesion": r4(np.nanmean(share[has])),
-                                      "energy_chance": r4(area[has].mean())} if has.any() else None,
-                          "per_class": per_class}
+                per_class[c] = {
+                    "n": int(sel.sum()),
+                    "pointing_game": r4(hits[sel].mean()),
+                    "pointing_chance": r4(hit_chance[sel].mean()),
+                    "energy_in_lesion": r4(np.nanmean(share[sel])),
+                    "energy_chance": r4(area[sel].mean()),
+                }
+        out["lesions"] = {
+            "pointing_tolerance_px": tolerance(masks["lesions"].shape[1]),
+            "overall": {
+                "n": int(has.sum()),
+                "pointing_game": r4(hits[has].mean()),
+                "pointing_chance": r4(hit_chance[has].mean()),
+                "energy_in_lesion": r4(np.nanmean(share[has])),
+                "energy_chance": r4(area[has].mean()),
+            }
+            if has.any()
+            else None,
+            "per_class": per_class,
+        }
     return out
 
 

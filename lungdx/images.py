@@ -46,10 +46,12 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 # What load_for_model does, recorded in every saved model (lungdx.model_file): a model is only
 # ever fed images prepared the way its training images were. Change the name if the steps change.
 PREPROCESSING = "gray8-pad-square-v1"
-PREPROCESSING_STEPS = ("decode to 8-bit gray (16-bit scaled by 255/65535, colour to luminance, alpha dropped); "
-                       "pad to a square with black, centred; resize to the input size (INTER_AREA when "
-                       "shrinking, INTER_LINEAR when enlarging); pixel values 0..255 as float32, unscaled: "
-                       "the model's first layer scales them")
+PREPROCESSING_STEPS = (
+    "decode to 8-bit gray (16-bit scaled by 255/65535, colour to luminance, alpha dropped); "
+    "pad to a square with black, centred; resize to the input size (INTER_AREA when "
+    "shrinking, INTER_LINEAR when enlarging); pixel values 0..255 as float32, unscaled: "
+    "the model's first layer scales them"
+)
 MIN_SIDE = 16
 # Decompression-bomb limits, checked before decoding. Real chest X-rays are at most about
 # 4300x3500 (15 megapixels: full-resolution DICOM exports); the Kaggle database's are 299x299.
@@ -59,16 +61,15 @@ MAX_PIXELS = 6000 * 6000
 # A 4300x3500 16-bit RGBA image stored uncompressed is 120 MB; no real X-ray file comes near this.
 MAX_FILE_BYTES = 256 << 20
 # Lung focus (prepare.lung_mask; see the module docstring). Changing either reruns prepare.
-CROP_MARGIN = 0.10    # of the lungs' box height (above, below) and width (left, right)
+CROP_MARGIN = 0.10  # of the lungs' box height (above, below) and width (left, right)
 MASK_DILATION = 0.02  # of the image's longer side: how far outside the mask `mask` keeps pixels
-MIN_LUNG_SHARE = 0.01          # of the image: a lung mask covering less is not one (real ones: 17-59%)
-MAX_LUNG_SHARE = 0.90          # ... nor one covering more (all white, or lungs black on white)
-MASK_ASPECT_TOLERANCE = 0.05   # |log| of mask to image aspect ratio: 5%, for rounding in exported masks
+MIN_LUNG_SHARE = 0.01  # of the image: a lung mask covering less is not one (real ones: 17-59%)
+MAX_LUNG_SHARE = 0.90  # ... nor one covering more (all white, or lungs black on white)
+MASK_ASPECT_TOLERANCE = 0.05  # |log| of mask to image aspect ratio: 5%, for rounding in exported masks
 # A mask is black and white: pixels between GREY_LOW and GREY_HIGH are grey. Anti-aliased outlines
 # of a real mask are a few percent of it (its edge); a photo or an X-ray given as a mask is mostly grey.
 GREY_LOW, GREY_HIGH, MAX_GREY_SHARE = 32, 223, 0.10
 WHOLE = "whole"  # prepare_image's lungs=WHOLE: no lungs found, the image is used whole
-
 
 
 class UnreadableImage(Exception):
@@ -86,9 +87,11 @@ def read_bytes(path: str | os.PathLike) -> bytes:
             if not stat.S_ISREG(st.st_mode):
                 raise UnreadableImage("not a regular file (a folder, pipe, device or socket)")
             if st.st_size > MAX_FILE_BYTES:
-                raise UnreadableImage(f"file too large to read safely: {st.st_size / 2**20:.1f} MiB ({st.st_size} "
-                                      f"bytes), over the limit of {MAX_FILE_BYTES / 2**20:g} MiB "
-                                      "(lungdx.images.MAX_FILE_BYTES); downscale or recompress it first")
+                raise UnreadableImage(
+                    f"file too large to read safely: {st.st_size / 2**20:.1f} MiB ({st.st_size} "
+                    f"bytes), over the limit of {MAX_FILE_BYTES / 2**20:g} MiB "
+                    "(lungdx.images.MAX_FILE_BYTES); downscale or recompress it first"
+                )
             return f.read(st.st_size)
     except IsADirectoryError as exc:
         raise UnreadableImage("not a regular file (a folder, pipe, device or socket)") from exc
@@ -113,9 +116,11 @@ def decode_gray(data) -> np.ndarray:
     side = max(width, height)  # what resize_square pads it to: a 60000x600 strip becomes 60000x60000
     if side * side > MAX_PIXELS:
         padded = f" (padded to a {side}x{side} square)" if width != height else ""
-        raise UnreadableImage(f"too large to decode safely: {width}x{height}{padded} is {side * side:,} pixels, "
-                              f"over the limit of {MAX_PIXELS:,} (lungdx.images.MAX_PIXELS, a longest side of "
-                              f"{math.isqrt(MAX_PIXELS)}); downscale it first")
+        raise UnreadableImage(
+            f"too large to decode safely: {width}x{height}{padded} is {side * side:,} pixels, "
+            f"over the limit of {MAX_PIXELS:,} (lungdx.images.MAX_PIXELS, a longest side of "
+            f"{math.isqrt(MAX_PIXELS)}); downscale it first"
+        )
     try:
         img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:  # e.g. a header OpenCV's own checks refuse
@@ -133,7 +138,7 @@ def image_dimensions(data) -> tuple[int, int]:
     """
     data = memoryview(data)
     for magic, kind, reader in _HEADER_READERS:
-        if bytes(data[:len(magic)]) == magic:
+        if bytes(data[: len(magic)]) == magic:
             width, height = reader(data)
             if width <= 0 or height <= 0:
                 raise _malformed(kind, f"it gives a {width}x{height} image")
@@ -227,8 +232,10 @@ _HEADER_READERS = (
     (b"\x89PNG\r\n\x1a\n", "PNG", _png_size),
     (b"\xff\xd8", "JPEG", _jpeg_size),
     (b"BM", "BMP", _bmp_size),
-    (b"II*\x00", "TIFF", _tiff_size), (b"MM\x00*", "TIFF", _tiff_size),
-    (b"II+\x00", "TIFF", _tiff_size), (b"MM\x00+", "TIFF", _tiff_size),  # BigTIFF: refused by _tiff_size
+    (b"II*\x00", "TIFF", _tiff_size),
+    (b"MM\x00*", "TIFF", _tiff_size),
+    (b"II+\x00", "TIFF", _tiff_size),
+    (b"MM\x00+", "TIFF", _tiff_size),  # BigTIFF: refused by _tiff_size
 )
 
 
@@ -277,8 +284,9 @@ def resize_square(img: np.ndarray, size: int, is_mask: bool = False) -> np.ndarr
     return out
 
 
-def load_for_model(path: str | os.PathLike, size: int, lung_mask: str,
-                   mask_path: str | os.PathLike | None = None, lungs=None) -> np.ndarray:
+def load_for_model(
+    path: str | os.PathLike, size: int, lung_mask: str, mask_path: str | os.PathLike | None = None, lungs=None
+) -> np.ndarray:
     """The exact preprocessing of training data: read, gray uint8, (lung focus,) pad, resize."""
     return prepare_image(path, size, lung_mask, mask_path, lungs=lungs)[0]
 
@@ -333,9 +341,11 @@ def check_lung_masks(lacking: list[str], total: int, lung_mask: str, setting: st
     `way_out` what else the user can do."""
     if lung_mask != "none" and lacking:
         shown = ", ".join(lacking[:5]) + (f" and {len(lacking) - 5} more" if len(lacking) > 5 else "")
-        raise LungdxError(f"{setting} is {lung_mask}, but {len(lacking)} of {total} images have no lung mask "
-                          f"(<Class>/masks/<same file name> in the source): {shown}; add their masks"
-                          + (f", {way_out}" if way_out else ""))
+        raise LungdxError(
+            f"{setting} is {lung_mask}, but {len(lacking)} of {total} images have no lung mask "
+            f"(<Class>/masks/<same file name> in the source): {shown}; add their masks"
+            + (f", {way_out}" if way_out else "")
+        )
 
 
 def native_mask(path: str | os.PathLike, shape: tuple[int, int]) -> np.ndarray:
@@ -346,12 +356,15 @@ def native_mask(path: str | os.PathLike, shape: tuple[int, int]) -> np.ndarray:
     if mask.max() > 1:
         grey = np.count_nonzero((mask >= GREY_LOW) & (mask <= GREY_HIGH)) / mask.size
         if grey > MAX_GREY_SHARE:
-            raise UnreadableImage(f"not black and white: {grey:.0%} of its pixels are grey (over "
-                                  f"{MAX_GREY_SHARE:.0%}); a lung mask has lungs white (255, or 1) on black")
+            raise UnreadableImage(
+                f"not black and white: {grey:.0%} of its pixels are grey (over "
+                f"{MAX_GREY_SHARE:.0%}); a lung mask has lungs white (255, or 1) on black"
+            )
     (h, w), (height, width) = mask.shape, shape
     if abs(math.log((w / h) / (width / height))) > MASK_ASPECT_TOLERANCE:
-        raise UnreadableImage(f"{w}x{h}, not the shape of its {width}x{height} image (another aspect ratio): "
-                              "not this image's mask")
+        raise UnreadableImage(
+            f"{w}x{h}, not the shape of its {width}x{height} image (another aspect ratio): not this image's mask"
+        )
     if (h, w) != (height, width):
         mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
     return cv2.threshold(mask, 127 if mask.max() > 1 else 0, 255, cv2.THRESH_BINARY)[1]
@@ -365,8 +378,10 @@ def check_lung_mask(mask: np.ndarray) -> None:
     if share < MIN_LUNG_SHARE:
         raise UnreadableImage(f"covers {share:.2%} of the image, under {MIN_LUNG_SHARE:.0%}: not a lung mask")
     if share > MAX_LUNG_SHARE:
-        raise UnreadableImage(f"covers {share:.0%} of the image, over {MAX_LUNG_SHARE:.0%}: not a lung mask "
-                              "(lungs are white on black; real ones cover 17-59%)")
+        raise UnreadableImage(
+            f"covers {share:.0%} of the image, over {MAX_LUNG_SHARE:.0%}: not a lung mask "
+            "(lungs are white on black; real ones cover 17-59%)"
+        )
 
 
 def lung_box(mask: np.ndarray, margin: float = CROP_MARGIN) -> tuple[int, int, int, int]:

@@ -2,7 +2,7 @@
 (lungdx.params), the images (lungdx.images) and the model file (lungdx.model_file), and light
 to import (a stage reads its params before it needs OpenCV or TensorFlow)."""
 
-MIN_IMAGE_SIZE = 16    # pixels per side of a prepared image, at least
+MIN_IMAGE_SIZE = 16  # pixels per side of a prepared image, at least
 MAX_IMAGE_SIZE = 1024  # pixels per side of a generated or prepared image, at most
 # prepare.lung_mask: none (the whole X-ray), crop (cut to the lungs' box), mask (crop, and black
 # beyond the lungs); lungdx.images.prepare_image does each.

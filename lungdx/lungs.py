@@ -11,11 +11,11 @@ from .errors import LungdxError
 from .images import resize_square
 from .opencv import cv2
 
-THRESHOLD = 0.5         # lung where the U-Net's probability exceeds it
+THRESHOLD = 0.5  # lung where the U-Net's probability exceeds it
 # Plausible lungs (real masks: 17-59% of an image, two lungs): drawings outside are listed and
 # their images used whole.
 MIN_LUNG_SHARE, MAX_LUNG_SHARE = 0.08, 0.75
-MIN_SECOND_LUNG = 0.1   # the smaller lung, as a share of the larger: under it, "one lung"
+MIN_SECOND_LUNG = 0.1  # the smaller lung, as a share of the larger: under it, "one lung"
 
 
 def lungs_from_probabilities(probability: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -26,7 +26,7 @@ def lungs_from_probabilities(probability: np.ndarray, shape: tuple[int, int]) ->
     side = max(height, width)
     up = cv2.resize(np.asarray(probability, np.float32), (side, side), interpolation=cv2.INTER_LINEAR)
     top, left = (side - height) // 2, (side - width) // 2
-    mask = (up[top:top + height, left:left + width] > THRESHOLD).astype(np.uint8)
+    mask = (up[top : top + height, left : left + width] > THRESHOLD).astype(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if n > 3:
         keep = 1 + np.argsort(stats[1:, cv2.CC_STAT_AREA])[::-1][:2]
@@ -39,12 +39,14 @@ def draw_lungs(segmenter, images: list[np.ndarray], batch_size: int = 32) -> lis
     size = segmenter.input_shape[1]
     masks = []
     for start in range(0, len(images), batch_size):
-        chunk = images[start:start + batch_size]
+        chunk = images[start : start + batch_size]
         x = np.stack([resize_square(img, size) for img in chunk]).astype(np.float32)[..., None]
         probability = np.asarray(segmenter(x, training=False))[..., 0]
         if not np.isfinite(probability).all():
-            raise LungdxError("the lung segmenter's outputs are not finite: its weights are broken; retrain it "
-                              "with dvc repro -f segment")
+            raise LungdxError(
+                "the lung segmenter's outputs are not finite: its weights are broken; retrain it "
+                "with dvc repro -f segment"
+            )
         masks += [lungs_from_probabilities(p, img.shape) for p, img in zip(probability, chunk)]
     return masks
 

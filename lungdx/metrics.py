@@ -31,8 +31,16 @@ def bounds(low, high) -> dict:
     return {"lower": r6(low), "upper": r6(high)}
 
 
-def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str], *, seed: int,
-                           resamples: int = RESAMPLES, level: float = LEVEL, bins: int = ECE_BINS) -> dict:
+def classification_metrics(
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    classes: list[str],
+    *,
+    seed: int,
+    resamples: int = RESAMPLES,
+    level: float = LEVEL,
+    bins: int = ECE_BINS,
+) -> dict:
     """Headline numbers first (HEADLINE), then f1_weighted, n_test, per_class, the confusion matrix
     and the settings of the intervals (a percentile bootstrap over test images, seeded by `seed`)
     and of the ECE."""
@@ -57,13 +65,27 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[
         "ece": r6(expected_calibration_error(y_true, probs, bins)),
         "f1_weighted": r6(skm.f1_score(y_true, y_pred, average="weighted", labels=labels, zero_division=0)),
         "n_test": int(len(y_true)),
-        "per_class": {c: {"precision": r6(p[i]), "recall": r6(r[i]), "f1": r6(f[i]), "support": int(s[i]),
-                          "sensitivity": r6(sens[0][i]), "sensitivity_ci": bounds(sens[1][i], sens[2][i]),
-                          "specificity": r6(spec[0][i]), "specificity_ci": bounds(spec[1][i], spec[2][i])}
-                      for i, c in enumerate(classes)},
+        "per_class": {
+            c: {
+                "precision": r6(p[i]),
+                "recall": r6(r[i]),
+                "f1": r6(f[i]),
+                "support": int(s[i]),
+                "sensitivity": r6(sens[0][i]),
+                "sensitivity_ci": bounds(sens[1][i], sens[2][i]),
+                "specificity": r6(spec[0][i]),
+                "specificity_ci": bounds(spec[1][i], spec[2][i]),
+            }
+            for i, c in enumerate(classes)
+        },
         "confusion_matrix": skm.confusion_matrix(y_true, y_pred, labels=labels).tolist(),
-        "intervals": {"method": "percentile bootstrap", "over": "test images", "resamples": resamples,
-                      "seed": seed, "level": level},
+        "intervals": {
+            "method": "percentile bootstrap",
+            "over": "test images",
+            "resamples": resamples,
+            "seed": seed,
+            "level": level,
+        },
         "calibration": {"ece_bins": bins, "binning": "equal-width", "confidence": "top label"},
     }
 

@@ -35,18 +35,36 @@ INFO_ENTRY = "lungdx.json"
 SEGMENTER_ENTRY = "lungdx_segmenter.keras"
 
 
-def save_model(model, path: str | Path, classes: list[str], image_size: int, architecture: str,
-               lung_mask: str, segmenter: tuple[Path, dict] | None = None) -> dict:
+def save_model(
+    model,
+    path: str | Path,
+    classes: list[str],
+    image_size: int,
+    architecture: str,
+    lung_mask: str,
+    segmenter: tuple[Path, dict] | None = None,
+) -> dict:
     """Save `model` with its lungdx metadata to `path`, atomically; returns the metadata.
     lung_mask: how its training images were cut to the lungs (prepare.lung_mask), which
     predicting must repeat. segmenter: (its .keras file, what it is) for a crop or mask model,
     carried inside the file as SEGMENTER_ENTRY, so that the file alone finds an X-ray's lungs."""
     from . import __version__
 
-    info = {"classes": list(classes), "image_size": int(image_size), "architecture": architecture,
-            "input": {"channels": 1, "dtype": "float32", "range": [0, 255],
-                      "preprocessing": PREPROCESSING, "steps": PREPROCESSING_STEPS, "lung_mask": lung_mask},
-            "segmenter": None, "lungdx_version": __version__}
+    info = {
+        "classes": list(classes),
+        "image_size": int(image_size),
+        "architecture": architecture,
+        "input": {
+            "channels": 1,
+            "dtype": "float32",
+            "range": [0, 255],
+            "preprocessing": PREPROCESSING,
+            "steps": PREPROCESSING_STEPS,
+            "lung_mask": lung_mask,
+        },
+        "segmenter": None,
+        "lungdx_version": __version__,
+    }
     extra = {}
     if segmenter is not None:
         about = dict(segmenter[1])
@@ -79,8 +97,10 @@ def _numbered_shared_objects(config):
 
     def renumber(node):
         if isinstance(node, dict):
-            return {key: numbers.setdefault(value, len(numbers) + 1) if key == "shared_object_id" else renumber(value)
-                    for key, value in node.items()}
+            return {
+                key: numbers.setdefault(value, len(numbers) + 1) if key == "shared_object_id" else renumber(value)
+                for key, value in node.items()
+            }
         if isinstance(node, list):
             return [renumber(item) for item in node]
         return node
@@ -116,11 +136,16 @@ JSON_CAPS = {INFO_ENTRY: 1 << 20, "metadata.json": 1 << 20, "config.json": 64 <<
 # ~80 MB. Keras reads the weights whole into memory, so a member that declares far more than
 # it stores would cost memory (and time) that the file's own size does not show.
 MODEL_ZIP_LIMITS = ZipLimits(
-    max_entries=1000,                                  # 4, or a few more with a custom layer's assets
-    max_entry_bytes=2 << 30, max_total_bytes=2 << 30,  # 25 times VGG19's weights
-    max_ratio=20.0, ratio_from_bytes=1 << 20,          # stored: 1; even deflated, weights ~1.3, JSON ~11
-    usual_entries="a lungdx model file has 4", usual_entry="VGG19's weights are about 80 MB",
-    usual_ratio="Keras stores members uncompressed", todo=RETRAIN)
+    max_entries=1000,  # 4, or a few more with a custom layer's assets
+    max_entry_bytes=2 << 30,
+    max_total_bytes=2 << 30,  # 25 times VGG19's weights
+    max_ratio=20.0,
+    ratio_from_bytes=1 << 20,  # stored: 1; even deflated, weights ~1.3, JSON ~11
+    usual_entries="a lungdx model file has 4",
+    usual_entry="VGG19's weights are about 80 MB",
+    usual_ratio="Keras stores members uncompressed",
+    todo=RETRAIN,
+)
 # zipfile reads and parses the central directory whole when it opens a zip: this is room for
 # 1000 entries with names of ~1 KB, checked first, so 300,000 tiny entries cost no time.
 MAX_DIRECTORY_BYTES = 1 << 20
@@ -135,13 +160,16 @@ def read_info(path: str | Path) -> dict:
         try:
             raw, names = _read_info_entry(path, file)
         except KeyError as exc:
-            raise LungdxError(f"{path}: a Keras file without lungdx's {INFO_ENTRY} (class names, input size); "
-                              "models saved by lungdx carry it: retrain with dvc repro -f train") from exc
+            raise LungdxError(
+                f"{path}: a Keras file without lungdx's {INFO_ENTRY} (class names, input size); "
+                "models saved by lungdx carry it: retrain with dvc repro -f train"
+            ) from exc
         # what zipfile raises for a damaged zip, zlib for damaged data, and zipfile for a member
         # it cannot read: NotImplementedError (an unknown compression), RuntimeError (encrypted)
         except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError, RuntimeError) as exc:
-            raise LungdxError(f"{path}: not a readable .keras model file ({exc}); retrain it with "
-                              "dvc repro -f train") from exc
+            raise LungdxError(
+                f"{path}: not a readable .keras model file ({exc}); retrain it with dvc repro -f train"
+            ) from exc
     try:
         info = json.loads(raw)
     except RecursionError:
@@ -150,8 +178,9 @@ def read_info(path: str | Path) -> dict:
         _damaged(path, f"not JSON: {exc}" if isinstance(exc, json.JSONDecodeError) else "not JSON")
     checked = _checked_info(path, info)
     if checked["segmenter"] is not None and SEGMENTER_ENTRY not in names:
-        raise LungdxError(f"{path}: its {INFO_ENTRY} names a lung segmenter, but the file holds no "
-                          f"{SEGMENTER_ENTRY}; {RETRAIN}")
+        raise LungdxError(
+            f"{path}: its {INFO_ENTRY} names a lung segmenter, but the file holds no {SEGMENTER_ENTRY}; {RETRAIN}"
+        )
     return checked
 
 
@@ -163,14 +192,18 @@ def _open_regular(path: Path):
         st = os.stat(path)
     except FileNotFoundError as exc:
         if os.path.islink(path):
-            raise LungdxError(f"{path}: a symbolic link to {os.readlink(path)}, which does not exist; give the "
-                              "model file itself") from exc
-        raise LungdxError(f"{path}: not found; train a model first (dvc repro train), or fetch one with "
-                          "dvc artifacts get REPO lung-xray-classifier") from exc
+            raise LungdxError(
+                f"{path}: a symbolic link to {os.readlink(path)}, which does not exist; give the model file itself"
+            ) from exc
+        raise LungdxError(
+            f"{path}: not found; train a model first (dvc repro train), or fetch one with "
+            "dvc artifacts get REPO lung-xray-classifier"
+        ) from exc
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise LungdxError(f"{path}: a symbolic link loop (following it leads back to itself); give the "
-                              "model file itself") from exc
+            raise LungdxError(
+                f"{path}: a symbolic link loop (following it leads back to itself); give the model file itself"
+            ) from exc
         raise LungdxError(f"{path}: could not be read ({exc.strerror})") from exc
     if stat.S_ISDIR(st.st_mode):
         raise LungdxError(f"{path}: is a folder; give the model file itself, e.g. {path / 'model.keras'}")
@@ -183,8 +216,10 @@ def _open_regular(path: Path):
         if stat.S_ISREG(st.st_mode):
             return file
         file.close()
-    raise LungdxError(f"{path}: a {file_kind(st.st_mode)}, not a regular file; give the model file itself "
-                      "(a .keras file saved by lungdx)")
+    raise LungdxError(
+        f"{path}: a {file_kind(st.st_mode)}, not a regular file; give the model file itself "
+        "(a .keras file saved by lungdx)"
+    )
 
 
 def _read_info_entry(path: Path, file) -> tuple[bytes, set[str]]:
@@ -196,17 +231,21 @@ def _read_info_entry(path: Path, file) -> tuple[bytes, set[str]]:
     if end:
         check_entry_count(shown, end[zipfile._ECD_ENTRIES_TOTAL], MODEL_ZIP_LIMITS)
         if end[zipfile._ECD_SIZE] > MAX_DIRECTORY_BYTES:
-            raise LungdxError(f"{path}: its zip directory declares {end[zipfile._ECD_SIZE]:,} bytes, more than "
-                              f"the {MAX_DIRECTORY_BYTES:,} that {MODEL_ZIP_LIMITS.max_entries:,} entries need: "
-                              f"refusing a possible zip bomb before reading it; {RETRAIN}")
+            raise LungdxError(
+                f"{path}: its zip directory declares {end[zipfile._ECD_SIZE]:,} bytes, more than "
+                f"the {MAX_DIRECTORY_BYTES:,} that {MODEL_ZIP_LIMITS.max_entries:,} entries need: "
+                f"refusing a possible zip bomb before reading it; {RETRAIN}"
+            )
     with zipfile.ZipFile(file) as archive:
         infos = archive.infolist()
         check_entry_count(shown, len(infos), MODEL_ZIP_LIMITS)  # the end record may understate them
         for entry in infos:
             cap = JSON_CAPS.get(entry.filename)
             if cap is not None and entry.file_size > cap:
-                raise LungdxError(f"{path}: its {entry.filename} declares {entry.file_size} bytes, more than "
-                                  f"{cap}: not a lungdx model file; {RETRAIN}")
+                raise LungdxError(
+                    f"{path}: its {entry.filename} declares {entry.file_size} bytes, more than "
+                    f"{cap}: not a lungdx model file; {RETRAIN}"
+                )
         check_zip_limits(shown, os.fstat(file.fileno()).st_size, infos, MODEL_ZIP_LIMITS)
         return archive.read(INFO_ENTRY), {entry.filename for entry in infos}
 
@@ -233,14 +272,19 @@ def _pixel_value(value) -> bool:
 def _checked_info(path: Path, info) -> dict:
     """The fields of a parsed lungdx.json that lungdx uses, each checked; a LungdxError naming
     the file and the field otherwise."""
+
     def bad(what: str) -> NoReturn:
         _damaged(path, what)
 
     if not isinstance(info, dict):
         bad("not a JSON object")
     classes = info.get("classes")
-    if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) and c for c in classes)
-            and len(set(classes)) == len(classes)):
+    if not (
+        isinstance(classes, list)
+        and len(classes) >= 2
+        and all(isinstance(c, str) and c for c in classes)
+        and len(set(classes)) == len(classes)
+    ):
         bad("classes must be a list of at least two distinct names")
     for name in classes:
         if not _text(name):
@@ -261,8 +305,10 @@ def _checked_info(path: Path, info) -> dict:
     if not _text(preprocessing):
         bad("input.preprocessing must be the name of how images are prepared")
     if preprocessing != PREPROCESSING:
-        raise LungdxError(f"{path}: made for input preprocessing {preprocessing!r}, but this lungdx prepares "
-                          f"images as {PREPROCESSING!r}; use the lungdx version that saved it ({version})")
+        raise LungdxError(
+            f"{path}: made for input preprocessing {preprocessing!r}, but this lungdx prepares "
+            f"images as {PREPROCESSING!r}; use the lungdx version that saved it ({version})"
+        )
     channels = pixels.get("channels", 1)  # absent from the first files lungdx saved
     if not (_integer(channels) and channels == 1):
         bad(f"input.channels must be 1: {PREPROCESSING} makes gray images")
@@ -270,8 +316,12 @@ def _checked_info(path: Path, info) -> dict:
     if not (_text(dtype) and dtype):
         bad("input.dtype must be a type name such as float32")
     value_range = pixels.get("range", [0, 255])
-    if not (isinstance(value_range, list) and len(value_range) == 2 and all(map(_pixel_value, value_range))
-            and value_range[0] < value_range[1]):
+    if not (
+        isinstance(value_range, list)
+        and len(value_range) == 2
+        and all(map(_pixel_value, value_range))
+        and value_range[0] < value_range[1]
+    ):
         bad("input.range must be two numbers, the lowest first, such as [0, 255]")
     steps = pixels.get("steps", "")
     if not _text(steps):
@@ -279,11 +329,21 @@ def _checked_info(path: Path, info) -> dict:
     lung_mask = pixels.get("lung_mask", "none")  # absent from files saved before prepare.lung_mask
     if lung_mask not in LUNG_MASK_POLICIES:
         bad(f"input.lung_mask must be one of {', '.join(LUNG_MASK_POLICIES)}")
-    return {"classes": classes, "image_size": size, "architecture": architecture,
-            "input": {"channels": channels, "dtype": dtype, "range": value_range, "preprocessing": preprocessing,
-                      "steps": steps, "lung_mask": lung_mask},
-            "segmenter": _checked_segmenter(info.get("segmenter"), bad),
-            "lungdx_version": version}
+    return {
+        "classes": classes,
+        "image_size": size,
+        "architecture": architecture,
+        "input": {
+            "channels": channels,
+            "dtype": dtype,
+            "range": value_range,
+            "preprocessing": preprocessing,
+            "steps": steps,
+            "lung_mask": lung_mask,
+        },
+        "segmenter": _checked_segmenter(info.get("segmenter"), bad),
+        "lungdx_version": version,
+    }
 
 
 def _checked_segmenter(segmenter, bad) -> dict | None:
@@ -313,21 +373,26 @@ def load_segmenter(path: str | Path, info: dict):
         try:
             data = archive.read(SEGMENTER_ENTRY)
         except (KeyError, zipfile.BadZipFile, OSError, zlib.error) as exc:
-            raise LungdxError(f"{path}: its lungdx.json names a lung segmenter but the file does not hold one "
-                              f"readable ({exc}); {RETRAIN}") from exc
+            raise LungdxError(
+                f"{path}: its lungdx.json names a lung segmenter but the file does not hold one "
+                f"readable ({exc}); {RETRAIN}"
+            ) from exc
     with tempfile.TemporaryDirectory(prefix="lungdx-segmenter-") as folder:
         member = Path(folder) / SEGMENTER_ENTRY
         member.write_bytes(data)
         try:
             segmenter = load_segmenter_file(member)
         except LungdxError as exc:
-            raise LungdxError(f"{path}: the lung segmenter it carries is damaged ({SEGMENTER_ENTRY} cannot be "
-                              f"loaded); {RETRAIN}") from exc
+            raise LungdxError(
+                f"{path}: the lung segmenter it carries is damaged ({SEGMENTER_ENTRY} cannot be loaded); {RETRAIN}"
+            ) from exc
     expected = (info["segmenter"]["image_size"],) * 2 + (1,)
     if tuple(segmenter.input_shape[1:]) != expected or tuple(segmenter.output_shape[1:]) != expected:
-        raise LungdxError(f"{path}: its lung segmenter maps {tuple(segmenter.input_shape[1:])} to "
-                          f"{tuple(segmenter.output_shape[1:])}, not {expected} to one lung probability per pixel "
-                          f"as its lungdx.json says; {RETRAIN}")
+        raise LungdxError(
+            f"{path}: its lung segmenter maps {tuple(segmenter.input_shape[1:])} to "
+            f"{tuple(segmenter.output_shape[1:])}, not {expected} to one lung probability per pixel "
+            f"as its lungdx.json says; {RETRAIN}"
+        )
     return segmenter
 
 
@@ -342,13 +407,16 @@ def load_model(path: str | Path):
     # What Keras raises for a damaged or foreign file (a bad archive, JSON or HDF5, a missing
     # entry, a config it cannot build); anything else is a bug and keeps its traceback.
     except (ValueError, TypeError, KeyError, OSError, EOFError, RecursionError, zipfile.BadZipFile, zlib.error) as exc:
-        raise LungdxError(f"{path}: could not be loaded ({type(exc).__name__}: {exc}); retrain it with "
-                          "dvc repro -f train") from exc
+        raise LungdxError(
+            f"{path}: could not be loaded ({type(exc).__name__}: {exc}); retrain it with dvc repro -f train"
+        ) from exc
     expected_input = (None, info["image_size"], info["image_size"], 1)
     if tuple(model.input_shape) != expected_input or model.output_shape[-1] != len(info["classes"]):
-        raise LungdxError(f"{path}: its network takes {tuple(model.input_shape)[1:]} and gives "
-                          f"{model.output_shape[-1]} outputs, but its {INFO_ENTRY} says "
-                          f"{expected_input[1:]} and {len(info['classes'])} classes; retrain with dvc repro -f train")
+        raise LungdxError(
+            f"{path}: its network takes {tuple(model.input_shape)[1:]} and gives "
+            f"{model.output_shape[-1]} outputs, but its {INFO_ENTRY} says "
+            f"{expected_input[1:]} and {len(info['classes'])} classes; retrain with dvc repro -f train"
+        )
     return model, info
 
 
@@ -360,5 +428,7 @@ def load_segmenter_file(path: str | Path):
     try:
         return keras.models.load_model(path, compile=False)
     except (ValueError, TypeError, KeyError, OSError, EOFError, RecursionError, zipfile.BadZipFile, zlib.error) as exc:
-        raise LungdxError(f"{path}: the lung segmenter could not be loaded ({type(exc).__name__}: {exc}); "
-                          "retrain it with dvc repro -f segment") from exc
+        raise LungdxError(
+            f"{path}: the lung segmenter could not be loaded ({type(exc).__name__}: {exc}); "
+            "retrain it with dvc repro -f segment"
+        ) from exc

@@ -65,20 +65,23 @@ def augmentation(x, settings, seed: int):
     if settings.flip:
         x = layers.RandomFlip("horizontal", seed=seed + 1, name="augment_flip")(x)
     if settings.rotation:
-        x = layers.RandomRotation(settings.rotation / 360, fill_mode="constant", fill_value=0.0,
-                                  seed=seed + 2, name="augment_rotation")(x)
+        x = layers.RandomRotation(
+            settings.rotation / 360, fill_mode="constant", fill_value=0.0, seed=seed + 2, name="augment_rotation"
+        )(x)
     if settings.shift:
-        x = layers.RandomTranslation(settings.shift, settings.shift, fill_mode="constant", fill_value=0.0,
-                                     seed=seed + 3, name="augment_shift")(x)
+        x = layers.RandomTranslation(
+            settings.shift, settings.shift, fill_mode="constant", fill_value=0.0, seed=seed + 3, name="augment_shift"
+        )(x)
     if settings.zoom:
-        x = layers.RandomZoom((-settings.zoom, settings.zoom), fill_mode="constant", fill_value=0.0,
-                              seed=seed + 4, name="augment_zoom")(x)
+        x = layers.RandomZoom(
+            (-settings.zoom, settings.zoom), fill_mode="constant", fill_value=0.0, seed=seed + 4, name="augment_zoom"
+        )(x)
     if settings.brightness:
-        x = layers.RandomBrightness(settings.brightness, value_range=(0, 255), seed=seed + 5,
-                                    name="augment_brightness")(x)
+        x = layers.RandomBrightness(
+            settings.brightness, value_range=(0, 255), seed=seed + 5, name="augment_brightness"
+        )(x)
     if settings.contrast:
-        x = layers.RandomContrast(settings.contrast, value_range=(0, 255), seed=seed + 6,
-                                  name="augment_contrast")(x)
+        x = layers.RandomContrast(settings.contrast, value_range=(0, 255), seed=seed + 6, name="augment_contrast")(x)
     return x
 
 
@@ -144,18 +147,24 @@ def _weights_error(weights, exc: Exception) -> WeightsUnavailable | None:
         cached = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / VGG19_NOTOP
         failed = exc if cause is None else cause
         if cached.is_file() and isinstance(exc, (OSError, ValueError, KeyError)):
-            error = WeightsUnavailable(f"the cached ImageNet weights at {cached} could not be loaded ({exc}); if the "
-                                       "file is damaged, delete it so that Keras downloads it again, or use none or a "
-                                       "local copy")
+            error = WeightsUnavailable(
+                f"the cached ImageNet weights at {cached} could not be loaded ({exc}); if the "
+                "file is damaged, delete it so that Keras downloads it again, or use none or a "
+                "local copy"
+            )
         elif download_failed:
-            error = WeightsUnavailable(f"the ImageNet weights are not cached at {cached} and could not be downloaded "
-                                       f"({type(failed).__name__}: {failed}); use none (random initialisation) or the "
-                                       f"path of a local copy of {VGG19_NOTOP}")
+            error = WeightsUnavailable(
+                f"the ImageNet weights are not cached at {cached} and could not be downloaded "
+                f"({type(failed).__name__}: {failed}); use none (random initialisation) or the "
+                f"path of a local copy of {VGG19_NOTOP}"
+            )
         else:
             return None
     elif isinstance(exc, (OSError, ValueError, KeyError)):  # KeyError: an HDF5 file without a layer's weights
-        error = WeightsUnavailable(f"{weights}: not VGG19's no-top weights, or unreadable ({exc}); use imagenet, "
-                                   f"none, or a local copy of {VGG19_NOTOP}")
+        error = WeightsUnavailable(
+            f"{weights}: not VGG19's no-top weights, or unreadable ({exc}); use imagenet, "
+            f"none, or a local copy of {VGG19_NOTOP}"
+        )
     else:
         return None
     error.__cause__ = exc
@@ -251,7 +260,9 @@ def stop_on_nonfinite_loss(key: str, learning_rate: float):
         def on_train_batch_end(self, batch, logs=None):
             loss = (logs or {}).get("loss")
             if loss is not None and not math.isfinite(float(loss)):
-                raise LungdxError(f"training diverged: the loss became {float(loss)} in epoch {self.epoch + 1}, "
-                                  f"batch {batch + 1}; {lower_rate_advice(key, learning_rate)}; no model was saved")
+                raise LungdxError(
+                    f"training diverged: the loss became {float(loss)} in epoch {self.epoch + 1}, "
+                    f"batch {batch + 1}; {lower_rate_advice(key, learning_rate)}; no model was saved"
+                )
 
     return StopOnNonFiniteLoss()

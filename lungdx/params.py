@@ -39,8 +39,9 @@ class _Loader(yaml.SafeLoader):
     for `dvc exp run -S ...=3e-5`; PyYAML's YAML 1.1 rules would read it as text."""
 
 
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float",
-                              re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
 
 
 def read(path: str | Path = PARAMS_FILE) -> dict:
@@ -76,7 +77,7 @@ def with_changes(params: dict, changes: dict) -> dict:
         for depth, part in enumerate(parents):
             node = node.get(part) if isinstance(node, dict) else None
             if not isinstance(node, dict):
-                raise ParamError(key, value, f"{'.'.join(parents[:depth + 1])} is not a group of params")
+                raise ParamError(key, value, f"{'.'.join(parents[: depth + 1])} is not a group of params")
         node[last] = value
     return params
 
@@ -99,8 +100,11 @@ def integer(params: dict, key: str, minimum: int | None = None, maximum: int | N
     if minimum is not None and maximum is not None:
         allowed = f"an integer from {minimum} to {maximum}"
     else:
-        allowed = "an integer" + (f" >= {minimum}" if minimum is not None else "") + (
-            f" <= {maximum}" if maximum is not None else "")
+        allowed = (
+            "an integer"
+            + (f" >= {minimum}" if minimum is not None else "")
+            + (f" <= {maximum}" if maximum is not None else "")
+        )
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ParamError(key, value, allowed)
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
@@ -137,8 +141,9 @@ def string_list(params: dict, key: str) -> tuple[str, ...]:
         raise ParamError(key, value, "a list of class folder names, e.g. [COVID, Normal], or [] for all")
     for name in value:
         if "/" in name or "\\" in name or name.startswith("."):
-            raise ParamError(key, value, f"a list of class folder names; {name!r} cannot be one "
-                                         "(no slashes, no leading dot)")
+            raise ParamError(
+                key, value, f"a list of class folder names; {name!r} cannot be one (no slashes, no leading dot)"
+            )
     if len(set(value)) != len(value):
         raise ParamError(key, value, "a list without repeated names")
     return tuple(value)
@@ -146,12 +151,12 @@ def string_list(params: dict, key: str) -> tuple[str, ...]:
 
 # --- what params.yaml may hold --------------------------------------------------------
 
-SEED_MAX = 2 ** 32 - 1      # numpy's legacy seeding (used by Keras) takes no larger seed
+SEED_MAX = 2**32 - 1  # numpy's legacy seeding (used by Keras) takes no larger seed
 MAX_EPOCHS = 10_000
 MAX_BATCH_SIZE = 4096
 MAX_DENSE_UNITS = 8192
-MAX_FILTERS = 2048          # filters of one cnn conv block
-MAX_CONV_BLOCKS = 10        # each halves the image: 2**10 = MAX_IMAGE_SIZE
+MAX_FILTERS = 2048  # filters of one cnn conv block
+MAX_CONV_BLOCKS = 10  # each halves the image: 2**10 = MAX_IMAGE_SIZE
 MAX_SYNTHETIC_PER_CLASS = 100_000
 MAX_N_ESTIMATORS = 10_000
 KAGGLE_HANDLE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -162,29 +167,51 @@ VGG19_CONVS_PER_BLOCK = (2, 2, 4, 4, 4)
 
 _TRAINING = ("epochs", "batch_size", "learning_rate", "dropout", "patience", "warmup_epochs", "dense_units")
 # models.<name>.augment: the largest value of each transformation, 0 (or false) for none.
-AUGMENT_LIMITS = {"rotation": (45, "degrees, either way"), "shift": (0.5, "of the side, either way"),
-                  "zoom": (0.5, "of the side, in or out"), "brightness": (1.0, "of the 0..255 range, either way"),
-                  "contrast": (1.0, "as a factor, either way")}
+AUGMENT_LIMITS = {
+    "rotation": (45, "degrees, either way"),
+    "shift": (0.5, "of the side, either way"),
+    "zoom": (0.5, "of the side, in or out"),
+    "brightness": (1.0, "of the 0..255 range, either way"),
+    "contrast": (1.0, "as a factor, either way"),
+}
 _AUGMENT = {**dict.fromkeys(AUGMENT_LIMITS), "flip": None}
 # Every key params.yaml holds: a dict is a section, None a value. check refuses any other key
 # (a typo such as models.cnn.dropuot) and any missing one.
 SCHEMA = {
     "seed": None,
-    "dataset": {"source": None, "kaggle_handle": None, "kaggle_version": None, "classes": None,
-                "synthetic": {"per_class": None, "image_size": None}},
+    "dataset": {
+        "source": None,
+        "kaggle_handle": None,
+        "kaggle_version": None,
+        "classes": None,
+        "synthetic": {"per_class": None, "image_size": None},
+    },
     "sample": {"per_class": None, "val_size": None, "test_size": None},
     "prepare": {"image_size": None, "lung_mask": None},
-    "segment": dict.fromkeys(("train_source", "image_size", "epochs", "batch_size", "learning_rate", "patience",
-                              "filters", "max_train_images")),
+    "segment": dict.fromkeys(
+        (
+            "train_source",
+            "image_size",
+            "epochs",
+            "batch_size",
+            "learning_rate",
+            "patience",
+            "filters",
+            "max_train_images",
+        )
+    ),
     "baseline": {"image_size": None, "n_estimators": None},
     "gradcam": {"per_class": None, "layer": None},
     "external": "names",  # any names: see _external
     "model": None,
     "models": {
         "cnn": {**dict.fromkeys(_TRAINING + ("filters",)), "augment": _AUGMENT},
-        "vgg19": {**dict.fromkeys(("weights",) + _TRAINING
-                                  + ("fine_tune_blocks", "fine_tune_epochs", "fine_tune_learning_rate")),
-                  "augment": _AUGMENT},
+        "vgg19": {
+            **dict.fromkeys(
+                ("weights",) + _TRAINING + ("fine_tune_blocks", "fine_tune_epochs", "fine_tune_learning_rate")
+            ),
+            "augment": _AUGMENT,
+        },
     },
 }
 
@@ -212,8 +239,11 @@ def _check_keys(params: dict, schema: dict, prefix: str) -> list[str]:
             near = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
             where = prefix[:-1] or "params.yaml"
             hint = f"; did you mean {prefix}{near[0]}?" if near else ""
-            raise ParamError(name, _Elided() if isinstance(value, dict) else value,
-                             f"no such key{hint} ({where} takes: {', '.join(map(str, allowed))})")
+            raise ParamError(
+                name,
+                _Elided() if isinstance(value, dict) else value,
+                f"no such key{hint} ({where} takes: {', '.join(map(str, allowed))})",
+            )
         section = schema[key]
         if isinstance(section, dict):
             if not isinstance(value, dict):
@@ -224,8 +254,10 @@ def _check_keys(params: dict, schema: dict, prefix: str) -> list[str]:
 
 # --- the settings of each stage ---------------------------------------------------------
 
+
 class _Keyed:
     """A stage's settings: frozen, typed, and each field knowing its key in params.yaml."""
+
     KEYS: ClassVar[dict[str, str]] = {}
 
     def key(self, name: str) -> str:
@@ -236,32 +268,41 @@ class _Keyed:
 @dataclass(frozen=True)
 class DownloadSettings(_Keyed):
     seed: int
-    source: str                  # synthetic | kaggle | a local folder or .zip | an http(s) URL of a .zip
+    source: str  # synthetic | kaggle | a local folder or .zip | an http(s) URL of a .zip
     kaggle_handle: str
-    kaggle_version: int | None   # None: the latest
+    kaggle_version: int | None  # None: the latest
     synthetic_per_class: int
     synthetic_image_size: int
     KEYS: ClassVar[dict[str, str]] = {
-        "seed": "seed", "source": "dataset.source", "kaggle_handle": "dataset.kaggle_handle",
-        "kaggle_version": "dataset.kaggle_version", "synthetic_per_class": "dataset.synthetic.per_class",
-        "synthetic_image_size": "dataset.synthetic.image_size"}
+        "seed": "seed",
+        "source": "dataset.source",
+        "kaggle_handle": "dataset.kaggle_handle",
+        "kaggle_version": "dataset.kaggle_version",
+        "synthetic_per_class": "dataset.synthetic.per_class",
+        "synthetic_image_size": "dataset.synthetic.image_size",
+    }
 
 
 @dataclass(frozen=True)
 class SampleSettings(_Keyed):
     seed: int
-    classes: tuple[str, ...]     # () : every class folder, alphabetically
+    classes: tuple[str, ...]  # () : every class folder, alphabetically
     per_class: int
     val_size: float
     test_size: float
-    KEYS: ClassVar[dict[str, str]] = {"seed": "seed", "classes": "dataset.classes", "per_class": "sample.per_class",
-                                      "val_size": "sample.val_size", "test_size": "sample.test_size"}
+    KEYS: ClassVar[dict[str, str]] = {
+        "seed": "seed",
+        "classes": "dataset.classes",
+        "per_class": "sample.per_class",
+        "val_size": "sample.val_size",
+        "test_size": "sample.test_size",
+    }
 
 
 @dataclass(frozen=True)
 class PrepareSettings(_Keyed):
     image_size: int
-    lung_mask: str               # none | crop | mask (lungdx.images)
+    lung_mask: str  # none | crop | mask (lungdx.images)
     KEYS: ClassVar[dict[str, str]] = {"image_size": "prepare.image_size", "lung_mask": "prepare.lung_mask"}
 
 
@@ -269,9 +310,10 @@ class PrepareSettings(_Keyed):
 class SegmentSettings(_Keyed):
     """What the segment stage takes: the U-Net's training, where its masks come from, and the
     split shares and lung focus it serves."""
+
     seed: int
-    lung_mask: str               # prepare.lung_mask: none trains nothing
-    train_source: str            # "": dataset.source's own masks; else a local folder or .zip with masks
+    lung_mask: str  # prepare.lung_mask: none trains nothing
+    train_source: str  # "": dataset.source's own masks; else a local folder or .zip with masks
     image_size: int
     epochs: int
     batch_size: int
@@ -279,13 +321,27 @@ class SegmentSettings(_Keyed):
     patience: int
     filters: tuple[int, ...]
     max_train_images: int
-    val_size: float              # sample's shares, for splitting a train_source
+    val_size: float  # sample's shares, for splitting a train_source
     test_size: float
     KEYS: ClassVar[dict[str, str]] = {
-        "seed": "seed", "lung_mask": "prepare.lung_mask", "val_size": "sample.val_size",
+        "seed": "seed",
+        "lung_mask": "prepare.lung_mask",
+        "val_size": "sample.val_size",
         "test_size": "sample.test_size",
-        **{name: f"segment.{name}" for name in ("train_source", "image_size", "epochs", "batch_size", "learning_rate",
-                                                 "patience", "filters", "max_train_images")}}
+        **{
+            name: f"segment.{name}"
+            for name in (
+                "train_source",
+                "image_size",
+                "epochs",
+                "batch_size",
+                "learning_rate",
+                "patience",
+                "filters",
+                "max_train_images",
+            )
+        },
+    }
 
 
 @dataclass(frozen=True)
@@ -293,13 +349,17 @@ class BaselineSettings(_Keyed):
     seed: int
     image_size: int
     n_estimators: int
-    KEYS: ClassVar[dict[str, str]] = {"seed": "seed", "image_size": "baseline.image_size",
-                                      "n_estimators": "baseline.n_estimators"}
+    KEYS: ClassVar[dict[str, str]] = {
+        "seed": "seed",
+        "image_size": "baseline.image_size",
+        "n_estimators": "baseline.n_estimators",
+    }
 
 
 @dataclass(frozen=True)
 class Augment:
     """models.<name>.augment: each transformation's largest value (0: off), and flip."""
+
     rotation: float
     shift: float
     zoom: float
@@ -315,9 +375,10 @@ class Augment:
 class ModelSettings(_Keyed):
     """model and models.<model>: what features and train take. The fields of the other
     architecture are None (cnn: weights and fine_tune_*; vgg19: filters)."""
-    architecture: str            # cnn | vgg19
+
+    architecture: str  # cnn | vgg19
     seed: int
-    image_size: int              # prepare.image_size: the network's input
+    image_size: int  # prepare.image_size: the network's input
     epochs: int
     batch_size: int
     learning_rate: float
@@ -327,7 +388,7 @@ class ModelSettings(_Keyed):
     dense_units: int
     augment: Augment
     filters: tuple[int, ...] | None = None
-    weights: str | None = None           # vgg19: imagenet, None (random) or a local .h5's path
+    weights: str | None = None  # vgg19: imagenet, None (random) or a local .h5's path
     fine_tune_blocks: int | None = None
     fine_tune_epochs: int | None = None
     fine_tune_learning_rate: float | None = None
@@ -336,21 +397,23 @@ class ModelSettings(_Keyed):
         if name not in {f.name for f in dataclasses.fields(self)}:
             raise KeyError(name)
         return {"architecture": "model", "seed": "seed", "image_size": "prepare.image_size"}.get(
-            name, f"models.{self.architecture}.{name}")
+            name, f"models.{self.architecture}.{name}"
+        )
 
 
 @dataclass(frozen=True)
 class FeaturesSettings(_Keyed):
     """What the features stage takes: the chosen model, and for vgg19 the base's weights."""
+
     seed: int
-    architecture: str            # cnn | vgg19
-    weights: str | None          # vgg19: imagenet, None (random) or a local .h5's path; cnn: None
+    architecture: str  # cnn | vgg19
+    weights: str | None  # vgg19: imagenet, None (random) or a local .h5's path; cnn: None
     KEYS: ClassVar[dict[str, str]] = {"seed": "seed", "architecture": "model", "weights": "models.vgg19.weights"}
 
 
 @dataclass(frozen=True)
 class EvaluateSettings(_Keyed):
-    seed: int                    # draws the bootstrap resamples of the intervals
+    seed: int  # draws the bootstrap resamples of the intervals
     KEYS: ClassVar[dict[str, str]] = {"seed": "seed"}
 
 
@@ -358,15 +421,15 @@ class EvaluateSettings(_Keyed):
 class GradcamSettings(_Keyed):
     seed: int
     per_class: int
-    layer: str | None            # None: the last conv layer with a 16x16 grid or more
+    layer: str | None  # None: the last conv layer with a 16x16 grid or more
     KEYS: ClassVar[dict[str, str]] = {"seed": "seed", "per_class": "gradcam.per_class", "layer": "gradcam.layer"}
 
 
 @dataclass(frozen=True)
 class ExternalSettings(_Keyed):
     seed: int
-    layer: str | None            # gradcam.layer
-    sources: tuple[tuple[str, str], ...]   # external: (name, local folder or .zip), in params.yaml's order
+    layer: str | None  # gradcam.layer
+    sources: tuple[tuple[str, str], ...]  # external: (name, local folder or .zip), in params.yaml's order
     KEYS: ClassVar[dict[str, str]] = {"seed": "seed", "layer": "gradcam.layer", "sources": "external"}
 
     @property
@@ -376,14 +439,16 @@ class ExternalSettings(_Keyed):
     def source(self, name: str) -> str:
         """The source of external.<name>; an error listing the names there are."""
         if name not in self.names:
-            raise LungdxError(f"params.yaml: external has no {name!r}: its names are "
-                              f"{', '.join(self.names) or '(none)'}")
+            raise LungdxError(
+                f"params.yaml: external has no {name!r}: its names are {', '.join(self.names) or '(none)'}"
+            )
         return dict(self.sources)[name]
 
 
 @dataclass(frozen=True)
 class Params:
     """params.yaml, checked: the settings of each stage."""
+
     seed: int
     download: DownloadSettings
     sample: SampleSettings
@@ -391,7 +456,7 @@ class Params:
     segment: SegmentSettings
     baseline: BaselineSettings
     features: FeaturesSettings
-    train: ModelSettings         # the chosen model's
+    train: ModelSettings  # the chosen model's
     evaluate: EvaluateSettings
     gradcam: GradcamSettings
     external: ExternalSettings
@@ -412,13 +477,20 @@ def check(params: dict) -> Params:
     sample = _sample(params, seed)
     prepare = PrepareSettings(
         image_size=integer(params, "prepare.image_size", minimum=MIN_IMAGE_SIZE, maximum=MAX_IMAGE_SIZE),
-        lung_mask=choice(params, "prepare.lung_mask", LUNG_MASK_POLICIES))
+        lung_mask=choice(params, "prepare.lung_mask", LUNG_MASK_POLICIES),
+    )
     segment = _segment(params, seed, prepare.lung_mask, sample)
-    baseline = BaselineSettings(seed, integer(params, "baseline.image_size", minimum=4, maximum=MAX_IMAGE_SIZE),
-                                integer(params, "baseline.n_estimators", minimum=1, maximum=MAX_N_ESTIMATORS))
+    baseline = BaselineSettings(
+        seed,
+        integer(params, "baseline.image_size", minimum=4, maximum=MAX_IMAGE_SIZE),
+        integer(params, "baseline.n_estimators", minimum=1, maximum=MAX_N_ESTIMATORS),
+    )
     if baseline.image_size > prepare.image_size:
-        raise ParamError("baseline.image_size", baseline.image_size,
-                         f"an integer from 4 to prepare.image_size (now {prepare.image_size})")
+        raise ParamError(
+            "baseline.image_size",
+            baseline.image_size,
+            f"an integer from 4 to prepare.image_size (now {prepare.image_size})",
+        )
     model = _chosen_model(params, seed, prepare.image_size)  # its errors are the ones that matter now
     for arch in ARCHITECTURES:
         if arch != model.architecture:
@@ -426,7 +498,9 @@ def check(params: dict) -> Params:
     gradcam = GradcamSettings(seed, integer(params, "gradcam.per_class", minimum=1), _gradcam_layer(params, model))
     external = ExternalSettings(seed, gradcam.layer, _external(params))
     features = FeaturesSettings(seed, model.architecture, model.weights)
-    return Params(seed, download, sample, prepare, segment, baseline, features, model, EvaluateSettings(seed), gradcam, external)
+    return Params(
+        seed, download, sample, prepare, segment, baseline, features, model, EvaluateSettings(seed), gradcam, external
+    )
 
 
 def conv_layer_names(arch: str, filters=None) -> list[str]:
@@ -447,29 +521,43 @@ def _download(params: dict, seed: int) -> DownloadSettings:
     """The dataset keys' forms; whether a dataset.source path exists is download's check."""
     source = get(params, "dataset.source")
     if not (isinstance(source, str) and source.strip()):
-        raise ParamError("dataset.source", source, "synthetic, kaggle, a local folder, a local .zip, "
-                                                   "or an http(s) URL of a .zip")
+        raise ParamError(
+            "dataset.source", source, "synthetic, kaggle, a local folder, a local .zip, or an http(s) URL of a .zip"
+        )
     handle = get(params, "dataset.kaggle_handle")
     if not (isinstance(handle, str) and KAGGLE_HANDLE.fullmatch(handle)):
-        raise ParamError("dataset.kaggle_handle", handle,
-                         "a Kaggle dataset handle owner/dataset, e.g. tawsifurrahman/covid19-radiography-database")
+        raise ParamError(
+            "dataset.kaggle_handle",
+            handle,
+            "a Kaggle dataset handle owner/dataset, e.g. tawsifurrahman/covid19-radiography-database",
+        )
     version = get(params, "dataset.kaggle_version")
-    if version is not None and (isinstance(version, bool) or not isinstance(version, numbers.Integral)
-                                or version < 1):
+    if version is not None and (isinstance(version, bool) or not isinstance(version, numbers.Integral) or version < 1):
         raise ParamError("dataset.kaggle_version", version, "a dataset version, an integer >= 1, or null (the latest)")
     return DownloadSettings(
-        seed, source.strip(), handle, None if version is None else int(version),
+        seed,
+        source.strip(),
+        handle,
+        None if version is None else int(version),
         integer(params, "dataset.synthetic.per_class", minimum=1, maximum=MAX_SYNTHETIC_PER_CLASS),
-        integer(params, "dataset.synthetic.image_size", minimum=32, maximum=MAX_IMAGE_SIZE))
+        integer(params, "dataset.synthetic.image_size", minimum=32, maximum=MAX_IMAGE_SIZE),
+    )
 
 
 def _sample(params: dict, seed: int) -> SampleSettings:
-    settings = SampleSettings(seed, string_list(params, "dataset.classes"),
-                              integer(params, "sample.per_class", minimum=1),
-                              fraction(params, "sample.val_size"), fraction(params, "sample.test_size"))
+    settings = SampleSettings(
+        seed,
+        string_list(params, "dataset.classes"),
+        integer(params, "sample.per_class", minimum=1),
+        fraction(params, "sample.val_size"),
+        fraction(params, "sample.test_size"),
+    )
     if settings.val_size + settings.test_size >= 1:
-        raise ParamError("sample.val_size + sample.test_size", settings.val_size + settings.test_size,
-                         "a sum below 1, so that some images are left for training")
+        raise ParamError(
+            "sample.val_size + sample.test_size",
+            settings.val_size + settings.test_size,
+            "a sum below 1, so that some images are left for training",
+        )
     return settings
 
 
@@ -479,26 +567,46 @@ def _segment(params: dict, seed: int, lung_mask: str, sample: SampleSettings) ->
     if source is None:
         source = ""
     if not isinstance(source, str) or source.strip() in ("synthetic", "kaggle") or source.strip().startswith("~"):
-        raise ParamError("segment.train_source", source, "empty (learn from dataset.source's own lung masks) or the "
-                                                        "path of a local folder or .zip with lung masks (the Kaggle "
-                                                        "layout's <Class>/images and <Class>/masks), written without ~")
+        raise ParamError(
+            "segment.train_source",
+            source,
+            "empty (learn from dataset.source's own lung masks) or the "
+            "path of a local folder or .zip with lung masks (the Kaggle "
+            "layout's <Class>/images and <Class>/masks), written without ~",
+        )
     size = integer(params, "segment.image_size", minimum=MIN_IMAGE_SIZE, maximum=MAX_IMAGE_SIZE)
     filters = get(params, "segment.filters")
-    if not isinstance(filters, list) or not 2 <= len(filters) <= 6 or not all(
-            isinstance(f, int) and not isinstance(f, bool) and 0 < f <= MAX_FILTERS for f in filters):
-        raise ParamError("segment.filters", filters, f"a list of 2 to 6 integers from 1 to {MAX_FILTERS}: the filters "
-                                                     "of each U-Net level, the last the bottleneck")
+    if (
+        not isinstance(filters, list)
+        or not 2 <= len(filters) <= 6
+        or not all(isinstance(f, int) and not isinstance(f, bool) and 0 < f <= MAX_FILTERS for f in filters)
+    ):
+        raise ParamError(
+            "segment.filters",
+            filters,
+            f"a list of 2 to 6 integers from 1 to {MAX_FILTERS}: the filters "
+            "of each U-Net level, the last the bottleneck",
+        )
     if size % 2 ** (len(filters) - 1):
-        raise ParamError("segment.image_size", size, f"a multiple of {2 ** (len(filters) - 1)}: the U-Net halves it "
-                                                     f"{len(filters) - 1} times (segment.filters)")
+        raise ParamError(
+            "segment.image_size",
+            size,
+            f"a multiple of {2 ** (len(filters) - 1)}: the U-Net halves it {len(filters) - 1} times (segment.filters)",
+        )
     return SegmentSettings(
-        seed=seed, lung_mask=lung_mask, train_source=source.strip(), image_size=size,
+        seed=seed,
+        lung_mask=lung_mask,
+        train_source=source.strip(),
+        image_size=size,
         epochs=integer(params, "segment.epochs", minimum=1, maximum=MAX_EPOCHS),
         batch_size=integer(params, "segment.batch_size", minimum=1, maximum=MAX_BATCH_SIZE),
         learning_rate=positive(params, "segment.learning_rate"),
-        patience=integer(params, "segment.patience", minimum=1, maximum=MAX_EPOCHS), filters=tuple(filters),
+        patience=integer(params, "segment.patience", minimum=1, maximum=MAX_EPOCHS),
+        filters=tuple(filters),
         max_train_images=integer(params, "segment.max_train_images", minimum=10),
-        val_size=sample.val_size, test_size=sample.test_size)
+        val_size=sample.val_size,
+        test_size=sample.test_size,
+    )
 
 
 def _gradcam_layer(params: dict, model: ModelSettings) -> str | None:
@@ -510,10 +618,12 @@ def _gradcam_layer(params: dict, model: ModelSettings) -> str | None:
     names = conv_layer_names(model.architecture, model.filters)
     if layer not in names:
         near = difflib.get_close_matches(str(layer), names, n=1, cutoff=0.6)
-        raise ParamError("gradcam.layer", layer,
-                         "null (the last conv layer with a 16x16+ grid) or a conv layer of the "
-                         f"{model.architecture} model: {', '.join(names)}"
-                         + (f"; did you mean {near[0]}?" if near else ""))
+        raise ParamError(
+            "gradcam.layer",
+            layer,
+            "null (the last conv layer with a 16x16+ grid) or a conv layer of the "
+            f"{model.architecture} model: {', '.join(names)}" + (f"; did you mean {near[0]}?" if near else ""),
+        )
     return layer
 
 
@@ -522,20 +632,38 @@ def _external(params: dict) -> tuple[tuple[str, str], ...]:
     the name names its metrics file (metrics/external/<name>.json) and its stage (external@<name>)."""
     value = get(params, "external")
     if not isinstance(value, dict):  # null too: dvc's foreach refuses it
-        raise ParamError("external", value, "a mapping of names to local folders or .zip files, e.g. "
-                                            "{covid_masked: /data/cxr-covid-masked}, or {} for none")
+        raise ParamError(
+            "external",
+            value,
+            "a mapping of names to local folders or .zip files, e.g. "
+            "{covid_masked: /data/cxr-covid-masked}, or {} for none",
+        )
     for name, source in value.items():
         if not (isinstance(name, str) and EXTERNAL_NAME.fullmatch(name)):
-            raise ParamError(f"external.{name}", source, "a name of letters, digits, _ and - (it names "
-                                                        "metrics/external/<name>.json)")
-        if not isinstance(source, str) or not source.strip() or source.strip() in ("synthetic", "kaggle") \
-                or "://" in source or source.startswith("kaggle:"):
-            raise ParamError(f"external.{name}", source, "the path of a local folder or .zip file (in the Kaggle "
-                                                        "or the flat layout; `lungdx external` also takes URLs "
-                                                        "and kaggle:<owner>/<dataset>)")
+            raise ParamError(
+                f"external.{name}", source, "a name of letters, digits, _ and - (it names metrics/external/<name>.json)"
+            )
+        if (
+            not isinstance(source, str)
+            or not source.strip()
+            or source.strip() in ("synthetic", "kaggle")
+            or "://" in source
+            or source.startswith("kaggle:")
+        ):
+            raise ParamError(
+                f"external.{name}",
+                source,
+                "the path of a local folder or .zip file (in the Kaggle "
+                "or the flat layout; `lungdx external` also takes URLs "
+                "and kaggle:<owner>/<dataset>)",
+            )
         if source.strip().startswith("~"):
-            raise ParamError(f"external.{name}", source, "an absolute path or one relative to the project: DVC takes "
-                                                        "the path as a dependency as written, without expanding ~")
+            raise ParamError(
+                f"external.{name}",
+                source,
+                "an absolute path or one relative to the project: DVC takes "
+                "the path as a dependency as written, without expanding ~",
+            )
     return tuple((name, source.strip()) for name, source in value.items())
 
 
@@ -564,33 +692,49 @@ def _architecture(params: dict, arch: str, seed: int, image_size: int) -> ModelS
     if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
         raise ParamError(f"{key}.dropout", dropout, "a number from 0 up to (not including) 1")
     common = dict(
-        architecture=arch, seed=seed, image_size=image_size,
+        architecture=arch,
+        seed=seed,
+        image_size=image_size,
         epochs=integer(params, f"{key}.epochs", minimum=1, maximum=MAX_EPOCHS),
         batch_size=integer(params, f"{key}.batch_size", minimum=1, maximum=MAX_BATCH_SIZE),
-        learning_rate=positive(params, f"{key}.learning_rate"), dropout=float(dropout),
+        learning_rate=positive(params, f"{key}.learning_rate"),
+        dropout=float(dropout),
         patience=integer(params, f"{key}.patience", minimum=1, maximum=MAX_EPOCHS),
         warmup_epochs=integer(params, f"{key}.warmup_epochs", minimum=0, maximum=MAX_EPOCHS),
         dense_units=integer(params, f"{key}.dense_units", minimum=1, maximum=MAX_DENSE_UNITS),
-        augment=_augment(params, arch))
+        augment=_augment(params, arch),
+    )
     if arch == "cnn":
         filters = get(params, f"{key}.filters")
-        if not isinstance(filters, list) or not 0 < len(filters) <= MAX_CONV_BLOCKS or not all(
-                isinstance(f, int) and not isinstance(f, bool) and 0 < f <= MAX_FILTERS for f in filters):
-            raise ParamError(f"{key}.filters", filters, f"a list of 1 to {MAX_CONV_BLOCKS} integers from 1 to "
-                                                        f"{MAX_FILTERS}, the filters of each conv block")
+        if (
+            not isinstance(filters, list)
+            or not 0 < len(filters) <= MAX_CONV_BLOCKS
+            or not all(isinstance(f, int) and not isinstance(f, bool) and 0 < f <= MAX_FILTERS for f in filters)
+        ):
+            raise ParamError(
+                f"{key}.filters",
+                filters,
+                f"a list of 1 to {MAX_CONV_BLOCKS} integers from 1 to {MAX_FILTERS}, the filters of each conv block",
+            )
         return ModelSettings(**common, filters=tuple(filters))
     weights = get(params, f"{key}.weights")
     _check_vgg19_weights_form(weights)
     settings = ModelSettings(
-        **common, weights=weights,
+        **common,
+        weights=weights,
         fine_tune_blocks=integer(params, f"{key}.fine_tune_blocks", minimum=0, maximum=len(VGG19_CONVS_PER_BLOCK)),
         fine_tune_epochs=integer(params, f"{key}.fine_tune_epochs", minimum=1, maximum=MAX_EPOCHS),
-        fine_tune_learning_rate=positive(params, f"{key}.fine_tune_learning_rate"))
+        fine_tune_learning_rate=positive(params, f"{key}.fine_tune_learning_rate"),
+    )
     if settings.augment and not settings.fine_tune_blocks:
-        raise ParamError(f"{key}.augment", _Elided(), "all 0 (off) while fine_tune_blocks is 0: the head trains on "
-                                                      "features computed once, which augmentation cannot change; "
-                                                      "set models.vgg19.fine_tune_blocks > 0 to augment the images "
-                                                      "of fine-tuning")
+        raise ParamError(
+            f"{key}.augment",
+            _Elided(),
+            "all 0 (off) while fine_tune_blocks is 0: the head trains on "
+            "features computed once, which augmentation cannot change; "
+            "set models.vgg19.fine_tune_blocks > 0 to augment the images "
+            "of fine-tuning",
+        )
     return settings
 
 
@@ -600,8 +744,11 @@ def _chosen_model(params: dict, seed: int, image_size: int) -> ModelSettings:
     settings = _architecture(params, arch, seed, image_size)
     if arch == "cnn":
         if image_size < 2 ** len(settings.filters):
-            raise ParamError("prepare.image_size", image_size,
-                             f"at least {2 ** len(settings.filters)} for a cnn with {len(settings.filters)} poolings")
+            raise ParamError(
+                "prepare.image_size",
+                image_size,
+                f"at least {2 ** len(settings.filters)} for a cnn with {len(settings.filters)} poolings",
+            )
         return settings
     if image_size < 32:
         raise ParamError("prepare.image_size", image_size, "at least 32 for vgg19 (five 2x2 poolings)")
@@ -628,6 +775,9 @@ def resolve_vgg19_weights(value) -> str | None:
         return "imagenet"
     path = Path(str(value)).expanduser()
     if not path.is_file():
-        raise ParamError("models.vgg19.weights", value,
-                         f"{WEIGHTS_FORMS} ({path} " + ("is a folder)" if path.is_dir() else "does not exist)"))
+        raise ParamError(
+            "models.vgg19.weights",
+            value,
+            f"{WEIGHTS_FORMS} ({path} " + ("is a folder)" if path.is_dir() else "does not exist)"),
+        )
     return str(path)

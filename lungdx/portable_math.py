@@ -53,7 +53,7 @@ def log(x):
     x = np.asarray(x, np.float64)
     m, e = np.frexp(np.where(x > 0, x, np.nan))  # x = m * 2**e, m in [0.5, 1)
     low = m < SQRT_HALF
-    m = np.where(low, np.multiply(m, 2.0), m)    # m in [0.71, 1.41): s below stays small
+    m = np.where(low, np.multiply(m, 2.0), m)  # m in [0.71, 1.41): s below stays small
     e = np.subtract(e, low.astype(e.dtype)).astype(np.float64)
     s = np.divide(np.subtract(m, 1.0), np.add(m, 1.0))  # log(m) = 2 atanh(s), |s| <= 0.172
     s2 = np.multiply(s, s)

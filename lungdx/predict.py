@@ -28,8 +28,9 @@ BATCH = 32
 log = logging.getLogger(__name__)
 
 
-def predict_files(paths: list[Path], model_path: Path, gradcam_dir: Path | None = None,
-                  masks: Path | None = None) -> list[dict]:
+def predict_files(
+    paths: list[Path], model_path: Path, gradcam_dir: Path | None = None, masks: Path | None = None
+) -> list[dict]:
     """One result per path, in order: {path, predicted, probabilities[, lungs][, gradcam]} or
     {path, error}. masks: a lung mask file (one image) or a folder of masks named as the images,
     for a model trained on images cut to their lungs (prepare.lung_mask crop or mask); without it
@@ -40,13 +41,14 @@ def predict_files(paths: list[Path], model_path: Path, gradcam_dir: Path | None 
     lung_mask = about["input"]["lung_mask"]
     mask_paths = lung_mask_paths(paths, masks, lung_mask, model_path, about["segmenter"] is not None)
     model, info = load_model(model_path)  # exactly this file: it carries classes and input size
-    segmenter = (load_segmenter(model_path, info) if lung_mask != "none" and None in mask_paths else None)
+    segmenter = load_segmenter(model_path, info) if lung_mask != "none" and None in mask_paths else None
     classes = info["classes"]
     log.debug(f"{model_path}: {info['architecture']} for {info['image_size']}px images, classes {classes}")
     results = [{"path": str(path)} for path in paths]
     cam, names = None, overlay_names(paths, gradcam_dir) if gradcam_dir is not None else {}
-    for indices, images, lungs in readable_batches(paths, info["image_size"], results, lung_mask, mask_paths,
-                                                   segmenter):
+    for indices, images, lungs in readable_batches(
+        paths, info["image_size"], results, lung_mask, mask_paths, segmenter
+    ):
         if gradcam_dir is None:
             probs = predict(model, images, source=model_path)  # nan or inf: a LungdxError, never printed
         else:
@@ -99,46 +101,60 @@ def overlay_names(paths: list[Path], folder: Path) -> dict[int, Path]:
     return names
 
 
-def lung_mask_paths(paths: list[Path], masks: Path | None, lung_mask: str, model_path,
-                    has_segmenter: bool = False) -> list[Path | None]:
+def lung_mask_paths(
+    paths: list[Path], masks: Path | None, lung_mask: str, model_path, has_segmenter: bool = False
+) -> list[Path | None]:
     """Each image's lung mask file (None where the model takes whole X-rays, or where its
     segmenter draws them): `masks` is one mask file for a single image, or a folder of masks with
     the images' file names."""
     if lung_mask == "none":
         if masks is not None:
-            log.warning(f"{model_path} was trained on whole X-rays (lung focus none): --mask {masks} "
-                        "is not used")
+            log.warning(f"{model_path} was trained on whole X-rays (lung focus none): --mask {masks} is not used")
         return [None] * len(paths)
     if masks is None:
         if has_segmenter:
             return [None] * len(paths)
-        raise LungdxError(f"{model_path} was trained on images cut to their lungs (lung focus {lung_mask}) "
-                          "and carries no lung segmenter to find them: pass --mask MASK (one image) or "
-                          "--mask FOLDER (masks named as the images), or retrain it with dvc repro (the segment "
-                          "stage puts a segmenter inside the model)")
+        raise LungdxError(
+            f"{model_path} was trained on images cut to their lungs (lung focus {lung_mask}) "
+            "and carries no lung segmenter to find them: pass --mask MASK (one image) or "
+            "--mask FOLDER (masks named as the images), or retrain it with dvc repro (the segment "
+            "stage puts a segmenter inside the model)"
+        )
     if Path(masks).is_dir():
         found = [Path(masks) / Path(p).name for p in paths]
         by_name: dict[str, str] = {}
         for image in paths:  # two X-rays named alike in different folders would share one mask
             other = by_name.setdefault(Path(image).name, os.path.realpath(image))
             if other != os.path.realpath(image):
-                raise LungdxError(f"--mask {masks}: {image} and {other} have the same file name, so one mask "
-                                  f"({Path(masks) / Path(image).name}) would serve both; predict them separately, "
-                                  "each with its own mask")
+                raise LungdxError(
+                    f"--mask {masks}: {image} and {other} have the same file name, so one mask "
+                    f"({Path(masks) / Path(image).name}) would serve both; predict them separately, "
+                    "each with its own mask"
+                )
     elif len(paths) > 1:
-        raise LungdxError(f"--mask {masks}: one mask file serves one image, but {len(paths)} were given; pass "
-                          "a folder of masks named as the images")
+        raise LungdxError(
+            f"--mask {masks}: one mask file serves one image, but {len(paths)} were given; pass "
+            "a folder of masks named as the images"
+        )
     else:
         found = [Path(masks)]
     for image, mask in zip(paths, found):
         if os.path.realpath(image) == os.path.realpath(mask):
-            raise LungdxError(f"--mask {masks}: the lung mask of {image} would be the X-ray itself; masks live in "
-                              "their own folder (the Kaggle layout's <Class>/masks)")
+            raise LungdxError(
+                f"--mask {masks}: the lung mask of {image} would be the X-ray itself; masks live in "
+                "their own folder (the Kaggle layout's <Class>/masks)"
+            )
     return found
 
 
-def readable_batches(paths: list[Path], size: int, results: list[dict], lung_mask: str = "none",
-                     mask_paths: list | None = None, segmenter=None):
+def readable_batches(
+    paths: list[Path],
+    size: int,
+    results: list[dict],
+    lung_mask: str = "none",
+    mask_paths: list | None = None,
+    segmenter=None,
+):
     """(indices into paths, images, the lung masks they were cut to or None) of up to BATCH readable
     files at a time, as the model takes them; an unreadable file (or lung mask) gets its reason in
     results[i]["error"] instead."""

@@ -47,11 +47,18 @@ def _fill_chunk(args) -> int:
     outs = {name: np.load(path, mmap_mode="r+") for name, path in files.items()}
     for i, (path, mask, whole, lesion) in enumerate(rows, start):
         try:
-            arrays = prepare_image(Path(raw_dir) / path, size, lung_mask, Path(mask) if mask else None,
-                                   Path(raw_dir) / lesion if lesion else None, lungs=WHOLE if whole else None)
+            arrays = prepare_image(
+                Path(raw_dir) / path,
+                size,
+                lung_mask,
+                Path(mask) if mask else None,
+                Path(raw_dir) / lesion if lesion else None,
+                lungs=WHOLE if whole else None,
+            )
         except UnreadableImage as exc:
-            raise LungdxError(f"{Path(raw_dir) / path}: {exc}; it was readable when sampled: check the file, "
-                              "then rerun dvc repro") from exc
+            raise LungdxError(
+                f"{Path(raw_dir) / path}: {exc}; it was readable when sampled: check the file, then rerun dvc repro"
+            ) from exc
         for name, array in zip(ARRAYS, arrays):
             if array is not None:
                 outs[name][i] = array
@@ -86,16 +93,24 @@ def _fill_split(folder: Path, rows, raw_dir, size, lung_mask, has, workers, prog
     for path in files.values():
         _allocate(path, n, size)
     items = list(zip(rows["path"], rows["mask"], rows["whole"], rows["lesion"]))
-    tasks = [(str(raw_dir), size, lung_mask, {k: str(v) for k, v in files.items()}, i, items[i:i + CHUNK])
-             for i in range(0, n, CHUNK)]
+    tasks = [
+        (str(raw_dir), size, lung_mask, {k: str(v) for k, v in files.items()}, i, items[i : i + CHUNK])
+        for i in range(0, n, CHUNK)
+    ]
     done = map_in_workers(_fill_chunk, tasks, workers)
     for _ in progress(done, total=len(tasks), desc=f"{desc} (chunks of {CHUNK})") if progress else done:
         pass
     np.save(folder / "labels.npy", rows["label"].to_numpy(np.int64))
 
 
-def prepare(settings, manifest_path: str | Path, raw_dir: str | Path, segmented_dir: str | Path,
-            out_dir: str | Path, progress=None) -> dict:
+def prepare(
+    settings,
+    manifest_path: str | Path,
+    raw_dir: str | Path,
+    segmented_dir: str | Path,
+    out_dir: str | Path,
+    progress=None,
+) -> dict:
     """The prepare stage (`settings`: a params.PrepareSettings): every image of the manifest at the
     settings' image size, lung-focused as their lung_mask says, with the lung masks of the segment
     stage (the dataset's own or drawn); returns meta.json's content."""
@@ -105,20 +120,32 @@ def prepare(settings, manifest_path: str | Path, raw_dir: str | Path, segmented_
     found = load_lung_masks(segmented_dir, raw_dir)
     manifest["mask"] = [str(found[p][1]) if p in found else "" for p in manifest["path"]]
     manifest["whole"] = [p in found and found[p][0] == "whole" for p in manifest["path"]]
-    check_lung_masks(manifest.loc[manifest["mask"] == "", "path"].tolist(), len(manifest), lung_mask,
-                     settings.key("lung_mask"), "run dvc repro (the segment stage draws the missing ones), "
-                     f"or set {settings.key('lung_mask')}: none")
+    check_lung_masks(
+        manifest.loc[manifest["mask"] == "", "path"].tolist(),
+        len(manifest),
+        lung_mask,
+        settings.key("lung_mask"),
+        f"run dvc repro (the segment stage draws the missing ones), or set {settings.key('lung_mask')}: none",
+    )
     classes = [c for _, c in sorted(set(zip(manifest["label"], manifest["class"])))]
     has = {"masks": bool((manifest["mask"] != "").any()), "lesions": bool((manifest["lesion"] != "").any())}
     arrays = 1 + has["masks"] + has["lesions"]
     # Each image: one uint8 square per array, and an int64 label; then .npy headers and meta.json.
-    needed = len(manifest) * (arrays * image_size ** 2 + 8) + 64 * 1024
+    needed = len(manifest) * (arrays * image_size**2 + 8) + 64 * 1024
     check_free_space(out_dir, needed, f"{len(manifest):,} prepared images at {image_size}x{image_size}")
     workers = min(cpu_count(), max(1, len(manifest) // (2 * CHUNK)))
-    origins = {o: sum(1 for p in manifest["path"] if p in found and found[p][0] == o)
-               for o in ("dataset", "segmenter", "whole")}
-    meta = {"classes": classes, "image_size": image_size, "lung_mask": lung_mask, "counts": {}, "has": has,
-            "lung_masks": origins}
+    origins = {
+        o: sum(1 for p in manifest["path"] if p in found and found[p][0] == o)
+        for o in ("dataset", "segmenter", "whole")
+    }
+    meta = {
+        "classes": classes,
+        "image_size": image_size,
+        "lung_mask": lung_mask,
+        "counts": {},
+        "has": has,
+        "lung_masks": origins,
+    }
     with atomic_dir(out_dir) as tmp:
         for split in SPLITS:
             rows = manifest[manifest["split"] == split]
@@ -126,4 +153,3 @@ def prepare(settings, manifest_path: str | Path, raw_dir: str | Path, segmented_
             meta["counts"][split] = {c: int((rows["class"] == c).sum()) for c in classes}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
-

@@ -27,12 +27,13 @@ def class_images(raw_dir: Path, cls: str) -> list[str]:
 
 class Inspected(NamedTuple):
     """One image of the raw layout, looked at once."""
-    path: str                              # relative to the raw folder
-    sha256: str | None                     # of its bytes; None: unreadable
-    reason: str                            # why it is unreadable ("" when readable)
-    shape: tuple[int, int] | None          # (height, width)
-    masks: dict[str, str]                  # "masks" / "lesions": the usable mask's path
-    mask_problems: list[tuple[str, str]]   # (mask path, why it is not usable): the image is kept
+
+    path: str  # relative to the raw folder
+    sha256: str | None  # of its bytes; None: unreadable
+    reason: str  # why it is unreadable ("" when readable)
+    shape: tuple[int, int] | None  # (height, width)
+    masks: dict[str, str]  # "masks" / "lesions": the usable mask's path
+    mask_problems: list[tuple[str, str]]  # (mask path, why it is not usable): the image is kept
 
 
 def _inspect(args) -> Inspected:

@@ -77,8 +77,9 @@ def outputs_now(outputs) -> str:
     """Which outputs exist, in words (run after _remove_this_runs: what exists is as before)."""
     present = [o for o in outputs if os.path.lexists(o)]
     absent = [o for o in outputs if o not in present]
-    parts = ([f"as before this run: {', '.join(present)}"] if present else []) + \
-            ([f"absent: {', '.join(absent)}"] if absent else [])
+    parts = ([f"as before this run: {', '.join(present)}"] if present else []) + (
+        [f"absent: {', '.join(absent)}"] if absent else []
+    )
     return "; ".join(parts) or "none declared"
 
 
@@ -104,7 +105,8 @@ def _declared(filename: str | None, outputs: list[str]) -> str:
             if path.is_relative_to(target):
                 return out
             if path.is_relative_to(target.parent) and path.relative_to(target.parent).parts[0].startswith(
-                    f".{target.name}."):
+                f".{target.name}."
+            ):
                 return out
         return filename
     return ", ".join(outputs) or "its outputs"
@@ -116,8 +118,10 @@ def disk_full_message(name: str, exc: OSError, outputs: list[str]) -> str:
     while not folder.exists():
         folder = folder.parent
     free = human_bytes(shutil.disk_usage(folder).free)
-    return f"stage {name}: no space left on the device writing {where} ({free} free there now); " \
-           "free some space and run dvc repro again"
+    return (
+        f"stage {name}: no space left on the device writing {where} ({free} free there now); "
+        "free some space and run dvc repro again"
+    )
 
 
 def _interrupt_once(signum, frame):
@@ -140,11 +144,18 @@ def _record_timing(name: str, seconds: float) -> None:
     path = os.environ.get("LUNGDX_TIMINGS")
     if not path:
         return
-    rss = {who: round(resource.getrusage(who).ru_maxrss / 1024, 1)  # KiB on Linux
-           for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)}
-    line = {"stage": name, "seconds": round(seconds, 2), "process_seconds": _process_seconds(),
-            "tensorflow_start_seconds": round(console.tensorflow_start_seconds, 2),
-            "peak_rss_mb": rss[resource.RUSAGE_SELF], "workers_peak_rss_mb": rss[resource.RUSAGE_CHILDREN]}
+    rss = {
+        who: round(resource.getrusage(who).ru_maxrss / 1024, 1)  # KiB on Linux
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    }
+    line = {
+        "stage": name,
+        "seconds": round(seconds, 2),
+        "process_seconds": _process_seconds(),
+        "tensorflow_start_seconds": round(console.tensorflow_start_seconds, 2),
+        "peak_rss_mb": rss[resource.RUSAGE_SELF],
+        "workers_peak_rss_mb": rss[resource.RUSAGE_CHILDREN],
+    }
     try:
         # Non-blocking, and only a regular file: a FIFO must not hold a finished stage. One short
         # O_APPEND write: whole lines even from stages running in parallel.
@@ -156,8 +167,9 @@ def _record_timing(name: str, seconds: float) -> None:
         finally:
             os.close(fd)
     except OSError as exc:  # the stage itself succeeded: a timing record must not fail it
-        logging.getLogger(__name__).warning(f"LUNGDX_TIMINGS={path}: cannot append this stage's timing "
-                                            f"({exc.strerror or exc})")
+        logging.getLogger(__name__).warning(
+            f"LUNGDX_TIMINGS={path}: cannot append this stage's timing ({exc.strerror or exc})"
+        )
 
 
 def stage(main):
@@ -176,13 +188,15 @@ def stage(main):
             result = main(*args, **kwargs)
         except KeyboardInterrupt:
             _remove_this_runs(before)
-            print(f"interrupted: stage {name} stopped and kept nothing of this run; its outputs are "
-                  f"{outputs_now(outputs)}; run dvc repro to run it again", file=sys.stderr)
+            print(
+                f"interrupted: stage {name} stopped and kept nothing of this run; its outputs are "
+                f"{outputs_now(outputs)}; run dvc repro to run it again",
+                file=sys.stderr,
+            )
             sys.exit(130)
         except DiskFull as exc:
             _remove_this_runs(before)
-            print(f"error: stage {name}: {exc}. Nothing of this run was kept ({outputs_now(outputs)})",
-                  file=sys.stderr)
+            print(f"error: stage {name}: {exc}. Nothing of this run was kept ({outputs_now(outputs)})", file=sys.stderr)
             sys.exit(2)
         except LungdxError as exc:
             _remove_this_runs(before)
@@ -193,8 +207,11 @@ def stage(main):
             cause = disk_full_cause(exc)
             if cause is None:
                 raise
-            print(f"error: {disk_full_message(name, cause, outputs)}. Nothing of this run was kept "
-                  f"({outputs_now(outputs)})", file=sys.stderr)
+            print(
+                f"error: {disk_full_message(name, cause, outputs)}. Nothing of this run was kept "
+                f"({outputs_now(outputs)})",
+                file=sys.stderr,
+            )
             sys.exit(2)
         _record_timing(name, time.perf_counter() - start)  # after the try: its outputs are complete by now
         return result

@@ -32,23 +32,28 @@ from .splits import COLUMNS, SPLITS
 log = logging.getLogger(__name__)
 
 
-
 def find_classes(raw_dir: Path, wanted: tuple[str, ...], wanted_key: str) -> list[str]:
     """The class folders of raw_dir, or `wanted` (the setting `wanted_key`) in its order."""
     found = sorted(p.name for p in raw_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     if wanted:
         missing = [c for c in wanted if c not in found]
         if missing:
-            raise LungdxError(f"params.yaml: {wanted_key} names {missing} which the dataset does not have; "
-                              f"classes found in {raw_dir}: {found}")
+            raise LungdxError(
+                f"params.yaml: {wanted_key} names {missing} which the dataset does not have; "
+                f"classes found in {raw_dir}: {found}"
+            )
         found = list(wanted)
     unprintable = [c for c in found if not c.isprintable()]
     if unprintable:  # a newline or an escape sequence in a class name would forge lines wherever it is shown
-        raise LungdxError(f"{raw_dir}: class folder names with control characters: {unprintable}; rename them "
-                          "(the model file refuses such class names)")
+        raise LungdxError(
+            f"{raw_dir}: class folder names with control characters: {unprintable}; rename them "
+            "(the model file refuses such class names)"
+        )
     if len(found) < 2:
-        raise LungdxError(f"{raw_dir}: found {len(found)} class ({found}); a classifier needs at least 2 class "
-                          f"folders (check the dataset's source and {wanted_key})")
+        raise LungdxError(
+            f"{raw_dir}: found {len(found)} class ({found}); a classifier needs at least 2 class "
+            f"folders (check the dataset's source and {wanted_key})"
+        )
     return found
 
 
@@ -69,8 +74,10 @@ def skipped_by_download(raw_dir: Path) -> list[tuple[str, str]]:
         listed = json.loads(record.read_text(encoding="utf-8")).get("skipped", [])
         return [(f"source:{item['path']}", str(item["reason"])) for item in listed]
     except (OSError, ValueError, AttributeError, TypeError, KeyError) as exc:
-        raise LungdxError(f"{record}: not the record the download stage writes ({type(exc).__name__}: "
-                          f"{exc}); run it again: dvc repro -f download") from exc
+        raise LungdxError(
+            f"{record}: not the record the download stage writes ({type(exc).__name__}: "
+            f"{exc}); run it again: dvc repro -f download"
+        ) from exc
 
 
 def sample(settings, raw_dir: str | Path, out_dir: str | Path, progress=None) -> pd.DataFrame:
@@ -86,14 +93,25 @@ def sample(settings, raw_dir: str | Path, out_dir: str | Path, progress=None) ->
     usable = {cls: [] for cls in classes}
     for item in kept:
         cls = item.path.split("/", 1)[0]
-        usable[cls].append({"path": item.path, "class": cls, "label": classes.index(cls), "sha256": item.sha256,
-                            "mask": item.masks.get("masks", ""), "lesion": item.masks.get("lesions", ""),
-                            "width": item.shape[1], "height": item.shape[0]})
+        usable[cls].append(
+            {
+                "path": item.path,
+                "class": cls,
+                "label": classes.index(cls),
+                "sha256": item.sha256,
+                "mask": item.masks.get("masks", ""),
+                "lesion": item.masks.get("lesions", ""),
+                "width": item.shape[1],
+                "height": item.shape[0],
+            }
+        )
     for rel, reason in skipped:
         log.warning(f"skipped {raw_dir / rel}: {reason}")
     if from_source:
-        log.info(f"the download stage skipped {len(from_source)} file(s) of the dataset's source (links, pipes, "
-                 f"...); they are listed in {out_dir / 'skipped.csv'} as source:<path>")
+        log.info(
+            f"the download stage skipped {len(from_source)} file(s) of the dataset's source (links, pipes, "
+            f"...); they are listed in {out_dir / 'skipped.csv'} as source:<path>"
+        )
     manifest = split(usable, classes, settings, raw_dir)
     write(out_dir, manifest, from_source + skipped)
     return manifest
@@ -107,18 +125,24 @@ def split(usable: dict[str, list[dict]], classes: list[str], settings, raw_dir: 
     for cls in classes:
         items = usable[cls]
         if not items:
-            raise LungdxError(f"class '{cls}' has no usable image in {raw_dir / cls / 'images'}; add images "
-                              f"or leave it out with {settings.key('classes')}")
+            raise LungdxError(
+                f"class '{cls}' has no usable image in {raw_dir / cls / 'images'}; add images "
+                f"or leave it out with {settings.key('classes')}"
+            )
         n = min(settings.per_class, len(items))
         if n < settings.per_class:
-            log.info(f"class '{cls}' has {len(items)} usable images, fewer than {settings.key('per_class')}="
-                     f"{settings.per_class}; using all of them")
+            log.info(
+                f"class '{cls}' has {len(items)} usable images, fewer than {settings.key('per_class')}="
+                f"{settings.per_class}; using all of them"
+            )
         n_train, n_val, n_test = split_counts(n, settings.val_size, settings.test_size)
         if min(n_train, n_val, n_test) < 1:
-            raise LungdxError(f"class '{cls}': {n} images give train/val/test = {n_train}/{n_val}/{n_test} with "
-                              f"{settings.key('val_size')}={settings.val_size} and {settings.key('test_size')}="
-                              f"{settings.test_size}; every split needs at least one image: add images "
-                              "or change the split sizes")
+            raise LungdxError(
+                f"class '{cls}': {n} images give train/val/test = {n_train}/{n_val}/{n_test} with "
+                f"{settings.key('val_size')}={settings.val_size} and {settings.key('test_size')}="
+                f"{settings.test_size}; every split needs at least one image: add images "
+                "or change the split sizes"
+            )
         chosen = rng.permutation(len(items))[:n]
         splits = ["test"] * n_test + ["val"] * n_val + ["train"] * n_train
         for idx, name in zip(chosen, splits):
@@ -132,5 +156,4 @@ def write(out_dir: Path, manifest: pd.DataFrame, skipped: list[tuple[str, str]])
     """manifest.csv and skipped.csv (path, reason), together, into out_dir."""
     with atomic_dir(out_dir) as tmp:
         manifest.to_csv(tmp / "manifest.csv", index=False, lineterminator="\n")
-        pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(tmp / "skipped.csv", index=False,
-                                                                 lineterminator="\n")
+        pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(tmp / "skipped.csv", index=False, lineterminator="\n")

@@ -48,15 +48,16 @@ log = logging.getLogger(__name__)
 # Fewer masks than this teach a U-Net little; 50 real ones (35 to train) already reached a test
 # Dice of about 0.85 on cxr-covid-masked, 160 about 0.93 (docs/results.md).
 MIN_MASKS = 50
-MIN_VAL_DICE = 0.5      # a segmenter under this on its validation images learned nothing usable
+MIN_VAL_DICE = 0.5  # a segmenter under this on its validation images learned nothing usable
 # Augmentation of the training images (image and mask moved together; the image's contrast alone):
 # real X-rays differ in framing and exposure far more than one dataset's do.
 ROTATION, SHIFT, ZOOM, GAMMA = 10, 0.08, 0.1, 0.25
-OVERLAYS = 6            # pictures of each kind in reports/segment_images
-OUTLINE_TRUE, OUTLINE_DRAWN = (0, 200, 0), (0, 0, 255)   # BGR
+OVERLAYS = 6  # pictures of each kind in reports/segment_images
+OUTLINE_TRUE, OUTLINE_DRAWN = (0, 200, 0), (0, 0, 255)  # BGR
 
 
 # --- scoring ------------------------------------------------------------------------------
+
 
 def score(segmenter, pairs: list[tuple[Path, Path]], seed: int) -> dict:
     """Dice and IoU of the segmenter on (image, true mask) files, each at the image's own size:
@@ -65,12 +66,18 @@ def score(segmenter, pairs: list[tuple[Path, Path]], seed: int) -> dict:
     drawn = draw_lungs(segmenter, images)
     per = [overlap(d, native_mask(mask, img.shape)) for d, img, (_, mask) in zip(drawn, images, pairs)]
     dice, iou = np.array([p[0] for p in per]), np.array([p[1] for p in per])
-    return {"dice": r6(dice.mean()), "dice_ci": bounds(*mean_interval(dice, seed=seed)),
-            "iou": r6(iou.mean()), "iou_ci": bounds(*mean_interval(iou, seed=seed)), "n": len(pairs),
-            "per_image": {str(image): r6(d) for (image, _), d in zip(pairs, dice)}}
+    return {
+        "dice": r6(dice.mean()),
+        "dice_ci": bounds(*mean_interval(dice, seed=seed)),
+        "iou": r6(iou.mean()),
+        "iou_ci": bounds(*mean_interval(iou, seed=seed)),
+        "n": len(pairs),
+        "per_image": {str(image): r6(d) for (image, _), d in zip(pairs, dice)},
+    }
 
 
 # --- learning the lungs -----------------------------------------------------------------------
+
 
 def _arrays(pairs: list[tuple[Path, Path]], size: int) -> tuple[np.ndarray, np.ndarray]:
     """(images, masks) of (image, mask) files as the segmenter takes them: size x size uint8."""
@@ -88,15 +95,18 @@ def _augmented_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int)
     import keras
     from keras import layers
 
-    move = keras.Sequential([
-        layers.RandomRotation(ROTATION / 360, fill_mode="constant", seed=seed + 1),
-        layers.RandomTranslation(SHIFT, SHIFT, fill_mode="constant", seed=seed + 2),
-        layers.RandomZoom(ZOOM, fill_mode="constant", seed=seed + 3)])
+    move = keras.Sequential(
+        [
+            layers.RandomRotation(ROTATION / 360, fill_mode="constant", seed=seed + 1),
+            layers.RandomTranslation(SHIFT, SHIFT, fill_mode="constant", seed=seed + 2),
+            layers.RandomZoom(ZOOM, fill_mode="constant", seed=seed + 3),
+        ]
+    )
     rng = np.random.default_rng(seed)
     while True:
         order = rng.permutation(len(x))
         for start in range(0, len(x) - batch_size + 1, batch_size):
-            idx = np.sort(order[start:start + batch_size])
+            idx = np.sort(order[start : start + batch_size])
             both = np.stack([x[idx], y[idx]], axis=-1).astype(np.float32)
             moved = np.asarray(move(both, training=True))
             gamma = np.exp(rng.uniform(-GAMMA, GAMMA, (len(idx), 1, 1, 1))).astype(np.float32)
@@ -135,28 +145,39 @@ def train_segmenter(settings, train: list[tuple[Path, Path]], val: list[tuple[Pa
     model = build_unet(settings.image_size, settings.filters)
     model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss=segmentation_loss)
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.patience, restore_best_weights=True)
-    history = model.fit(_augmented_batches(x, y, batch_size, settings.seed), steps_per_epoch=len(x) // batch_size,
-                        validation_data=(vx.astype(np.float32)[..., None], (vy > 0).astype(np.float32)[..., None]),
-                        epochs=settings.epochs, verbose=2, shuffle=False,  # the batches are shuffled
-                        callbacks=[stop_on_nonfinite_loss(settings.key("learning_rate"), settings.learning_rate), stop])
+    history = model.fit(
+        _augmented_batches(x, y, batch_size, settings.seed),
+        steps_per_epoch=len(x) // batch_size,
+        validation_data=(vx.astype(np.float32)[..., None], (vy > 0).astype(np.float32)[..., None]),
+        epochs=settings.epochs,
+        verbose=2,
+        shuffle=False,  # the batches are shuffled
+        callbacks=[stop_on_nonfinite_loss(settings.key("learning_rate"), settings.learning_rate), stop],
+    )
     val_dice = float(np.mean([overlap(d, m)[0] for d, m in zip(draw_lungs(model, list(vx)), vy)]))
     if not val_dice >= MIN_VAL_DICE:
-        raise LungdxError(f"the lung segmenter learned nothing usable: Dice {val_dice:.3f} on its {len(val)} "
-                          f"validation images, under {MIN_VAL_DICE}; check that the masks are the images' lungs "
-                          f"(white on black), or change {settings.key('learning_rate')} or {settings.key('epochs')}; "
-                          "no segmenter was saved")
-    return model, {"epochs_run": len(history.history["loss"]), "val_dice": r6(val_dice),
-                   "loss": [r6(v) for v in history.history["loss"]],
-                   "val_loss": [r6(v) for v in history.history["val_loss"]]}
+        raise LungdxError(
+            f"the lung segmenter learned nothing usable: Dice {val_dice:.3f} on its {len(val)} "
+            f"validation images, under {MIN_VAL_DICE}; check that the masks are the images' lungs "
+            f"(white on black), or change {settings.key('learning_rate')} or {settings.key('epochs')}; "
+            "no segmenter was saved"
+        )
+    return model, {
+        "epochs_run": len(history.history["loss"]),
+        "val_dice": r6(val_dice),
+        "loss": [r6(v) for v in history.history["loss"]],
+        "val_loss": [r6(v) for v in history.history["val_loss"]],
+    }
 
 
 # --- where the masks come from ----------------------------------------------------------------
+
 
 def _split_pairs(pairs: list, settings) -> dict[str, list]:
     """train, val and test parts of another dataset's (image, mask) pairs, drawn from the seed."""
     order = np.random.default_rng(settings.seed).permutation(len(pairs))
     n_test, n_val = round(len(pairs) * settings.test_size), max(1, round(len(pairs) * settings.val_size))
-    parts = {"test": order[:n_test], "val": order[n_test:n_test + n_val], "train": order[n_test + n_val:]}
+    parts = {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
     return {name: [pairs[i] for i in sorted(idx)] for name, idx in parts.items()}
 
 
@@ -171,10 +192,12 @@ def masked_pairs(raw_dir: Path, progress=None) -> tuple[list[tuple[Path, Path]],
 
 def _too_few(n: int, where: str, problems: list[tuple[str, str]], settings) -> LungdxError:
     shown = f"; {len(problems)} mask(s) unusable, e.g. {problems[0][0]}: {problems[0][1]}" if problems else ""
-    return LungdxError(f"{where} has {n} image(s) with a usable lung mask{shown}; the segmenter needs at least "
-                       f"{MIN_MASKS} to learn the lungs for {settings.key('lung_mask')}={settings.lung_mask}: "
-                       f"add masks, set {settings.key('train_source')} to a dataset with lung masks (the Kaggle "
-                       f"layout's <Class>/masks), or set {settings.key('lung_mask')}: none")
+    return LungdxError(
+        f"{where} has {n} image(s) with a usable lung mask{shown}; the segmenter needs at least "
+        f"{MIN_MASKS} to learn the lungs for {settings.key('lung_mask')}={settings.lung_mask}: "
+        f"add masks, set {settings.key('train_source')} to a dataset with lung masks (the Kaggle "
+        f"layout's <Class>/masks), or set {settings.key('lung_mask')}: none"
+    )
 
 
 def learning_pairs(settings, manifest, raw_dir: Path, work_dir: Path, project_root, progress=None):
@@ -183,8 +206,9 @@ def learning_pairs(settings, manifest, raw_dir: Path, work_dir: Path, project_ro
         from .sources import bring_in_dataset
 
         other = work_dir / "train_source"
-        bring_in_dataset(settings.train_source, other, settings.key("train_source"), project_root,
-                         reader="the segment stage")
+        bring_in_dataset(
+            settings.train_source, other, settings.key("train_source"), project_root, reader="the segment stage"
+        )
         pairs, problems = masked_pairs(other, progress)
         if len(pairs) < MIN_MASKS:
             raise _too_few(len(pairs), f"{settings.key('train_source')} = {settings.train_source}", problems, settings)
@@ -192,18 +216,24 @@ def learning_pairs(settings, manifest, raw_dir: Path, work_dir: Path, project_ro
     with_mask = manifest[manifest["mask"] != ""]
     if len(with_mask) < MIN_MASKS:
         if with_mask.empty:
-            raise LungdxError(f"{settings.key('lung_mask')} is {settings.lung_mask}, but dataset.source has no lung "
-                              f"masks and {settings.key('train_source')} is empty: set {settings.key('train_source')} "
-                              "to a dataset with lung masks (the Kaggle layout's <Class>/masks) for the segmenter "
-                              f"to learn from, or set {settings.key('lung_mask')}: none")
+            raise LungdxError(
+                f"{settings.key('lung_mask')} is {settings.lung_mask}, but dataset.source has no lung "
+                f"masks and {settings.key('train_source')} is empty: set {settings.key('train_source')} "
+                "to a dataset with lung masks (the Kaggle layout's <Class>/masks) for the segmenter "
+                f"to learn from, or set {settings.key('lung_mask')}: none"
+            )
         raise _too_few(len(with_mask), "dataset.source", [], settings)
-    parts = {split: [(raw_dir / r.path, raw_dir / r.mask) for r in with_mask[with_mask["split"] == split].itertuples()]
-             for split in ("train", "val", "test")}
+    parts = {
+        split: [(raw_dir / r.path, raw_dir / r.mask) for r in with_mask[with_mask["split"] == split].itertuples()]
+        for split in ("train", "val", "test")
+    }
     for split, rows in parts.items():
         if not rows:
-            raise LungdxError(f"dataset.source: no {split} image has a lung mask (of {len(with_mask)} masked images); "
-                              f"the segmenter learns on train, stops on val and is scored on test: add masks, or set "
-                              f"{settings.key('train_source')}")
+            raise LungdxError(
+                f"dataset.source: no {split} image has a lung mask (of {len(with_mask)} masked images); "
+                f"the segmenter learns on train, stops on val and is scored on test: add masks, or set "
+                f"{settings.key('train_source')}"
+            )
     return parts, "dataset.source"
 
 
@@ -215,6 +245,7 @@ def _capped(pairs: list, cap: int, seed: int) -> list:
 
 
 # --- the stage --------------------------------------------------------------------------------
+
 
 def drawn_mask_name(path: str) -> str:
     """data/segmented's file of an image's drawn mask: masks/<Class>/<file name>, as a PNG."""
@@ -236,72 +267,111 @@ def _picture(image: np.ndarray, masks_and_colours) -> np.ndarray:
     return picture
 
 
-def segment(settings, manifest_path, raw_dir, out_dir, metrics_path, details_path, images_dir,
-            project_root=".", progress=None) -> dict:
+def segment(
+    settings, manifest_path, raw_dir, out_dir, metrics_path, details_path, images_dir, project_root=".", progress=None
+) -> dict:
     """The segment stage (`settings`: a params.SegmentSettings); returns meta.json's content."""
     manifest, raw_dir = load_manifest(manifest_path), Path(raw_dir)
     own = manifest[manifest["mask"] != ""]
     rows = [{"path": r.path, "origin": "dataset", "mask": r.mask} for r in own.itertuples()]
-    meta = {"lung_mask": settings.lung_mask, "segmenter": None,
-            "counts": {"dataset": len(own), "segmenter": 0, "whole": 0, "none": len(manifest) - len(own)}}
-    metrics, details, implausible, pictures = {}, {"trained": False, "why": f"{settings.key('lung_mask')} is none"}, [], {}
+    meta = {
+        "lung_mask": settings.lung_mask,
+        "segmenter": None,
+        "counts": {"dataset": len(own), "segmenter": 0, "whole": 0, "none": len(manifest) - len(own)},
+    }
+    metrics, details, implausible, pictures = (
+        {},
+        {"trained": False, "why": f"{settings.key('lung_mask')} is none"},
+        [],
+        {},
+    )
     if settings.lung_mask == "none" and settings.train_source:
-        log.warning(f"{settings.key('train_source')} is set, but {settings.key('lung_mask')} is none: no segmenter is "
-                    "learned, and the whole X-rays are used")
+        log.warning(
+            f"{settings.key('train_source')} is set, but {settings.key('lung_mask')} is none: no segmenter is "
+            "learned, and the whole X-rays are used"
+        )
     with tempfile.TemporaryDirectory(prefix="lungdx-segment-") as work, atomic_dir(out_dir) as tmp:
         if settings.lung_mask != "none":
             parts, learned_from = learning_pairs(settings, manifest, raw_dir, Path(work), project_root, progress)
             train = _capped(parts["train"], settings.max_train_images, settings.seed)
-            log.info(f"segment: learning the lungs from {len(train)} images of {learned_from} "
-                     f"({len(parts['val'])} to validate, {len(parts['test'])} to score)")
+            log.info(
+                f"segment: learning the lungs from {len(train)} images of {learned_from} "
+                f"({len(parts['val'])} to validate, {len(parts['test'])} to score)"
+            )
             segmenter, history = train_segmenter(settings, train, parts["val"])
             tested = score(segmenter, parts["test"], settings.seed)
             lacking = manifest[manifest["mask"] == ""]
             drawn = []
             shown = set(np.linspace(0, len(lacking) - 1, OVERLAYS).round().astype(int)) if len(lacking) else set()
             for start in range(0, len(lacking), 64):  # 64 images in memory at a time
-                chunk = lacking.iloc[start:start + 64]
+                chunk = lacking.iloc[start : start + 64]
                 images = [read_gray(raw_dir / p) for p in chunk["path"]]
-                for k, (path, image, mask) in enumerate(zip(chunk["path"], images, draw_lungs(segmenter, images)),
-                                                        start=start):
+                for k, (path, image, mask) in enumerate(
+                    zip(chunk["path"], images, draw_lungs(segmenter, images)), start=start
+                ):
                     name, problem = drawn_mask_name(path), lung_problem(mask)
                     (tmp / name).parent.mkdir(parents=True, exist_ok=True)
                     write_png(tmp / name, mask)
                     rows.append({"path": path, "origin": "whole" if problem else "segmenter", "mask": name})
                     if problem:
                         implausible.append((path, problem))
-                        log.warning(f"segment: implausible lungs drawn for {raw_dir / path}: {problem}; "
-                                    "prepare uses it whole")
+                        log.warning(
+                            f"segment: implausible lungs drawn for {raw_dir / path}: {problem}; prepare uses it whole"
+                        )
                     if k in shown:  # spread over the manifest: every class and split
                         drawn.append(f"drawn_{len(drawn) + 1}.png")
                         pictures[drawn[-1]] = _picture(image, [(mask, OUTLINE_DRAWN)])
             for k, (image, mask) in enumerate(parts["test"][:OVERLAYS], start=1):
                 img = read_gray(image)
-                pictures[f"test_{k}.png"] = _picture(img, [(native_mask(mask, img.shape), OUTLINE_TRUE),
-                                                           (draw_lungs(segmenter, [img])[0], OUTLINE_DRAWN)])
+                pictures[f"test_{k}.png"] = _picture(
+                    img,
+                    [(native_mask(mask, img.shape), OUTLINE_TRUE), (draw_lungs(segmenter, [img])[0], OUTLINE_DRAWN)],
+                )
             if len(implausible) > max(5, len(lacking) // 2):
-                raise LungdxError(f"the lung segmenter drew implausible lungs on {len(implausible)} of the {len(lacking)} "
-                                  f"images without a mask (e.g. {implausible[0][0]}: {implausible[0][1]}): it has not "
-                                  f"learned these X-rays' lungs; check the masks it learned from "
-                                  f"({learned_from}) and that they are of X-rays like these; no segmenter was saved")
+                raise LungdxError(
+                    f"the lung segmenter drew implausible lungs on {len(implausible)} of the {len(lacking)} "
+                    f"images without a mask (e.g. {implausible[0][0]}: {implausible[0][1]}): it has not "
+                    f"learned these X-rays' lungs; check the masks it learned from "
+                    f"({learned_from}) and that they are of X-rays like these; no segmenter was saved"
+                )
             from .model_file import save_reproducibly
 
             save_reproducibly(segmenter, tmp / SEGMENTER_FILE)
-            meta["segmenter"] = {"image_size": settings.image_size, "filters": list(settings.filters),
-                                 "learned_from": learned_from, "n_train": len(train), "n_val": len(parts["val"]),
-                                 "n_test": len(parts["test"]), "test_dice": tested["dice"],
-                                 "val_dice": history["val_dice"]}
+            meta["segmenter"] = {
+                "image_size": settings.image_size,
+                "filters": list(settings.filters),
+                "learned_from": learned_from,
+                "n_train": len(train),
+                "n_val": len(parts["val"]),
+                "n_test": len(parts["test"]),
+                "test_dice": tested["dice"],
+                "val_dice": history["val_dice"],
+            }
             meta["counts"].update(segmenter=len(lacking) - len(implausible), whole=len(implausible), none=0)
-            metrics = {"dice": tested["dice"], "dice_ci": tested["dice_ci"], "iou": tested["iou"],
-                       "iou_ci": tested["iou_ci"], "n_test": tested["n"], "masks": dict(meta["counts"])}
+            metrics = {
+                "dice": tested["dice"],
+                "dice_ci": tested["dice_ci"],
+                "iou": tested["iou"],
+                "iou_ci": tested["iou_ci"],
+                "n_test": tested["n"],
+                "masks": dict(meta["counts"]),
+            }
             metrics["masks"].pop("none")
-            details = {"trained": True, **meta["segmenter"], "test": tested, "history": history,
-                       "implausible": [{"path": p, "reason": r} for p, r in implausible],
-                       "overlays": {"test_<k>.png": "a test image: true lungs green, drawn lungs red",
-                                    "drawn_<k>.png": "a sampled image without a mask: the lungs drawn, red"}}
+            details = {
+                "trained": True,
+                **meta["segmenter"],
+                "test": tested,
+                "history": history,
+                "implausible": [{"path": p, "reason": r} for p, r in implausible],
+                "overlays": {
+                    "test_<k>.png": "a test image: true lungs green, drawn lungs red",
+                    "drawn_<k>.png": "a sampled image without a mask: the lungs drawn, red",
+                },
+            }
         rows.sort(key=lambda r: r["path"])
-        _write_csv(tmp / LUNG_MASKS, ["path", "origin", "mask"], [[r[k] for k in ("path", "origin", "mask")]
-                                                                         for r in rows])
+        _write_csv(
+            tmp / LUNG_MASKS, ["path", "origin", "mask"], [[r[k] for k in ("path", "origin", "mask")] for r in rows]
+        )
         _write_csv(tmp / "implausible.csv", ["path", "reason"], implausible)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         with atomic_dir(images_dir) as pics:

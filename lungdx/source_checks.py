@@ -42,8 +42,10 @@ class SourceError(LungdxError):
     """A refusal whose message already names the source (not prefixed again)."""
 
 
-ZIP_TODO = ("check where the zip came from; if it is what you meant, unpack its class folders yourself "
-            "and point {what} at that folder")
+ZIP_TODO = (
+    "check where the zip came from; if it is what you meant, unpack its class folders yourself "
+    "and point {what} at that folder"
+)
 
 
 @dataclass(frozen=True)
@@ -53,11 +55,11 @@ class ZipLimits:
     PNG images ~299x299 and as many 256x256 masks, ~800 MB zipped) is far inside: its largest
     image is a few hundred KB and PNGs barely compress (ratio ~1)."""
 
-    max_entries: int = 1_000_000           # entries in the whole zip (the database has ~42,000)
+    max_entries: int = 1_000_000  # entries in the whole zip (the database has ~42,000)
     max_entry_bytes: int = MAX_FILE_BYTES  # per extracted file: 256 MiB, what sample reads at most
-    max_ratio: float = 100.0               # declared size / compressed size, for files ...
-    ratio_from_bytes: int = 1 << 20        # ... over 1 MiB (tiny files may compress very well)
-    max_total_bytes: int | None = None     # all entries together; None: only the free space limits them
+    max_ratio: float = 100.0  # declared size / compressed size, for files ...
+    ratio_from_bytes: int = 1 << 20  # ... over 1 MiB (tiny files may compress very well)
+    max_total_bytes: int | None = None  # all entries together; None: only the free space limits them
     usual_entries: str = "the full COVID-19 Radiography Database has about 42,000"
     usual_entry: str = "a chest X-ray image or mask is a few MB at most"
     usual_ratio: str = "X-ray images barely compress"
@@ -96,8 +98,14 @@ def _within(inner: list[Path], outer: list[Path]) -> bool:
     return bool(_file_ids(outer) & _file_ids(p for i in inner for p in (i, *i.parents)))
 
 
-def check_source_location(location: str | Path, value: str, project_root: str | Path,
-                          out_dir: str | Path, what: str = "the source", reader: str = "the download") -> None:
+def check_source_location(
+    location: str | Path,
+    value: str,
+    project_root: str | Path,
+    out_dir: str | Path,
+    what: str = "the source",
+    reader: str = "the download",
+) -> None:
     """Refuse a folder or zip source at `location` (`value`: as written in `what`, the setting or
     argument that names it) where the pipeline itself would destroy or re-read it; `reader`
     names what reads it into out_dir.
@@ -114,19 +122,25 @@ def check_source_location(location: str | Path, value: str, project_root: str | 
     if (root_path / "dvc.yaml").is_file():
         root = _forms(root_path)
         if _within(src, root) and _within(root, src):
-            raise LungdxError(f"{shown} is the project itself ({root[-1]}): it holds the pipeline's outputs, "
-                              "which DVC deletes or replaces when a stage runs, and DVC's and git's own "
-                              f"files; {keep_away}")
+            raise LungdxError(
+                f"{shown} is the project itself ({root[-1]}): it holds the pipeline's outputs, "
+                "which DVC deletes or replaces when a stage runs, and DVC's and git's own "
+                f"files; {keep_away}"
+            )
         if _within(root, src):
-            raise LungdxError(f"{shown} contains the project ({root[-1]}): it holds the pipeline's outputs, "
-                              "which DVC deletes or replaces when a stage runs, and DVC's and git's own "
-                              f"files; {keep_away}")
+            raise LungdxError(
+                f"{shown} contains the project ({root[-1]}): it holds the pipeline's outputs, "
+                "which DVC deletes or replaces when a stage runs, and DVC's and git's own "
+                f"files; {keep_away}"
+            )
         for folder in [root_path.absolute(), *root_path.absolute().parents]:
             for name, holder in ((".dvc", "DVC's own folder (its cache and settings)"), (".git", "git's own folder")):
                 own = folder / name
                 if own.exists() and _within(src, _forms(own)):
-                    raise LungdxError(f"{shown} is inside {name}/ ({own}), {holder}: files there are its "
-                                      f"bookkeeping, not a dataset; {keep_away}")
+                    raise LungdxError(
+                        f"{shown} is inside {name}/ ({own}), {holder}: files there are its "
+                        f"bookkeeping, not a dataset; {keep_away}"
+                    )
         try:
             outputs = pipeline_outputs(root_path)
         except LungdxError as exc:
@@ -135,25 +149,34 @@ def check_source_location(location: str | Path, value: str, project_root: str | 
             target = _forms(root_path / rel)
             if _within(src, target):
                 where = rel if _within(target, src) else f"inside {rel}"
-                raise LungdxError(f"{shown} is {where}, an output of this pipeline (stage {stage}): DVC "
-                                  "deletes or replaces a stage's outputs when it runs, so images kept there "
-                                  f"are lost; {keep_away}")
+                raise LungdxError(
+                    f"{shown} is {where}, an output of this pipeline (stage {stage}): DVC "
+                    "deletes or replaces a stage's outputs when it runs, so images kept there "
+                    f"are lost; {keep_away}"
+                )
             if _within(target, src):
-                raise LungdxError(f"{shown} contains {rel}, an output of this pipeline (stage {stage}): "
-                                  f"{reader} would read the pipeline's own outputs, which DVC deletes or "
-                                  f"replaces when a stage runs; point {what} at a folder that holds "
-                                  "only the images (e.g. ~/data/covid)")
+                raise LungdxError(
+                    f"{shown} contains {rel}, an output of this pipeline (stage {stage}): "
+                    f"{reader} would read the pipeline's own outputs, which DVC deletes or "
+                    f"replaces when a stage runs; point {what} at a folder that holds "
+                    "only the images (e.g. ~/data/covid)"
+                )
     if _within(src, out):
         where = "" if _within(out, src) else "inside "
-        raise LungdxError(f"{shown} is {where}the output folder {out_dir} of {reader}, which it "
-                          "replaces whole, so images kept there are lost; copy them elsewhere and point "
-                          f"{what} there")
+        raise LungdxError(
+            f"{shown} is {where}the output folder {out_dir} of {reader}, which it "
+            "replaces whole, so images kept there are lost; copy them elsewhere and point "
+            f"{what} there"
+        )
     if _within(out, src):
-        raise LungdxError(f"{shown} contains the output folder {out_dir} of {reader}: it would "
-                          f"read its own output; point {what} at a folder that holds only the images")
+        raise LungdxError(
+            f"{shown} contains the output folder {out_dir} of {reader}: it would "
+            f"read its own output; point {what} at a folder that holds only the images"
+        )
 
 
 # --- which files of a folder are taken ------------------------------------------------------
+
 
 def report_skipped(skipped: list[dict], shown: str, rel: str, reason: str) -> None:
     """Report one file of the source that is not taken: a warning now, a line in source.json."""
@@ -161,8 +184,14 @@ def report_skipped(skipped: list[dict], shown: str, rel: str, reason: str) -> No
     skipped.append({"path": rel, "reason": reason})
 
 
-_KINDS = {stat.S_IFIFO: "named pipe (FIFO)", stat.S_IFSOCK: "socket", stat.S_IFCHR: "character device",
-          stat.S_IFBLK: "block device", stat.S_IFDIR: "folder", stat.S_IFLNK: "symbolic link"}
+_KINDS = {
+    stat.S_IFIFO: "named pipe (FIFO)",
+    stat.S_IFSOCK: "socket",
+    stat.S_IFCHR: "character device",
+    stat.S_IFBLK: "block device",
+    stat.S_IFDIR: "folder",
+    stat.S_IFLNK: "symbolic link",
+}
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 DIRECTORY = getattr(os, "O_DIRECTORY", 0)
@@ -255,6 +284,7 @@ def walk_source(root: Path, skipped: list[dict], shown: str) -> tuple[list[str],
 
 # --- what a zip may declare --------------------------------------------------------------
 
+
 def zip_entry_skip_reason(info: zipfile.ZipInfo) -> str | None:
     """Why a zip entry is not a regular file (its unix mode, external_attr >> 16), or None."""
     fmt = stat.S_IFMT(info.external_attr >> 16)
@@ -274,43 +304,56 @@ def unsafe_name(name: str) -> bool:
 def check_entry_count(shown: str, n_entries: int, limits: ZipLimits) -> None:
     """Refuse a zip of too many entries, before anything looks at each of them."""
     if n_entries > limits.max_entries:
-        raise SourceError(f"{shown}: holds {n_entries:,} entries, more than the {limits.max_entries:,} allowed "
-                          f"({limits.usual_entries}): refusing a possible zip bomb before extracting "
-                          f"anything; {limits.todo}")
+        raise SourceError(
+            f"{shown}: holds {n_entries:,} entries, more than the {limits.max_entries:,} allowed "
+            f"({limits.usual_entries}): refusing a possible zip bomb before extracting "
+            f"anything; {limits.todo}"
+        )
 
 
-def check_zip_limits(shown: str, zip_bytes: int, infos: list[zipfile.ZipInfo], limits: ZipLimits,
-                     space_at: str | Path | None = None) -> None:
+def check_zip_limits(
+    shown: str, zip_bytes: int, infos: list[zipfile.ZipInfo], limits: ZipLimits, space_at: str | Path | None = None
+) -> None:
     """Refuse a zip bomb from what its central directory declares, before extracting anything;
     with `space_at`, also a total that the free space there could not hold."""
     todo = limits.todo
     for info in infos:
         size, packed = info.file_size, info.compress_size
         if size > limits.max_entry_bytes:
-            raise SourceError(f"{shown}: entry {info.filename!r} declares {size:,} bytes ({human_bytes(size)}) once "
-                              f"extracted, more than the {limits.max_entry_bytes:,} bytes "
-                              f"({limits.max_entry_bytes / 2**20:g} MiB) allowed per file ({limits.usual_entry}): "
-                              f"refusing a possible zip bomb before extracting anything; {todo}")
+            raise SourceError(
+                f"{shown}: entry {info.filename!r} declares {size:,} bytes ({human_bytes(size)}) once "
+                f"extracted, more than the {limits.max_entry_bytes:,} bytes "
+                f"({limits.max_entry_bytes / 2**20:g} MiB) allowed per file ({limits.usual_entry}): "
+                f"refusing a possible zip bomb before extracting anything; {todo}"
+            )
         if size > limits.ratio_from_bytes and size > limits.max_ratio * packed:
             ratio = f"{size / packed:,.0f}-fold" if packed else "from nothing"
-            raise SourceError(f"{shown}: entry {info.filename!r} inflates {ratio} ({packed:,} bytes to {size:,}), "
-                              f"more than the {limits.max_ratio:g}-fold allowed for files over "
-                              f"{limits.ratio_from_bytes / 2**20:g} MiB ({limits.usual_ratio}): refusing "
-                              f"a possible zip bomb before extracting anything; {todo}")
+            raise SourceError(
+                f"{shown}: entry {info.filename!r} inflates {ratio} ({packed:,} bytes to {size:,}), "
+                f"more than the {limits.max_ratio:g}-fold allowed for files over "
+                f"{limits.ratio_from_bytes / 2**20:g} MiB ({limits.usual_ratio}): refusing "
+                f"a possible zip bomb before extracting anything; {todo}"
+            )
     total = sum(i.file_size for i in infos)
     if total > limits.ratio_from_bytes and total > limits.max_ratio * zip_bytes:  # many small bombs
-        raise SourceError(f"{shown}: its entries to extract declare {total:,} bytes, {total / max(zip_bytes, 1):,.0f} "
-                          f"times the zip's own {zip_bytes:,} bytes, more than the {limits.max_ratio:g}-fold "
-                          f"allowed ({limits.usual_ratio}): refusing a possible zip bomb before "
-                          f"extracting anything; {todo}")
+        raise SourceError(
+            f"{shown}: its entries to extract declare {total:,} bytes, {total / max(zip_bytes, 1):,.0f} "
+            f"times the zip's own {zip_bytes:,} bytes, more than the {limits.max_ratio:g}-fold "
+            f"allowed ({limits.usual_ratio}): refusing a possible zip bomb before "
+            f"extracting anything; {todo}"
+        )
     if limits.max_total_bytes is not None and total > limits.max_total_bytes:
-        raise SourceError(f"{shown}: its entries to extract declare {total:,} bytes ({human_bytes(total)}) in all, "
-                          f"more than the {limits.max_total_bytes:,} bytes ({limits.max_total_bytes / 2**30:g} GiB) "
-                          f"allowed: refusing a possible zip bomb before extracting anything; {todo}")
+        raise SourceError(
+            f"{shown}: its entries to extract declare {total:,} bytes ({human_bytes(total)}) in all, "
+            f"more than the {limits.max_total_bytes:,} bytes ({limits.max_total_bytes / 2**30:g} GiB) "
+            f"allowed: refusing a possible zip bomb before extracting anything; {todo}"
+        )
     packed_total = sum(i.compress_size for i in infos)
     if packed_total > zip_bytes:
-        raise SourceError(f"{shown}: its entries to extract declare {packed_total:,} bytes of compressed data, "
-                          f"more than the zip's own {zip_bytes:,} bytes: entries overlap (a zip bomb technique) "
-                          f"or the zip is corrupt; refusing to extract anything; {todo}")
+        raise SourceError(
+            f"{shown}: its entries to extract declare {packed_total:,} bytes of compressed data, "
+            f"more than the zip's own {zip_bytes:,} bytes: entries overlap (a zip bomb technique) "
+            f"or the zip is corrupt; refusing to extract anything; {todo}"
+        )
     if space_at is not None:
         check_free_space(space_at, total, f"the {len(infos):,} files to extract from {shown}")

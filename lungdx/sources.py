@@ -27,24 +27,38 @@ from pathlib import Path, PurePosixPath
 from .atomic import check_free_space
 from .errors import DiskFull, LungdxError
 from .images import IMAGE_SUFFIXES
-from .source_checks import (DIRECTORY, check_source_location, ZIP_LIMITS, SourceError, ZipLimits, check_entry_count,
-                            check_zip_limits, copy_at_most, file_kind, open_inside,
-                            regular_file_in, report_skipped, unsafe_name, usable, walk_source,
-                            zip_entry_skip_reason)
+from .source_checks import (
+    DIRECTORY,
+    check_source_location,
+    ZIP_LIMITS,
+    SourceError,
+    ZipLimits,
+    check_entry_count,
+    check_zip_limits,
+    copy_at_most,
+    file_kind,
+    open_inside,
+    regular_file_in,
+    report_skipped,
+    unsafe_name,
+    usable,
+    walk_source,
+    zip_entry_skip_reason,
+)
 
 SUBFOLDERS = ("images", "masks", "lesions")
-SOURCE_FORMS = ("synthetic | kaggle | a path to a local folder | a path to a local .zip "
-                "| an http(s) URL of a .zip")
+SOURCE_FORMS = "synthetic | kaggle | a path to a local folder | a path to a local .zip | an http(s) URL of a .zip"
 
 
 @dataclass(frozen=True)
 class Source:
-    kind: str        # synthetic | kaggle | folder | zip | url
-    location: str    # path, URL or Kaggle handle
+    kind: str  # synthetic | kaggle | folder | zip | url
+    location: str  # path, URL or Kaggle handle
 
 
-def resolve_source(value, kaggle_handle: str | None = None, what: str = "the source",
-                   forms: str = SOURCE_FORMS) -> Source:
+def resolve_source(
+    value, kaggle_handle: str | None = None, what: str = "the source", forms: str = SOURCE_FORMS
+) -> Source:
     """Classify a source as the user wrote it (`what` names it in messages: the param, or the
     command's argument; `forms` what it may be); fails before any work on a form we do not know."""
     if not isinstance(value, str) or not value.strip():
@@ -63,14 +77,15 @@ def resolve_source(value, kaggle_handle: str | None = None, what: str = "the sou
         if zipfile.is_zipfile(path) or path.suffix.lower() == ".zip":
             return Source("zip", str(path))
         raise LungdxError(f"{what} = {value!r} is not allowed: a folder or a .zip file; this file is neither")
-    raise LungdxError(f"{what} = {value!r} is not allowed: {forms}; no file or folder exists at "
-                      f"{path.resolve()}")
+    raise LungdxError(f"{what} = {value!r} is not allowed: {forms}; no file or folder exists at {path.resolve()}")
 
 
 # --- layout detection, shared by folders and zips ---------------------------------------
 
-def plan_layout(files: list[str], dirs: list[str] = (), where: str = "the source",
-                what: str = "the source") -> dict[str, str]:
+
+def plan_layout(
+    files: list[str], dirs: list[str] = (), where: str = "the source", what: str = "the source"
+) -> dict[str, str]:
     """Map source-relative POSIX file paths to raw-layout paths (<Class>/<sub>/<name>).
 
     The class root is the shallowest folder with a child folder that either has an
@@ -89,13 +104,21 @@ def plan_layout(files: list[str], dirs: list[str] = (), where: str = "the source
 
     def is_class(d):
         n = len(d)
-        return any(e[:n] == d and ((len(e) == n + 1 and PurePosixPath(e[-1]).suffix.lower() in IMAGE_SUFFIXES)
-                                   or (len(e) == n + 2 and e[n] == "images")) for e in entries)
+        return any(
+            e[:n] == d
+            and (
+                (len(e) == n + 1 and PurePosixPath(e[-1]).suffix.lower() in IMAGE_SUFFIXES)
+                or (len(e) == n + 2 and e[n] == "images")
+            )
+            for e in entries
+        )
 
     roots = sorted({d[:-1] for d in all_dirs if is_class(d)}, key=lambda r: (len(r), r))
     if not roots:
-        raise LungdxError("no class folders found: expected <Class>/images/*.png (Kaggle layout) "
-                          "or <Class>/*.png (flat layout), maybe under one top folder")
+        raise LungdxError(
+            "no class folders found: expected <Class>/images/*.png (Kaggle layout) "
+            "or <Class>/*.png (flat layout), maybe under one top folder"
+        )
     root = roots[0]
     n = len(root)
     classes = sorted({d[n] for d in all_dirs if len(d) == n + 1 and d[:n] == root})
@@ -103,13 +126,15 @@ def plan_layout(files: list[str], dirs: list[str] = (), where: str = "the source
         held = [f"{c}/" for c in classes]
         held = " and ".join([", ".join(held[:-1]), held[-1]] if len(held) > 1 else held)
         folder = where + "".join(f"/{part}" for part in root)
-        raise SourceError(f"{folder} looks like one class folder of the Kaggle layout (it holds {held}); point "
-                          f"{what} at the folder that holds the class folders (COVID/, Normal/, ...)")
+        raise SourceError(
+            f"{folder} looks like one class folder of the Kaggle layout (it holds {held}); point "
+            f"{what} at the folder that holds the class folders (COVID/, Normal/, ...)"
+        )
     plan = {}
     for e in entries:
         if e[:n] != root or len(e) < n + 2 or e[n] not in classes:
             continue
-        cls, rest = e[n], e[n + 1:]
+        cls, rest = e[n], e[n + 1 :]
         kaggle = (root + (cls, "images")) in all_dirs
         if kaggle and len(rest) == 2 and rest[0] in SUBFOLDERS:
             plan["/".join(e)] = f"{cls}/{rest[0]}/{rest[1]}"
@@ -145,8 +170,13 @@ def _materialise(plan: dict[str, str], out_dir: Path, copy_one) -> int:
     return count
 
 
-def import_folder(src: Path, out_dir: Path, skipped: list[dict] | None = None,
-                  space_at: str | Path | None = None, what: str = "the source") -> int:
+def import_folder(
+    src: Path,
+    out_dir: Path,
+    skipped: list[dict] | None = None,
+    space_at: str | Path | None = None,
+    what: str = "the source",
+) -> int:
     """Copy the class images and masks of a folder into the raw layout; returns the count.
 
     Only regular files that resolve inside the source are read (see regular_file_in and
@@ -182,20 +212,28 @@ def import_folder(src: Path, out_dir: Path, skipped: list[dict] | None = None,
 
     root_fd = os.open(root, os.O_RDONLY | DIRECTORY)
     try:
+
         def copy_one(name, dest):
             parts, size = where[name]
             try:
                 fd = open_inside(root_fd, parts)
             except OSError as exc:
-                reason = ("changed while being copied: a symbolic link appeared on its path"
-                          if exc.errno in (errno.ELOOP, errno.ENOTDIR) else f"could not be read ({exc.strerror})")
+                reason = (
+                    "changed while being copied: a symbolic link appeared on its path"
+                    if exc.errno in (errno.ELOOP, errno.ENOTDIR)
+                    else f"could not be read ({exc.strerror})"
+                )
                 report_skipped(skipped, f"{shown}/{name}", name, reason)
                 return False
             with os.fdopen(fd, "rb", buffering=0) as fin:
                 mode = os.fstat(fin.fileno()).st_mode
                 if not stat.S_ISREG(mode):
-                    report_skipped(skipped, f"{shown}/{name}", name,
-                          f"changed while being copied: now a {file_kind(mode)}, not a regular file")
+                    report_skipped(
+                        skipped,
+                        f"{shown}/{name}",
+                        name,
+                        f"changed while being copied: now a {file_kind(mode)}, not a regular file",
+                    )
                     return False
                 with open(dest, "wb") as fout:  # never more than it had when checked: a file
                     copy_at_most(fin, fout, size)  # growing meanwhile cannot fill the disk
@@ -206,8 +244,15 @@ def import_folder(src: Path, out_dir: Path, skipped: list[dict] | None = None,
         os.close(root_fd)
 
 
-def import_zip(path: Path, out_dir: Path, skipped: list[dict] | None = None, limits: ZipLimits = ZIP_LIMITS,
-               shown: str | None = None, space_at: str | Path | None = None, what: str = "the source") -> int:
+def import_zip(
+    path: Path,
+    out_dir: Path,
+    skipped: list[dict] | None = None,
+    limits: ZipLimits = ZIP_LIMITS,
+    shown: str | None = None,
+    space_at: str | Path | None = None,
+    what: str = "the source",
+) -> int:
     """Extract only the class images and masks of a zip, straight into the raw layout.
 
     `shown` names the zip in messages (the URL for a downloaded one). Unsafe names, symbolic
@@ -225,13 +270,21 @@ def import_zip(path: Path, out_dir: Path, skipped: list[dict] | None = None, lim
             by_name = {}
             for info in infos:
                 if unsafe_name(info.filename):
-                    report_skipped(skipped, f"{shown}/{info.filename}", info.filename,
-                                   "unsafe name (absolute, with .. or a backslash), never extracted")
+                    report_skipped(
+                        skipped,
+                        f"{shown}/{info.filename}",
+                        info.filename,
+                        "unsafe name (absolute, with .. or a backslash), never extracted",
+                    )
                 else:
                     by_name["/".join(PurePosixPath(info.filename).parts) + "/" * info.is_dir()] = info
             names = list(by_name)
-            plan = plan_layout([n for n in names if not n.endswith("/")],
-                               [n.rstrip("/") for n in names if n.endswith("/")], where=shown, what=what)
+            plan = plan_layout(
+                [n for n in names if not n.endswith("/")],
+                [n.rstrip("/") for n in names if n.endswith("/")],
+                where=shown,
+                what=what,
+            )
             members = {}
             for name in list(plan):
                 if name.startswith("<dir>"):
@@ -252,11 +305,13 @@ def import_zip(path: Path, out_dir: Path, skipped: list[dict] | None = None, lim
 
             return _materialise(plan, out_dir, copy_one)
     except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, zlib.error) as exc:
-        raise LungdxError(f"{shown}: not a valid zip file ({exc}); if it was downloaded, it may be "
-                          "incomplete: download it again") from exc
+        raise LungdxError(
+            f"{shown}: not a valid zip file ({exc}); if it was downloaded, it may be incomplete: download it again"
+        ) from exc
     except NotImplementedError as exc:  # e.g. Deflate64, which Windows uses for zips over 2 GB
-        raise LungdxError(f"{shown}: cannot be extracted here ({exc}); unpack it with another tool and point "
-                          f"{what} at the folder") from exc
+        raise LungdxError(
+            f"{shown}: cannot be extracted here ({exc}); unpack it with another tool and point {what} at the folder"
+        ) from exc
     except (SourceError, DiskFull):
         raise
     except LungdxError as exc:
@@ -275,23 +330,30 @@ def download_url(url: str, dest: Path, timeout: float = 30.0, what: str = "the s
             total = int(resp.headers.get("Content-Length") or 0) or None
             if total:
                 check_free_space(dest, total, f"the zip at {url}")
-            with open(dest, "wb") as fout, tqdm(total=total, unit="B", unit_scale=True, desc="download",
-                                                 disable=None) as bar:
+            with (
+                open(dest, "wb") as fout,
+                tqdm(total=total, unit="B", unit_scale=True, desc="download", disable=None) as bar,
+            ):
                 for chunk in resp.iter_content(1 << 20):
                     fout.write(chunk)
                     bar.update(len(chunk))
     except requests.exceptions.RequestException as exc:
         # A stall mid-body surfaces as a ConnectionError wrapping urllib3's ReadTimeoutError.
         if isinstance(exc, requests.exceptions.Timeout) or "timed out" in str(exc).lower():
-            raise LungdxError(f"{what} URL {url} timed out (nothing received for {timeout:g} s); check "
-                              f"the address, or download the zip by hand and set {what} to its path") from exc
-        raise LungdxError(f"{what} URL {url} could not be downloaded: {exc}; download the zip "
-                          f"by hand and set {what} to its path") from exc
+            raise LungdxError(
+                f"{what} URL {url} timed out (nothing received for {timeout:g} s); check "
+                f"the address, or download the zip by hand and set {what} to its path"
+            ) from exc
+        raise LungdxError(
+            f"{what} URL {url} could not be downloaded: {exc}; download the zip by hand and set {what} to its path"
+        ) from exc
     with open(dest, "rb") as f:
         magic = f.read(4)
     if magic != b"PK\x03\x04":
-        raise LungdxError(f"{what} URL {url} did not return a zip file (Content-Type {ctype or 'unknown'}, "
-                          f"starts with {magic!r}); use the direct link to the .zip")
+        raise LungdxError(
+            f"{what} URL {url} did not return a zip file (Content-Type {ctype or 'unknown'}, "
+            f"starts with {magic!r}); use the direct link to the .zip"
+        )
 
 
 def kaggle_download(handle: str, version, what: str = "the source") -> Path:
@@ -304,13 +366,23 @@ def kaggle_download(handle: str, version, what: str = "the source") -> Path:
         import kagglehub.exceptions as kaggle_errors
         import requests
     except ImportError as exc:
-        raise LungdxError(f"a Kaggle download needs kagglehub, which cannot be imported ({exc}); install the "
-                          "pinned versions: pip install -r requirements.txt") from exc
+        raise LungdxError(
+            f"a Kaggle download needs kagglehub, which cannot be imported ({exc}); install the "
+            "pinned versions: pip install -r requirements.txt"
+        ) from exc
     # What a download from Kaggle raises when the network, the login or the dataset is the matter;
     # ValueError: a malformed handle or version, or a broken credentials file (kaggle.json).
-    failures = (ValueError, requests.exceptions.RequestException, OSError, kaggle_errors.KaggleApiHTTPError,
-                kaggle_errors.CredentialError, kaggle_errors.UnauthenticatedError, kaggle_errors.NotFoundError,
-                kaggle_errors.BackendError, kaggle_errors.DataCorruptionError)
+    failures = (
+        ValueError,
+        requests.exceptions.RequestException,
+        OSError,
+        kaggle_errors.KaggleApiHTTPError,
+        kaggle_errors.CredentialError,
+        kaggle_errors.UnauthenticatedError,
+        kaggle_errors.NotFoundError,
+        kaggle_errors.BackendError,
+        kaggle_errors.DataCorruptionError,
+    )
     try:
         return Path(kagglehub.dataset_download(spec))
     except failures as exc:
@@ -321,11 +393,21 @@ def kaggle_download(handle: str, version, what: str = "the source") -> Path:
             f"Kaggle download of '{spec}' failed ({type(exc).__name__}: {first}). "
             "Two ways out: (1) set KAGGLE_API_TOKEN (or KAGGLE_USERNAME and KAGGLE_KEY) if the network is "
             "up and the dataset needs a login; (2) download the zip by hand from "
-            f"https://www.kaggle.com/datasets/{handle} and set {what} to its path") from exc
+            f"https://www.kaggle.com/datasets/{handle} and set {what} to its path"
+        ) from exc
 
 
-def bring_in(source: Source, out_dir: Path, skipped: list[dict], *, what: str, kaggle_version=None,
-             url_timeout: float = 30.0, zip_limits: ZipLimits = ZIP_LIMITS, space_at: str | Path | None = None) -> int:
+def bring_in(
+    source: Source,
+    out_dir: Path,
+    skipped: list[dict],
+    *,
+    what: str,
+    kaggle_version=None,
+    url_timeout: float = 30.0,
+    zip_limits: ZipLimits = ZIP_LIMITS,
+    space_at: str | Path | None = None,
+) -> int:
     """Copy a folder, zip, URL or Kaggle source's class images and masks into out_dir in the raw
     layout; returns how many files; what is not taken is appended to `skipped`. `what` names the
     setting or argument that gave the source, in messages."""
@@ -354,14 +436,18 @@ def bring_in_dataset(source: str, raw_dir: Path, what: str, project_root=None, *
     `what` names the source in messages (the setting or argument that gave it), `reader`
     what reads it (the external check, the segment stage)."""
     value = source.strip() if isinstance(source, str) else source
-    handle = value[len("kaggle:"):] if isinstance(value, str) and value.startswith("kaggle:") else None
-    if not isinstance(value, str) or value in ("", "synthetic", "kaggle") or (
-            handle is not None and (handle.count("/") != 1 or not all(handle.split("/")))):
+    handle = value[len("kaggle:") :] if isinstance(value, str) and value.startswith("kaggle:") else None
+    if (
+        not isinstance(value, str)
+        or value in ("", "synthetic", "kaggle")
+        or (handle is not None and (handle.count("/") != 1 or not all(handle.split("/"))))
+    ):
         raise LungdxError(f"{what} = {source!r} is not allowed: {OTHER_FORMS}")
     found = resolve_source("kaggle" if handle else value, handle, what, OTHER_FORMS)
     if found.kind in ("folder", "zip"):
-        check_source_location(found.location, value, Path.cwd() if project_root is None else project_root, raw_dir,
-                              what, reader=reader)
+        check_source_location(
+            found.location, value, Path.cwd() if project_root is None else project_root, raw_dir, what, reader=reader
+        )
     raw_dir.mkdir(parents=True)
     bring_in(found, raw_dir, [], what=what, space_at=raw_dir)  # each file not taken is logged as a warning
     return sorted(p.name for p in raw_dir.iterdir() if p.is_dir())

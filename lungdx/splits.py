@@ -23,7 +23,7 @@ from .errors import LungdxError
 
 SPLITS = ("train", "val", "test")
 LUNG_MASKS = "lung_masks.csv"
-SEGMENTER_FILE = "segmenter.keras"   # data/segmented's lung segmenter, carried by crop and mask models
+SEGMENTER_FILE = "segmenter.keras"  # data/segmented's lung segmenter, carried by crop and mask models
 COLUMNS = ["path", "class", "label", "split", "sha256", "mask", "lesion", "width", "height"]
 
 
@@ -45,5 +45,6 @@ def load_lung_masks(segmented_dir: str | Path, raw_dir: str | Path) -> dict[str,
     try:
         return {r.path: (r.origin, base[r.origin] / r.mask) for r in table.itertuples()}
     except (AttributeError, KeyError) as exc:
-        raise LungdxError(f"{path}: not the table the segment stage writes ({exc}); run it again: "
-                          "dvc repro -f segment") from exc
+        raise LungdxError(
+            f"{path}: not the table the segment stage writes ({exc}); run it again: dvc repro -f segment"
+        ) from exc

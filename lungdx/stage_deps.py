@@ -86,8 +86,10 @@ def imported_modules(root: Path, path: Path) -> set[str]:
 
 
 def _refuse_dynamic(root: Path, path: Path, node) -> None:
-    raise StageDepsError(f"{path.relative_to(root)}:{node.lineno}: a dynamic import; the import graph cannot "
-                         "see what it loads: import the module statically")
+    raise StageDepsError(
+        f"{path.relative_to(root)}:{node.lineno}: a dynamic import; the import graph cannot "
+        "see what it loads: import the module statically"
+    )
 
 
 def reachable_files(root: Path, script: Path) -> set[str]:
@@ -113,8 +115,9 @@ def _stages(root: Path) -> dict:
         raise StageDepsError(f"{Path(root) / 'dvc.yaml'}: no readable stages ({exc})") from exc
     for name, stage in stages.items():
         if not isinstance(stage, dict) or "cmd" not in _body(stage):
-            raise StageDepsError(f"dvc.yaml: stage {name} has no cmd (matrix stages are not supported); list its "
-                                 "code deps by hand")
+            raise StageDepsError(
+                f"dvc.yaml: stage {name} has no cmd (matrix stages are not supported); list its code deps by hand"
+            )
     return {name: _body(stage) for name, stage in stages.items()}
 
 
@@ -133,8 +136,10 @@ def stage_script(root: Path, name: str, cmd: str) -> Path:
             return found
         if words[1].endswith(".py") and (Path(root) / words[1]).is_file():
             return Path(root) / words[1]
-    raise StageDepsError(f"dvc.yaml: stage {name} runs {cmd!r}, not a Python module of this project "
-                         f"({', '.join(PACKAGES)}); list its code deps by hand")
+    raise StageDepsError(
+        f"dvc.yaml: stage {name} runs {cmd!r}, not a Python module of this project "
+        f"({', '.join(PACKAGES)}); list its code deps by hand"
+    )
 
 
 def is_project_code(dep: str) -> bool:
@@ -144,13 +149,16 @@ def is_project_code(dep: str) -> bool:
 
 def declared_code_deps(root: Path) -> dict[str, set[str]]:
     """Per stage in dvc.yaml: its deps that are files of the project's packages."""
-    return {name: {d for d in stage.get("deps") or [] if isinstance(d, str) and is_project_code(d)}
-            for name, stage in _stages(root).items()}
+    return {
+        name: {d for d in stage.get("deps") or [] if isinstance(d, str) and is_project_code(d)}
+        for name, stage in _stages(root).items()
+    }
 
 
 def needed_code_deps(root: Path) -> dict[str, set[str]]:
-    return {name: reachable_files(root, stage_script(root, name, stage["cmd"]))
-            for name, stage in _stages(root).items()}
+    return {
+        name: reachable_files(root, stage_script(root, name, stage["cmd"])) for name, stage in _stages(root).items()
+    }
 
 
 def differences(root: Path) -> dict[str, dict[str, list[str]]]:
@@ -199,8 +207,10 @@ def stale_lock(root: Path) -> list[str]:
                 problems.append(f"dvc.lock: stage {recorded} records another {path} than the one here")
         for key, value in ((stage.get("params") or {}).get(PARAMS_FILE) or {}).items():  # as dvc.lock names it
             if _lookup(params, key) != value:
-                problems.append(f"dvc.lock: stage {recorded} records params.yaml's {key} = {value!r}, not "
-                                f"{_lookup(params, key)!r} as now")
+                problems.append(
+                    f"dvc.lock: stage {recorded} records params.yaml's {key} = {value!r}, not "
+                    f"{_lookup(params, key)!r} as now"
+                )
     return problems
 
 
@@ -240,15 +250,22 @@ def lock_stages(text: str, where) -> dict:
         raise StageDepsError(f"{where}: no stages; regenerate it with dvc repro")
 
     def entries(value) -> bool:
-        return isinstance(value or [], list) and all(isinstance(e, dict) and isinstance(e.get("path"), str)
-                                                     for e in value or [])
+        return isinstance(value or [], list) and all(
+            isinstance(e, dict) and isinstance(e.get("path"), str) for e in value or []
+        )
 
     for name, stage in stages.items():
-        if not (isinstance(stage, dict) and entries(stage.get("deps")) and entries(stage.get("outs"))
-                and isinstance(stage.get("params") or {}, dict)
-                and all(isinstance(v, dict) for v in (stage.get("params") or {}).values())):
-            raise StageDepsError(f"{where}: stage {name} is not in the shape DVC writes (deps and outs lists "
-                                 "of paths with md5s, params a mapping per file); regenerate it with dvc repro")
+        if not (
+            isinstance(stage, dict)
+            and entries(stage.get("deps"))
+            and entries(stage.get("outs"))
+            and isinstance(stage.get("params") or {}, dict)
+            and all(isinstance(v, dict) for v in (stage.get("params") or {}).values())
+        ):
+            raise StageDepsError(
+                f"{where}: stage {name} is not in the shape DVC writes (deps and outs lists "
+                "of paths with md5s, params a mapping per file); regenerate it with dvc repro"
+            )
     return stages
 
 
@@ -280,8 +297,12 @@ def rewrite(root: Path) -> str:
     for i, line in enumerate(lines):
         bare = line.rstrip("\r\n")
         indent, content = len(bare) - len(bare.lstrip()), bare.strip()
-        if deps_indent is not None and content and not content.startswith("#") and (
-                indent < deps_indent or (indent == deps_indent and not content.startswith("-"))):
+        if (
+            deps_indent is not None
+            and content
+            and not content.startswith("#")
+            and (indent < deps_indent or (indent == deps_indent and not content.startswith("-")))
+        ):
             deps_indent = None  # the deps list ended
         if deps_indent is not None:
             item = re.fullmatch(r"-\s+(['\"]?)([^'\"#]+?)\1\s*(#.*)?", content)
@@ -296,7 +317,7 @@ def rewrite(root: Path) -> str:
         elif head and head.group(2) == "deps" and stage is not None:
             deps_indent = len(head.group(1))
             out.append(line)
-            pad = " " * _item_indent(lines[i + 1:], deps_indent)
+            pad = " " * _item_indent(lines[i + 1 :], deps_indent)
             out.extend(f"{pad}- {f}{newline}" for f in sorted(needed[stage]))
             continue
         out.append(line)
@@ -334,12 +355,19 @@ def _check_rewrite(root: Path, old: str, new: str, needed: dict[str, set[str]]) 
         stage_without = {k: v for k, v in stage.items() if k != "deps"}
         old_without = {k: v for k, v in old_stage.items() if k != "deps"}
         if "foreach" in whole and {k: v for k, v in whole.items() if k != "do"} != {
-                k: v for k, v in before["stages"][name].items() if k != "do"}:
+            k: v for k, v in before["stages"][name].items() if k != "do"
+        }:
             stage_without = None  # a foreach stage's other keys (foreach itself) changed: refuse below
-        if (sorted(ours) != sorted(needed[name]) or len(ours) != len(set(ours)) or others != old_others
-                or stage_without != old_without):
-            raise StageDepsError(f"dvc.yaml: could not rewrite the deps of stage {name} safely (an unusual "
-                                 f"layout?); list these there by hand: {', '.join(sorted(needed[name]))}")
+        if (
+            sorted(ours) != sorted(needed[name])
+            or len(ours) != len(set(ours))
+            or others != old_others
+            or stage_without != old_without
+        ):
+            raise StageDepsError(
+                f"dvc.yaml: could not rewrite the deps of stage {name} safely (an unusual "
+                f"layout?); list these there by hand: {', '.join(sorted(needed[name]))}"
+            )
     if {k: v for k, v in after.items() if k != "stages"} != {k: v for k, v in before.items() if k != "stages"}:
         raise StageDepsError("dvc.yaml: the rewrite touched more than stage deps; nothing was written")
 
@@ -348,8 +376,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lungdx.stage_deps", description=__doc__.split("\n")[0])
     parser.add_argument("--write", action="store_true", help="rewrite the code deps of dvc.yaml to match")
     parser.add_argument("--root", type=Path, default=Path("."), help="the project (default: .)")
-    parser.add_argument("--lock", action="store_true",
-                        help="also check that dvc.lock records the code here (see stale_lock)")
+    parser.add_argument(
+        "--lock", action="store_true", help="also check that dvc.lock records the code here (see stale_lock)"
+    )
     args = parser.parse_args(argv)
     try:
         if args.write:
@@ -373,8 +402,10 @@ def main(argv=None) -> int:
     for line in stale:
         print(line)
     if stale:
-        print("fix: regenerate dvc.lock from a full default run in a fresh clone (docs/development.md#dvclock)",
-              file=sys.stderr)
+        print(
+            "fix: regenerate dvc.lock from a full default run in a fresh clone (docs/development.md#dvclock)",
+            file=sys.stderr,
+        )
     return 1 if wrong or stale else 0
 
 

@@ -24,8 +24,8 @@ import numpy as np
 # percentile intervals), and all of a split's intervals cost well under a second.
 RESAMPLES = 2000
 LEVEL = 0.95
-ECE_BINS = 15            # Guo et al. (2017), "On calibration of modern neural networks"
-CHUNK = 1 << 22          # indices drawn at a time (32 MiB of int64), whatever the split's size
+ECE_BINS = 15  # Guo et al. (2017), "On calibration of modern neural networks"
+CHUNK = 1 << 22  # indices drawn at a time (32 MiB of int64), whatever the split's size
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarray:
@@ -99,8 +99,9 @@ def bootstrap_values(statistic, *arrays: np.ndarray, resamples: int = RESAMPLES,
     """statistic(*arrays) on every resample of the test images, (resamples, ...); the arrays are
     resampled together (the same images), a block of resamples at a time."""
     arrays = [np.asarray(a) for a in arrays]
-    return np.concatenate([statistic(*(a[idx] for a in arrays))
-                           for idx in _index_chunks(len(arrays[0]), resamples, seed)])
+    return np.concatenate(
+        [statistic(*(a[idx] for a in arrays)) for idx in _index_chunks(len(arrays[0]), resamples, seed)]
+    )
 
 
 def percentile_interval(values: np.ndarray, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
@@ -115,8 +116,9 @@ def percentile_interval(values: np.ndarray, level: float = LEVEL) -> tuple[np.nd
     return low, high
 
 
-def bootstrap_interval(statistic, *arrays, resamples: int = RESAMPLES, seed: int,
-                       level: float = LEVEL) -> tuple[float, float]:
+def bootstrap_interval(
+    statistic, *arrays, resamples: int = RESAMPLES, seed: int, level: float = LEVEL
+) -> tuple[float, float]:
     """The percentile bootstrap interval of statistic(*arrays) over test images (the arrays'
     rows): how far the number could move on another test split of the same size from the same
     population."""
@@ -124,18 +126,20 @@ def bootstrap_interval(statistic, *arrays, resamples: int = RESAMPLES, seed: int
     return float(low), float(high)
 
 
-def split_intervals(y_true, y_pred, k: int, resamples: int = RESAMPLES, *, seed: int,
-                    level: float = LEVEL) -> dict:
+def split_intervals(y_true, y_pred, k: int, resamples: int = RESAMPLES, *, seed: int, level: float = LEVEL) -> dict:
     """accuracy, f1_macro (value, low, high) and per class sensitivity, specificity (arrays of k
     values, lows, highs) of a test split, all from the same resamples."""
     value = split_statistics(np.asarray(y_true), np.asarray(y_pred), k)
     low, high = percentile_interval(
-        bootstrap_values(lambda t, p: split_statistics(t, p, k), y_true, y_pred, resamples=resamples, seed=seed),
-        level)
-    overall = {name: (float(value[i]), float(low[i]), float(high[i]))
-               for i, name in enumerate(("accuracy", "f1_macro"))}
-    per_class = {name: (value[s], low[s], high[s])
-                 for name, s in (("sensitivity", slice(2, 2 + k)), ("specificity", slice(2 + k, 2 + 2 * k)))}
+        bootstrap_values(lambda t, p: split_statistics(t, p, k), y_true, y_pred, resamples=resamples, seed=seed), level
+    )
+    overall = {
+        name: (float(value[i]), float(low[i]), float(high[i])) for i, name in enumerate(("accuracy", "f1_macro"))
+    }
+    per_class = {
+        name: (value[s], low[s], high[s])
+        for name, s in (("sensitivity", slice(2, 2 + k)), ("specificity", slice(2 + k, 2 + 2 * k)))
+    }
     return {**overall, **per_class}
 
 
@@ -144,8 +148,9 @@ def mean_interval(values, resamples: int = RESAMPLES, *, seed: int, level: float
     Grad-CAM energy share inside the lungs."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a resample of nan values only: its mean is nan
-        return bootstrap_interval(lambda v: np.nanmean(v, axis=-1), np.asarray(values, float), resamples=resamples,
-                                  seed=seed, level=level)
+        return bootstrap_interval(
+            lambda v: np.nanmean(v, axis=-1), np.asarray(values, float), resamples=resamples, seed=seed, level=level
+        )
 
 
 def reliability_table(y_true, probs, bins: int = ECE_BINS) -> dict:
@@ -157,9 +162,12 @@ def reliability_table(y_true, probs, bins: int = ECE_BINS) -> dict:
     which = np.digitize(confidence, np.linspace(0, 1, bins + 1)[1:-1], right=True)
     count = np.bincount(which, minlength=bins)
     used = np.flatnonzero(count)
-    return {"bin": used, "count": count[used],
-            "confidence": np.bincount(which, confidence, bins)[used] / count[used],
-            "accuracy": np.bincount(which, correct, bins)[used] / count[used]}
+    return {
+        "bin": used,
+        "count": count[used],
+        "confidence": np.bincount(which, confidence, bins)[used] / count[used],
+        "accuracy": np.bincount(which, correct, bins)[used] / count[used],
+    }
 
 
 def expected_calibration_error(y_true, probs, bins: int = ECE_BINS) -> float:
@@ -178,7 +186,7 @@ def binomial_two_sided(successes: int, n: int) -> float:
     for i in range(m + 1):
         tail += term
         term = term * (n - i) // (i + 1)
-    return min(1.0, 2 * tail / 2 ** n)
+    return min(1.0, 2 * tail / 2**n)
 
 
 def mcnemar(correct_a, correct_b) -> dict:
@@ -190,16 +198,21 @@ def mcnemar(correct_a, correct_b) -> dict:
     return {"b01": b01, "b10": b10, "p_value": binomial_two_sided(b01, b01 + b10)}
 
 
-def paired_bootstrap(y_true, pred_a, pred_b, statistic, resamples: int = RESAMPLES, *, seed: int,
-                     level: float = LEVEL) -> dict:
+def paired_bootstrap(
+    y_true, pred_a, pred_b, statistic, resamples: int = RESAMPLES, *, seed: int, level: float = LEVEL
+) -> dict:
     """B's statistic minus A's on the same test images: the difference, its percentile interval
     and a two-sided bootstrap p-value (twice the share of resampled differences on the other
     side of 0, +1 smoothed, so never below 2 / (resamples + 1))."""
     y_true, pred_a, pred_b = (np.asarray(x) for x in (y_true, pred_a, pred_b))
-    diffs = bootstrap_values(lambda t, a, b: statistic(t, b) - statistic(t, a), y_true, pred_a, pred_b,
-                             resamples=resamples, seed=seed)
+    diffs = bootstrap_values(
+        lambda t, a, b: statistic(t, b) - statistic(t, a), y_true, pred_a, pred_b, resamples=resamples, seed=seed
+    )
     low, high = percentile_interval(diffs, level)
     other_side = int(min((diffs <= 0).sum(), (diffs >= 0).sum()))
-    return {"difference": float(statistic(y_true, pred_b) - statistic(y_true, pred_a)),
-            "lower": float(low), "upper": float(high),
-            "p_value": min(1.0, 2 * (other_side + 1) / (resamples + 1))}
+    return {
+        "difference": float(statistic(y_true, pred_b) - statistic(y_true, pred_a)),
+        "lower": float(low),
+        "upper": float(high),
+        "p_value": min(1.0, 2 * (other_side + 1) / (resamples + 1)),
+    }

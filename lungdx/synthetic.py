@@ -43,8 +43,17 @@ SCANNER_TEXTS = ("PORTABLE", "AP", "PA", "SUPINE", "ERECT")
 def _ellipse(size, center, axes, angle=0.0):
     """Filled ellipse as a float mask; center/axes in pixels."""
     m = np.zeros((size, size), np.uint8)
-    cv2.ellipse(m, (int(center[0]), int(center[1])), (max(1, int(axes[0])), max(1, int(axes[1]))),
-                angle, 0, 360, 1, -1, lineType=cv2.LINE_AA)
+    cv2.ellipse(
+        m,
+        (int(center[0]), int(center[1])),
+        (max(1, int(axes[0])), max(1, int(axes[1]))),
+        angle,
+        0,
+        360,
+        1,
+        -1,
+        lineType=cv2.LINE_AA,
+    )
     return m.astype(np.float32)
 
 
@@ -75,8 +84,7 @@ def _rotation(center, degrees, scale):
     angle = degrees * pm.PI / 180
     alpha, beta = float(pm.cos(angle)) * scale, float(pm.sin(angle)) * scale
     cx, cy = center
-    return np.array([[alpha, beta, (1 - alpha) * cx - beta * cy],
-                     [-beta, alpha, beta * cx + (1 - alpha) * cy]])
+    return np.array([[alpha, beta, (1 - alpha) * cx - beta * cy], [-beta, alpha, beta * cx + (1 - alpha) * cy]])
 
 
 def _anatomy(rng, s):
@@ -105,8 +113,12 @@ def _anatomy(rng, s):
     img -= _blur(lung_mask, s * 0.012) * rng.uniform(0.24, 0.32)
 
     # Heart (patient's left = image right) and mediastinum: dense, overlap the lungs.
-    heart = _ellipse(s, (s * rng.uniform(0.53, 0.58), s * rng.uniform(0.60, 0.66)),
-                     (s * rng.uniform(0.11, 0.15), s * rng.uniform(0.09, 0.12)), angle=rng.uniform(-20, 0))
+    heart = _ellipse(
+        s,
+        (s * rng.uniform(0.53, 0.58), s * rng.uniform(0.60, 0.66)),
+        (s * rng.uniform(0.11, 0.15), s * rng.uniform(0.09, 0.12)),
+        angle=rng.uniform(-20, 0),
+    )
     mediastinum = np.zeros((s, s), np.float32)
     cv2.rectangle(mediastinum, (int(s * 0.45), int(s * 0.15)), (int(s * 0.55), int(s * 0.8)), 1, -1)
     soft = np.clip(heart + mediastinum, 0, 1)
@@ -211,8 +223,16 @@ def generate_image(seed: int, cls: str, index: int, size: int = 256):
     font, scale = cv2.FONT_HERSHEY_SIMPLEX, s / 320
     corner = int(rng.integers(0, 2))
     x = int(s * (0.05 if corner == 0 else 0.85))
-    cv2.putText(out, MARKER_TEXTS[int(rng.integers(0, 2))], (x, int(s * 0.12)), font, scale * 1.2, 255,
-                max(1, int(s / 128)), cv2.LINE_AA)
+    cv2.putText(
+        out,
+        MARKER_TEXTS[int(rng.integers(0, 2))],
+        (x, int(s * 0.12)),
+        font,
+        scale * 1.2,
+        255,
+        max(1, int(s / 128)),
+        cv2.LINE_AA,
+    )
     if rng.random() < 0.5:
         text = SCANNER_TEXTS[int(rng.integers(0, len(SCANNER_TEXTS)))]
         cv2.putText(out, text, (int(s * 0.05), int(s * 0.95)), font, scale * 0.6, 230, 1, cv2.LINE_AA)
@@ -227,8 +247,9 @@ def _write_one(args):
         write_png(Path(out_dir) / cls / sub / name, arr)
 
 
-def generate_dataset(out_dir: str | os.PathLike, per_class: int, seed: int, size: int,
-                     workers: int | None = None, progress=None) -> int:
+def generate_dataset(
+    out_dir: str | os.PathLike, per_class: int, seed: int, size: int, workers: int | None = None, progress=None
+) -> int:
     """Write per_class images of each class in the Kaggle layout under out_dir (each with its lung
     and lesion mask); returns how many files."""
     out_dir = Path(out_dir)
@@ -237,6 +258,6 @@ def generate_dataset(out_dir: str | os.PathLike, per_class: int, seed: int, size
             (out_dir / cls / sub).mkdir(parents=True, exist_ok=True)
     jobs = [(str(out_dir), seed, cls, i, size) for cls in CLASSES for i in range(per_class)]
     results = map_in_workers(_write_one, jobs, workers or cpu_count(), chunksize=16)
-    for _ in (progress(results, total=len(jobs), desc="synthetic") if progress else results):
+    for _ in progress(results, total=len(jobs), desc="synthetic") if progress else results:
         pass
     return len(jobs) * 3  # an image, its lung mask, its lesion mask

@@ -35,8 +35,22 @@ from .models import distribution_strategy, lower_rate_advice, make_deterministic
 from .splits import SEGMENTER_FILE
 
 
-def fit(model, train, val, n_classes: int, batch_size: int, seed: int, epochs: int, learning_rate: float,
-        patience: int, live, warmup_epochs: int = 0, initial_epoch: int = 0, *, learning_rate_key: str) -> dict:
+def fit(
+    model,
+    train,
+    val,
+    n_classes: int,
+    batch_size: int,
+    seed: int,
+    epochs: int,
+    learning_rate: float,
+    patience: int,
+    live,
+    warmup_epochs: int = 0,
+    initial_epoch: int = 0,
+    *,
+    learning_rate_key: str,
+) -> dict:
     """Compile, fit (x, y) `train` with early stopping on `val`'s loss (best weights restored), in
     batches shuffled from `seed`; return the history.
 
@@ -51,30 +65,41 @@ def fit(model, train, val, n_classes: int, batch_size: int, seed: int, epochs: i
     import keras
     from dvclive.keras import DVCLiveCallback
 
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy",
-                  metrics=["accuracy"])
-    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True,
-                                         start_from_epoch=warmup_epochs)
-    history = model.fit(batches(*train, n_classes, batch_size, seed, epochs=epochs),
-                        steps_per_epoch=steps_per_epoch(len(train[0]), batch_size),
-                        validation_data=batches(*val, n_classes, batch_size),
-                        epochs=initial_epoch + epochs, verbose=2,
-                        initial_epoch=initial_epoch, shuffle=False,  # the order is batches()' seeded one
-                        callbacks=[stop_on_nonfinite_loss(learning_rate_key, learning_rate), stop,
-                                   DVCLiveCallback(live=live)])
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy", metrics=["accuracy"])
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=patience, restore_best_weights=True, start_from_epoch=warmup_epochs
+    )
+    history = model.fit(
+        batches(*train, n_classes, batch_size, seed, epochs=epochs),
+        steps_per_epoch=steps_per_epoch(len(train[0]), batch_size),
+        validation_data=batches(*val, n_classes, batch_size),
+        epochs=initial_epoch + epochs,
+        verbose=2,
+        initial_epoch=initial_epoch,
+        shuffle=False,  # the order is batches()' seeded one
+        callbacks=[stop_on_nonfinite_loss(learning_rate_key, learning_rate), stop, DVCLiveCallback(live=live)],
+    )
     return history.history
 
 
-def train(settings, prepared_dir: str | Path, features_dir: str | Path, model_path: str | Path,
-          live_dir: str | Path, segmented_dir: str | Path | None = None) -> dict:
+def train(
+    settings,
+    prepared_dir: str | Path,
+    features_dir: str | Path,
+    model_path: str | Path,
+    live_dir: str | Path,
+    segmented_dir: str | Path | None = None,
+) -> dict:
     """The train stage: fit the architecture of `settings` (a params.ModelSettings) on the prepared
     splits, save it with its metadata to model_path; returns the best epoch's summary. A model of
     images cut to their lungs carries the segment stage's segmenter (from segmented_dir)."""
     meta = read_meta(prepared_dir)
     segmenter = carried_segmenter(segmented_dir, meta["lung_mask"])
     if meta["image_size"] != settings.image_size:
-        raise LungdxError(f"{prepared_dir} holds {meta['image_size']}px images but {settings.key('image_size')} is "
-                          f"{settings.image_size}; run dvc repro so prepare runs again")
+        raise LungdxError(
+            f"{prepared_dir} holds {meta['image_size']}px images but {settings.key('image_size')} is "
+            f"{settings.image_size}; run dvc repro so prepare runs again"
+        )
     classes, n = meta["classes"], len(meta["classes"])
     make_deterministic(settings.seed)
     from dvclive import Live
@@ -90,23 +115,37 @@ def train(settings, prepared_dir: str | Path, features_dir: str | Path, model_pa
                 from .models import build_cnn
 
                 model = build_cnn(n, settings)
-                history = fit(model, (train_x, train_y), (val_x, val_y), n, settings.batch_size, settings.seed,
-                              settings.epochs, settings.learning_rate, settings.patience, live, settings.warmup_epochs,
-                              learning_rate_key=settings.key("learning_rate"))
+                history = fit(
+                    model,
+                    (train_x, train_y),
+                    (val_x, val_y),
+                    n,
+                    settings.batch_size,
+                    settings.seed,
+                    settings.epochs,
+                    settings.learning_rate,
+                    settings.patience,
+                    live,
+                    settings.warmup_epochs,
+                    learning_rate_key=settings.key("learning_rate"),
+                )
                 check = (model, val_x, "learning_rate")
             else:
-                model, history, check = _train_vgg19(settings, n, features_dir, (train_x, train_y), (val_x, val_y),
-                                                     live)
+                model, history, check = _train_vgg19(
+                    settings, n, features_dir, (train_x, train_y), (val_x, val_y), live
+                )
             val_loss = np.asarray(history["val_loss"], dtype=float)
             best = int(np.argmin(np.where(np.isfinite(val_loss), val_loss, np.inf)))  # argmin takes nan for least
-            summary = {"best_epoch": best + 1, "epochs_run": len(history["val_loss"]),
-                       "best_val_loss": float(history["val_loss"][best]),
-                       "best_val_accuracy": float(history["val_accuracy"][best])}
+            summary = {
+                "best_epoch": best + 1,
+                "epochs_run": len(history["val_loss"]),
+                "best_val_loss": float(history["val_loss"][best]),
+                "best_val_accuracy": float(history["val_accuracy"][best]),
+            }
             for name, value in summary.items():
                 live.summary[name] = value
         _check_outputs_finite(*check, settings)
-        save_model(model, model_path, classes, settings.image_size, settings.architecture, meta["lung_mask"],
-                   segmenter)
+        save_model(model, model_path, classes, settings.image_size, settings.architecture, meta["lung_mask"], segmenter)
     except BaseException:
         # Live has closed by now (its context ended first): remove what it wrote, so that a
         # failed run leaves no curves that look like a finished training. No model was saved.
@@ -120,18 +159,25 @@ def carried_segmenter(segmented_dir, lung_mask: str) -> tuple[Path, dict] | None
     if lung_mask == "none":
         return None
     if segmented_dir is None:
-        raise LungdxError(f"a model of lung focus {lung_mask} carries its lung segmenter: give the segment stage's "
-                          "folder (data/segmented)")
+        raise LungdxError(
+            f"a model of lung focus {lung_mask} carries its lung segmenter: give the segment stage's "
+            "folder (data/segmented)"
+        )
     path, meta_path = Path(segmented_dir) / SEGMENTER_FILE, Path(segmented_dir) / "meta.json"
     try:
         trained = json.loads(meta_path.read_text(encoding="utf-8"))["segmenter"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise LungdxError(f"{meta_path}: not readable ({exc}); run dvc repro so the segment stage runs") from exc
     if not trained or not path.is_file():
-        raise LungdxError(f"{segmented_dir} holds no lung segmenter, but the prepared images are cut to their lungs "
-                          f"(lung focus {lung_mask}); run dvc repro so the segment stage runs again")
-    return path, {"image_size": trained["image_size"], "learned_from": trained["learned_from"],
-                  "test_dice": trained["test_dice"]}
+        raise LungdxError(
+            f"{segmented_dir} holds no lung segmenter, but the prepared images are cut to their lungs "
+            f"(lung focus {lung_mask}); run dvc repro so the segment stage runs again"
+        )
+    return path, {
+        "image_size": trained["image_size"],
+        "learned_from": trained["learned_from"],
+        "test_dice": trained["test_dice"],
+    }
 
 
 def logged_params(settings) -> dict:
@@ -153,10 +199,12 @@ def _check_outputs_finite(model, x, rate: str, settings) -> None:
     try:
         predict(model, x)
     except NonFiniteOutputs as exc:
-        raise LungdxError(f"training diverged: the trained model's outputs are not finite for {exc.bad} of "
-                          f"{exc.total} validation images; "
-                          f"{lower_rate_advice(settings.key(rate), getattr(settings, rate))}; "
-                          "no model was saved") from exc
+        raise LungdxError(
+            f"training diverged: the trained model's outputs are not finite for {exc.bad} of "
+            f"{exc.total} validation images; "
+            f"{lower_rate_advice(settings.key(rate), getattr(settings, rate))}; "
+            "no model was saved"
+        ) from exc
 
 
 def _train_vgg19(settings, n_classes, features_dir, train, val, live):
@@ -169,9 +217,20 @@ def _train_vgg19(settings, n_classes, features_dir, train, val, live):
 
     feats = load_features(features_dir, settings.image_size)
     head = build_head_only(feats["train"].shape[1], n_classes, settings)
-    history = fit(head, (feats["train"], train[1]), (feats["val"], val[1]), n_classes, settings.batch_size,
-                  settings.seed, settings.epochs, settings.learning_rate, settings.patience, live,
-                  settings.warmup_epochs, learning_rate_key=settings.key("learning_rate"))
+    history = fit(
+        head,
+        (feats["train"], train[1]),
+        (feats["val"], val[1]),
+        n_classes,
+        settings.batch_size,
+        settings.seed,
+        settings.epochs,
+        settings.learning_rate,
+        settings.patience,
+        live,
+        settings.warmup_epochs,
+        learning_rate_key=settings.key("learning_rate"),
+    )
     # The head on the cached validation features gives the end-to-end model's outputs, one pass of the base fewer.
     check = (head, feats["val"], "learning_rate")
 
@@ -185,10 +244,20 @@ def _train_vgg19(settings, n_classes, features_dir, train, val, live):
     if settings.fine_tune_blocks:
         # Caching cannot apply here: the unfrozen blocks change, so every epoch runs the base on images.
         unfreeze_last_blocks(base, settings.fine_tune_blocks)
-        more = fit(model, train, val, n_classes, settings.batch_size, settings.seed + 1, settings.fine_tune_epochs,
-                   settings.fine_tune_learning_rate, settings.patience, live,
-                   initial_epoch=len(history["val_loss"]),
-                   learning_rate_key=settings.key("fine_tune_learning_rate"))
+        more = fit(
+            model,
+            train,
+            val,
+            n_classes,
+            settings.batch_size,
+            settings.seed + 1,
+            settings.fine_tune_epochs,
+            settings.fine_tune_learning_rate,
+            settings.patience,
+            live,
+            initial_epoch=len(history["val_loss"]),
+            learning_rate_key=settings.key("fine_tune_learning_rate"),
+        )
         history = {k: history[k] + more[k] for k in history}
         check = (model, val[0], "fine_tune_learning_rate")
     return model, history, check

@@ -35,10 +35,11 @@ from .stage_deps import StageDepsError, is_project_code, lock_stages
 @dataclass
 class StageCheck:
     """One stage of the rerun against the committed dvc.lock."""
+
     name: str
-    differing: list[str] = field(default_factory=list)   # outputs whose md5 differs
-    new: bool = False                                    # not in the committed dvc.lock
-    stale_entry: bool = False                            # the lock's entry was written by other code or params
+    differing: list[str] = field(default_factory=list)  # outputs whose md5 differs
+    new: bool = False  # not in the committed dvc.lock
+    stale_entry: bool = False  # the lock's entry was written by other code or params
     metric_deltas: dict[str, dict[str, tuple]] = field(default_factory=dict)  # file -> key -> (committed, now)
     unavailable: list[str] = field(default_factory=list)  # differing metrics files whose committed numbers are not here
 
@@ -69,13 +70,15 @@ def _project_in_repo(root: Path) -> tuple[str, str]:
     try:
         prefix = _git(root, "rev-parse", "--show-prefix").strip()
     except LungdxError as exc:
-        raise LungdxError(f"{root}: not in a git repository; lungdx verify reruns a commit: run it in the "
-                          "project's git checkout") from exc
+        raise LungdxError(
+            f"{root}: not in a git repository; lungdx verify reruns a commit: run it in the project's git checkout"
+        ) from exc
     try:
         commit = _git(root, "rev-parse", "--short", "HEAD").strip()
     except LungdxError as exc:
-        raise LungdxError(f"{root}: the git repository has no commit yet; commit the project and its dvc.lock "
-                          "first") from exc
+        raise LungdxError(
+            f"{root}: the git repository has no commit yet; commit the project and its dvc.lock first"
+        ) from exc
     return commit, prefix
 
 
@@ -122,9 +125,11 @@ def compare_locks(committed: dict, rerun: dict) -> list[StageCheck]:
             check.differing = [path for path in outs if _hash(outs[path]) != _hash(outs_before.get(path))]
             deps, deps_before = _entries(stage, "deps"), _entries(before, "deps")
             code = {path for path in deps if is_project_code(path)}
-            check.stale_entry = (code != {p for p in deps_before if is_project_code(p)}
-                                  or any(_hash(deps[p]) != _hash(deps_before.get(p)) for p in code)
-                                  or stage.get("params") != before.get("params"))
+            check.stale_entry = (
+                code != {p for p in deps_before if is_project_code(p)}
+                or any(_hash(deps[p]) != _hash(deps_before.get(p)) for p in code)
+                or stage.get("params") != before.get("params")
+            )
         checks.append(check)
     return checks
 
@@ -194,20 +199,25 @@ def add_metric_deltas(checks: list[StageCheck], root: Path, scratch: Path, commi
             if before is None:
                 check.unavailable.append(path)
                 continue
-            check.metric_deltas[path] = {key: (before.get(key), now.get(key)) for key in sorted({*before, *now})
-                                         if before.get(key) != now.get(key)}
+            check.metric_deltas[path] = {
+                key: (before.get(key), now.get(key))
+                for key in sorted({*before, *now})
+                if before.get(key) != now.get(key)
+            }
 
 
 def _scratch_parent(root: Path, workdir: Path | None) -> Path:
     parent = workdir if workdir is not None else root.parent
     if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise LungdxError(f"{parent}: not a folder lungdx verify can write its scratch clone into; "
-                          "give another with --workdir DIR")
+        raise LungdxError(
+            f"{parent}: not a folder lungdx verify can write its scratch clone into; give another with --workdir DIR"
+        )
     return parent
 
 
-def verify(root: Path, targets: list[str], workdir: Path | None = None, keep: bool = False,
-           out=sys.stdout) -> tuple[list[StageCheck], str, Path | None]:
+def verify(
+    root: Path, targets: list[str], workdir: Path | None = None, keep: bool = False, out=sys.stdout
+) -> tuple[list[StageCheck], str, Path | None]:
     """Rerun `dvc repro TARGETS` (all stages: none given) of HEAD in a scratch clone; return each
     stage's check, the commit verified, and the scratch clone if kept."""
     root = root.resolve()
@@ -218,12 +228,16 @@ def verify(root: Path, targets: list[str], workdir: Path | None = None, keep: bo
     except LungdxError as exc:
         if "not UTF-8" in str(exc):
             raise
-        raise LungdxError(f"commit {commit} has no dvc.lock to verify against: run dvc repro, then commit "
-                          "dvc.lock") from exc
+        raise LungdxError(
+            f"commit {commit} has no dvc.lock to verify against: run dvc repro, then commit dvc.lock"
+        ) from exc
     committed = _lock_stages(committed_text, f"dvc.lock of commit {commit}")
     if _git(root, "status", "--porcelain", "--untracked-files=no", ".").strip():
-        print(f"verify: note: this folder has uncommitted changes; what is verified is commit {commit}",
-              file=out, flush=True)
+        print(
+            f"verify: note: this folder has uncommitted changes; what is verified is commit {commit}",
+            file=out,
+            flush=True,
+        )
     top = Path(_git(root, "rev-parse", "--show-toplevel").strip())
     scratch = Path(tempfile.mkdtemp(prefix=".lungdx-verify-", dir=_scratch_parent(top, workdir)))
     try:
@@ -232,13 +246,19 @@ def verify(root: Path, targets: list[str], workdir: Path | None = None, keep: bo
         # The new dvc.lock then records the stages this run ran, and only those: an entry copied
         # from the commit's lock would compare equal to itself.
         (project / "dvc.lock").unlink()
-        print(f"verify: running dvc repro{''.join(' ' + t for t in targets)} of commit {commit} in a scratch "
-              f"clone ({project})", file=out, flush=True)
+        print(
+            f"verify: running dvc repro{''.join(' ' + t for t in targets)} of commit {commit} in a scratch "
+            f"clone ({project})",
+            file=out,
+            flush=True,
+        )
         start = time.monotonic()
         returncode = _run_dvc_repro(project, targets)
         if returncode != 0:
-            raise LungdxError(f"dvc repro failed in the scratch clone (exit {returncode}; its lines are "
-                              f"above){'; it is kept: ' + str(project) if keep else ''}")
+            raise LungdxError(
+                f"dvc repro failed in the scratch clone (exit {returncode}; its lines are "
+                f"above){'; it is kept: ' + str(project) if keep else ''}"
+            )
         print(f"verify: dvc repro took {time.monotonic() - start:.0f} s", file=out, flush=True)
         rerun = _lock_stages((project / "dvc.lock").read_text(encoding="utf-8"), f"{project}/dvc.lock")
         checks = compare_locks(committed, rerun)
@@ -256,12 +276,14 @@ def _run_dvc_repro(project: Path, targets: list[str]) -> int:
     dvc runs in its own process group, so that when verify is stopped (Ctrl-C, or SIGTERM, taken
     as Ctrl-C here) it can stop dvc and its stage as a terminal's Ctrl-C would, and wait for them
     to clean up before the scratch clone is removed: nothing keeps running in a deleted folder."""
+
     def interrupted(signum, frame):
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, interrupted)
-    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--force", *targets], cwd=project,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro", "--force", *targets], cwd=project, start_new_session=True
+    )
     try:
         return proc.wait()
     except BaseException:
@@ -295,8 +317,10 @@ def report(checks: list[StageCheck], commit: str) -> str:
         state = "identical" if check.identical else "differs: " + ", ".join(check.differing)
         lines.append(f"  {check.name:<{width}}  {state}")
         if check.stale_entry:
-            lines.append(f"  {'':<{width}}  (its committed entry was written by other code or params: "
-                         "the lock is stale; regenerate it with dvc repro and commit dvc.lock)")
+            lines.append(
+                f"  {'':<{width}}  (its committed entry was written by other code or params: "
+                "the lock is stale; regenerate it with dvc repro and commit dvc.lock)"
+            )
         for path, deltas in check.metric_deltas.items():
             lines.append(f"  {'':<{width}}  {path}:" + ("" if deltas else " the same numbers (other bytes)"))
             key_width = max((len(key) for key in deltas), default=0)
@@ -304,9 +328,13 @@ def report(checks: list[StageCheck], commit: str) -> str:
                 delta = f" ({b - a:+.6g})" if a is not None and b is not None else ""
                 lines.append(f"  {'':<{width}}    {key:<{key_width}}  {_number(a)} -> {_number(b)}{delta}")
         for path in check.unavailable:
-            lines.append(f"  {'':<{width}}  {path}: the committed numbers are not in this project's DVC cache "
-                         "(dvc pull brings them from the project's remote, if it has one)")
+            lines.append(
+                f"  {'':<{width}}  {path}: the committed numbers are not in this project's DVC cache "
+                "(dvc pull brings them from the project's remote, if it has one)"
+            )
     same = sum(c.identical for c in checks)
-    lines.append(f"{same} of {len(checks)} stages identical"
-                 + ("" if same == len(checks) else "; what can differ between machines: docs/models.md#determinism"))
+    lines.append(
+        f"{same} of {len(checks)} stages identical"
+        + ("" if same == len(checks) else "; what can differ between machines: docs/models.md#determinism")
+    )
     return "\n".join(lines)

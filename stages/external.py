@@ -15,16 +15,28 @@ def main():
     """Score models/model.keras on the external dataset named on the command line."""
     settings = params.load().external
     if len(sys.argv) != 2:
-        raise LungdxError(f"usage: python -m stages.external NAME, NAME one of params.yaml's external: "
-                          f"{', '.join(settings.names) or '(none)'}")
+        raise LungdxError(
+            f"usage: python -m stages.external NAME, NAME one of params.yaml's external: "
+            f"{', '.join(settings.names) or '(none)'}"
+        )
     name = sys.argv[1]
-    found = external(settings, name, model_path="models/model.keras",
-                           metrics_path=f"metrics/external/{name}.json", details_path=f"reports/external/{name}.json",
-                           progress=progress)
-    lungs = (f", lung energy {found['lung_energy_share']:.3f} (lungs' area {found['lung_energy_chance']:.3f})"
-             if "lung_energy_share" in found else "")
-    print(f"external {name}: {found['n_images']} images, accuracy {found['accuracy']:.3f}{lungs} "
-          f"-> metrics/external/{name}.json")
+    found = external(
+        settings,
+        name,
+        model_path="models/model.keras",
+        metrics_path=f"metrics/external/{name}.json",
+        details_path=f"reports/external/{name}.json",
+        progress=progress,
+    )
+    lungs = (
+        f", lung energy {found['lung_energy_share']:.3f} (lungs' area {found['lung_energy_chance']:.3f})"
+        if "lung_energy_share" in found
+        else ""
+    )
+    print(
+        f"external {name}: {found['n_images']} images, accuracy {found['accuracy']:.3f}{lungs} "
+        f"-> metrics/external/{name}.json"
+    )
 
 
 if __name__ == "__main__":

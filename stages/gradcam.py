@@ -9,12 +9,19 @@ from lungdx.runner import stage
 @stage
 def main():
     """Write the Grad-CAM report of models/model.keras on the test split."""
-    scores = gradcam(params.load().gradcam, model_path="models/model.keras", prepared_dir="data/prepared",
-                          manifest_path="data/sampled/manifest.csv", eval_path="reports/eval.json",
-                          out_dir="reports/gradcam", images_dir="reports/gradcam_images",
-                          metrics_path="metrics/gradcam.json")
-    print(f"gradcam: layer {scores['layer']} -> reports/gradcam/index.html, reports/gradcam_images/, "
-          "metrics/gradcam.json")
+    scores = gradcam(
+        params.load().gradcam,
+        model_path="models/model.keras",
+        prepared_dir="data/prepared",
+        manifest_path="data/sampled/manifest.csv",
+        eval_path="reports/eval.json",
+        out_dir="reports/gradcam",
+        images_dir="reports/gradcam_images",
+        metrics_path="metrics/gradcam.json",
+    )
+    print(
+        f"gradcam: layer {scores['layer']} -> reports/gradcam/index.html, reports/gradcam_images/, metrics/gradcam.json"
+    )
 
 
 if __name__ == "__main__":

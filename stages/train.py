@@ -9,11 +9,18 @@ from lungdx.train import train
 @stage
 def main():
     """Train the chosen model on data/prepared and save it to models/model.keras."""
-    summary = train(params.load().train, prepared_dir="data/prepared", features_dir="data/features",
-                    model_path="models/model.keras", live_dir="dvclive/train",
-                    segmented_dir="data/segmented")
-    print(f"train: best epoch {summary['best_epoch']} of {summary['epochs_run']}, "
-          f"val accuracy {summary['best_val_accuracy']:.3f} -> models/model.keras")
+    summary = train(
+        params.load().train,
+        prepared_dir="data/prepared",
+        features_dir="data/features",
+        model_path="models/model.keras",
+        live_dir="dvclive/train",
+        segmented_dir="data/segmented",
+    )
+    print(
+        f"train: best epoch {summary['best_epoch']} of {summary['epochs_run']}, "
+        f"val accuracy {summary['best_val_accuracy']:.3f} -> models/model.keras"
+    )
 
 
 if __name__ == "__main__":

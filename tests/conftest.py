@@ -17,13 +17,20 @@ os.environ.setdefault("LUNGDX_PROGRESS", "0")
 configure_logging()
 
 
-LONGEST = ("test_default_dvc_repro", "test_killed_stages_recover", "test_experiments_switch_model",
-           "test_compare_two_commits_register")
+LONGEST = (
+    "test_default_dvc_repro",
+    "test_killed_stages_recover",
+    "test_experiments_switch_model",
+    "test_compare_two_commits_register",
+)
 
 
 def pytest_addoption(parser):
-    parser.addoption("--full", action="store_true",
-                     help="run every test, the slow tier too: full pipeline runs, benchmarks (what CI runs)")
+    parser.addoption(
+        "--full",
+        action="store_true",
+        help="run every test, the slow tier too: full pipeline runs, benchmarks (what CI runs)",
+    )
 
 
 def _names_tests(config) -> bool:
@@ -37,8 +44,9 @@ def _fast_tier(config) -> bool:
 
 
 def pytest_report_header(config):
-    return "tier: " + ("fast (tests marked slow are left out; pytest --full runs them)" if _fast_tier(config)
-                       else "full")
+    return "tier: " + (
+        "fast (tests marked slow are left out; pytest --full runs them)" if _fast_tier(config) else "full"
+    )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -51,8 +59,12 @@ def pytest_collection_modifyitems(config, items):
     # four longest (2.5-4.5 min each on 2 cores) lead, so the workers take them in turn. And
     # pytest.ini's --maxschedchunk=1 hands out one test at a time: by default xdist gives each
     # worker a first chunk of a quarter of its share, which put every slow test on one worker.
-    items.sort(key=lambda item: (item.get_closest_marker("slow") is None,
-                                 next((i for i, name in enumerate(LONGEST) if name in item.nodeid), len(LONGEST))))
+    items.sort(
+        key=lambda item: (
+            item.get_closest_marker("slow") is None,
+            next((i for i, name in enumerate(LONGEST) if name in item.nodeid), len(LONGEST)),
+        )
+    )
 
 
 def pytest_terminal_summary(terminalreporter, config):
@@ -73,10 +85,23 @@ def tiny_run(tmp_path_factory) -> Path:
     from lungdx.download import download
 
     root = tmp_path_factory.mktemp("tiny_run")
-    params = settings({"seed": 3, "dataset.synthetic.per_class": 10, "dataset.synthetic.image_size": 64,
-                       "sample.per_class": 10, "sample.val_size": 0.2, "sample.test_size": 0.2,
-                       "prepare.image_size": 48, "model": "cnn", "gradcam.per_class": 2,
-                       "models.cnn.epochs": 2, "models.cnn.batch_size": 8, "models.cnn.learning_rate": 1e-3,
-                       "models.cnn.filters": [8, 16, 32], "models.cnn.dense_units": 16})
+    params = settings(
+        {
+            "seed": 3,
+            "dataset.synthetic.per_class": 10,
+            "dataset.synthetic.image_size": 64,
+            "sample.per_class": 10,
+            "sample.val_size": 0.2,
+            "sample.test_size": 0.2,
+            "prepare.image_size": 48,
+            "model": "cnn",
+            "gradcam.per_class": 2,
+            "models.cnn.epochs": 2,
+            "models.cnn.batch_size": 8,
+            "models.cnn.learning_rate": 1e-3,
+            "models.cnn.filters": [8, 16, 32],
+            "models.cnn.dense_units": 16,
+        }
+    )
     download(params.download, root / "raw")
     return run_library_stages(root, params)

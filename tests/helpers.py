@@ -23,8 +23,7 @@ from lungdx.params import with_changes
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "lungdx", ".dvc/config", ".dvc/plots", ".dvcignore",
-                 ".gitignore"]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "lungdx", ".dvc/config", ".dvc/plots", ".dvcignore", ".gitignore"]
 
 
 def shared(name: str) -> Path:
@@ -71,7 +70,7 @@ def make_kaggle_dataset(root: Path, counts: dict[str, int], size: int = 64, top:
         for i in range(n):
             write_image(base / cls / "images" / f"{cls}-{i + 1}.png", xray(1000 * k + i, size))
             mask = np.zeros((size, size), np.uint8)
-            mask[size // 4: 3 * size // 4, size // 8: size // 2] = 255
+            mask[size // 4 : 3 * size // 4, size // 8 : size // 2] = 255
             write_image(base / cls / "masks" / f"{cls}-{i + 1}.png", mask)
         (base / f"{cls}.metadata.xlsx").write_bytes(b"PK\x03\x04 not really a spreadsheet")
     (base / "README.md.txt").write_text("COVID-19 Radiography Database\n")
@@ -82,11 +81,22 @@ def require_private_mounts() -> None:
     """Skip unless this process may mount file systems in a private mount namespace
     (`unshare --user --map-root-user --mount`: no root needed where the kernel allows it)."""
     probe = shutil.which("unshare") and subprocess.run(
-        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
-         "d=$(mktemp -d) && mount -t tmpfs -o size=64k tmpfs $d"], capture_output=True)
+        [
+            "unshare",
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "sh",
+            "-c",
+            "d=$(mktemp -d) && mount -t tmpfs -o size=64k tmpfs $d",
+        ],
+        capture_output=True,
+    )
     if not probe or probe.returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here: unprivileged user namespaces "
-                    "(unshare --user --map-root-user --mount) are not allowed by this kernel")
+        pytest.skip(
+            "cannot mount a small tmpfs here: unprivileged user namespaces "
+            "(unshare --user --map-root-user --mount) are not allowed by this kernel"
+        )
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.CompletedProcess:
@@ -158,6 +168,7 @@ def png_bomb(path: Path, side: int = 30000, bit_depth: int = 8, height: int | No
     chunks compress to identical bytes: each distinct chunk is compressed once and repeated,
     which makes a 30000² bomb in milliseconds instead of seconds.
     """
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
@@ -175,8 +186,9 @@ def png_bomb(path: Path, side: int = 30000, bit_depth: int = 8, height: int | No
     stream.append(struct.pack(">I", ((row * height) % 65521) << 16 | 1))
     ihdr = struct.pack(">IIBBBBB", side, height, bit_depth, 0, 0, 0, 0)  # gray, deflate, adaptive, no interlace
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"".join(stream))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"".join(stream)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -186,8 +198,9 @@ def zip_folder(folder: Path, dest: Path) -> Path:
 
 def run_benchmark(name: str, *args: str) -> dict:
     """`python -m benchmarks.<name> ARGS` from the repository root; its last stdout line, parsed."""
-    proc = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{name}", *args], cwd=ROOT, capture_output=True, text=True, timeout=900
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -198,7 +211,9 @@ def list_lung_masks(root: Path, manifest: Path, raw_dir: Path, out: str = "segme
     from lungdx.segment import segment
 
     none = settings({"prepare.lung_mask": "none"}).segment
-    segment(none, manifest, raw_dir, root / out, root / f"{out}.json", root / f"{out}_details.json", root / f"{out}_images")
+    segment(
+        none, manifest, raw_dir, root / out, root / f"{out}.json", root / f"{out}_details.json", root / f"{out}_images"
+    )
     return root / out
 
 
@@ -218,12 +233,27 @@ def run_library_stages(root: Path, params: P.Params) -> Path:
     prepare(params.prepare, manifest, root / "raw", list_lung_masks(root, manifest, root / "raw"), root / "prepared")
     features(params.features, root / "prepared", root / "features")
     train(params.train, root / "prepared", root / "features", model, root / "dvclive")
-    evaluate(params.evaluate, model, root / "prepared", manifest, root / "eval.json", root / "eval_details.json",
-             root / "plots", root / "features")
-    gradcam(params.gradcam, model, root / "prepared", manifest, root / "eval_details.json", root / "report",
-                 root / "gradcam.json", root / "report_images")
+    evaluate(
+        params.evaluate,
+        model,
+        root / "prepared",
+        manifest,
+        root / "eval.json",
+        root / "eval_details.json",
+        root / "plots",
+        root / "features",
+    )
+    gradcam(
+        params.gradcam,
+        model,
+        root / "prepared",
+        manifest,
+        root / "eval_details.json",
+        root / "report",
+        root / "gradcam.json",
+        root / "report_images",
+    )
     return root
-
 
 
 def patient_parts(source: Path, dest: Path, held_out: float = 1 / 3, seed: int = 239) -> dict[str, Path]:
@@ -235,8 +265,10 @@ def patient_parts(source: Path, dest: Path, held_out: float = 1 / 3, seed: int =
     manifest = pd.read_csv(source / "manifest.csv")
     patients = sorted(manifest["patientid"].astype(str).unique())
     order = np.random.default_rng(seed).permutation(len(patients))
-    out = {p: "held_out" if rank < round(held_out * len(patients)) else "train"
-           for rank, p in zip(np.argsort(order), patients)}
+    out = {
+        p: "held_out" if rank < round(held_out * len(patients)) else "train"
+        for rank, p in zip(np.argsort(order), patients)
+    }
     for row in manifest.itertuples():
         part = dest / out[str(row.patientid)] / row.cls
         for kind in ("images", "masks"):

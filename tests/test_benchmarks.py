@@ -18,11 +18,19 @@ RATIOS = {
     "gpu": ["vgg19_features_mixed_speedup", "cnn_training_mixed_speedup"],
     "tensorflow_pinning": ["settings.oneDNN at AVX2.train_cost", "settings.oneDNN off.train_cost"],
     "gradcam_speed": ["ours_vs_predict.8", "ours_vs_predict.16", "before_vs_predict.8"],
-    "experiment": ["runs.0.speedup", "runs.0.ours_seconds", "runs.0.original_seconds",
-                   "runs.0.stages.gradcam.process_seconds", "runs.0.stages.features.tensorflow_start_seconds"],
+    "experiment": [
+        "runs.0.speedup",
+        "runs.0.ours_seconds",
+        "runs.0.original_seconds",
+        "runs.0.stages.gradcam.process_seconds",
+        "runs.0.stages.features.tensorflow_start_seconds",
+    ],
     # at toy size the CNN's runs only (the VGG19 command is the experiment toy's)
-    "cost_curves": ["fits.cnn.train.seconds.per_1000_images", "fits.cnn.gradcam.peak_rss_mb.projected.sampled",
-                    "projected_total_minutes.cnn.all"],
+    "cost_curves": [
+        "fits.cnn.train.seconds.per_1000_images",
+        "fits.cnn.gradcam.peak_rss_mb.projected.sampled",
+        "projected_total_minutes.cnn.all",
+    ],
 }
 
 
@@ -57,18 +65,40 @@ def test_the_cost_table_and_plot_show_every_stage_with_its_projection(tmp_path):
     from docs.make_cost_curves import END, START, main
 
     sizes = [100, 400, 1600]
-    costs = {"cnn": {"download": (5, 1), "prepare": (2, 4), "train": (10, 30), "gradcam": (6, 2)},
-             "vgg19": {"features": (9, 140), "train": (9, 3), "gradcam": (7, 30)}}  # (fixed s, s per 1000)
-    runs = [{model: {stage: {"seconds": a + b * n / 1000, "peak_rss_mb": 500 + n / 10}
-                     for stage, (a, b) in stages.items()} for model, stages in costs.items()} for n in sizes]
+    costs = {
+        "cnn": {"download": (5, 1), "prepare": (2, 4), "train": (10, 30), "gradcam": (6, 2)},
+        "vgg19": {"features": (9, 140), "train": (9, 3), "gradcam": (7, 30)},
+    }  # (fixed s, s per 1000)
+    runs = [
+        {
+            model: {
+                stage: {"seconds": a + b * n / 1000, "peak_rss_mb": 500 + n / 10} for stage, (a, b) in stages.items()
+            }
+            for model, stages in costs.items()
+        }
+        for n in sizes
+    ]
     fitted = fits(sizes, runs, epochs=5)
     assert fitted["cnn"]["train"]["seconds"]["projected"]["sampled"] == round(10 + 8 * 30 * 9.415, 1)  # 40 of 5 epochs
-    result = {"benchmark": "cost_curves", "images": sizes, "cnn_epochs_measured": 5, "cnn_epochs_projected": 40,
-              "real_sizes": {"sampled": 9415, "all": 21165}, "machine": {"cpu": "test CPU", "cores": 2},
-              "measured": {str(n): r for n, r in zip(sizes, runs)}, "fits": fitted,
-              "dominant_stage": dominant(runs, sizes, fitted), "projected_total_minutes": totals(fitted)}
-    assert result["dominant_stage"]["vgg19"] == {"100": "features", "400": "features", "1600": "features",
-                                                 "sampled": "features", "all": "features"}
+    result = {
+        "benchmark": "cost_curves",
+        "images": sizes,
+        "cnn_epochs_measured": 5,
+        "cnn_epochs_projected": 40,
+        "real_sizes": {"sampled": 9415, "all": 21165},
+        "machine": {"cpu": "test CPU", "cores": 2},
+        "measured": {str(n): r for n, r in zip(sizes, runs)},
+        "fits": fitted,
+        "dominant_stage": dominant(runs, sizes, fitted),
+        "projected_total_minutes": totals(fitted),
+    }
+    assert result["dominant_stage"]["vgg19"] == {
+        "100": "features",
+        "400": "features",
+        "1600": "features",
+        "sampled": "features",
+        "all": "features",
+    }
     # VGG19 from scratch shares the CNN run's data stages: download and prepare count in its total.
     vgg_all = sum(a + b * 21.165 for a, b in costs["vgg19"].values()) + 5 + 21.165 + 2 + 4 * 21.165
     assert result["projected_total_minutes"]["vgg19"]["all"] == round(vgg_all / 60, 1)
@@ -85,13 +115,16 @@ def test_the_cost_table_and_plot_show_every_stage_with_its_projection(tmp_path):
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("result, page, message", [
-    (None, "{START}\n{END}\n", "cannot read"),
-    ("{not json", "{START}\n{END}\n", "cannot read"),
-    ("{}", "{START}\n{END}\n", "not a result of benchmarks.cost_curves"),
-    ('{"benchmark": "cost_curves"}', "{END}\n{START}\n", "needs the line"),
-    ('{"benchmark": "cost_curves"}', "no markers\n", "needs the line"),
-])
+@pytest.mark.parametrize(
+    "result, page, message",
+    [
+        (None, "{START}\n{END}\n", "cannot read"),
+        ("{not json", "{START}\n{END}\n", "cannot read"),
+        ("{}", "{START}\n{END}\n", "not a result of benchmarks.cost_curves"),
+        ('{"benchmark": "cost_curves"}', "{END}\n{START}\n", "needs the line"),
+        ('{"benchmark": "cost_curves"}', "no markers\n", "needs the line"),
+    ],
+)
 def test_the_cost_table_script_says_what_is_wrong_and_writes_nothing(tmp_path, result, page, message):
     from docs.make_cost_curves import END, START, main
 

@@ -23,14 +23,12 @@ TF_LINE = re.compile(r"absl::InitializeLog|^[IWEF]\d{4} \d\d:\d\d:\d\d", re.M)
 
 def user_env() -> dict:
     """The environment of a person at a terminal: no PYTHONPATH, no TensorFlow log level of ours."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "TF_CPP_MIN_LOG_LEVEL", "LUNGDX_VERBOSE")}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TF_CPP_MIN_LOG_LEVEL", "LUNGDX_VERBOSE")}
     return {**env, "LUNGDX_PROGRESS": "0"}
 
 
 def run_as_user(args: list, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(a) for a in args], cwd=cwd, env=user_env(), capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run([str(a) for a in args], cwd=cwd, env=user_env(), capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +36,10 @@ def installed(tmp_path_factory) -> str:
     """The `lungdx` executable of this checkout's install; skips when it is not installed."""
     exe = shutil.which("lungdx")
     if exe is None:
-        pytest.skip("the lungdx command is not on PATH: install the package first, pip install -e \".[test]\"")
-    where = run_as_user([sys.executable, "-c", "import lungdx; print(lungdx.__file__)"], tmp_path_factory.mktemp("away"))
+        pytest.skip('the lungdx command is not on PATH: install the package first, pip install -e ".[test]"')
+    where = run_as_user(
+        [sys.executable, "-c", "import lungdx; print(lungdx.__file__)"], tmp_path_factory.mktemp("away")
+    )
     assert where.returncode == 0, f"lungdx is on PATH but cannot be imported from another folder: {where.stderr}"
     if not Path(where.stdout.strip()).is_relative_to(ROOT):
         pytest.skip(f"the installed lungdx is another checkout's ({where.stdout.strip()}): pip install -e . here")
@@ -75,8 +75,10 @@ def test_info_shows_what_the_model_file_carries_without_tensorflow(installed, ti
     from lungdx.model_file import read_info
 
     model = tiny_run / "models" / "model.keras"
-    script = ("import sys\nfrom lungdx.cli import main\nstatus = main(sys.argv[1:])\n"
-              "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\nsys.exit(status)")
+    script = (
+        "import sys\nfrom lungdx.cli import main\nstatus = main(sys.argv[1:])\n"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\nsys.exit(status)"
+    )
     text = run_as_user([sys.executable, "-c", script, "info", model], tmp_path)
     assert text.returncode == 0 and text.stderr == "", text.stderr
     lines = text.stdout.splitlines()
@@ -126,9 +128,11 @@ def test_predict_from_another_folder_with_relative_paths_and_no_tensorflow_lines
 def test_without_a_model_in_this_folder_the_error_says_to_pass_model(installed, tmp_path):
     proc = run_as_user([installed, "predict", "scan.png"], tmp_path)
     assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr == (f"error: no model given and there is no models/model.keras in this folder ({tmp_path}); "
-                           "pass --model PATH with the trained model file, or train one first (dvc repro train) "
-                           "in the project's folder\n")
+    assert proc.stderr == (
+        f"error: no model given and there is no models/model.keras in this folder ({tmp_path}); "
+        "pass --model PATH with the trained model file, or train one first (dvc repro train) "
+        "in the project's folder\n"
+    )
 
 
 def test_log_lines_have_the_prefixes_people_read_and_verbose_adds_debug(capsys, monkeypatch):
@@ -158,17 +162,25 @@ def test_a_tensorflow_that_fails_to_start_shows_what_it_said_and_one_error(tiny_
     # A broken install: tensorflow writes its reason to fd 2 (as its C++ code does), then raises.
     fake = tmp_path / "broken" / "tensorflow"
     fake.mkdir(parents=True)
-    (fake / "__init__.py").write_text("import os\nos.write(2, b'E0000 protobuf: cannot load descriptors\\n')\n"
-                                      "raise TypeError('Descriptors cannot be created directly.')\n")
+    (fake / "__init__.py").write_text(
+        "import os\nos.write(2, b'E0000 protobuf: cannot load descriptors\\n')\n"
+        "raise TypeError('Descriptors cannot be created directly.')\n"
+    )
     scan = sorted(tiny_run.glob("raw/*/images/*.png"))[0]
-    proc = subprocess.run([sys.executable, "-m", "lungdx", "predict", scan, "--model", tiny_run / "models" / "model.keras"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                          env={**user_env(), "PYTHONPATH": f"{fake.parent}{os.pathsep}{ROOT}"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "lungdx", "predict", scan, "--model", tiny_run / "models" / "model.keras"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**user_env(), "PYTHONPATH": f"{fake.parent}{os.pathsep}{ROOT}"},
+    )
     assert proc.returncode == 2 and proc.stdout == "", proc.stderr
     assert proc.stderr.splitlines() == [
         "E0000 protobuf: cannot load descriptors",
         "error: TensorFlow could not start (TypeError: Descriptors cannot be created directly.); reinstall the "
-        "pinned versions (pip install -e .); LUNGDX_VERBOSE=1 (or lungdx -v) shows all of its messages"]
+        "pinned versions (pip install -e .); LUNGDX_VERBOSE=1 (or lungdx -v) shows all of its messages",
+    ]
 
 
 def test_grad_cam_overlays_never_overwrite_an_input_and_never_share_a_name(tiny_run, tmp_path):
@@ -186,8 +198,12 @@ def test_grad_cam_overlays_never_overwrite_an_input_and_never_share_a_name(tiny_
     assert len(set(overlays)) == len(inputs) and not set(overlays) & set(inputs), overlays
     assert all(p.read_bytes() == data for p, data in before.items())
     # a.png's overlay name is an input's: it moves aside, and the names after it step around it.
-    assert [o.name for o in overlays] == ["a-2.gradcam.png", "a.gradcam.gradcam.png", "a-2-2.gradcam.png",
-                                          "a-3.gradcam.png"]
+    assert [o.name for o in overlays] == [
+        "a-2.gradcam.png",
+        "a.gradcam.gradcam.png",
+        "a-2-2.gradcam.png",
+        "a-3.gradcam.png",
+    ]
 
 
 def test_a_bad_grad_cam_folder_or_a_pipe_is_one_line_and_the_other_files_are_answered(tiny_run, tmp_path, capsys):
@@ -204,8 +220,10 @@ def test_a_bad_grad_cam_folder_or_a_pipe_is_one_line_and_the_other_files_are_ans
     os.mkfifo(tmp_path / "pipe")  # reading it would block forever; /dev/zero would never end
     assert main(["-q", "predict", str(scan), str(tmp_path / "pipe"), "/dev/zero", "--model", str(model)]) == 1
     out, err = capsys.readouterr()
-    assert err.splitlines() == [f"error: {tmp_path / 'pipe'}: not a regular file (a folder, pipe, device or socket)",
-                                "error: /dev/zero: not a regular file (a folder, pipe, device or socket)"]
+    assert err.splitlines() == [
+        f"error: {tmp_path / 'pipe'}: not a regular file (a folder, pipe, device or socket)",
+        "error: /dev/zero: not a regular file (a folder, pipe, device or socket)",
+    ]
     assert out.splitlines()[1].startswith(str(scan))
 
 

@@ -18,8 +18,9 @@ CLASSES = ["COVID", "Normal", "Viral Pneumonia"]
 
 def predictions(y_true, y_pred, paths=None) -> pd.DataFrame:
     paths = paths if paths is not None else [f"{CLASSES[t]}/images/{i}.png" for i, t in enumerate(y_true)]
-    return pd.DataFrame({"path": paths, "actual": [CLASSES[i] for i in y_true],
-                         "predicted": [CLASSES[i] for i in y_pred]})
+    return pd.DataFrame(
+        {"path": paths, "actual": [CLASSES[i] for i in y_true], "predicted": [CLASSES[i] for i in y_pred]}
+    )
 
 
 def noisy(y_true, accuracy, rng):
@@ -91,19 +92,32 @@ def test_cli_compares_two_git_revisions_and_two_files(tmp_path):
     run(["git", "init", "-q"], repo)
     run(["dvc", "init", "-q"], repo)
     for i, accuracy in enumerate((0.6, 0.9)):
-        predictions(y_true, noisy(y_true, accuracy, rng)).to_csv(repo / "metrics" / "plots" / "predictions.csv",
-                                                                   index=False)
+        predictions(y_true, noisy(y_true, accuracy, rng)).to_csv(
+            repo / "metrics" / "plots" / "predictions.csv", index=False
+        )
         (tmp_path / f"{i}.csv").write_bytes((repo / "metrics" / "plots" / "predictions.csv").read_bytes())
         run(["git", "add", "-A"], repo)
         run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", f"run {i}"], repo)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cli = [sys.executable, "-m", "lungdx", "compare"]
-    by_rev = json.loads(subprocess.run(cli + ["HEAD~1", "HEAD", "--json"], cwd=repo, env=env, capture_output=True,
-                                       text=True, check=True).stdout)
-    by_file = json.loads(subprocess.run(cli + [str(tmp_path / "0.csv"), str(tmp_path / "1.csv"), "--json"],
-                                        cwd=repo, env=env, capture_output=True, text=True, check=True).stdout)
-    assert {k: v for k, v in by_rev.items() if k not in ("a", "b")} == \
-        {k: v for k, v in by_file.items() if k not in ("a", "b")}
+    by_rev = json.loads(
+        subprocess.run(
+            cli + ["HEAD~1", "HEAD", "--json"], cwd=repo, env=env, capture_output=True, text=True, check=True
+        ).stdout
+    )
+    by_file = json.loads(
+        subprocess.run(
+            cli + [str(tmp_path / "0.csv"), str(tmp_path / "1.csv"), "--json"],
+            cwd=repo,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert {k: v for k, v in by_rev.items() if k not in ("a", "b")} == {
+        k: v for k, v in by_file.items() if k not in ("a", "b")
+    }
     assert by_rev["differs"] and by_rev["accuracy"]["difference"] > 0.2
     text = subprocess.run(cli + ["HEAD~1", "HEAD"], cwd=repo, env=env, capture_output=True, text=True).stdout
     assert "120 test images, the same in both" in text and "B's accuracy differs from A's beyond chance" in text
@@ -112,11 +126,14 @@ def test_cli_compares_two_git_revisions_and_two_files(tmp_path):
     assert "Traceback" not in missing.stderr
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"path,actual,predicted\n", "no test images in it"),
-    (b"\xff\xfe\x00p\x00a", "not a predictions table"),
-    (b"path,actual,predicted\nx.png,COVID,\n", "row 2 has an empty path, actual or predicted value"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"path,actual,predicted\n", "no test images in it"),
+        (b"\xff\xfe\x00p\x00a", "not a predictions table"),
+        (b"path,actual,predicted\nx.png,COVID,\n", "row 2 has an empty path, actual or predicted value"),
+    ],
+)
 def test_malformed_tables_are_one_line(tmp_path, content, message):
     bad = tmp_path / "bad.csv"
     bad.write_bytes(content)
@@ -146,7 +163,9 @@ def test_a_revision_whose_outputs_are_not_in_the_cache_is_one_line(tmp_path):
 
     shutil.rmtree(repo / ".dvc" / "cache")
     shutil.rmtree(repo / "metrics" / "plots")
-    with pytest.raises(LungdxError, match=r"HEAD: neither a predictions file nor a revision .*must be in the cache \(dvc pull"):
+    with pytest.raises(
+        LungdxError, match=r"HEAD: neither a predictions file nor a revision .*must be in the cache \(dvc pull"
+    ):
         read_predictions("HEAD", repo=repo)
 
 

@@ -20,9 +20,13 @@ import pytest
 from lungdx import portable_math as pm
 from tests.helpers import ROOT, copy_project, tree_hashes
 
-DATA_STAGES = {"download": ["data/raw"], "sample": ["data/sampled"], "segment": ["data/segmented"],
-               "prepare": ["data/prepared"],
-               "baseline": ["metrics/baseline.json", "reports/baseline.json"]}
+DATA_STAGES = {
+    "download": ["data/raw"],
+    "sample": ["data/sampled"],
+    "segment": ["data/segmented"],
+    "prepare": ["data/prepared"],
+    "baseline": ["metrics/baseline.json", "reports/baseline.json"],
+}
 # OpenCV's dispatched levels above the x86-64 baseline (SSE2/SSE3), by the names it takes.
 OPENCV_ABOVE_BASELINE = "AVX512F,AVX2,FMA3,AVX,FP16,SSE4.2,POPCNT,SSE4.1,SSSE3"
 GLIBC_ABOVE_BASELINE = "glibc.cpu.hwcaps=-AVX512F,-AVX2,-FMA,-FMA4,-AVX"
@@ -46,10 +50,14 @@ def simulated_cpus() -> dict[str, dict]:
     if avx512:
         cpus["NumPy without AVX-512"] = {"env": {"NPY_DISABLE_CPU_FEATURES": " ".join(avx512)}, "one_core": False}
     cpus["NumPy, OpenCV and the C library at the x86-64 baseline, one core"] = {
-        "env": {"NPY_DISABLE_CPU_FEATURES": " ".join(found), "OPENCV_CPU_DISABLE": OPENCV_ABOVE_BASELINE,
-                # glibc's libm picks FMA/AVX2 variants of exp (which NumPy's normal draws call) at start
-                "GLIBC_TUNABLES": GLIBC_ABOVE_BASELINE},
-        "one_core": True}
+        "env": {
+            "NPY_DISABLE_CPU_FEATURES": " ".join(found),
+            "OPENCV_CPU_DISABLE": OPENCV_ABOVE_BASELINE,
+            # glibc's libm picks FMA/AVX2 variants of exp (which NumPy's normal draws call) at start
+            "GLIBC_TUNABLES": GLIBC_ABOVE_BASELINE,
+        },
+        "one_core": True,
+    }
     return cpus
 
 
@@ -58,8 +66,14 @@ def _one_core() -> None:
 
 
 def _run_as(cpu: dict, cmd: list[str], cwd: Path) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env={**os.environ, **cpu["env"]},
-                          preexec_fn=_one_core if cpu["one_core"] else None)
+    proc = subprocess.run(
+        cmd,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **cpu["env"]},
+        preexec_fn=_one_core if cpu["one_core"] else None,
+    )
     assert proc.returncode == 0, f"{' '.join(cmd)} under {cpu}:\n{proc.stdout}\n{proc.stderr}"
     return proc.stderr
 
@@ -69,8 +83,13 @@ def test_data_stages_write_the_same_bytes_whatever_the_cpu(tmp_path):
     # Synthetic images at their default size (at 96 px NumPy's rounding never reached a pixel of
     # 48 images; at 256 it did in 6), larger than the prepared ones by a factor that is not whole,
     # so prepare's resize takes OpenCV's float INTER_AREA path (a whole factor stays in integers).
-    params = {"dataset.synthetic.per_class": 12, "dataset.synthetic.image_size": 256, "prepare.image_size": 40,
-              "baseline.image_size": 12, "baseline.n_estimators": 30}
+    params = {
+        "dataset.synthetic.per_class": 12,
+        "dataset.synthetic.image_size": 256,
+        "prepare.image_size": 40,
+        "baseline.image_size": 12,
+        "baseline.n_estimators": 30,
+    }
     hashes = {}
     for name, cpu in simulated_cpus().items():
         project = copy_project(tmp_path / f"p{len(hashes)}", **params)
@@ -88,16 +107,23 @@ def test_data_stages_write_the_same_bytes_whatever_the_cpu(tmp_path):
 def test_portable_math_gives_the_same_bits_whatever_numpys_simd_level(tmp_path):
     # NumPy's own, for contrast: float64 exp, log and power have AVX-512 loops, float32 exp has
     # AVX2 ones too, so some differ on any CPU with a level above the baseline.
-    script = ("import hashlib, numpy as np; from lungdx import portable_math as pm; "
-              "x = np.linspace(-50, 50, 100001); y = np.linspace(1e-9, 4, 100001); "
-              "print(hashlib.md5(b''.join(f(a).tobytes() for f, a in "
-              "((pm.exp, x), (pm.log, y), (lambda v: pm.power(v, 0.87), y), (pm.sin, x), (pm.cos, x)))).hexdigest(), "
-              "hashlib.md5(b''.join(f(a).tobytes() for f, a in ((np.exp, x), (np.log, y), (lambda v: v ** 0.87, y), "
-              "(np.exp, x.astype(np.float32)), (lambda v: v ** np.float32(0.87), y.astype(np.float32))))).hexdigest())")
+    script = (
+        "import hashlib, numpy as np; from lungdx import portable_math as pm; "
+        "x = np.linspace(-50, 50, 100001); y = np.linspace(1e-9, 4, 100001); "
+        "print(hashlib.md5(b''.join(f(a).tobytes() for f, a in "
+        "((pm.exp, x), (pm.log, y), (lambda v: pm.power(v, 0.87), y), (pm.sin, x), (pm.cos, x)))).hexdigest(), "
+        "hashlib.md5(b''.join(f(a).tobytes() for f, a in ((np.exp, x), (np.log, y), (lambda v: v ** 0.87, y), "
+        "(np.exp, x.astype(np.float32)), (lambda v: v ** np.float32(0.87), y.astype(np.float32))))).hexdigest())"
+    )
     outputs = {}
     for name, cpu in simulated_cpus().items():
-        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                              env={**os.environ, **cpu["env"], "PYTHONPATH": str(ROOT)})
+        proc = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, **cpu["env"], "PYTHONPATH": str(ROOT)},
+        )
         outputs[name] = proc.stdout.split()
     ours = {value[0] for value in outputs.values()}
     numpys = {value[1] for value in outputs.values()}
@@ -109,17 +135,28 @@ def test_portable_math_gives_the_same_bits_whatever_numpys_simd_level(tmp_path):
 def test_opencv_is_pinned_to_one_code_path_whatever_its_simd_level():
     """lungdx.opencv's pin, against OpenCV left to choose: a float blur and resize give other bits
     with its AVX2/AVX-512 loops disabled, unless the pin is on."""
-    script = ("import hashlib, sys, numpy as np; from lungdx.opencv import cv2; "
-              "cv2.setUseOptimized(sys.argv[1] == 'free'); "
-              "a = np.random.default_rng(0).random((256, 256), dtype=np.float32); "
-              "print(hashlib.md5(cv2.GaussianBlur(a, (0, 0), 2.5).tobytes() + "
-              "cv2.resize(a, (97, 97), interpolation=cv2.INTER_AREA).tobytes() + "
-              "cv2.warpAffine(a, np.float64([[0.98, 0.1, 3.3], [-0.1, 0.98, -2.1]]), (256, 256)).tobytes()).hexdigest())")
+    script = (
+        "import hashlib, sys, numpy as np; from lungdx.opencv import cv2; "
+        "cv2.setUseOptimized(sys.argv[1] == 'free'); "
+        "a = np.random.default_rng(0).random((256, 256), dtype=np.float32); "
+        "print(hashlib.md5(cv2.GaussianBlur(a, (0, 0), 2.5).tobytes() + "
+        "cv2.resize(a, (97, 97), interpolation=cv2.INTER_AREA).tobytes() + "
+        "cv2.warpAffine(a, np.float64([[0.98, 0.1, 3.3], [-0.1, 0.98, -2.1]]), (256, 256)).tobytes()).hexdigest())"
+    )
     cpus = simulated_cpus()
-    hashes = {mode: {subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, check=True,
-                                    env={**os.environ, **cpu["env"], "PYTHONPATH": str(ROOT)}).stdout
-                     for cpu in cpus.values()}
-              for mode in ("free", "pinned")}
+    hashes = {
+        mode: {
+            subprocess.run(
+                [sys.executable, "-c", script, mode],
+                capture_output=True,
+                text=True,
+                check=True,
+                env={**os.environ, **cpu["env"], "PYTHONPATH": str(ROOT)},
+            ).stdout
+            for cpu in cpus.values()
+        }
+        for mode in ("free", "pinned")
+    }
     assert len(hashes["pinned"]) == 1, hashes
     if not any(flag in open("/proc/cpuinfo").read() for flag in (" avx2 ", " avx512f ")):
         pytest.skip("this CPU has no AVX2: OpenCV left free runs its baseline too")
@@ -134,8 +171,13 @@ def test_no_module_imports_opencv_around_its_pin():
     direct = []
     for path in sorted((ROOT / "lungdx").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module]
+                if isinstance(node, ast.ImportFrom) and node.level == 0
+                else []
+            )
             if any(name and name.split(".")[0] == "cv2" for name in names) and path.name != "opencv.py":
                 direct.append(f"{path.name}:{node.lineno}")
     assert direct == [], f"import cv2 from lungdx.opencv instead: {direct}"
@@ -149,7 +191,7 @@ def test_portable_math_is_accurate():
     assert np.max(np.abs(pm.log(y) - np.log(y)) / np.maximum(1, np.abs(np.log(y)))) < 1e-15
     assert np.isnan(pm.log(0.0)) and np.isnan(pm.log(-1.0))
     z = np.linspace(0, 1, 10001)
-    assert np.max(np.abs(pm.power(z, 0.8) - z ** 0.8)) < 1e-15 and pm.power(0.0, 1.1) == 0
+    assert np.max(np.abs(pm.power(z, 0.8) - z**0.8)) < 1e-15 and pm.power(0.0, 1.1) == 0
     for turns, tolerance in ((1, 1e-15), (16, 1e-13)):  # the reduction by 2 pi loses a bit per turn or so
         a = np.linspace(-2 * np.pi * turns, 2 * np.pi * turns, 20001)
         assert np.max(np.abs(pm.sin(a) - np.sin(a))) < tolerance and np.max(np.abs(pm.cos(a) - np.cos(a))) < tolerance
@@ -163,8 +205,9 @@ def test_the_forest_is_the_same_on_one_thread_or_two():
     rng = np.random.default_rng(0)
     x, y = rng.random((300, 64), dtype=np.float32), rng.integers(0, 4, 300)
     one, two = random_forest(40, 7, n_jobs=1).fit(x, y), random_forest(40, 7, n_jobs=2).fit(x, y)
-    assert [(t.tree_.threshold.tobytes(), t.tree_.value.tobytes()) for t in one.estimators_] == \
-        [(t.tree_.threshold.tobytes(), t.tree_.value.tobytes()) for t in two.estimators_]
+    assert [(t.tree_.threshold.tobytes(), t.tree_.value.tobytes()) for t in one.estimators_] == [
+        (t.tree_.threshold.tobytes(), t.tree_.value.tobytes()) for t in two.estimators_
+    ]
     assert probabilities(two, x).tobytes() == one.predict_proba(x).tobytes()
     assert two.n_jobs == 1  # probabilities() says it sets it
 

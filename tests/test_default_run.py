@@ -21,8 +21,17 @@ def test_default_dvc_repro_cnn_beats_the_random_forest(tmp_path):
     print(f"default run: {json.dumps(result)}")
     model = json.loads((clone / "reports" / "eval.json").read_text())
     forest = json.loads((clone / "metrics" / "baseline.json").read_text())
-    assert result["stages_run"] == ["download", "sample", "segment", "prepare", "baseline", "features", "train",
-                                    "evaluate", "gradcam"]
+    assert result["stages_run"] == [
+        "download",
+        "sample",
+        "segment",
+        "prepare",
+        "baseline",
+        "features",
+        "train",
+        "evaluate",
+        "gradcam",
+    ]
     assert result["accuracy"] == model["accuracy"] and result["random_forest_accuracy"] == forest["accuracy"]
     assert model["model"] == "cnn" and model["n_test"] == 160
     assert model["accuracy"] >= 0.90, model

@@ -51,15 +51,22 @@ def test_the_readme_stays_short():
 
 def test_every_relative_link_reaches_an_existing_file_and_heading(tmp_path):
     (tmp_path / "a.md").write_text("# Title\n## Two words\n## Two words\n")
-    (tmp_path / "b.md").write_text("[ok](a.md#two-words-1) [bad](a.md#three) [gone](c.md) `[code](x.md)`\n"
-                                   "[web](https://example.org/x) [self](#nothing)\n")
-    assert broken_links(tmp_path / "b.md") == ["a.md#three: no such heading", "c.md: no such file",
-                                              "#nothing: no such heading"]
+    (tmp_path / "b.md").write_text(
+        "[ok](a.md#two-words-1) [bad](a.md#three) [gone](c.md) `[code](x.md)`\n"
+        "[web](https://example.org/x) [self](#nothing)\n"
+    )
+    assert broken_links(tmp_path / "b.md") == [
+        "a.md#three: no such heading",
+        "c.md: no such file",
+        "#nothing: no such heading",
+    ]
     assert sum(len(LINK.findall(prose(p.read_text()))) for p in PAGES) > 30
     broken = {str(p.relative_to(ROOT)): broken_links(p) for p in PAGES}
     assert not any(broken.values()), {page: links for page, links in broken.items() if links}
 
 
 def test_the_readme_links_every_docs_page():
-    linked = {(ROOT / target.partition("#")[0]).resolve() for target in LINK.findall(prose((ROOT / "README.md").read_text()))}
+    linked = {
+        (ROOT / target.partition("#")[0]).resolve() for target in LINK.findall(prose((ROOT / "README.md").read_text()))
+    }
     assert set((ROOT / "docs").glob("*.md")) - linked == set()

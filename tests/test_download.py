@@ -16,8 +16,16 @@ import pytest
 from lungdx.download import download
 from lungdx.errors import LungdxError, ParamError
 from lungdx.sources import plan_layout, resolve_source
-from tests.helpers import (make_flat_dataset, make_kaggle_dataset, settings, shared, tree_hashes, write_image, xray,
-                           zip_folder)
+from tests.helpers import (
+    make_flat_dataset,
+    make_kaggle_dataset,
+    settings,
+    shared,
+    tree_hashes,
+    write_image,
+    xray,
+    zip_folder,
+)
 
 FOUR = {"COVID": 3, "Lung_Opacity": 2, "Normal": 3, "Viral Pneumonia": 2}
 
@@ -25,25 +33,43 @@ FOUR = {"COVID": 3, "Lung_Opacity": 2, "Normal": 3, "Viral Pneumonia": 2}
 def source_settings(source, **changes):
     """The download stage's settings for `source`: params.yaml's, with a small synthetic set and
     the Kaggle dataset owner/data, version 1."""
-    return settings({"seed": 1, "dataset.source": str(source), "dataset.kaggle_handle": "owner/data",
-                     "dataset.kaggle_version": 1, "dataset.synthetic.per_class": 2,
-                     "dataset.synthetic.image_size": 64, **changes}).download
+    return settings(
+        {
+            "seed": 1,
+            "dataset.source": str(source),
+            "dataset.kaggle_handle": "owner/data",
+            "dataset.kaggle_version": 1,
+            "dataset.synthetic.per_class": 2,
+            "dataset.synthetic.image_size": 64,
+            **changes,
+        }
+    ).download
 
 
 def raw_listing(raw: Path) -> dict[str, list[str]]:
-    return {p.relative_to(raw).as_posix(): sorted(f.name for f in p.iterdir())
-            for p in sorted(raw.glob("*/*")) if p.is_dir()}
+    return {
+        p.relative_to(raw).as_posix(): sorted(f.name for f in p.iterdir())
+        for p in sorted(raw.glob("*/*"))
+        if p.is_dir()
+    }
 
 
 def test_plan_layout_finds_kaggle_classes_under_a_top_folder_and_ignores_metadata():
-    files = ["Top/README.md.txt", "Top/COVID.metadata.xlsx", "Top/COVID/images/COVID-1.png",
-             "Top/COVID/masks/COVID-1.png", "Top/Viral Pneumonia/images/Viral Pneumonia-1.png",
-             "__MACOSX/Top/._COVID-1.png", "Top/.DS_Store"]
+    files = [
+        "Top/README.md.txt",
+        "Top/COVID.metadata.xlsx",
+        "Top/COVID/images/COVID-1.png",
+        "Top/COVID/masks/COVID-1.png",
+        "Top/Viral Pneumonia/images/Viral Pneumonia-1.png",
+        "__MACOSX/Top/._COVID-1.png",
+        "Top/.DS_Store",
+    ]
     assert plan_layout(files) == {
         "Top/COVID/images/COVID-1.png": "COVID/images/COVID-1.png",
         "Top/COVID/masks/COVID-1.png": "COVID/masks/COVID-1.png",
         "Top/Viral Pneumonia/images/Viral Pneumonia-1.png": "Viral Pneumonia/images/Viral Pneumonia-1.png",
-        "<dir>COVID": "COVID/images/", "<dir>Viral Pneumonia": "Viral Pneumonia/images/",
+        "<dir>COVID": "COVID/images/",
+        "<dir>Viral Pneumonia": "Viral Pneumonia/images/",
     }
 
 
@@ -92,8 +118,10 @@ def test_download_replaces_previous_output_atomically(tmp_path):
 def test_download_synthetic_writes_images_masks_and_lesions(tmp_path):
     record = download(source_settings("synthetic"), tmp_path / "raw")
     assert record["classes"] == ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
-    assert raw_listing(tmp_path / "raw")["Viral Pneumonia/lesions"] == ["Viral Pneumonia-1.png",
-                                                                        "Viral Pneumonia-2.png"]
+    assert raw_listing(tmp_path / "raw")["Viral Pneumonia/lesions"] == [
+        "Viral Pneumonia-1.png",
+        "Viral Pneumonia-2.png",
+    ]
 
 
 def test_download_real_flat_samples(tmp_path):
@@ -135,20 +163,25 @@ def test_entry_names_with_dot_slash_or_double_slash_are_found_and_backslash_name
     img = cv2.imencode(".png", xray(1))[1].tobytes()
     archive = tmp_path / "odd.zip"
     with zipfile.ZipFile(archive, "w") as zf:
-        zf.writestr("./top/COVID/images/a.png", img)    # some zip tools write ./ in front
-        zf.writestr("top//Normal/images/b.png", img)    # or a double slash
+        zf.writestr("./top/COVID/images/a.png", img)  # some zip tools write ./ in front
+        zf.writestr("top//Normal/images/b.png", img)  # or a double slash
         zf.writestr("top/Normal/images/c\\d.png", img)  # a Windows separator, or a trick
     record = download(source_settings(archive), tmp_path / "raw")
     assert (tmp_path / "raw" / "COVID" / "images" / "a.png").read_bytes() == img
     assert (tmp_path / "raw" / "Normal" / "images" / "b.png").read_bytes() == img
-    assert record["skipped"] == [{"path": "top/Normal/images/c\\d.png",
-                                  "reason": "unsafe name (absolute, with .. or a backslash), never extracted"}]
+    assert record["skipped"] == [
+        {
+            "path": "top/Normal/images/c\\d.png",
+            "reason": "unsafe name (absolute, with .. or a backslash), never extracted",
+        }
+    ]
     folder = tmp_path / "folder"
     for name in ("COVID/x.png", "Normal/y.png", "Normal/z\\w.png"):  # legal on Linux
         write_image(folder / name, xray(len(name)))
     record = download(source_settings(folder), tmp_path / "raw2")
     assert record["files"] == 2 and record["skipped"] == [
-        {"path": "Normal/z\\w.png", "reason": "unsafe name (with a backslash), not copied"}]
+        {"path": "Normal/z\\w.png", "reason": "unsafe name (with a backslash), not copied"}
+    ]
     assert "Traceback" not in capsys.readouterr().err
 
 
@@ -295,7 +328,7 @@ def test_corrupt_data_inside_a_zip_member_is_one_line_and_leaves_nothing(tmp_pat
     first = zipfile.ZipFile(archive).infolist()[0]
     data = bytearray(archive.read_bytes())
     start = first.header_offset + 30 + len(first.filename.encode())  # the member's deflated bytes
-    data[start + 2:start + 40] = b"\xff" * 38
+    data[start + 2 : start + 40] = b"\xff" * 38
     archive.write_bytes(bytes(data))
     with pytest.raises(LungdxError, match=r"damaged.zip: not a valid zip file \(Error -3 while decompressing"):
         download(source_settings(archive), tmp_path / "raw", project_root=tmp_path)

@@ -87,7 +87,9 @@ def test_a_class_named_chance_gets_its_own_curve_beside_the_one_diagonal(tmp_pat
         rows = list(csv.DictReader(f))  # as dvc reads it: every cell a string
     (diagonal, dashed), (curves, coloured) = template_layers()
     assert [(r["curve"], r["fpr"], r["tpr"]) for r in rows if diagonal(r)] == [
-        ("chance (AUC 0.500)", "0.0", "0.0"), ("chance (AUC 0.500)", "1.0", "1.0")]
+        ("chance (AUC 0.500)", "0.0", "0.0"),
+        ("chance (AUC 0.500)", "1.0", "1.0"),
+    ]
     assert 0.5 < roc_auc_score(y_true == 0, probs[:, 0]) < 1  # the class chance: not the diagonal's 0.500
     drawn = {r["curve"] for r in rows if curves(r)}
     assert drawn == {f"{c} (AUC {roc_auc_score(y_true == i, probs[:, i]):.3f})" for i, c in enumerate(classes)}
@@ -103,7 +105,9 @@ def test_the_reliability_table_holds_each_bin_the_ece_in_its_name_and_the_diagon
     assert list(rows[0]) == ["curve", "bin", "confidence", "accuracy", "count"]
     (diagonal, dashed), (points, line), (_, sized) = template_layers("reliability", "bin")
     assert [(r["curve"], r["confidence"], r["accuracy"], r["count"]) for r in rows if diagonal(r)] == [
-        ("perfect calibration", "0.0", "0.0", ""), ("perfect calibration", "1.0", "1.0", "")]
+        ("perfect calibration", "0.0", "0.0", ""),
+        ("perfect calibration", "1.0", "1.0", ""),
+    ]
     drawn = [r for r in rows if points(r)]
     assert all(points(r) != diagonal(r) for r in rows)  # each row in one layer
     table = reliability_table(y_true, probs)
@@ -116,14 +120,18 @@ def test_the_reliability_table_holds_each_bin_the_ece_in_its_name_and_the_diagon
     assert sized["size"]["field"] == "images"  # the count as a number: dvc hands the template strings
 
 
-@pytest.mark.parametrize("count, size, top_label, focus, message", [
-    (0, 32, 0, "none", "holds no images to score model.keras on; give the sample stage a larger test share"),
-    (4, 64, 1, "none", "model.keras expects 32px images but .* holds 64px ones"),
-    (4, 32, 3, "none", "model.keras knows 2 classes but .* holds 4; run dvc repro"),
-    (4, 32, 1, "crop", "model.keras was trained on images with lung focus 'none' but .* holds images with 'crop'"),
-])
-def test_a_test_split_that_does_not_fit_the_model_is_one_line_naming_both(tmp_path, count, size, top_label, focus,
-                                                                          message):
+@pytest.mark.parametrize(
+    "count, size, top_label, focus, message",
+    [
+        (0, 32, 0, "none", "holds no images to score model.keras on; give the sample stage a larger test share"),
+        (4, 64, 1, "none", "model.keras expects 32px images but .* holds 64px ones"),
+        (4, 32, 3, "none", "model.keras knows 2 classes but .* holds 4; run dvc repro"),
+        (4, 32, 1, "crop", "model.keras was trained on images with lung focus 'none' but .* holds images with 'crop'"),
+    ],
+)
+def test_a_test_split_that_does_not_fit_the_model_is_one_line_naming_both(
+    tmp_path, count, size, top_label, focus, message
+):
     """evaluate and gradcam read the test split through scored_test_split."""
     folder = tmp_path / "prepared" / "test"
     folder.mkdir(parents=True)

@@ -20,8 +20,16 @@ from tests.helpers import commit, copy_project, make_kaggle_dataset, run, run_li
 
 CLASSES = ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def chromium(tmp_path, *args):
@@ -42,11 +50,13 @@ def test_report_files_and_quantitative_check(tiny_run):
     low, high = scores["lung_energy_share"]["overall_ci"].values()
     assert low <= scores["lung_energy_share"]["overall"] <= high
     headline = json.loads((tiny_run / "gradcam.json").read_text())
-    assert headline == {"lung_energy_share": scores["lung_energy_share"]["overall"],
-                        "lung_energy_share_ci": scores["lung_energy_share"]["overall_ci"],
-                        "lung_energy_chance": scores["lung_energy_share"]["chance"],
-                        "pointing_game": scores["lesions"]["overall"]["pointing_game"],
-                        "pointing_chance": scores["lesions"]["overall"]["pointing_chance"]}
+    assert headline == {
+        "lung_energy_share": scores["lung_energy_share"]["overall"],
+        "lung_energy_share_ci": scores["lung_energy_share"]["overall_ci"],
+        "lung_energy_chance": scores["lung_energy_share"]["chance"],
+        "pointing_game": scores["lesions"]["overall"]["pointing_game"],
+        "pointing_chance": scores["lesions"]["overall"]["pointing_chance"],
+    }
     for cls in ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"):
         assert f"<h2>{cls}</h2>" in page
     assert "test accuracy" in page and "Confusion matrix" in page and "Pointing game" in page
@@ -140,8 +150,11 @@ def test_image_plots_are_each_class_first_test_images_under_stable_names(tiny_ru
 def test_dvc_plots_show_draws_the_roc_of_every_class_and_the_gradcam_images(tiny_run, tmp_path):
     """The project's plots section and ROC template, on tiny_run's outputs placed where the stages write them."""
     project = copy_project(tmp_path / "project")
-    for src, dest in [("plots", "metrics/plots"), ("report_images", "reports/gradcam_images"),
-                      ("dvclive/plots", "dvclive/train/plots")]:
+    for src, dest in [
+        ("plots", "metrics/plots"),
+        ("report_images", "reports/gradcam_images"),
+        ("dvclive/plots", "dvclive/train/plots"),
+    ]:
         shutil.copytree(tiny_run / src, project / dest)
     out = tmp_path / "shown"
     run(["dvc", "plots", "show", "-o", str(out)], project)
@@ -173,8 +186,17 @@ def test_dvc_plots_show_draws_the_roc_of_every_class_and_the_gradcam_images(tiny
     assert sorted(curves["HEAD"]) == sorted(roc["curve"].unique())
 
 
-HOSTILE = ["chance", "<img src=x onerror=alert(1)>", 'a,"b"', "=1+1", "1_1", "Viral Pneumonia", "Viral_Pneumonia",
-           "日本", "中文"]
+HOSTILE = [
+    "chance",
+    "<img src=x onerror=alert(1)>",
+    'a,"b"',
+    "=1+1",
+    "1_1",
+    "Viral Pneumonia",
+    "Viral_Pneumonia",
+    "日本",
+    "中文",
+]
 
 
 def test_plot_names_of_hostile_classes_are_unique_and_readable():
@@ -185,7 +207,15 @@ def test_plot_names_of_hostile_classes_are_unique_and_readable():
     assert len(set(names)) == len(names)
     named = dict(zip(classes, stems))
     assert [named[c] for c in ("chance", 'a,"b"', "日本", "中文", "class", "a", "a_1", "हिन्दी")] == [
-        "chance", "a_b", "日本", "中文", "class", "a", "a_1", "हिन्दी"]
+        "chance",
+        "a_b",
+        "日本",
+        "中文",
+        "class",
+        "a",
+        "a_1",
+        "हिन्दी",
+    ]
     # Clashing pairs both get their class index, after a "-" that no plain name holds.
     for c in ("=1+1", "1_1", "Viral Pneumonia", "Viral_Pneumonia", "COVID", "covid", "Café", "Cafe\u0301", "???"):
         assert named[c].endswith(f"-{classes.index(c)}"), (c, named[c])
@@ -200,11 +230,26 @@ def test_plot_names_of_the_usual_classes_are_their_names():
 def hostile_run(tmp_path_factory):
     """The stages up to the report on random images in class folders with hostile names."""
     root = tmp_path_factory.mktemp("hostile_run")
-    params = settings({"seed": 3, "dataset.classes": [], "sample.per_class": 5, "sample.val_size": 0.2,
-                       "sample.test_size": 0.4, "prepare.image_size": 32, "baseline.image_size": 8, "model": "cnn",
-                       "gradcam.per_class": 2, "gradcam.layer": None, "models.cnn.epochs": 1,
-                       "models.cnn.batch_size": 8, "models.cnn.learning_rate": 1e-3, "models.cnn.filters": [4, 8],
-                       "models.cnn.dense_units": 8, "models.cnn.warmup_epochs": 0})
+    params = settings(
+        {
+            "seed": 3,
+            "dataset.classes": [],
+            "sample.per_class": 5,
+            "sample.val_size": 0.2,
+            "sample.test_size": 0.4,
+            "prepare.image_size": 32,
+            "baseline.image_size": 8,
+            "model": "cnn",
+            "gradcam.per_class": 2,
+            "gradcam.layer": None,
+            "models.cnn.epochs": 1,
+            "models.cnn.batch_size": 8,
+            "models.cnn.learning_rate": 1e-3,
+            "models.cnn.filters": [4, 8],
+            "models.cnn.dense_units": 8,
+            "models.cnn.warmup_epochs": 0,
+        }
+    )
     make_kaggle_dataset(root / "raw", {c: 5 for c in HOSTILE}, size=32)
     return run_library_stages(root, params)
 

@@ -5,8 +5,19 @@ import pytest
 
 from lungdx.arrays import batches, steps_per_epoch
 from lungdx.arrays import predict as predict_probs
-from lungdx.heatmaps import (OUTLINE_BGR, GradCam, colorbar, dilate, draw_outline, energy_inside, mask_scores, overlay,
-                             pointing_hits, tolerance, upsample)
+from lungdx.heatmaps import (
+    OUTLINE_BGR,
+    GradCam,
+    colorbar,
+    dilate,
+    draw_outline,
+    energy_inside,
+    mask_scores,
+    overlay,
+    pointing_hits,
+    tolerance,
+    upsample,
+)
 from lungdx.models import build_cnn, build_head_only, build_vgg19, make_deterministic
 from lungdx.gradcam import pick_examples
 from tests.helpers import settings
@@ -17,8 +28,15 @@ SIZE, PATCH = 48, 14
 def model_settings(arch: str, image_size: int = SIZE, **fields):
     """The settings of `arch` at image_size px with `fields` (models.<arch>.<field>) as given; the rest as
     params.yaml has them."""
-    return settings({"model": arch, "prepare.image_size": image_size, "baseline.image_size": 8,
-                     "models.vgg19.weights": "none", **{f"models.{arch}.{k}": v for k, v in fields.items()}}).train
+    return settings(
+        {
+            "model": arch,
+            "prepare.image_size": image_size,
+            "baseline.image_size": 8,
+            "models.vgg19.weights": "none",
+            **{f"models.{arch}.{k}": v for k, v in fields.items()},
+        }
+    ).train
 
 
 def patch_data(n: int, seed: int):
@@ -30,8 +48,8 @@ def patch_data(n: int, seed: int):
     labels = np.arange(n) % 2
     for i in np.flatnonzero(labels):
         y, x = rng.integers(0, SIZE // 2 - PATCH // 2, 2)
-        images[i, y:y + PATCH, x:x + PATCH] = 250
-        masks[i, y:y + PATCH, x:x + PATCH] = 255
+        images[i, y : y + PATCH, x : x + PATCH] = 250
+        masks[i, y : y + PATCH, x : x + PATCH] = 255
     return images, labels, masks
 
 
@@ -39,8 +57,13 @@ def fit_quietly(model, x, y, epochs, lr=1e-3):
     import keras
 
     model.compile(optimizer=keras.optimizers.Adam(lr), loss="categorical_crossentropy", metrics=["accuracy"])
-    model.fit(batches(x, y, 2, 16, shuffle_seed=0, epochs=epochs), steps_per_epoch=steps_per_epoch(len(x), 16), shuffle=False,
-              epochs=epochs, verbose=0)
+    model.fit(
+        batches(x, y, 2, 16, shuffle_seed=0, epochs=epochs),
+        steps_per_epoch=steps_per_epoch(len(x), 16),
+        shuffle=False,
+        epochs=epochs,
+        verbose=0,
+    )
 
 
 def assert_points_at_patches(model, images, labels, masks, layer=None):
@@ -100,7 +123,9 @@ def test_unknown_layer_names_the_layer_and_the_choices():
     from lungdx.errors import LungdxError, ParamError
 
     model = build_cnn(2, model_settings("cnn", 32, filters=[4, 8], dense_units=4, dropout=0.0))
-    with pytest.raises(LungdxError, match="Grad-CAM layer 'block5_conv4': not a conv layer of model 'cnn'.*conv1, conv2"):
+    with pytest.raises(
+        LungdxError, match="Grad-CAM layer 'block5_conv4': not a conv layer of model 'cnn'.*conv1, conv2"
+    ):
         GradCam(model, "block5_conv4")
     # params.yaml's gradcam.layer is checked before any work, naming the key and the cnn's conv layers.
     with pytest.raises(ParamError, match="gradcam.layer = 'block5_conv4'.*conv1, conv2"):
@@ -109,7 +134,7 @@ def test_unknown_layer_names_the_layer_and_the_choices():
 
 def test_mask_scores_against_known_heatmaps():
     heat = np.zeros((2, 20, 20), np.float32)
-    heat[0, 2, 2] = 1.0   # peak inside image 0's lesion
+    heat[0, 2, 2] = 1.0  # peak inside image 0's lesion
     heat[1, 15, 15] = 1.0  # peak far from image 1's lesion
     lesions = np.zeros((2, 20, 20), np.uint8)
     lesions[:, 0:5, 0:5] = 255

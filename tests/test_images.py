@@ -8,8 +8,15 @@ import cv2
 import numpy as np
 import pytest
 
-from lungdx.images import (MAX_FILE_BYTES, UnreadableImage, decode_gray, image_dimensions, load_for_model,
-                           read_gray, resize_square)
+from lungdx.images import (
+    MAX_FILE_BYTES,
+    UnreadableImage,
+    decode_gray,
+    image_dimensions,
+    load_for_model,
+    read_gray,
+    resize_square,
+)
 from tests.helpers import png_bomb, write_image, xray
 
 
@@ -83,6 +90,7 @@ def test_load_for_model_gives_the_model_size(tmp_path):
 
 # --- decompression bombs: sizes from the header, limits before decoding ---
 
+
 def encoded(ext: str, img: np.ndarray, *flags) -> bytes:
     ok, buf = cv2.imencode(ext, img, list(flags))
     assert ok, ext
@@ -94,8 +102,7 @@ def bmp_core_header(img: np.ndarray) -> bytes:
     h, w = img.shape[:2]
     stride = (3 * w + 3) // 4 * 4
     rows = b"".join(np.ascontiguousarray(row).tobytes().ljust(stride, b"\0") for row in img[::-1])  # bottom-up
-    return (b"BM" + struct.pack("<IHHI", 26 + len(rows), 0, 0, 26)
-            + struct.pack("<IHHHH", 12, w, h, 1, 24) + rows)
+    return b"BM" + struct.pack("<IHHI", 26 + len(rows), 0, 0, 26) + struct.pack("<IHHHH", 12, w, h, 1, 24) + rows
 
 
 def bmp_top_down(img: np.ndarray) -> bytes:
@@ -109,11 +116,25 @@ def bmp_top_down(img: np.ndarray) -> bytes:
 def tiff_big_endian(img: np.ndarray) -> bytes:
     """An uncompressed 8-bit gray TIFF in Motorola byte order, width a SHORT and height a LONG."""
     h, w = img.shape
-    entries = [(256, 3, w), (257, 4, h), (258, 3, 8), (259, 3, 1), (262, 3, 1), (273, 4, 8 + 2 + 12 * 8 + 4),
-               (278, 4, h), (279, 4, w * h)]
-    ifd = struct.pack(">H", len(entries)) + b"".join(
-        struct.pack(">HHI", tag, kind, 1) + (struct.pack(">HH", value, 0) if kind == 3 else struct.pack(">I", value))
-        for tag, kind, value in entries) + struct.pack(">I", 0)
+    entries = [
+        (256, 3, w),
+        (257, 4, h),
+        (258, 3, 8),
+        (259, 3, 1),
+        (262, 3, 1),
+        (273, 4, 8 + 2 + 12 * 8 + 4),
+        (278, 4, h),
+        (279, 4, w * h),
+    ]
+    ifd = (
+        struct.pack(">H", len(entries))
+        + b"".join(
+            struct.pack(">HHI", tag, kind, 1)
+            + (struct.pack(">HH", value, 0) if kind == 3 else struct.pack(">I", value))
+            for tag, kind, value in entries
+        )
+        + struct.pack(">I", 0)
+    )
     return b"MM\x00*" + struct.pack(">I", 8) + ifd + img.tobytes()
 
 
@@ -157,22 +178,36 @@ BAD_HEADERS = {
     "png cut in its header": (PNG[:20], "not a decodable image (truncated PNG header)"),
     "png without IHDR first": (PNG[:12] + b"tEXt" + PNG[16:], "malformed PNG header: the first chunk is not IHDR"),
     "png of width 0": (PNG[:16] + bytes(4) + PNG[20:], "malformed PNG header: it gives a 0x53 image"),
-    "jpeg cut before its frame header": (JPEG[:JPEG.index(b"\xff\xc0")], "truncated JPEG header"),
-    "jpeg with data before any frame header": (b"\xff\xd8\xff\xda\x00\x08" + bytes(50),
-                                                "no frame header (SOFn) before the image data"),
+    "jpeg cut before its frame header": (JPEG[: JPEG.index(b"\xff\xc0")], "truncated JPEG header"),
+    "jpeg with data before any frame header": (
+        b"\xff\xd8\xff\xda\x00\x08" + bytes(50),
+        "no frame header (SOFn) before the image data",
+    ),
     "bmp cut in its header": (b"BM" + bytes(14), "truncated BMP header"),
-    "bmp with an unknown header": (b"BM" + bytes(12) + struct.pack("<I", 20) + bytes(40),
-                                   "malformed BMP header: unknown info header size 20"),
-    "tiff whose first IFD is past the end": (b"II*\x00" + struct.pack("<I", 10 ** 6), "truncated TIFF header"),
-    "tiff without a width": (b"II*\x00" + struct.pack("<IH", 8, 1) + struct.pack("<HHII", 257, 3, 1, 53)
-                             + bytes(4), "no ImageWidth and ImageLength in the first IFD"),
+    "bmp with an unknown header": (
+        b"BM" + bytes(12) + struct.pack("<I", 20) + bytes(40),
+        "malformed BMP header: unknown info header size 20",
+    ),
+    "tiff whose first IFD is past the end": (b"II*\x00" + struct.pack("<I", 10**6), "truncated TIFF header"),
+    "tiff without a width": (
+        b"II*\x00" + struct.pack("<IH", 8, 1) + struct.pack("<HHII", 257, 3, 1, 53) + bytes(4),
+        "no ImageWidth and ImageLength in the first IFD",
+    ),
     # libtiff takes the first of two ImageWidth tags; a reader of the last one would be fooled.
-    "tiff with a size tag twice": (b"II*\x00" + struct.pack("<IH", 8, 4)
-                                   + b"".join(struct.pack("<HHII", tag, 4, 1, value)
-                                              for tag, value in ((256, 30000), (256, 100), (257, 30000), (257, 100)))
-                                   + bytes(4), "malformed TIFF header: tag 256 (ImageWidth) twice"),
-    "bigtiff": (b"II+\x00" + struct.pack("<HHQ", 8, 0, 16) + bytes(64),
-                "BigTIFF is not supported; save the image as PNG or as a classic TIFF"),
+    "tiff with a size tag twice": (
+        b"II*\x00"
+        + struct.pack("<IH", 8, 4)
+        + b"".join(
+            struct.pack("<HHII", tag, 4, 1, value)
+            for tag, value in ((256, 30000), (256, 100), (257, 30000), (257, 100))
+        )
+        + bytes(4),
+        "malformed TIFF header: tag 256 (ImageWidth) twice",
+    ),
+    "bigtiff": (
+        b"II+\x00" + struct.pack("<HHQ", 8, 0, 16) + bytes(64),
+        "BigTIFF is not supported; save the image as PNG or as a classic TIFF",
+    ),
 }
 
 
@@ -194,21 +229,35 @@ def test_the_png_bomb_helper_writes_a_real_png(tmp_path, bit_depth, dtype):
     assert image_dimensions(path.read_bytes()) == (300, 300)
 
 
-BOMB = ("too large to decode safely: 30000x30000 is 900,000,000 pixels, over the limit of 36,000,000 "
-        "(lungdx.images.MAX_PIXELS, a longest side of 6000); downscale it first")
+BOMB = (
+    "too large to decode safely: 30000x30000 is 900,000,000 pixels, over the limit of 36,000,000 "
+    "(lungdx.images.MAX_PIXELS, a longest side of 6000); downscale it first"
+)
 
 
-@pytest.mark.parametrize("width, height, bit_depth, message", [
-    (30000, None, 8, BOMB), (30000, None, 16, BOMB),
-    # A strip within 36 megapixels that resize_square would pad to a 60000x60000 square (3.6 GB).
-    (60000, 600, 8, "too large to decode safely: 60000x600 (padded to a 60000x60000 square) is "
-                    "3,600,000,000 pixels, over the limit of 36,000,000"),
-])
+@pytest.mark.parametrize(
+    "width, height, bit_depth, message",
+    [
+        (30000, None, 8, BOMB),
+        (30000, None, 16, BOMB),
+        # A strip within 36 megapixels that resize_square would pad to a 60000x60000 square (3.6 GB).
+        (
+            60000,
+            600,
+            8,
+            "too large to decode safely: 60000x600 (padded to a 60000x60000 square) is "
+            "3,600,000,000 pixels, over the limit of 36,000,000",
+        ),
+    ],
+)
 def test_image_bombs_are_refused_from_the_header_before_decoding(tmp_path, width, height, bit_depth, message):
     path = png_bomb(tmp_path / "bomb.png", side=width, bit_depth=bit_depth, height=height)
     assert path.stat().st_size < 2 << 20  # decoded: 900 MB (8-bit) or 1.8 GB (16-bit)
-    for refuse in (lambda: read_gray(path), lambda: decode_gray(path.read_bytes()),
-                   lambda: load_for_model(path, 128, "none")):
+    for refuse in (
+        lambda: read_gray(path),
+        lambda: decode_gray(path.read_bytes()),
+        lambda: load_for_model(path, 128, "none"),
+    ):
         tracemalloc.start()  # counts numpy and OpenCV output arrays: a decode would show 900 MB or more
         start = time.perf_counter()
         try:
@@ -243,12 +292,15 @@ def test_a_file_over_the_size_limit_is_refused_without_being_read(tmp_path):
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert str(caught.value) == ("file too large to read safely: 256.0 MiB (268435457 bytes), over the limit of "
-                                 "256 MiB (lungdx.images.MAX_FILE_BYTES); downscale or recompress it first")
+    assert str(caught.value) == (
+        "file too large to read safely: 256.0 MiB (268435457 bytes), over the limit of "
+        "256 MiB (lungdx.images.MAX_FILE_BYTES); downscale or recompress it first"
+    )
     assert peak < 1 << 20, f"{peak} bytes allocated: the file was read"
 
 
 # --- lung focus (prepare.lung_mask crop | mask) -----------------------------------------
+
 
 def _box_mask(shape, top, bottom, left, right):
     mask = np.zeros(shape, np.uint8)
@@ -280,9 +332,9 @@ def test_crop_keeps_exactly_the_box_and_mask_blacks_only_beyond_the_dilated_lung
     assert box == (top, bottom, left, right) and masked.shape == cropped.shape
     radius = round(MASK_DILATION * 300)  # 6 px
     local = lambda r, c: masked[r - top, c - left]  # noqa: E731 -- the crop's pixel of an image pixel
-    assert np.array_equal(masked[50 - top:150 - top, 100 - left:200 - left], img[50:150, 100:200])  # lungs kept
-    assert local(100, 100 - radius) == img[100, 100 - radius]      # within the dilation: kept
-    assert local(100, 100 - radius - 1) == 0                       # just beyond it: black
+    assert np.array_equal(masked[50 - top : 150 - top, 100 - left : 200 - left], img[50:150, 100:200])  # lungs kept
+    assert local(100, 100 - radius) == img[100, 100 - radius]  # within the dilation: kept
+    assert local(100, 100 - radius - 1) == 0  # just beyond it: black
     assert local(50 - radius - 1, 150) == 0 and local(150 + radius, 150) == 0
 
 

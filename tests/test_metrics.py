@@ -22,15 +22,19 @@ def test_headline_is_the_numbers_then_their_intervals_then_the_ece():
     y_true, probs = known_probs()
     details = classification_metrics(y_true, probs, CLASSES, seed=239)
     top = headline(details)
-    assert list(top) == list(HEADLINE) == ["accuracy", "f1_macro", "roc_auc_ovr", "accuracy_ci", "f1_macro_ci",
-                                           "ece"]
+    assert list(top) == list(HEADLINE) == ["accuracy", "f1_macro", "roc_auc_ovr", "accuracy_ci", "f1_macro_ci", "ece"]
     for key in ("accuracy", "f1_macro"):
         assert list(top[f"{key}_ci"]) == ["lower", "upper"]
         assert top[f"{key}_ci"]["lower"] < top[key] < top[f"{key}_ci"]["upper"]
         assert top[f"{key}_ci"]["upper"] - top[f"{key}_ci"]["lower"] < 0.2  # 200 images: about +-0.07
     assert top["ece"] == round(expected_calibration_error(y_true, probs), 6)
-    assert details["intervals"] == {"method": "percentile bootstrap", "over": "test images", "resamples": 2000,
-                                    "seed": 239, "level": 0.95}
+    assert details["intervals"] == {
+        "method": "percentile bootstrap",
+        "over": "test images",
+        "resamples": 2000,
+        "seed": 239,
+        "level": 0.95,
+    }
     assert details["calibration"]["ece_bins"] == 15
     for c, scores in details["per_class"].items():
         assert scores["sensitivity"] == scores["recall"]
@@ -51,7 +55,17 @@ def test_a_class_missing_from_the_test_split_has_no_sensitivity_and_the_headline
 
 
 def test_an_interval_with_an_undefined_bound_is_left_out_of_the_headline():
-    details = {"accuracy": 0.5, "f1_macro": 0.4, "roc_auc_ovr": None, "accuracy_ci": {"lower": None, "upper": 0.6},
-               "f1_macro_ci": {"lower": 0.3, "upper": 0.5}, "ece": 0.1}
-    assert headline(details) == {"accuracy": 0.5, "f1_macro": 0.4, "f1_macro_ci": {"lower": 0.3, "upper": 0.5},
-                                 "ece": 0.1}
+    details = {
+        "accuracy": 0.5,
+        "f1_macro": 0.4,
+        "roc_auc_ovr": None,
+        "accuracy_ci": {"lower": None, "upper": 0.6},
+        "f1_macro_ci": {"lower": 0.3, "upper": 0.5},
+        "ece": 0.1,
+    }
+    assert headline(details) == {
+        "accuracy": 0.5,
+        "f1_macro": 0.4,
+        "f1_macro_ci": {"lower": 0.3, "upper": 0.5},
+        "ece": 0.1,
+    }

@@ -19,16 +19,19 @@ from tests.helpers import ROOT, write_image
 # The child runs `lungdx ARGS`, then prints its peak resident memory (Linux's VmHWM, in KiB: unlike
 # getrusage's ru_maxrss it does not count the parent's memory at fork) and how long the command
 # took, so interpreter start-up on a busy machine does not count.
-CHILD = ("import sys, time; from lungdx.cli import main; start = time.monotonic(); rc = main(sys.argv[1:]); "
-         "peak = next(line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM:')); "
-         "print(peak, time.monotonic() - start); sys.exit(rc)")
+CHILD = (
+    "import sys, time; from lungdx.cli import main; start = time.monotonic(); rc = main(sys.argv[1:]); "
+    "peak = next(line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM:')); "
+    "print(peak, time.monotonic() - start); sys.exit(rc)"
+)
 
 
 def lungdx(*args) -> tuple[subprocess.CompletedProcess, int, float]:
     """(the finished process, its peak memory in bytes, seconds) of `lungdx ARGS` in a fresh process."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LUNGDX_PROGRESS": "0"}
-    proc = subprocess.run([sys.executable, "-c", CHILD, *map(str, args)], env=env, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, *map(str, args)], env=env, capture_output=True, text=True, timeout=120
+    )
     peak_kib, seconds = proc.stdout.split()[-2:]
     return proc, int(peak_kib) * 1024, float(seconds)
 
@@ -72,16 +75,22 @@ DAMAGED = {
     "input.steps a mapping": (lambda info: input_with(info, steps={"a": 1}), "input.steps must be"),
     "classes numbers": (lambda info: {**info, "classes": [1, 2, 3, 4]}, "classes must be a list"),
     "classes repeated": (lambda info: {**info, "classes": ["a", "a"]}, "classes must be a list"),
-    "class name with a newline": (lambda info: {**info, "classes": ["COVID\n  forged   line", "Normal"]},
-                                  r"class name 'COVID\n  forged   line' has control characters"),
-    "class name with a terminal escape": (lambda info: {**info, "classes": ["\x1b[2J", "Normal"]},
-                                          r"class name '\x1b[2J' has control characters"),
+    "class name with a newline": (
+        lambda info: {**info, "classes": ["COVID\n  forged   line", "Normal"]},
+        r"class name 'COVID\n  forged   line' has control characters",
+    ),
+    "class name with a terminal escape": (
+        lambda info: {**info, "classes": ["\x1b[2J", "Normal"]},
+        r"class name '\x1b[2J' has control characters",
+    ),
     "image_size text": (lambda info: {**info, "image_size": "48"}, "image_size must be an integer from 16 to 1024"),
-    "image_size 10**12": (lambda info: {**info, "image_size": 10 ** 12}, "image_size must be an integer"),
+    "image_size 10**12": (lambda info: {**info, "image_size": 10**12}, "image_size must be an integer"),
     "image_size true": (lambda info: {**info, "image_size": True}, "image_size must be an integer"),
     "architecture a list": (lambda info: {**info, "architecture": ["cnn"]}, "architecture must be a model name"),
-    "lungdx_version with a newline": (lambda info: {**info, "lungdx_version": "1.0\n  architecture   vgg19"},
-                                      "lungdx_version must be"),
+    "lungdx_version with a newline": (
+        lambda info: {**info, "lungdx_version": "1.0\n  architecture   vgg19"},
+        "lungdx_version must be",
+    ),
 }
 
 
@@ -91,24 +100,34 @@ def test_damaged_metadata_is_one_error_line_naming_the_file(tiny_run, tmp_path, 
 
     change, says = DAMAGED[case]
     made = change(real_info(tiny_run))
-    damaged = copy_with(tiny_run / "models" / "model.keras", tmp_path / "damaged.keras",
-                        {"lungdx.json": made if isinstance(made, str) else json.dumps(made)})
+    damaged = copy_with(
+        tiny_run / "models" / "model.keras",
+        tmp_path / "damaged.keras",
+        {"lungdx.json": made if isinstance(made, str) else json.dumps(made)},
+    )
     assert main(["info", str(damaged)]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     assert_one_error_line(captured.err, damaged, says)
 
 
-@pytest.mark.parametrize("config, says", [("[" * 200000 + "]" * 200000, "RecursionError"),
-                                           ("not JSON", "JSONDecodeError"),
-                                           ('{"class_name": "NoSuchLayer", "config": {}}', "TypeError: Could not locate class")])
+@pytest.mark.parametrize(
+    "config, says",
+    [
+        ("[" * 200000 + "]" * 200000, "RecursionError"),
+        ("not JSON", "JSONDecodeError"),
+        ('{"class_name": "NoSuchLayer", "config": {}}', "TypeError: Could not locate class"),
+    ],
+)
 def test_a_damaged_network_inside_a_lungdx_file_is_one_clear_error(tiny_run, tmp_path, config, says):
     """lungdx.json is fine; the network Keras reads (config.json) is not: whatever Keras raises for it,
     one LungdxError naming the file and saying to retrain."""
     from lungdx.model_file import load_model
 
     damaged = copy_with(tiny_run / "models" / "model.keras", tmp_path / "damaged.keras", {"config.json": config})
-    with pytest.raises(LungdxError, match=rf"^{re.escape(str(damaged))}: could not be loaded .*{says}.*dvc repro -f train"):
+    with pytest.raises(
+        LungdxError, match=rf"^{re.escape(str(damaged))}: could not be loaded .*{says}.*dvc repro -f train"
+    ):
         load_model(damaged)
 
 
@@ -145,8 +164,13 @@ def zeros_member(archive: zipfile.ZipFile, name: str, size: int) -> None:
             member.write(bytes(1 << 24))
 
 
-@pytest.mark.parametrize("member, says", [("config.json", "its config.json declares 536870912 bytes, more than"),
-                                          ("model.weights.h5", "entry 'model.weights.h5' inflates 1,0")])
+@pytest.mark.parametrize(
+    "member, says",
+    [
+        ("config.json", "its config.json declares 536870912 bytes, more than"),
+        ("model.weights.h5", "entry 'model.weights.h5' inflates 1,0"),
+    ],
+)
 def test_a_decompression_bomb_is_refused_quickly_and_without_reading_it(tiny_run, tmp_path, member, says):
     source = tiny_run / "models" / "model.keras"
     bomb = tmp_path / "bomb.keras"

@@ -19,15 +19,27 @@ CNN = {"filters": [16, 32, 64, 128, 256], "dense_units": 160, "dropout": 0.3}
 def cnn(image_size: int, **fields):
     """The cnn's settings at image_size px, with `fields` (filters, dense_units, dropout, seed, augment) as given;
     the rest as params.yaml has them."""
-    return settings({"model": "cnn", "prepare.image_size": image_size, "baseline.image_size": 8,
-                     **{("seed" if k == "seed" else f"models.cnn.{k}"): v for k, v in fields.items()}}).train
+    return settings(
+        {
+            "model": "cnn",
+            "prepare.image_size": image_size,
+            "baseline.image_size": 8,
+            **{("seed" if k == "seed" else f"models.cnn.{k}"): v for k, v in fields.items()},
+        }
+    ).train
 
 
 def vgg(image_size: int, **fields):
     """The vgg19's settings at image_size px, with `fields` as given; the rest as params.yaml has them."""
-    return settings({"model": "vgg19", "prepare.image_size": image_size, "baseline.image_size": 8,
-                     "models.vgg19.weights": "none",
-                     **{("seed" if k == "seed" else f"models.vgg19.{k}"): v for k, v in fields.items()}}).train
+    return settings(
+        {
+            "model": "vgg19",
+            "prepare.image_size": image_size,
+            "baseline.image_size": 8,
+            "models.vgg19.weights": "none",
+            **{("seed" if k == "seed" else f"models.vgg19.{k}"): v for k, v in fields.items()},
+        }
+    ).train
 
 
 def test_cnn_is_the_original_network():
@@ -99,7 +111,9 @@ def test_a_weights_file_that_is_not_vgg19_s_is_one_clear_error(tmp_path, damage)
             if damage == "groups without weights":
                 for name in names:
                     f.create_group(name).attrs["weight_names"] = [f"{name}/kernel:0".encode()]
-    with pytest.raises(WeightsUnavailable, match=rf"^{re.escape(str(path))}: not VGG19's no-top weights, or unreadable"):
+    with pytest.raises(
+        WeightsUnavailable, match=rf"^{re.escape(str(path))}: not VGG19's no-top weights, or unreadable"
+    ):
         vgg19_base(32, str(path))
 
 
@@ -156,11 +170,15 @@ def test_augmentation_changes_only_training_images_and_repeats_with_the_seed():
 
 
 def test_no_augmentation_and_no_flip_unless_asked():
-    plain = build_cnn(2, cnn(32, filters=[4], dense_units=8, dropout=0.0, seed=1,
-                             augment=dict.fromkeys(AUGMENT, 0.0) | {"flip": False}))
+    plain = build_cnn(
+        2,
+        cnn(32, filters=[4], dense_units=8, dropout=0.0, seed=1, augment=dict.fromkeys(AUGMENT, 0.0) | {"flip": False}),
+    )
     assert not [layer for layer in plain.layers if layer.name.startswith("augment_")]
-    flips = build_cnn(2, cnn(32, filters=[4], dense_units=8, dropout=0.0, seed=1,
-                             augment=dict.fromkeys(AUGMENT, 0.0) | {"flip": True}))
+    flips = build_cnn(
+        2,
+        cnn(32, filters=[4], dense_units=8, dropout=0.0, seed=1, augment=dict.fromkeys(AUGMENT, 0.0) | {"flip": True}),
+    )
     assert [layer.name for layer in flips.layers if layer.name.startswith("augment_")] == ["augment_flip"]
 
 

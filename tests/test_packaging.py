@@ -10,8 +10,11 @@ from tests.helpers import ROOT
 # Distributions whose import name differs from their name.
 IMPORT_NAMES = {"scikit-learn": "sklearn", "opencv-python-headless": "cv2", "pyyaml": "yaml"}
 # Pinned for their command line, not imported.
-COMMANDS = {"dvc": "dvc repro, the pipeline", "gto": "gto register, docs/workflows.md",
-            "pytest-xdist": "pytest -n, pytest.ini"}
+COMMANDS = {
+    "dvc": "dvc repro, the pipeline",
+    "gto": "gto register, docs/workflows.md",
+    "pytest-xdist": "pytest -n, pytest.ini",
+}
 
 
 def pins(name: str) -> dict[str, str]:
@@ -46,13 +49,16 @@ def test_the_installed_package_declares_exactly_the_pins():
     try:
         dist = importlib.metadata.distribution("lungdx")
     except importlib.metadata.PackageNotFoundError:
-        pytest.skip("lungdx is not installed: pip install -e \".[test]\"")
+        pytest.skip('lungdx is not installed: pip install -e ".[test]"')
     declared = {}
     for requirement in dist.requires or []:
         spec, _, marker = requirement.partition(";")
         name, version = spec.strip().split("==")
         declared[(name.lower(), "test" if "extra" in marker else "")] = version
-    expected = {**{(d, ""): v for d, v in pins("requirements.txt").items()},
-                **{(d, "test"): v for d, v in pins("requirements-test.txt").items()}}
-    assert declared == expected, ("the installed lungdx was built from other pin files; "
-                                  "reinstall it: pip install -e \".[test]\"")
+    expected = {
+        **{(d, ""): v for d, v in pins("requirements.txt").items()},
+        **{(d, "test"): v for d, v in pins("requirements-test.txt").items()},
+    }
+    assert declared == expected, (
+        'the installed lungdx was built from other pin files; reinstall it: pip install -e ".[test]"'
+    )

@@ -37,7 +37,7 @@ def uncommented_settings(text: str) -> list[str]:
     def commented(key, value) -> bool:
         # A value on the key's line ends where its comment may start; a block value starts below.
         end = value.end_mark if value.end_mark.line == key.start_mark.line else key.end_mark
-        after = lines[end.line][end.column:].lstrip(" :")
+        after = lines[end.line][end.column :].lstrip(" :")
         above = lines[key.start_mark.line - 1].strip() if key.start_mark.line else ""
         return after.startswith("#") or above.startswith("#")
 
@@ -96,7 +96,7 @@ NAN, INF = float("nan"), float("inf")
 # (key, a value that must be refused, what the message must say is allowed); every key of params.yaml.
 BAD_VALUES = [
     ("seed", -1, "an integer from 0 to 4294967295"),
-    ("seed", 2 ** 32, "an integer from 0 to 4294967295"),
+    ("seed", 2**32, "an integer from 0 to 4294967295"),
     ("seed", 1.5, "an integer from 0"),
     ("seed", True, "an integer from 0"),
     ("dataset.source", 5, "synthetic, kaggle, a local folder"),
@@ -111,7 +111,7 @@ BAD_VALUES = [
     ("dataset.classes", ["COVID", "COVID"], "without repeated names"),
     ("dataset.classes", ["../COVID"], "no slashes"),
     ("dataset.synthetic.per_class", 0, "an integer from 1 to 100000"),
-    ("dataset.synthetic.per_class", 10 ** 6, "an integer from 1 to 100000"),
+    ("dataset.synthetic.per_class", 10**6, "an integer from 1 to 100000"),
     ("dataset.synthetic.image_size", 16, "an integer from 32 to 1024"),
     ("dataset.synthetic.image_size", 2048, "an integer from 32 to 1024"),
     ("dataset.synthetic.image_size", INF, "an integer from 32 to 1024"),
@@ -126,16 +126,16 @@ BAD_VALUES = [
     ("baseline.image_size", 2, "an integer from 4 to 1024"),
     ("baseline.image_size", 256, r"an integer from 4 to prepare.image_size \(now 128\)"),
     ("baseline.n_estimators", 0, "an integer from 1 to 10000"),
-    ("baseline.n_estimators", 10 ** 6, "an integer from 1 to 10000"),
+    ("baseline.n_estimators", 10**6, "an integer from 1 to 10000"),
     ("gradcam.per_class", 0, "an integer >= 1"),
     ("gradcam.layer", 5, "null .* or a conv layer's name"),
     ("gradcam.layer", "conv6", "a conv layer of the cnn model: conv1, conv2, conv3, conv4, conv5; did you mean"),
     ("gradcam.layer", "block5_conv4", "a conv layer of the cnn model: conv1"),
     ("model", "resnet", "one of cnn, vgg19"),
     ("models.cnn.epochs", 0, "an integer from 1 to 10000"),
-    ("models.cnn.epochs", 10 ** 6, "an integer from 1 to 10000"),
+    ("models.cnn.epochs", 10**6, "an integer from 1 to 10000"),
     ("models.cnn.batch_size", 0, "an integer from 1 to 4096"),
-    ("models.cnn.batch_size", 10 ** 5, "an integer from 1 to 4096"),
+    ("models.cnn.batch_size", 10**5, "an integer from 1 to 4096"),
     ("models.cnn.learning_rate", 0, "a finite number > 0"),
     ("models.cnn.learning_rate", INF, "a finite number > 0"),
     ("models.cnn.learning_rate", NAN, "a finite number > 0"),
@@ -145,7 +145,7 @@ BAD_VALUES = [
     ("models.cnn.patience", 0, "an integer from 1 to 10000"),
     ("models.cnn.warmup_epochs", -1, "an integer from 0 to 10000"),
     ("models.cnn.dense_units", 0, "an integer from 1 to 8192"),
-    ("models.cnn.dense_units", 10 ** 5, "an integer from 1 to 8192"),
+    ("models.cnn.dense_units", 10**5, "an integer from 1 to 8192"),
     ("models.cnn.filters", [], "a list of 1 to 10 integers from 1 to 2048"),
     ("models.cnn.filters", [16, 0], "a list of 1 to 10 integers from 1 to 2048"),
     ("models.cnn.filters", [4] * 11, "a list of 1 to 10 integers from 1 to 2048"),
@@ -203,8 +203,13 @@ def test_every_param_is_checked_for_type_and_range_before_any_work(tmp_path, key
     with pytest.raises(ParamError) as caught:
         load_with(tmp_path, **changes)
     message = str(caught.value)
-    named = ("prepare.image_size" if "poolings" in allowed else
-             "models.vgg19.augment" if "fine_tune_blocks is 0" in allowed else key)
+    named = (
+        "prepare.image_size"
+        if "poolings" in allowed
+        else "models.vgg19.augment"
+        if "fine_tune_blocks is 0" in allowed
+        else key
+    )
     assert message.startswith(f"params.yaml: {named} = ") and " is not allowed: " in message, message
     assert re.search(allowed, message), message
     assert "\n" not in message
@@ -217,21 +222,31 @@ def test_the_bad_value_cases_cover_every_key_of_params_yaml():
 
 def test_default_params_and_the_documented_alternatives_pass_every_check(tmp_path):
     assert P.load(ROOT / "params.yaml").train.architecture == "cnn"
-    for changes in ({"model": "vgg19", "gradcam__layer": "block5_conv4", "models__vgg19__weights": "none"},
-                    {"gradcam__layer": "conv5", "dataset__kaggle_version": None, "dataset__source": "kaggle"},
-                    {"seed": 2 ** 32 - 1, "prepare__image_size": 1024, "dataset__synthetic__image_size": 1024,
-                     "baseline__image_size": 1024, "models__vgg19__fine_tune_blocks": 5}):
+    for changes in (
+        {"model": "vgg19", "gradcam__layer": "block5_conv4", "models__vgg19__weights": "none"},
+        {"gradcam__layer": "conv5", "dataset__kaggle_version": None, "dataset__source": "kaggle"},
+        {
+            "seed": 2**32 - 1,
+            "prepare__image_size": 1024,
+            "dataset__synthetic__image_size": 1024,
+            "baseline__image_size": 1024,
+            "models__vgg19__fine_tune_blocks": 5,
+        },
+    ):
         load_with(tmp_path, **changes)
 
 
-@pytest.mark.parametrize("key, suggestion", [
-    ("models.cnn.dropuot", "did you mean models.cnn.dropout?"),
-    ("sead", "did you mean seed?"),
-    ("dataset.synthetic.imagesize", "did you mean dataset.synthetic.image_size?"),
-    ("gradcam.layers", "did you mean gradcam.layer?"),
-    ("models.vgg19.filters", r"no such key \(models.vgg19 takes: weights, epochs"),
-    ("models.resnet", r"no such key \(models takes: cnn, vgg19\)"),
-])
+@pytest.mark.parametrize(
+    "key, suggestion",
+    [
+        ("models.cnn.dropuot", "did you mean models.cnn.dropout?"),
+        ("sead", "did you mean seed?"),
+        ("dataset.synthetic.imagesize", "did you mean dataset.synthetic.image_size?"),
+        ("gradcam.layers", "did you mean gradcam.layer?"),
+        ("models.vgg19.filters", r"no such key \(models.vgg19 takes: weights, epochs"),
+        ("models.resnet", r"no such key \(models takes: cnn, vgg19\)"),
+    ],
+)
 def test_unknown_keys_at_any_level_are_refused_with_a_suggestion(tmp_path, key, suggestion):
     with pytest.raises(ParamError, match=rf"^params.yaml: {re.escape(key)} = .* is not allowed: .*{suggestion}"):
         load_with(tmp_path, **{key.replace(".", "__"): 0.5 if key != "models.resnet" else {"epochs": 3}})
@@ -255,8 +270,12 @@ def test_gradcam_layer_names_known_statically_are_the_conv_layers_of_the_built_m
     from lungdx.heatmaps import conv_layers
     from lungdx.models import build_cnn, build_vgg19
 
-    small = {"prepare.image_size": 32, "baseline.image_size": 8, "models.cnn.dense_units": 4,
-             "models.vgg19.dense_units": 4}
+    small = {
+        "prepare.image_size": 32,
+        "baseline.image_size": 8,
+        "models.cnn.dense_units": 4,
+        "models.vgg19.dense_units": 4,
+    }
     for filters in ([4], [4, 8, 8]):
         cnn = build_cnn(3, settings({**small, "models.cnn.filters": filters}).train)
         assert [layer.name for layer in conv_layers(cnn)] == P.conv_layer_names("cnn", filters)
@@ -310,8 +329,11 @@ def test_every_key_comes_from_params_yaml_a_missing_one_is_named(tmp_path):
     # All at once: an older params.yaml costs one run, not one per key.
     params = default_params()
     del params["prepare"]["lung_mask"], params["models"]["cnn"]["augment"], params["external"]
-    with pytest.raises(ParamError, match=r"^params.yaml: prepare.lung_mask, models.cnn.augment, external are missing: "
-                                         "add them"):
+    with pytest.raises(
+        ParamError,
+        match=r"^params.yaml: prepare.lung_mask, models.cnn.augment, external are missing: "
+        "add them",
+    ):
         P.check(params)
 
 
@@ -342,11 +364,17 @@ def test_params_yaml_is_read_by_params_py_alone():
     for path in sorted((ROOT / "lungdx").glob("*.py")):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
-            names = ([a.name for a in node.names] if isinstance(node, ast.ImportFrom) and node.module in (None, "lungdx")
-                     else [node.module] if isinstance(node, ast.ImportFrom) else
-                     [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.ImportFrom) and node.module in (None, "lungdx")
+                else [node.module]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
             if any(n in ("params", "lungdx.params") or (n or "").endswith(".params") for n in names):
                 readers.setdefault(path.name, node.lineno)
         if path.name != "params.py":
-            assert "params.yaml\")" not in path.read_text() and "\"params.yaml\"" not in path.read_text(), path
+            assert 'params.yaml")' not in path.read_text() and '"params.yaml"' not in path.read_text(), path
     assert set(readers) == {"cli.py", "pipeline.py", "stage_deps.py"}, readers

@@ -13,19 +13,30 @@ import pytest
 from tests.helpers import ROOT, TINY, copy_project, run, stages_run
 
 
-
 BAD_PARAMS = {
     "unknown_model": ({"model": "resnet"}, "model = 'resnet'", "one of cnn, vgg19"),
     "zero_per_class": ({"sample.per_class": 0}, "sample.per_class = 0", "an integer >= 1"),
     "negative_per_class": ({"sample.per_class": -5}, "sample.per_class = -5", "an integer >= 1"),
-    "val_plus_test_at_least_1": ({"sample.val_size": 0.5, "sample.test_size": 0.5},
-                                 "sample.val_size + sample.test_size = 1.0", "a sum below 1"),
-    "vgg19_image_size_below_32": ({"model": "vgg19", "prepare.image_size": 24}, "prepare.image_size = 24",
-                                  "at least 32 for vgg19"),
-    "missing_weights_path": ({"model": "vgg19", "models.vgg19.weights": "/no/such/vgg19.h5"},
-                             "models.vgg19.weights = '/no/such/vgg19.h5'", "does not exist"),
-    "unknown_source_form": ({"dataset.source": "s3://bucket/covid.zip"}, "dataset.source = 's3://bucket/covid.zip'",
-                            "only http and https URLs"),
+    "val_plus_test_at_least_1": (
+        {"sample.val_size": 0.5, "sample.test_size": 0.5},
+        "sample.val_size + sample.test_size = 1.0",
+        "a sum below 1",
+    ),
+    "vgg19_image_size_below_32": (
+        {"model": "vgg19", "prepare.image_size": 24},
+        "prepare.image_size = 24",
+        "at least 32 for vgg19",
+    ),
+    "missing_weights_path": (
+        {"model": "vgg19", "models.vgg19.weights": "/no/such/vgg19.h5"},
+        "models.vgg19.weights = '/no/such/vgg19.h5'",
+        "does not exist",
+    ),
+    "unknown_source_form": (
+        {"dataset.source": "s3://bucket/covid.zip"},
+        "dataset.source = 's3://bucket/covid.zip'",
+        "only http and https URLs",
+    ),
 }
 
 
@@ -43,16 +54,22 @@ def test_bad_params_fail_before_any_work_naming_key_value_and_allowed(tmp_path, 
 
 def test_stage_scripts_run_from_the_project_root(tmp_path):
     # The stage scripts find the library without installing it: `python -m stages.X` from the root.
-    proc = subprocess.run(["python", "-m", "stages.sample"], cwd=tmp_path, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.run(
+        ["python", "-m", "stages.sample"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.returncode == 2
     assert "params.yaml: not found; run the stage from the project root" in proc.stderr
 
 
 def test_no_pipeline_output_is_committed_to_git():
     # DVC tracks them; a stage output also tracked by git makes `dvc repro` refuse to write it.
-    proc = subprocess.run(["git", "ls-files", "data", "models", "metrics", "reports", "dvclive"], cwd=ROOT,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["git", "ls-files", "data", "models", "metrics", "reports", "dvclive"], cwd=ROOT, capture_output=True, text=True
+    )
     if proc.returncode != 0:
         pytest.skip("not a git checkout")
     assert [f for f in proc.stdout.split() if not f.endswith(".gitignore")] == []

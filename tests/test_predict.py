@@ -18,8 +18,14 @@ from tests.helpers import ROOT, settings, shared, write_image
 
 def predict(*args, cwd=ROOT):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the library from this checkout, whatever cwd is
-    return subprocess.run([sys.executable, "-m", "lungdx", "predict", *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "lungdx", "predict", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +51,14 @@ def inputs(tmp_path_factory):
 @pytest.mark.slow
 def test_every_form_gets_the_same_prediction_and_a_bad_file_is_named(tiny_run, inputs, tmp_path):
     order = ["gray", "rgb", "corrupt", "rgba", "16bit", "jpeg"]
-    proc = predict(*[inputs[k] for k in order], "--model", tiny_run / "models" / "model.keras", "--json",
-                   "--gradcam", tmp_path / "cams")
+    proc = predict(
+        *[inputs[k] for k in order],
+        "--model",
+        tiny_run / "models" / "model.keras",
+        "--json",
+        "--gradcam",
+        tmp_path / "cams",
+    )
     assert proc.returncode == 1, "a failed file makes the exit status non-zero"
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: {inputs['corrupt']}: not a decodable image (truncated, corrupt or not an image)"]
@@ -59,7 +71,8 @@ def test_every_form_gets_the_same_prediction_and_a_bad_file_is_named(tiny_run, i
     np.testing.assert_allclose(probs[4], probs[0], atol=0.05)  # JPEG is lossy
     assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-4 for r in good)
     assert sorted(p.name for p in (tmp_path / "cams").iterdir()) == sorted(
-        f"{inputs[k].stem}.gradcam.png" for k in order if k != "corrupt")
+        f"{inputs[k].stem}.gradcam.png" for k in order if k != "corrupt"
+    )
 
 
 def test_preprocessing_is_exactly_the_training_one(tiny_run, inputs):
@@ -135,12 +148,18 @@ DAMAGED = {
     "a_list": (lambda info: [info], "damaged (not a JSON object)"),
     "no_classes": (lambda info: {k: v for k, v in info.items() if k != "classes"}, "damaged (classes must be"),
     "size_as_text": (lambda info: {**info, "image_size": "48"}, "damaged (image_size must be an integer"),
-    "three_names_for_four_outputs": (lambda info: {**info, "classes": info["classes"][:3]},
-                                     "gives 4 outputs, but its lungdx.json says (48, 48, 1) and 3 classes"),
-    "another_input_size": (lambda info: {**info, "image_size": 64},
-                           "its network takes (48, 48, 1) and gives 4 outputs, but its lungdx.json says (64, 64, 1)"),
-    "unknown_preprocessing": (lambda info: {**info, "input": {**info["input"], "preprocessing": "rgb-v9"}},
-                              "made for input preprocessing 'rgb-v9'"),
+    "three_names_for_four_outputs": (
+        lambda info: {**info, "classes": info["classes"][:3]},
+        "gives 4 outputs, but its lungdx.json says (48, 48, 1) and 3 classes",
+    ),
+    "another_input_size": (
+        lambda info: {**info, "image_size": 64},
+        "its network takes (48, 48, 1) and gives 4 outputs, but its lungdx.json says (64, 64, 1)",
+    ),
+    "unknown_preprocessing": (
+        lambda info: {**info, "input": {**info["input"], "preprocessing": "rgb-v9"}},
+        "made for input preprocessing 'rgb-v9'",
+    ),
 }
 
 
@@ -168,19 +187,21 @@ def test_an_oversized_metadata_entry_is_refused_before_it_is_read(tiny_run, tmp_
         read_info(bomb)
 
 
-def test_an_image_bomb_is_named_with_the_reason_and_the_other_files_are_answered(tiny_run, inputs, tmp_path,
-                                                                                 capsys):
+def test_an_image_bomb_is_named_with_the_reason_and_the_other_files_are_answered(tiny_run, inputs, tmp_path, capsys):
     from lungdx.cli import main  # what python -m lungdx runs; in this process, to spare a TensorFlow start
     from tests.helpers import png_bomb
 
     bomb = png_bomb(tmp_path / "bomb.png")  # 30000x30000: 900 MB decoded, under 1 MB on disk
-    status = main(["predict", str(inputs["gray"]), str(bomb), "--model", str(tiny_run / "models" / "model.keras"),
-                   "--json"])
+    status = main(
+        ["predict", str(inputs["gray"]), str(bomb), "--model", str(tiny_run / "models" / "model.keras"), "--json"]
+    )
     out, err = capsys.readouterr()
     assert status == 1
     errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert errors == [f"error: {bomb}: too large to decode safely: 30000x30000 is 900,000,000 pixels, over the "
-                      "limit of 36,000,000 (lungdx.images.MAX_PIXELS, a longest side of 6000); downscale it first"]
+    assert errors == [
+        f"error: {bomb}: too large to decode safely: 30000x30000 is 900,000,000 pixels, over the "
+        "limit of 36,000,000 (lungdx.images.MAX_PIXELS, a longest side of 6000); downscale it first"
+    ]
     good, refused = json.loads(out)
     assert good["path"] == str(inputs["gray"]) and abs(sum(good["probabilities"].values()) - 1) < 1e-4
     assert refused["path"] == str(bomb) and "predicted" not in refused and "too large" in refused["error"]
@@ -193,9 +214,20 @@ def test_a_model_of_cropped_lungs_needs_each_images_mask_and_uses_it_as_training
     from lungdx.model_file import save_model
     from lungdx.models import build_cnn
 
-    model = build_cnn(4, settings({"seed": 1, "prepare.image_size": 32, "baseline.image_size": 8, "model": "cnn",
-                                   "models.cnn.filters": [4, 8], "models.cnn.dense_units": 8,
-                                   "models.cnn.dropout": 0.0}).train)
+    model = build_cnn(
+        4,
+        settings(
+            {
+                "seed": 1,
+                "prepare.image_size": 32,
+                "baseline.image_size": 8,
+                "model": "cnn",
+                "models.cnn.filters": [4, 8],
+                "models.cnn.dense_units": 8,
+                "models.cnn.dropout": 0.0,
+            }
+        ).train,
+    )
     path = tmp_path / "cropped.keras"
     save_model(model, path, ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"], 32, "cnn", lung_mask="crop")
     masks = tmp_path / "masks"
@@ -211,8 +243,9 @@ def test_a_model_of_cropped_lungs_needs_each_images_mask_and_uses_it_as_training
     assert proc.returncode == 1, proc.stderr
     results = json.loads(proc.stdout)
     assert results[1]["error"].startswith(f"lung mask {masks / 'rgb.png'}: cannot read file")
-    expected = model.predict(load_for_model(inputs["gray"], 32, "crop", masks / "gray.png")[None, ..., None],
-                             verbose=0)[0]
+    expected = model.predict(
+        load_for_model(inputs["gray"], 32, "crop", masks / "gray.png")[None, ..., None], verbose=0
+    )[0]
     np.testing.assert_allclose(list(results[0]["probabilities"].values()), expected, atol=1e-5)
     whole = model.predict(load_for_model(inputs["gray"], 32, "none")[None, ..., None], verbose=0)[0]
     assert np.abs(expected - whole).max() > 1e-4  # the crop changed what the model saw

@@ -13,8 +13,7 @@ from lungdx.prepare import prepare
 from lungdx.sample import sample
 from tests.helpers import list_lung_masks, settings
 
-SETTINGS = {"seed": 239, "dataset.classes": [], "sample.per_class": 12, "sample.val_size": 0.2,
-            "sample.test_size": 0.2}
+SETTINGS = {"seed": 239, "dataset.classes": [], "sample.per_class": 12, "sample.val_size": 0.2, "sample.test_size": 0.2}
 
 
 def download_from(source, raw_dir, **changes):
@@ -23,8 +22,11 @@ def download_from(source, raw_dir, **changes):
 
 
 def synthetic(raw_dir, per_class, image_size=96, seed=4):
-    return download_from("synthetic", raw_dir, **{"seed": seed, "dataset.synthetic.per_class": per_class,
-                                                  "dataset.synthetic.image_size": image_size})
+    return download_from(
+        "synthetic",
+        raw_dir,
+        **{"seed": seed, "dataset.synthetic.per_class": per_class, "dataset.synthetic.image_size": image_size},
+    )
 
 
 def sample_into(raw_dir, out_dir, **changes):
@@ -58,7 +60,9 @@ def test_prepare_writes_aligned_uint8_arrays_per_split(tmp_path):
         # Row i of every array is manifest row i: check the pixels and masks themselves.
         for i, row in enumerate(rows.itertuples()):
             assert np.array_equal(images[i], load_for_model(tmp_path / "raw" / row.path, 48, "none"))
-            assert np.array_equal(masks[i], prepare_image(tmp_path / "raw" / row.path, 48, "none", tmp_path / "raw" / row.mask)[1])
+            assert np.array_equal(
+                masks[i], prepare_image(tmp_path / "raw" / row.path, 48, "none", tmp_path / "raw" / row.mask)[1]
+            )
         normal = labels == meta["classes"].index("Normal")
         assert not lesions[normal].any() and all(lesions[i].any() for i in np.flatnonzero(~normal))
 
@@ -97,8 +101,9 @@ def test_lung_focus_cuts_images_and_their_masks_alike(tmp_path, policy):
         lungs = native_mask(tmp_path / "raw" / row.mask, img.shape)
         focused, (top, bottom, left, right) = focus_on_lungs(img, lungs, policy)
         assert np.array_equal(images[i], resize_square(focused, 48))
-        assert np.array_equal(images[i], load_for_model(tmp_path / "raw" / row.path, 48, policy,
-                                                        tmp_path / "raw" / row.mask))  # what predict does
+        assert np.array_equal(
+            images[i], load_for_model(tmp_path / "raw" / row.path, 48, policy, tmp_path / "raw" / row.mask)
+        )  # what predict does
         assert np.array_equal(masks[i], resize_square(lungs[top:bottom, left:right], 48, is_mask=True))
         lesion = native_mask(tmp_path / "raw" / row.lesion, img.shape)[top:bottom, left:right]
         assert np.array_equal(lesions[i], resize_square(lesion, 48, is_mask=True))
@@ -116,7 +121,10 @@ def test_lung_focus_without_masks_names_how_many_and_which(tmp_path):
     make_flat_dataset(tmp_path / "src", {"A": 10, "B": 10}, size=50)
     download_from(tmp_path / "src", tmp_path / "raw")
     sample_into(tmp_path / "raw", tmp_path / "sampled")
-    with pytest.raises(LungdxError, match=r"prepare.lung_mask is crop, but 20 of 20 images have no lung "
-                                          r"mask .*: A/images/A-\d+.png, .* and 15 more; .*lung_mask: none"):
+    with pytest.raises(
+        LungdxError,
+        match=r"prepare.lung_mask is crop, but 20 of 20 images have no lung "
+        r"mask .*: A/images/A-\d+.png, .* and 15 more; .*lung_mask: none",
+    ):
         run_prepare(tmp_path, "prep", 32, "crop")
     assert not (tmp_path / "prep").exists()

@@ -19,29 +19,64 @@ import pytest
 from tests.helpers import list_lung_masks, settings, shared
 
 # Reduced settings: 64 px instead of 128, 30 epochs at most; the original CNN otherwise.
-REDUCED = {"seed": 239, "prepare.image_size": 64, "model": "cnn", "models.cnn.epochs": 30,
-           "models.cnn.batch_size": 16, "models.cnn.learning_rate": 3e-4, "models.cnn.warmup_epochs": 10,
-           "models.cnn.patience": 8, "models.cnn.filters": [16, 32, 64, 128, 256], "models.cnn.dense_units": 160,
-           "models.cnn.dropout": 0.3}
+REDUCED = {
+    "seed": 239,
+    "prepare.image_size": 64,
+    "model": "cnn",
+    "models.cnn.epochs": 30,
+    "models.cnn.batch_size": 16,
+    "models.cnn.learning_rate": 3e-4,
+    "models.cnn.warmup_epochs": 10,
+    "models.cnn.patience": 8,
+    "models.cnn.filters": [16, 32, 64, 128, 256],
+    "models.cnn.dense_units": 160,
+    "models.cnn.dropout": 0.3,
+}
 
 
 @pytest.mark.slow
 def test_cnn_on_real_covid_vs_normal_learns_well_above_chance(tmp_path):
     src = shared("cxr-real")
-    params = settings({**REDUCED, "dataset.source": str(src), "dataset.classes": [], "sample.per_class": 2690,
-                       "sample.val_size": 0.1, "sample.test_size": 0.2, "prepare.lung_mask": "none"})
+    params = settings(
+        {
+            **REDUCED,
+            "dataset.source": str(src),
+            "dataset.classes": [],
+            "sample.per_class": 2690,
+            "sample.val_size": 0.1,
+            "sample.test_size": 0.2,
+            "prepare.lung_mask": "none",
+        }
+    )
     download(params.download, tmp_path / "raw")
     manifest = sample(params.sample, tmp_path / "raw", tmp_path / "sampled")
     assert manifest.groupby("class").size().to_dict() == {"COVID": 250, "Normal": 250}
     manifest = tmp_path / "sampled" / "manifest.csv"
-    prepare(params.prepare, manifest, tmp_path / "raw", list_lung_masks(tmp_path, manifest, tmp_path / "raw"),
-            tmp_path / "prepared")
+    prepare(
+        params.prepare,
+        manifest,
+        tmp_path / "raw",
+        list_lung_masks(tmp_path, manifest, tmp_path / "raw"),
+        tmp_path / "prepared",
+    )
     features(params.features, tmp_path / "prepared", tmp_path / "features")
-    train(params.train, tmp_path / "prepared", tmp_path / "features", tmp_path / "models" / "model.keras",
-          tmp_path / "dvclive")
-    result = evaluate(params.evaluate, tmp_path / "models" / "model.keras", tmp_path / "prepared",
-                      tmp_path / "sampled" / "manifest.csv", tmp_path / "eval.json", tmp_path / "details.json",
-                      tmp_path / "plots", tmp_path / "features")
+    train(
+        params.train,
+        tmp_path / "prepared",
+        tmp_path / "features",
+        tmp_path / "models" / "model.keras",
+        tmp_path / "dvclive",
+    )
+    result = evaluate(
+        params.evaluate,
+        tmp_path / "models" / "model.keras",
+        tmp_path / "prepared",
+        tmp_path / "sampled" / "manifest.csv",
+        tmp_path / "eval.json",
+        tmp_path / "details.json",
+        tmp_path / "plots",
+        tmp_path / "features",
+    )
     print(f"real COVID vs Normal, 64 px: accuracy {result['accuracy']}, f1_macro {result['f1_macro']}")
     assert result["n_test"] == 100 and list(result["per_class"]) == ["COVID", "Normal"]
     # Chance is 0.5. The same code and seed gave 0.86 on an Intel Xeon and 0.82 on an AMD EPYC:
@@ -57,9 +92,14 @@ def test_cnn_on_real_covid_vs_normal_learns_well_above_chance(tmp_path):
     masks = np.stack([prepare_image(p, 64, "none", p.parent.parent / "masks" / p.name)[1] for p in paths])
     predicted = predict_probs(model, images).argmax(1)
     share = energy_inside(upsample(GradCam(model).explain(images, predicted).heatmaps, 64), masks)
-    print("lung energy share on cxr-kaggle-layout:", {p.parent.parent.name: round(float(s), 3)
-                                                       for p, s in zip(paths, share)},
-          "mean", round(float(np.nanmean(share)), 3), "lung area", round(float((masks > 0).mean()), 3))
+    print(
+        "lung energy share on cxr-kaggle-layout:",
+        {p.parent.parent.name: round(float(s), 3) for p, s in zip(paths, share)},
+        "mean",
+        round(float(np.nanmean(share)), 3),
+        "lung area",
+        round(float((masks > 0).mean()), 3),
+    )
     assert share.shape == (4,) and np.all((share >= 0) & (share <= 1))
 
 
@@ -82,31 +122,59 @@ def test_the_lungs_learned_from_real_masks_hold_on_patients_never_seen_and_serve
 
     parts = patient_parts(shared("cxr-covid-masked"), tmp_path / "parts")
     real = shared("cxr-real")
-    params = settings({"prepare.lung_mask": "crop", "segment.train_source": str(parts["train"]),
-                       "dataset.source": str(real), "sample.per_class": 20})
+    params = settings(
+        {
+            "prepare.lung_mask": "crop",
+            "segment.train_source": str(parts["train"]),
+            "dataset.source": str(real),
+            "sample.per_class": 20,
+        }
+    )
     download(params.download, tmp_path / "raw")
     sample(params.sample, tmp_path / "raw", tmp_path / "sampled")
-    meta = segment(params.segment, tmp_path / "sampled" / "manifest.csv", tmp_path / "raw", tmp_path / "segmented",
-                   tmp_path / "segment.json", tmp_path / "segment_details.json", tmp_path / "segment_images",
-                   project_root=ROOT)
+    meta = segment(
+        params.segment,
+        tmp_path / "sampled" / "manifest.csv",
+        tmp_path / "raw",
+        tmp_path / "segmented",
+        tmp_path / "segment.json",
+        tmp_path / "segment_details.json",
+        tmp_path / "segment_images",
+        project_root=ROOT,
+    )
     assert meta["counts"]["segmenter"] >= 36, meta["counts"]  # of 40 cxr-real X-rays, nearly all plausible lungs
     from lungdx.model_file import load_segmenter_file
 
     segmenter = load_segmenter_file(tmp_path / "segmented" / SEGMENTER_FILE)
     held_out = score(segmenter, masked_pairs(parts["held_out"])[0], seed=239)
     kaggle = score(segmenter, masked_pairs(shared("cxr-kaggle-layout"))[0], seed=239)
-    print(f"segmenter Dice: held-out patients {held_out['dice']} {held_out['dice_ci']} (n {held_out['n']}), "
-          f"cxr-kaggle-layout {kaggle['dice']} (n {kaggle['n']})")
+    print(
+        f"segmenter Dice: held-out patients {held_out['dice']} {held_out['dice_ci']} (n {held_out['n']}), "
+        f"cxr-kaggle-layout {kaggle['dice']} (n {kaggle['n']})"
+    )
     assert held_out["n"] == 86 and held_out["dice"] >= 0.90, held_out
 
     # A classifier (untrained: what is tested is the path, not its answers) carrying this segmenter.
-    model = build_cnn(2, settings({"prepare.image_size": 64, "models.cnn.filters": [4, 8],
-                                   "models.cnn.dense_units": 8}).train)
+    model = build_cnn(
+        2, settings({"prepare.image_size": 64, "models.cnn.filters": [4, 8], "models.cnn.dense_units": 8}).train
+    )
     path = tmp_path / "model.keras"
-    save_model(model, path, ["COVID", "Normal"], 64, "cnn", "crop",
-               segmenter=(tmp_path / "segmented" / SEGMENTER_FILE,
-                          {"image_size": meta["segmenter"]["image_size"], "learned_from": "cxr-covid-masked train part",
-                           "test_dice": meta["segmenter"]["test_dice"]}))
+    save_model(
+        model,
+        path,
+        ["COVID", "Normal"],
+        64,
+        "cnn",
+        "crop",
+        segmenter=(
+            tmp_path / "segmented" / SEGMENTER_FILE,
+            {
+                "image_size": meta["segmenter"]["image_size"],
+                "learned_from": "cxr-covid-masked train part",
+                "test_dice": meta["segmenter"]["test_dice"],
+            },
+        ),
+    )
     xrays = sorted((real / "COVID").glob("*.png"))[:12]
     results = predict_files(xrays, path, gradcam_dir=tmp_path / "cams")  # no masks given
     assert all("predicted" in r for r in results)
@@ -118,10 +186,13 @@ def test_the_lungs_learned_from_real_masks_hold_on_patients_never_seen_and_serve
         (no_masks / cls).mkdir(parents=True)
         for p in sorted((real / cls).glob("*.png"))[:15]:
             shutil.copyfile(p, no_masks / cls / p.name)
-    found = evaluate_external(path, str(no_masks), metrics_path=tmp_path / "m.json", details_path=None, seed=239,
-                              layer=None)
+    found = evaluate_external(
+        path, str(no_masks), metrics_path=tmp_path / "m.json", details_path=None, seed=239, layer=None
+    )
     assert found["n_images"] == 30 and found["lungs_scored"] == "the lungs the model's segmenter drew"
     assert "lung_energy_share" in found and "dice" not in found["segmenter"]
     found = evaluate_external(path, str(parts["held_out"]), metrics_path=None, details_path=None, seed=239, layer=None)
-    assert found["segmenter"]["dice"] == pytest.approx(held_out["dice"], abs=0.01)  # cut by the segmenter, scored by the masks
+    assert found["segmenter"]["dice"] == pytest.approx(
+        held_out["dice"], abs=0.01
+    )  # cut by the segmenter, scored by the masks
     assert json.loads((tmp_path / "m.json").read_text())["n_images"] == 30

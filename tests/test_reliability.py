@@ -22,16 +22,37 @@ import pytest
 import yaml
 
 from lungdx.synthetic import generate_dataset
-from tests.helpers import (ROOT, TINY, commit, copy_project, make_flat_dataset, make_kaggle_dataset, run,
-                            set_params, stages_run, tree_hashes, write_image)
+from tests.helpers import (
+    ROOT,
+    TINY,
+    commit,
+    copy_project,
+    make_flat_dataset,
+    make_kaggle_dataset,
+    run,
+    set_params,
+    stages_run,
+    tree_hashes,
+    write_image,
+)
 
 ALL_STAGES = ["download", "sample", "segment", "prepare", "baseline", "features", "train", "evaluate", "gradcam"]
-COMPARED = ["data/sampled/manifest.csv", "data/sampled/skipped.csv", "data/prepared/meta.json",
-            *(f"data/prepared/{s}/{a}.npy" for s in ("train", "val", "test") for a in ("images", "labels", "masks")),
-            "metrics/baseline.json", "metrics/eval.json", "metrics/gradcam.json", "metrics/plots/predictions.csv",
-            "reports/baseline.json", "reports/eval.json", "reports/gradcam/scores.json",
-            "dvclive/train/metrics.json", "dvclive/train/plots/metrics/train/loss.tsv",
-            "dvclive/train/plots/metrics/eval/accuracy.tsv"]
+COMPARED = [
+    "data/sampled/manifest.csv",
+    "data/sampled/skipped.csv",
+    "data/prepared/meta.json",
+    *(f"data/prepared/{s}/{a}.npy" for s in ("train", "val", "test") for a in ("images", "labels", "masks")),
+    "metrics/baseline.json",
+    "metrics/eval.json",
+    "metrics/gradcam.json",
+    "metrics/plots/predictions.csv",
+    "reports/baseline.json",
+    "reports/eval.json",
+    "reports/gradcam/scores.json",
+    "dvclive/train/metrics.json",
+    "dvclive/train/plots/metrics/train/loss.tsv",
+    "dvclive/train/plots/metrics/eval/accuracy.tsv",
+]
 
 
 def messy_source(root: Path) -> Path:
@@ -51,12 +72,14 @@ def kill_when(project: Path, ready, what: str) -> None:
     """Start `dvc repro` and SIGKILL it, stage process included, as soon as ready() is true
     (polled every 5 ms while dvc runs)."""
     with open(project / f"killed-{what}.log", "w") as log:
-        proc = subprocess.Popen(["dvc", "repro"], cwd=project, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            ["dvc", "repro"], cwd=project, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = time.monotonic() + 300
         while not ready():
-            assert proc.poll() is None, f"dvc repro ended before {what} could be killed:\n" + \
-                (project / f"killed-{what}.log").read_text()
+            assert proc.poll() is None, (
+                f"dvc repro ended before {what} could be killed:\n" + (project / f"killed-{what}.log").read_text()
+            )
             assert time.monotonic() < deadline, f"{what} never got going"
             time.sleep(0.005)
         os.killpg(proc.pid, signal.SIGKILL)
@@ -75,14 +98,20 @@ def test_killed_stages_recover_fresh_clones_match_and_link_caches_stay_intact(tm
         assert (project / out).exists(), out
     assert not private_outputs(project), "outputs get the modes of any new file or folder (umask), not 0700/0600"
     assert stages_run(run(["dvc", "repro"], project).stdout) == []
-    for changes, rerun in [({"model": "vgg19", "models.vgg19.learning_rate": 0.01}, ["features", "train"]),
-                           ({"models.cnn.epochs": 4}, ["train"]), ({"prepare.image_size": 40}, ["prepare"])]:
+    for changes, rerun in [
+        ({"model": "vgg19", "models.vgg19.learning_rate": 0.01}, ["features", "train"]),
+        ({"models.cnn.epochs": 4}, ["train"]),
+        ({"prepare.image_size": 40}, ["prepare"]),
+    ]:
         set_params(project, **changes)
-        assert stages_run(run(["dvc", "repro", "--dry"], project).stdout)[:len(rerun)] == rerun, changes
+        assert stages_run(run(["dvc", "repro", "--dry"], project).stdout)[: len(rerun)] == rerun, changes
         run(["git", "checkout", "params.yaml"], project)
     # Editing a module reruns the stages that run it and what follows them, and no other.
-    for module, rerun in [("lungdx/gradcam.py", ["gradcam"]), ("lungdx/baseline.py", ["baseline"]),
-                          ("lungdx/train.py", ["train"])]:
+    for module, rerun in [
+        ("lungdx/gradcam.py", ["gradcam"]),
+        ("lungdx/baseline.py", ["baseline"]),
+        ("lungdx/train.py", ["train"]),
+    ]:
         with open(project / module, "a") as f:
             f.write("# edited\n")
         assert stages_run(run(["dvc", "repro", "--dry"], project).stdout) == rerun, module
@@ -91,7 +120,9 @@ def test_killed_stages_recover_fresh_clones_match_and_link_caches_stay_intact(tm
     files = next(iter(json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout).values()))["data"]
     assert list(files) == ["metrics/eval.json", "metrics/baseline.json", "metrics/gradcam.json", "metrics/segment.json"]
     assert files["metrics/segment.json"]["data"] == {}  # lung_mask none: no segmenter, no numbers
-    assert all(_numbers(v) for name, f in files.items() if name != "metrics/segment.json" for v in f["data"].values()), files
+    assert all(
+        _numbers(v) for name, f in files.items() if name != "metrics/segment.json" for v in f["data"].values()
+    ), files
     commit(project, "lock")
     clone = tmp_path / "b"
     run(["git", "clone", "-q", str(project), str(clone)], tmp_path)  # no cache, no remote: all recomputed
@@ -143,10 +174,19 @@ def corrupted_cache_files(project: Path) -> list[str]:
     return bad
 
 
-WATCHED = ["data/raw/COVID/images/COVID-1.png", "data/sampled/manifest.csv", "data/prepared/train/images.npy",
-           "metrics/baseline.json", "models/model.keras", "dvclive/train/metrics.json",
-           "dvclive/train/plots/metrics/train/loss.tsv", "metrics/eval.json", "metrics/plots/predictions.csv",
-           "metrics/gradcam.json", "reports/gradcam/scores.json"]
+WATCHED = [
+    "data/raw/COVID/images/COVID-1.png",
+    "data/sampled/manifest.csv",
+    "data/prepared/train/images.npy",
+    "metrics/baseline.json",
+    "models/model.keras",
+    "dvclive/train/metrics.json",
+    "dvclive/train/plots/metrics/train/loss.tsv",
+    "metrics/eval.json",
+    "metrics/plots/predictions.csv",
+    "metrics/gradcam.json",
+    "reports/gradcam/scores.json",
+]
 
 
 def assert_stages_replace_their_outputs_under_link_caches(project: Path) -> None:
@@ -158,10 +198,17 @@ def assert_stages_replace_their_outputs_under_link_caches(project: Path) -> None
     # Every kind of writer: atomic folders (download, sample, prepare, evaluate's plots, the report),
     # atomic files (metrics, the model) and dvclive's log (train).
     for cache_type, by_hand, rewritten in [
-            ("hardlink", ["download", "sample", "segment", "prepare", "baseline"],
-             {"data/sampled/manifest.csv", "metrics/baseline.json"}),
-            ("symlink", ["train", "evaluate", "gradcam"],
-             {"models/model.keras", "dvclive/train/metrics.json", "metrics/plots/predictions.csv"})]:
+        (
+            "hardlink",
+            ["download", "sample", "segment", "prepare", "baseline"],
+            {"data/sampled/manifest.csv", "metrics/baseline.json"},
+        ),
+        (
+            "symlink",
+            ["train", "evaluate", "gradcam"],
+            {"models/model.keras", "dvclive/train/metrics.json", "metrics/plots/predictions.csv"},
+        ),
+    ]:
         run(["dvc", "config", "--local", "cache.type", cache_type], project)
         run(["dvc", "checkout", "--relink"], project)
         model = project / "models" / "model.keras"
@@ -211,8 +258,13 @@ def test_sources_are_never_modified_even_by_failing_runs(tmp_path):
     before = {str(s): tree_hashes(s) if s.is_dir() else s.read_bytes() for s in sources}
 
     project = copy_project(tmp_path / "project", **TINY)
-    runs = [(good, {}, True), (good_zip, {}, True), (cut_zip, {}, False), (one_class, {}, False),
-            (good, {"dataset.classes": ["Pneumonia"]}, False)]
+    runs = [
+        (good, {}, True),
+        (good_zip, {}, True),
+        (cut_zip, {}, False),
+        (one_class, {}, False),
+        (good, {"dataset.classes": ["Pneumonia"]}, False),
+    ]
     for source, extra, ok in runs:
         run(["git", "checkout", "-q", "params.yaml"], project)
         set_params(project, **{"dataset.source": str(source), **extra})
@@ -230,8 +282,12 @@ def test_a_source_inside_a_pipeline_output_is_refused_before_dvc_or_lungdx_delet
     project = copy_project(tmp_path / "p", **TINY)
     run(["dvc", "repro", "sample"], project)
     raw, sampled = tree_hashes(project / "data" / "raw"), tree_hashes(project / "data" / "sampled")
-    for source, named in [("data/raw", "data/raw"), ("data/raw/COVID", "data/raw"),
-                          (str(project / "data" / "sampled"), "data/sampled"), (".", "project")]:
+    for source, named in [
+        ("data/raw", "data/raw"),
+        ("data/raw/COVID", "data/raw"),
+        (str(project / "data" / "sampled"), "data/sampled"),
+        (".", "project"),
+    ]:
         set_params(project, **{"dataset.source": source})
         proc = run(["dvc", "repro"], project, check=False)
         assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
@@ -242,11 +298,16 @@ def test_a_source_inside_a_pipeline_output_is_refused_before_dvc_or_lungdx_delet
 
 
 def test_every_case_in_the_troubleshooting_table_has_its_test():
-    rows = [line for line in (ROOT / "docs" / "troubleshooting.md").read_text().splitlines()
-            if line.startswith("| ") and not line.startswith("| Situation")]
+    rows = [
+        line
+        for line in (ROOT / "docs" / "troubleshooting.md").read_text().splitlines()
+        if line.startswith("| ") and not line.startswith("| Situation")
+    ]
     tests_of = {row: re.findall(r"`(test_\w+)`", row.rstrip(" |").rsplit("|", 1)[1]) for row in rows}  # last column
     named = {name for names in tests_of.values() for name in names}
-    defined = {m for f in (ROOT / "tests").glob("test_*.py") for m in re.findall(r"^def (test_\w+)", f.read_text(), re.M)}
+    defined = {
+        m for f in (ROOT / "tests").glob("test_*.py") for m in re.findall(r"^def (test_\w+)", f.read_text(), re.M)
+    }
     assert len(rows) >= 25 and len(named) >= 25, (len(rows), len(named))
     assert all(tests_of.values()), [row[:80] for row, names in tests_of.items() if not names]
     assert named <= defined, sorted(named - defined)

@@ -36,14 +36,20 @@ def prepared_project(root: Path, **params) -> Path:
 
 def messages(stderr: str) -> list[str]:
     """What a person reads: stderr without TensorFlow's C++ start-up chatter."""
-    return [line for line in stderr.splitlines()
-            if line.strip() and not line.startswith(("WARNING: All log messages", "I0000", "E0000", "W0000"))]
+    return [
+        line
+        for line in stderr.splitlines()
+        if line.strip() and not line.startswith(("WARNING: All log messages", "I0000", "E0000", "W0000"))
+    ]
 
 
 def leftovers(folder: Path) -> list[str]:
     """Hidden temporaries of atomic writes (and .old- folders) anywhere below folder."""
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob(".*")
-                  if p.name != ".filler" and (".tmp" in p.name or ".old-" in p.name))
+    return sorted(
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob(".*")
+        if p.name != ".filler" and (".tmp" in p.name or ".old-" in p.name)
+    )
 
 
 # --- a full disk ---------------------------------------------------------------------------
@@ -67,8 +73,25 @@ def on_full_disk(project: Path, folder: str, stage_name: str) -> tuple[int, list
     """Run a stage with `folder` (below the project) on a tmpfs with no free block left;
     returns its exit status, what it printed, and the temporaries left in that folder."""
     require_private_mounts()
-    subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", FILL, "fill", folder,
-                    sys.executable, "-m", f"stages.{stage_name}"], cwd=project, env=STAGE_ENV, check=True)
+    subprocess.run(
+        [
+            "unshare",
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "sh",
+            "-c",
+            FILL,
+            "fill",
+            folder,
+            sys.executable,
+            "-m",
+            f"stages.{stage_name}",
+        ],
+        cwd=project,
+        env=STAGE_ENV,
+        check=True,
+    )
     left = (project / "stage.left").read_text().split()
     return int((project / "stage.rc").read_text()), messages((project / "stage.err").read_text()), left
 
@@ -81,13 +104,16 @@ def test_a_full_disk_in_any_stage_is_one_line_and_leaves_no_temporary(tmp_path):
         ("train", "models", ["stage train", "writing models/model.keras"]),  # Keras's save, after training
         # evaluate writes metrics/plots, then reports/eval.json: the plots of the failed run go too.
         ("evaluate", "reports", ["stage evaluate", "writing reports/eval.json"]),
-        ("download", "data", ["stage download", "data/raw"]),     # synthetic images, written by workers
+        ("download", "data", ["stage download", "data/raw"]),  # synthetic images, written by workers
     ]
     run_stage(project, "features")
     for stage_name, folder, named in cases:
-        outputs = {"download": ["data/raw"], "prepare": ["data/prepared"],
-                   "train": ["models/model.keras", "dvclive/train"],
-                   "evaluate": ["metrics/eval.json", "reports/eval.json", "metrics/plots"]}[stage_name]
+        outputs = {
+            "download": ["data/raw"],
+            "prepare": ["data/prepared"],
+            "train": ["models/model.keras", "dvclive/train"],
+            "evaluate": ["metrics/eval.json", "reports/eval.json", "metrics/plots"],
+        }[stage_name]
         for out in outputs:  # as dvc repro does before it runs a stage (data/raw is persist: kept)
             if out != "data/raw":
                 shutil.rmtree(project / out, ignore_errors=True)
@@ -97,13 +123,15 @@ def test_a_full_disk_in_any_stage_is_one_line_and_leaves_no_temporary(tmp_path):
         assert said[0].startswith("error: ") and "no space left" in said[0], said
         assert all(word in said[0] for word in named), (named, said)
         assert "Traceback" not in said[0] and left == [], (stage_name, left)
-        assert not any((project / out).exists() for out in outputs if out != "data/raw"), \
+        assert not any((project / out).exists() for out in outputs if out != "data/raw"), (
             f"{stage_name}: an output of a run that failed looks complete"
+        )
         if stage_name in ("prepare", "train"):  # space freed: it runs through, for the next case
             run_stage(project, stage_name)
 
 
 # --- Ctrl-C ---------------------------------------------------------------------------------
+
 
 def as_from_a_terminal() -> None:
     """In the child, before exec: SIGINT delivered and handled by default, as a shell starts a
@@ -116,9 +144,16 @@ def as_from_a_terminal() -> None:
 def interrupt_when(project: Path, stage_name: str, ready, times: int = 1) -> tuple[int, list[str]]:
     """Start a stage and send SIGINT to its whole process group, as Ctrl-C in a terminal does,
     once ready() is true (`times` times, 50 ms apart); returns its exit status and what it printed."""
-    proc = subprocess.Popen([sys.executable, "-m", f"stages.{stage_name}"], cwd=project, env=STAGE_ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, preexec_fn=as_from_a_terminal)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", f"stages.{stage_name}"],
+        cwd=project,
+        env=STAGE_ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=as_from_a_terminal,
+    )
     deadline = time.monotonic() + 120
     while not ready():
         assert proc.poll() is None, f"{stage_name} ended before it could be interrupted: {proc.stderr.read()}"
@@ -145,8 +180,12 @@ def test_ctrl_c_in_a_stage_is_one_true_line_without_worker_tracebacks_or_tempora
     cases = [  # stage, when to interrupt, how many Ctrl-C (a second one used to hang the worker pool)
         ("download", lambda: any(data.glob(".raw.*.tmp/COVID/images/*.png")), 2, "as before this run: data/raw"),
         ("prepare", lambda: any(data.glob(".prepared.*.tmp/train/images.npy")), 1, "absent: data/prepared"),
-        ("train", lambda: curve.is_file() and len(curve.read_text().splitlines()) > 1, 1,
-         "absent: models/model.keras, dvclive/train"),
+        (
+            "train",
+            lambda: curve.is_file() and len(curve.read_text().splitlines()) > 1,
+            1,
+            "absent: models/model.keras, dvclive/train",
+        ),
     ]
     raw_before = sorted(p.relative_to(data).as_posix() for p in (data / "raw").rglob("*"))
     for stage_name, ready, times, outputs in cases:
@@ -154,8 +193,13 @@ def test_ctrl_c_in_a_stage_is_one_true_line_without_worker_tracebacks_or_tempora
             shutil.rmtree(data / "prepared")  # as dvc repro does before it runs a stage
         # A download long enough (6000 images of 256 px) that a loaded machine cannot finish it
         # between the first image and the signal; it is interrupted, so data/raw stays as it was.
-        set_params(project, **{"dataset.synthetic.per_class": 1500 if stage_name == "download" else 200,
-                               "dataset.synthetic.image_size": 256 if stage_name == "download" else 64})
+        set_params(
+            project,
+            **{
+                "dataset.synthetic.per_class": 1500 if stage_name == "download" else 200,
+                "dataset.synthetic.image_size": 256 if stage_name == "download" else 64,
+            },
+        )
         rc, said = interrupt_when(project, stage_name, ready, times)
         assert rc == 130 and len(said) == 1, (stage_name, said)
         assert said[0].startswith(f"interrupted: stage {stage_name} stopped and kept nothing of this run"), said
@@ -193,8 +237,9 @@ def test_lungdx_timings_on_a_fifo_does_not_hold_a_finished_stage(tmp_path):
     run_stage(project, "download")
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    proc = run([sys.executable, "-m", "stages.sample"], project, env={**STAGE_ENV, "LUNGDX_TIMINGS": str(fifo)},
-               timeout=120)
+    proc = run(
+        [sys.executable, "-m", "stages.sample"], project, env={**STAGE_ENV, "LUNGDX_TIMINGS": str(fifo)}, timeout=120
+    )
     assert "cannot append this stage's timing" in proc.stderr
     assert (project / "data" / "sampled" / "manifest.csv").is_file()
 
@@ -209,9 +254,11 @@ def test_each_external_stage_outputs_are_known_to_the_runner(tmp_path, monkeypat
     assert not [stage for stage, _ in pipeline_outputs(project) if stage.startswith("external")]  # external: {}
     set_params(project, external={"masked": "/data/a", "real": "/data/b.zip"})
     found = [item for item in pipeline_outputs(project) if item[0].startswith("external")]
-    assert sorted(found) == [("external@masked", "metrics/external/masked.json"),
-                             ("external@masked", "reports/external/masked.json"),
-                             ("external@real", "metrics/external/real.json"),
-                             ("external@real", "reports/external/real.json")]
+    assert sorted(found) == [
+        ("external@masked", "metrics/external/masked.json"),
+        ("external@masked", "reports/external/masked.json"),
+        ("external@real", "metrics/external/real.json"),
+        ("external@real", "reports/external/real.json"),
+    ]
     monkeypatch.chdir(project)
     assert sorted(stage_outputs("external")) == sorted(path for _, path in found)

@@ -11,8 +11,7 @@ from lungdx.errors import LungdxError
 from lungdx.sample import sample
 from tests.helpers import make_flat_dataset, settings, tree_hashes, write_image, xray
 
-SETTINGS = {"seed": 239, "dataset.classes": [], "sample.per_class": 20, "sample.val_size": 0.1,
-            "sample.test_size": 0.2}
+SETTINGS = {"seed": 239, "dataset.classes": [], "sample.per_class": 20, "sample.val_size": 0.1, "sample.test_size": 0.2}
 
 
 def download_from(source, raw_dir, **changes):
@@ -36,8 +35,10 @@ def raw(tmp_path):
 
 def run_sample(raw, tmp_path, name="s", **changes):
     """sample with SETTINGS changed by `changes` (seed, or a key of sample: classes, per_class, ...)."""
-    changes = {key if key == "seed" else ("dataset." if key == "classes" else "sample.") + key: value
-               for key, value in changes.items()}
+    changes = {
+        key if key == "seed" else ("dataset." if key == "classes" else "sample.") + key: value
+        for key, value in changes.items()
+    }
     return sample(settings({**SETTINGS, **changes}).sample, raw, tmp_path / name), tmp_path / name
 
 
@@ -86,14 +87,18 @@ def test_sample_never_changes_the_raw_tree(raw, tmp_path):
 
 
 def test_masks_are_paired_by_file_name(tmp_path):
-    download_from("synthetic", tmp_path / "raw", **{"seed": 3, "dataset.synthetic.per_class": 10,
-                                                    "dataset.synthetic.image_size": 64})
+    download_from(
+        "synthetic",
+        tmp_path / "raw",
+        **{"seed": 3, "dataset.synthetic.per_class": 10, "dataset.synthetic.image_size": 64},
+    )
     manifest, _ = run_sample(tmp_path / "raw", tmp_path, per_class=10)
     row = manifest.iloc[0]
     assert row["mask"] == row["path"].replace("/images/", "/masks/")
     assert row["lesion"] == row["path"].replace("/images/", "/lesions/")
-    assert manifest.groupby("class").size().to_dict() == {c: 10 for c in
-                                                         ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")}
+    assert manifest.groupby("class").size().to_dict() == {
+        c: 10 for c in ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
+    }
 
 
 def test_classes_param_keeps_and_orders_classes(raw, tmp_path):
@@ -128,13 +133,24 @@ def test_class_too_small_for_every_split_is_named_with_numbers(tmp_path):
         run_sample(tmp_path / "raw", tmp_path)
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("per_class", 0, "sample.per_class"), ("per_class", -5, "sample.per_class"),
-    ("val_size", 0.5, r"sample.val_size \+ sample.test_size"), ("test_size", 1.2, "sample.test_size"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("per_class", 0, "sample.per_class"),
+        ("per_class", -5, "sample.per_class"),
+        ("val_size", 0.5, r"sample.val_size \+ sample.test_size"),
+        ("test_size", 1.2, "sample.test_size"),
+    ],
+)
 def test_bad_sample_params_fail_naming_the_key(key, value, message):
-    changes = {"seed": 1, "dataset.classes": [], "sample.per_class": 10, "sample.val_size": 0.1,
-               "sample.test_size": 0.5, f"sample.{key}": value}
+    changes = {
+        "seed": 1,
+        "dataset.classes": [],
+        "sample.per_class": 10,
+        "sample.val_size": 0.1,
+        "sample.test_size": 0.5,
+        f"sample.{key}": value,
+    }
     if key != "val_size":
         changes["sample.test_size"] = value if key == "test_size" else 0.2
     with pytest.raises(LungdxError, match=message):
@@ -166,14 +182,19 @@ def test_image_bombs_are_warned_about_by_name_skipped_and_listed_and_the_rest_sa
         f.truncate(MAX_FILE_BYTES + 1)  # sparse
     manifest, out = run_sample(raw, tmp_path, per_class=20)
 
-    too_big = ("too large to decode safely: 30000x30000 is 900,000,000 pixels, over the limit of 36,000,000 "
-               "(lungdx.images.MAX_PIXELS, a longest side of 6000); downscale it first")
+    too_big = (
+        "too large to decode safely: 30000x30000 is 900,000,000 pixels, over the limit of 36,000,000 "
+        "(lungdx.images.MAX_PIXELS, a longest side of 6000); downscale it first"
+    )
     err = capsys.readouterr().err
     assert f"warning: skipped {raw / 'A/images/bomb.png'}: {too_big}" in err
     assert f"warning: skipped {raw / 'B/images/huge.png'}: file too large to read safely" in err
     reasons = dict(pd.read_csv(out / "skipped.csv").itertuples(index=False))
-    assert reasons == {"A/images/bomb.png": too_big, "B/masks/b0.png": "unusable mask: " + too_big,
-                       "B/images/huge.png": reasons["B/images/huge.png"]}
+    assert reasons == {
+        "A/images/bomb.png": too_big,
+        "B/masks/b0.png": "unusable mask: " + too_big,
+        "B/images/huge.png": reasons["B/images/huge.png"],
+    }
     assert "over the limit of 256 MiB (lungdx.images.MAX_FILE_BYTES)" in reasons["B/images/huge.png"]
     assert manifest.groupby("class").size().to_dict() == {"A": 10, "B": 10}
     assert manifest.loc[manifest["path"] == "B/images/b0.png", "mask"].item() == ""
@@ -189,8 +210,10 @@ def test_files_the_download_skipped_are_listed_in_skipped_csv_as_source_paths(tm
     download_from(src, tmp_path / "raw")
     _, out = run_sample(tmp_path / "raw", tmp_path, per_class=10)
     rows = list(pd.read_csv(out / "skipped.csv").itertuples(index=False, name=None))
-    assert rows[:2] == [("source:A/dangling.png", "dangling symbolic link (its target gone.png does not exist)"),
-                        ("source:B/pipe.png", "named pipe (FIFO), not a regular file")]
+    assert rows[:2] == [
+        ("source:A/dangling.png", "dangling symbolic link (its target gone.png does not exist)"),
+        ("source:B/pipe.png", "named pipe (FIFO), not a regular file"),
+    ]
     assert [path for path, _ in rows[2:]] == ["A/images/bad.png"]  # raw paths keep their form
     assert "the download stage skipped 2 file(s) of the dataset's source" in capsys.readouterr().err
 
@@ -219,17 +242,22 @@ def test_empty_tiny_or_misshapen_lung_masks_are_dropped_and_listed_and_0_1_masks
     from tests.helpers import make_kaggle_dataset, write_image
 
     src = make_kaggle_dataset(tmp_path / "src", {"A": 4, "B": 4}, size=64)
-    write_image(src / "A" / "masks" / "A-1.png", np.zeros((64, 64), np.uint8))               # empty
+    write_image(src / "A" / "masks" / "A-1.png", np.zeros((64, 64), np.uint8))  # empty
     tiny = np.zeros((64, 64), np.uint8)
     tiny[10, 10] = 255
-    write_image(src / "A" / "masks" / "A-2.png", tiny)                                       # one pixel
-    write_image(src / "B" / "masks" / "B-1.png", np.full((2000, 20), 255, np.uint8))         # a strip
+    write_image(src / "A" / "masks" / "A-2.png", tiny)  # one pixel
+    write_image(src / "B" / "masks" / "B-1.png", np.full((2000, 20), 255, np.uint8))  # a strip
     zero_one = np.zeros((64, 64), np.uint8)
     zero_one[16:48, 8:32] = 1
-    write_image(src / "B" / "masks" / "B-2.png", zero_one)                                   # 0/1: kept
+    write_image(src / "B" / "masks" / "B-2.png", zero_one)  # 0/1: kept
     download_from(src, tmp_path / "raw")
-    manifest = sample(settings({"seed": 0, "dataset.classes": [], "sample.per_class": 4, "sample.val_size": 0.25,
-                                "sample.test_size": 0.25}).sample, tmp_path / "raw", tmp_path / "out")
+    manifest = sample(
+        settings(
+            {"seed": 0, "dataset.classes": [], "sample.per_class": 4, "sample.val_size": 0.25, "sample.test_size": 0.25}
+        ).sample,
+        tmp_path / "raw",
+        tmp_path / "out",
+    )
     reasons = dict(pd.read_csv(tmp_path / "out" / "skipped.csv").values)
     assert reasons["A/masks/A-1.png"] == "unusable mask: empty (no lung pixel): no lungs to cut the image to"
     assert reasons["A/masks/A-2.png"].startswith("unusable mask: covers 0.02% of the image, under 1%")

@@ -20,8 +20,13 @@ from lungdx.segment import MIN_MASKS, MIN_VAL_DICE, segment
 from lungdx.splits import LUNG_MASKS, SEGMENTER_FILE
 from tests.helpers import ROOT, make_flat_dataset, settings, write_image
 
-QUICK = {"segment.image_size": 64, "segment.epochs": 15, "segment.batch_size": 8, "segment.patience": 15,
-         "segment.filters": [8, 16, 32, 64]}
+QUICK = {
+    "segment.image_size": 64,
+    "segment.epochs": 15,
+    "segment.batch_size": 8,
+    "segment.patience": 15,
+    "segment.filters": [8, 16, 32, 64],
+}
 
 
 def synthetic_raw(root: Path, per_class: int = 20, size: int = 64) -> Path:
@@ -40,8 +45,16 @@ def sampled(raw: Path, out: Path, **changes) -> Path:
 
 def run_segment(root: Path, manifest: Path, raw: Path, **changes) -> dict:
     s = settings({"prepare.lung_mask": "crop", **QUICK, **changes}).segment
-    return segment(s, manifest, raw, root / "segmented", root / "segment.json", root / "segment_details.json",
-                   root / "segment_images", project_root=ROOT)
+    return segment(
+        s,
+        manifest,
+        raw,
+        root / "segmented",
+        root / "segment.json",
+        root / "segment_details.json",
+        root / "segment_images",
+        project_root=ROOT,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -65,12 +78,18 @@ def test_the_segmenter_learns_the_lungs_and_draws_those_without_a_mask(learned):
     paths = pd.read_csv(manifest)["path"]
     assert sorted(rows["path"]) == sorted(paths)  # every sampled image has a lung mask, and says whose
     covid = rows[rows["path"].str.startswith("COVID/")]
-    assert set(covid["origin"]) <= {"segmenter", "whole"} and set(rows.loc[~rows.index.isin(covid.index), "origin"]) == {"dataset"}
+    assert set(covid["origin"]) <= {"segmenter", "whole"} and set(
+        rows.loc[~rows.index.isin(covid.index), "origin"]
+    ) == {"dataset"}
     for row in covid.itertuples():
         drawn = read_gray(root / "segmented" / row.mask)
         assert drawn.shape == read_gray(raw / row.path).shape and set(np.unique(drawn)) <= {0, 255}
-    assert meta["counts"] == {"dataset": 60, "segmenter": int((covid["origin"] == "segmenter").sum()),
-                              "whole": int((covid["origin"] == "whole").sum()), "none": 0}
+    assert meta["counts"] == {
+        "dataset": 60,
+        "segmenter": int((covid["origin"] == "segmenter").sum()),
+        "whole": int((covid["origin"] == "whole").sum()),
+        "none": 0,
+    }
     assert meta["counts"]["segmenter"] >= 15  # synthetic lungs are easy: nearly every drawing is plausible
     implausible = pd.read_csv(root / "segmented" / "implausible.csv", keep_default_na=False)
     assert sorted(implausible["path"]) == sorted(covid.loc[covid["origin"] == "whole", "path"])
@@ -96,11 +115,13 @@ def test_the_segmenter_file_draws_the_same_lungs_again(learned):
 def test_under_none_nothing_is_learned_and_tensorflow_never_starts(tmp_path):
     raw = synthetic_raw(tmp_path / "raw", per_class=10)
     manifest = sampled(raw, tmp_path / "sampled")
-    code = (f"import sys; from pathlib import Path; from tests.helpers import settings; from lungdx.segment import segment\n"
-            f"root = Path({str(tmp_path)!r})\n"
-            "meta = segment(settings({'prepare.lung_mask': 'none'}).segment, root / 'sampled' / 'manifest.csv', "
-            "root / 'raw', root / 'segmented', root / 'm.json', root / 'd.json', root / 'pics')\n"
-            "print(meta['counts']['dataset'], 'tensorflow' in sys.modules)")
+    code = (
+        f"import sys; from pathlib import Path; from tests.helpers import settings; from lungdx.segment import segment\n"
+        f"root = Path({str(tmp_path)!r})\n"
+        "meta = segment(settings({'prepare.lung_mask': 'none'}).segment, root / 'sampled' / 'manifest.csv', "
+        "root / 'raw', root / 'segmented', root / 'm.json', root / 'd.json', root / 'pics')\n"
+        "print(meta['counts']['dataset'], 'tensorflow' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.split() == [str(len(pd.read_csv(manifest))), "False"]
     assert json.loads((tmp_path / "m.json").read_text()) == {}
@@ -146,8 +167,14 @@ def masked_source(root: Path, n: int, mask=None) -> Path:
 
 def test_a_train_source_with_too_few_masks_says_how_many_are_needed(tmp_path, flat_source):
     source = masked_source(tmp_path / "few", MIN_MASKS - 1)
-    message = assert_refused(tmp_path, flat_source[1], flat_source[0], f"{MIN_MASKS - 1} image(s)",
-                             f"at least {MIN_MASKS}", **{"segment.train_source": str(source)})
+    message = assert_refused(
+        tmp_path,
+        flat_source[1],
+        flat_source[0],
+        f"{MIN_MASKS - 1} image(s)",
+        f"at least {MIN_MASKS}",
+        **{"segment.train_source": str(source)},
+    )
     assert str(source) in message
 
 
@@ -155,29 +182,51 @@ def test_a_train_source_with_too_few_masks_says_how_many_are_needed(tmp_path, fl
 def test_unusable_masks_are_named_and_do_not_count(tmp_path, flat_source, bad):
     """A photo given as a mask (grey, not black and white) or a mask of another shape than its
     image is not used: with all of them bad, too few remain, and the first is named with why."""
+
     def mask(i, img):
         return img if bad == "grey" else np.full((64, 32), 255, np.uint8)
 
     source = masked_source(tmp_path / "bad", MIN_MASKS, mask)
-    message = assert_refused(tmp_path, flat_source[1], flat_source[0], "0 image(s)", "unusable",
-                             **{"segment.train_source": str(source)})
+    message = assert_refused(
+        tmp_path, flat_source[1], flat_source[0], "0 image(s)", "unusable", **{"segment.train_source": str(source)}
+    )
     assert ("not black and white" if bad == "grey" else "another aspect ratio") in message
 
 
-@pytest.mark.parametrize("inside, words", [("data", "contains data/raw, an output of this pipeline"),
-                                           (".", "the project itself"), (".git", "git's own folder")])
+@pytest.mark.parametrize(
+    "inside, words",
+    [
+        ("data", "contains data/raw, an output of this pipeline"),
+        (".", "the project itself"),
+        (".git", "git's own folder"),
+    ],
+)
 def test_a_train_source_where_the_pipeline_keeps_its_own_files_is_refused(tmp_path, flat_source, inside, words):
     """As for dataset.source (lungdx.source_checks): the project, its outputs, .dvc/ and .git/."""
-    assert_refused(tmp_path, flat_source[1], flat_source[0], "segment.train_source =", words,
-                   **{"segment.train_source": str((ROOT / inside).resolve())})
+    assert_refused(
+        tmp_path,
+        flat_source[1],
+        flat_source[0],
+        "segment.train_source =",
+        words,
+        **{"segment.train_source": str((ROOT / inside).resolve())},
+    )
 
 
 def test_a_segmenter_that_learned_nothing_is_not_saved(tmp_path, flat_source):
     """Masks that are noise, not lungs: no drawing matches them on val, so the stage stops."""
-    source = masked_source(tmp_path / "noise", 60,
-                           lambda i, img: (np.random.default_rng(i).random((64, 64)) > 0.9).astype(np.uint8) * 255)
-    assert_refused(tmp_path, flat_source[1], flat_source[0], "learned nothing", f"under {MIN_VAL_DICE}",
-                   "no segmenter was saved", **{"segment.train_source": str(source), "segment.epochs": 2})
+    source = masked_source(
+        tmp_path / "noise", 60, lambda i, img: (np.random.default_rng(i).random((64, 64)) > 0.9).astype(np.uint8) * 255
+    )
+    assert_refused(
+        tmp_path,
+        flat_source[1],
+        flat_source[0],
+        "learned nothing",
+        f"under {MIN_VAL_DICE}",
+        "no segmenter was saved",
+        **{"segment.train_source": str(source), "segment.epochs": 2},
+    )
 
 
 def test_implausible_drawings_are_told_apart_from_lungs():
@@ -220,10 +269,15 @@ def test_dvc_exp_run_learns_the_lungs_from_a_train_source_for_a_source_without_m
     assert json.loads((project / "metrics" / "segment.json").read_text()) == {}
     run(["git", "add", "-A"], project)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "default run"], project)
-    sets = {"dataset.source": flat, "prepare.lung_mask": "crop", "segment.train_source": masked,
-            **{k: v for k, v in QUICK.items() if k != "segment.filters"}}
-    out = run(["dvc", "exp", "run", "-n", "lungs", *[a for k, v in sets.items() for a in ("-S", f"{k}={v}")]],
-              project).stdout
+    sets = {
+        "dataset.source": flat,
+        "prepare.lung_mask": "crop",
+        "segment.train_source": masked,
+        **{k: v for k, v in QUICK.items() if k != "segment.filters"},
+    }
+    out = run(
+        ["dvc", "exp", "run", "-n", "lungs", *[a for k, v in sets.items() for a in ("-S", f"{k}={v}")]], project
+    ).stdout
     assert {"segment", "prepare", "train"} <= set(stages_run(out))
     metrics = json.loads((project / "metrics" / "segment.json").read_text())
     assert metrics["dice"] >= 0.75 and metrics["masks"]["dataset"] == 0
@@ -234,6 +288,20 @@ def test_dvc_exp_run_learns_the_lungs_from_a_train_source_for_a_source_without_m
     assert any("reports/segment_images/test_1.png" in name for name in plots), list(plots)[:20]
     info = json.loads(run([sys.executable, "-m", "lungdx", "info", "--json", "models/model.keras"], project).stdout)
     assert info["segmenter"]["learned_from"] == str(masked) and info["input"]["lung_mask"] == "crop"
-    found = json.loads(run([sys.executable, "-m", "lungdx", "predict", "-q", "--json", "--model", "models/model.keras",
-                            str(flat / "COVID" / "COVID-1.png")], project).stdout)
+    found = json.loads(
+        run(
+            [
+                sys.executable,
+                "-m",
+                "lungdx",
+                "predict",
+                "-q",
+                "--json",
+                "--model",
+                "models/model.keras",
+                str(flat / "COVID" / "COVID-1.png"),
+            ],
+            project,
+        ).stdout
+    )
     assert found[0]["lungs"] in {"drawn", "whole"} and "predicted" in found[0]

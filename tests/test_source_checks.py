@@ -25,8 +25,15 @@ from lungdx.atomic import DiskFull
 from lungdx.download import download
 from lungdx.errors import LungdxError
 from lungdx.source_checks import ZIP_LIMITS, ZipLimits
-from tests.helpers import (ROOT, make_flat_dataset, make_kaggle_dataset, require_private_mounts, settings, shared,
-                            tree_hashes)
+from tests.helpers import (
+    ROOT,
+    make_flat_dataset,
+    make_kaggle_dataset,
+    require_private_mounts,
+    settings,
+    shared,
+    tree_hashes,
+)
 from tests.helpers import zip_folder
 
 FILE_SIZE_CAP = 64 << 20
@@ -57,9 +64,11 @@ def everything(root: Path) -> tuple[list[str], dict]:
 
 # A zip written by hand, so that its central directory can declare what a hostile zip declares.
 
+
 def crc32_of_zeros(n: int) -> int:
     """zlib.crc32(bytes(n)) without making the bytes: the CRC register advanced over n zero
     bytes by repeated squaring of the one-bit operator, as zlib's crc32_combine does."""
+
     def times(mat, vec):
         out, i = 0, 0
         while vec:
@@ -87,8 +96,14 @@ def deflated(content: bytes) -> bytes:
 
 
 def entry(name: str, content: bytes = b"", mode: int = 0o100644, **declared) -> dict:
-    return {"name": name, "data": deflated(content), "crc": zlib.crc32(content), "size": len(content),
-            "mode": mode, **declared}
+    return {
+        "name": name,
+        "data": deflated(content),
+        "crc": zlib.crc32(content),
+        "size": len(content),
+        "mode": mode,
+        **declared,
+    }
 
 
 def zeros_entry(name: str, size: int) -> dict:
@@ -112,12 +127,41 @@ def write_zip(path: Path, entries: list[dict]) -> Path:
             offsets[e["name"]] = offsets[e["same_as"]]
         else:
             offsets[e["name"]] = len(body)
-            body += struct.pack("<4s5H3I2H", b"PK\x03\x04", 20, 0, 8, 0, 0x21, e["crc"], len(e["data"]),
-                                e["size"], len(name), 0) + name + e["data"]
-        central += struct.pack("<4s6H3I5HII", b"PK\x01\x02", 0x031E, 20, 0, 8, 0, 0x21, e["crc"], packed,
-                               e["size"], len(name), 0, 0, 0, 0, e["mode"] << 16, offsets[e["name"]]) + name
-    path.write_bytes(bytes(body) + bytes(central) + struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, len(entries),
-                                                                len(entries), len(central), len(body), 0))
+            body += (
+                struct.pack(
+                    "<4s5H3I2H", b"PK\x03\x04", 20, 0, 8, 0, 0x21, e["crc"], len(e["data"]), e["size"], len(name), 0
+                )
+                + name
+                + e["data"]
+            )
+        central += (
+            struct.pack(
+                "<4s6H3I5HII",
+                b"PK\x01\x02",
+                0x031E,
+                20,
+                0,
+                8,
+                0,
+                0x21,
+                e["crc"],
+                packed,
+                e["size"],
+                len(name),
+                0,
+                0,
+                0,
+                0,
+                e["mode"] << 16,
+                offsets[e["name"]],
+            )
+            + name
+        )
+    path.write_bytes(
+        bytes(body)
+        + bytes(central)
+        + struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, len(entries), len(entries), len(central), len(body), 0)
+    )
     return path
 
 
@@ -132,6 +176,7 @@ def test_crc32_of_zeros_matches_zlib():
 
 # --- 1. a source inside the project -------------------------------------------------------
 
+
 def pipeline_project(root: Path, outs_as_mappings: bool) -> Path:
     """A project folder with this project's dvc.yaml (its outs as strings or as one-key
     mappings), .dvc/ and .git/, and a previous download in data/raw."""
@@ -143,17 +188,26 @@ def pipeline_project(root: Path, outs_as_mappings: bool) -> Path:
     (root / "dvc.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     (root / ".dvc" / "cache").mkdir(parents=True)
     (root / ".git").mkdir()
-    download(source_settings(make_flat_dataset(root.parent / "earlier", {"A": 2, "B": 2})), root / "data" / "raw",
-             project_root=root)
+    download(
+        source_settings(make_flat_dataset(root.parent / "earlier", {"A": 2, "B": 2})),
+        root / "data" / "raw",
+        project_root=root,
+    )
     return root
 
 
 INSIDE = {  # case: (where the images are, relative to the project; what dataset.source is; the message)
-    "in data/raw": ("data/raw/covid", "data/raw/covid",
-                    "is inside data/raw, an output of this pipeline (stage download): DVC deletes or replaces"),
+    "in data/raw": (
+        "data/raw/covid",
+        "data/raw/covid",
+        "is inside data/raw, an output of this pipeline (stage download): DVC deletes or replaces",
+    ),
     "data/raw itself": (None, "data/raw", "is data/raw, an output of this pipeline (stage download)"),
-    "in another output": ("data/prepared/mine", "data/prepared/mine",
-                          "is inside data/prepared, an output of this pipeline (stage prepare)"),
+    "in another output": (
+        "data/prepared/mine",
+        "data/prepared/mine",
+        "is inside data/prepared, an output of this pipeline (stage prepare)",
+    ),
     "a zip in an output": ("models/x", "models/x/data.zip", "is inside models/model.keras"),
     "the project itself": (None, ".", "is the project itself"),
     "a folder holding the project": (None, "..", "contains the project"),
@@ -166,8 +220,9 @@ INSIDE = {  # case: (where the images are, relative to the project; what dataset
 
 @pytest.mark.parametrize("outs_as_mappings", [False, True], ids=["outs-strings", "outs-mappings"])
 @pytest.mark.parametrize("case", list(INSIDE))
-def test_a_source_inside_the_project_is_refused_before_anything_is_touched(tmp_path, monkeypatch, case,
-                                                                           outs_as_mappings):
+def test_a_source_inside_the_project_is_refused_before_anything_is_touched(
+    tmp_path, monkeypatch, case, outs_as_mappings
+):
     project = pipeline_project(tmp_path / "project", outs_as_mappings)
     images, value, message = INSIDE[case]
     if images:
@@ -198,13 +253,29 @@ def test_a_bind_mounted_alias_of_data_raw_is_refused_too(tmp_path):
     alias = tmp_path / "alias"
     alias.mkdir()
     before = tree_hashes(project / "data" / "raw")
-    script = ("import sys; from lungdx.download import download; from lungdx.errors import LungdxError\n"
-              "from tests.helpers import settings\n"
-              "try:\n    download(settings({'seed': 1, 'dataset.source': sys.argv[1]}).download, "
-              "sys.argv[2] + '/data/raw', project_root=sys.argv[2])\nexcept LungdxError as exc:\n    print(exc)")
-    proc = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
-                           f'mount --bind "$2/data/raw" "$1" && exec "{sys.executable}" -c "$0" "$1" "$2"',
-                           script, str(alias), str(project)], cwd=ROOT, capture_output=True, text=True)
+    script = (
+        "import sys; from lungdx.download import download; from lungdx.errors import LungdxError\n"
+        "from tests.helpers import settings\n"
+        "try:\n    download(settings({'seed': 1, 'dataset.source': sys.argv[1]}).download, "
+        "sys.argv[2] + '/data/raw', project_root=sys.argv[2])\nexcept LungdxError as exc:\n    print(exc)"
+    )
+    proc = subprocess.run(
+        [
+            "unshare",
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "sh",
+            "-c",
+            f'mount --bind "$2/data/raw" "$1" && exec "{sys.executable}" -c "$0" "$1" "$2"',
+            script,
+            str(alias),
+            str(project),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert "is data/raw, an output of this pipeline" in proc.stdout, proc.stdout + proc.stderr
     assert tree_hashes(project / "data" / "raw") == before
 
@@ -226,7 +297,9 @@ def test_a_source_inside_the_output_folder_is_refused_even_outside_a_project(tmp
     before = everything(tmp_path)
     with pytest.raises(LungdxError, match="is inside the output folder .* of the download, which it replaces whole"):
         download(source_settings(out / "mine"), out, project_root=tmp_path)
-    with pytest.raises(LungdxError, match="contains the output folder .* of the download: it would read its own output"):
+    with pytest.raises(
+        LungdxError, match="contains the output folder .* of the download: it would read its own output"
+    ):
         download(source_settings(tmp_path), out, project_root=tmp_path)
     assert everything(tmp_path) == before
 
@@ -234,12 +307,15 @@ def test_a_source_inside_the_output_folder_is_refused_even_outside_a_project(tmp
 def test_an_unreadable_dvc_yaml_is_one_clear_line(tmp_path):
     (tmp_path / "dvc.yaml").write_text("stages: [unclosed\n")
     src = make_flat_dataset(tmp_path.parent / f"{tmp_path.name}-src", {"A": 2, "B": 2})
-    with pytest.raises(LungdxError, match=r"dvc.yaml: cannot be read \(.*\); fix it .*; until then dataset.source cannot be checked"):
+    with pytest.raises(
+        LungdxError, match=r"dvc.yaml: cannot be read \(.*\); fix it .*; until then dataset.source cannot be checked"
+    ):
         download(source_settings(src), tmp_path / "raw", project_root=tmp_path)
     assert not (tmp_path / "raw").exists()
 
 
 # --- 2. one class folder as the source ------------------------------------------------------
+
 
 @pytest.mark.parametrize("as_zip", [False, True])
 def test_a_single_kaggle_class_folder_as_source_is_refused(tmp_path, as_zip):
@@ -248,13 +324,16 @@ def test_a_single_kaggle_class_folder_as_source_is_refused(tmp_path, as_zip):
     before = tree_hashes(tmp_path)
     with pytest.raises(LungdxError) as err:
         download(source_settings(source), tmp_path / "raw")
-    assert str(err.value) == (f"{source} looks like one class folder of the Kaggle layout (it holds images/ and "
-                              "masks/); point dataset.source at the folder that holds the class folders "
-                              "(COVID/, Normal/, ...)")
+    assert str(err.value) == (
+        f"{source} looks like one class folder of the Kaggle layout (it holds images/ and "
+        "masks/); point dataset.source at the folder that holds the class folders "
+        "(COVID/, Normal/, ...)"
+    )
     assert tree_hashes(tmp_path) == before and not (tmp_path / "raw").exists()
 
 
 # --- 3 and 4. links and special files: skipped, warned about, listed -----------------------
+
 
 def test_symlinks_and_special_files_in_a_source_are_skipped_and_listed(tmp_path, monkeypatch, capsys):
     src = make_flat_dataset(tmp_path / "src", {"COVID": 3, "Normal": 3})
@@ -315,8 +394,17 @@ def test_symlinks_and_special_files_in_a_source_are_skipped_and_listed(tmp_path,
     raw = tmp_path / "raw"
     assert record["classes"] == ["COVID", "Normal"] and record["files"] == 7
     assert sorted(p.name for p in raw.rglob("*") if not p.is_dir()) == sorted(
-        ["COVID-1.png", "COVID-2.png", "COVID-3.png", "inside.png", "Normal-1.png", "Normal-2.png",
-         "Normal-3.png", "source.json"])
+        [
+            "COVID-1.png",
+            "COVID-2.png",
+            "COVID-3.png",
+            "inside.png",
+            "Normal-1.png",
+            "Normal-2.png",
+            "Normal-3.png",
+            "source.json",
+        ]
+    )
     assert all(p.is_file() and not p.is_symlink() for p in raw.rglob("*.png"))
     assert (raw / "COVID/images/inside.png").read_bytes() == (normal / "Normal-1.png").read_bytes()
     assert everything(src) == before
@@ -348,11 +436,15 @@ def test_files_are_opened_without_following_links_or_blocking_on_pipes(tmp_path)
 
 
 def test_symlink_and_special_entries_in_a_zip_are_skipped_and_listed(tmp_path, capsys):
-    archive = write_zip(tmp_path / "links.zip", small_classes() + [
-        entry("COVID/images/passwd.png", b"/etc/passwd", mode=0o120777),
-        entry("Normal/images/pipe.png", b"", mode=0o010644),
-        entry("../../escaped.png", b"z"),
-    ])
+    archive = write_zip(
+        tmp_path / "links.zip",
+        small_classes()
+        + [
+            entry("COVID/images/passwd.png", b"/etc/passwd", mode=0o120777),
+            entry("Normal/images/pipe.png", b"", mode=0o010644),
+            entry("../../escaped.png", b"z"),
+        ],
+    )
     record = download(source_settings(archive), tmp_path / "raw")
     assert record["skipped"] == [
         {"path": "../../escaped.png", "reason": "unsafe name (absolute, with .. or a backslash), never extracted"},
@@ -367,6 +459,7 @@ def test_symlink_and_special_entries_in_a_zip_are_skipped_and_listed(tmp_path, c
 
 # --- 5. zip bombs and the free space --------------------------------------------------------
 
+
 def free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
 
@@ -376,10 +469,16 @@ def bomb(kind: str, tmp_path: Path) -> tuple[Path, ZipLimits, str]:
     archive = tmp_path / f"{kind}.zip"
     if kind == "2.5 GiB entry":  # 2.6 MB on disk, a real bomb: it does inflate to 2.5 GiB
         write_zip(archive, small_classes() + [zeros_entry("COVID/images/bomb.png", 5 << 29)])
-        return archive, ZIP_LIMITS, (f"{archive}: entry 'COVID/images/bomb.png' declares 2,684,354,560 bytes "
-                                     "(2.7 GB) once extracted, more than the 268,435,456 bytes (256 MiB) allowed "
-                                     "per file (a chest X-ray image or mask is a few MB at most): refusing a "
-                                     "possible zip bomb before extracting anything; check where the zip came from")
+        return (
+            archive,
+            ZIP_LIMITS,
+            (
+                f"{archive}: entry 'COVID/images/bomb.png' declares 2,684,354,560 bytes "
+                "(2.7 GB) once extracted, more than the 268,435,456 bytes (256 MiB) allowed "
+                "per file (a chest X-ray image or mask is a few MB at most): refusing a "
+                "possible zip bomb before extracting anything; check where the zip came from"
+            ),
+        )
     if kind == "1000-fold entry":
         write_zip(archive, small_classes() + [zeros_entry("Normal/images/flat.png", 20 << 20)])
         return archive, ZIP_LIMITS, (f"{archive}: entry 'Normal/images/flat.png' inflates 1,0")
@@ -389,9 +488,15 @@ def bomb(kind: str, tmp_path: Path) -> tuple[Path, ZipLimits, str]:
         entries = small_classes() + [first] + more
         write_zip(archive, entries)
         declared = sum(len(e["data"]) for e in entries)
-        return archive, ZIP_LIMITS, (f"{archive}: its entries to extract declare {declared:,} bytes of compressed "
-                                     f"data, more than the zip's own {archive.stat().st_size:,} bytes: entries "
-                                     "overlap (a zip bomb technique)")
+        return (
+            archive,
+            ZIP_LIMITS,
+            (
+                f"{archive}: its entries to extract declare {declared:,} bytes of compressed "
+                f"data, more than the zip's own {archive.stat().st_size:,} bytes: entries "
+                "overlap (a zip bomb technique)"
+            ),
+        )
     if kind == "many 1 MiB entries":  # each under the per-entry ratio check, together 1000-fold
         write_zip(archive, small_classes() + [zeros_entry(f"COVID/images/{i}.png", 1 << 20) for i in range(300)])
         return archive, ZIP_LIMITS, (f"{archive}: its entries to extract declare 314,57")
@@ -402,12 +507,24 @@ def bomb(kind: str, tmp_path: Path) -> tuple[Path, ZipLimits, str]:
     n = free_bytes(tmp_path) // 0xFFFF0000 + 2
     entries = small_classes() + [entry(f"COVID/images/big-{i}.png", b"x", size=0xFFFF0000) for i in range(n)]
     write_zip(archive, entries)
-    return archive, ZipLimits(max_entry_bytes=1 << 40, max_ratio=float("inf")), (
-        f"no space left for the {n + 4:,} files to extract from {archive} at {tmp_path / 'raw'}: it needs about")
+    return (
+        archive,
+        ZipLimits(max_entry_bytes=1 << 40, max_ratio=float("inf")),
+        (f"no space left for the {n + 4:,} files to extract from {archive} at {tmp_path / 'raw'}: it needs about"),
+    )
 
 
-@pytest.mark.parametrize("kind", ["2.5 GiB entry", "1000-fold entry", "many 1 MiB entries", "overlapping entries",
-                                  "too many entries", "more than the free space"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "2.5 GiB entry",
+        "1000-fold entry",
+        "many 1 MiB entries",
+        "overlapping entries",
+        "too many entries",
+        "more than the free space",
+    ],
+)
 def test_zip_bombs_are_refused_before_extracting(tmp_path, kind):
     archive, limits, message = bomb(kind, tmp_path)
     before = archive.read_bytes()
@@ -423,8 +540,9 @@ def test_zip_bombs_are_refused_before_extracting(tmp_path, kind):
 def test_a_zip_entry_is_never_written_past_the_size_it_declares(tmp_path, crc_of):
     content = os.urandom(3 << 20)  # a lying header: it declares 1000 bytes
     crc = zlib.crc32(content if crc_of == "everything" else content[:1000])
-    archive = write_zip(tmp_path / "liar.zip", small_classes() + [entry("COVID/images/liar.png", content,
-                                                                        size=1000, crc=crc)])
+    archive = write_zip(
+        tmp_path / "liar.zip", small_classes() + [entry("COVID/images/liar.png", content, size=1000, crc=crc)]
+    )
     if crc_of == "everything":  # the CRC check then fails: refused, nothing kept
         with pytest.raises(LungdxError, match=r"liar.zip: not a valid zip file \(Bad CRC-32"), file_size_cap():
             download(source_settings(archive), tmp_path / "raw")
@@ -440,13 +558,24 @@ def test_a_folder_source_larger_than_the_free_space_is_refused_before_copying(tm
     with open(src / "COVID" / "huge.png", "wb") as f:
         f.truncate(free_bytes(tmp_path) + (1 << 30))  # sparse: takes no space
     # tree_hashes would read every byte of the sparse file: compare names, sizes and times instead.
-    before = sorted((p.relative_to(tmp_path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
-                    for p in tmp_path.rglob("*"))
-    with pytest.raises(DiskFull, match=rf"no space left for the 5 files of {src} at {tmp_path / 'raw'}: it needs "
-                                       r"about .* is free there; free some space"), file_size_cap():
+    before = sorted(
+        (p.relative_to(tmp_path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in tmp_path.rglob("*")
+    )
+    with (
+        pytest.raises(
+            DiskFull,
+            match=rf"no space left for the 5 files of {src} at {tmp_path / 'raw'}: it needs "
+            r"about .* is free there; free some space",
+        ),
+        file_size_cap(),
+    ):
         download(source_settings(src), tmp_path / "raw")
-    assert sorted((p.relative_to(tmp_path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
-                  for p in tmp_path.rglob("*")) == before
+    assert (
+        sorted(
+            (p.relative_to(tmp_path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in tmp_path.rglob("*")
+        )
+        == before
+    )
 
 
 def test_the_real_database_passes_the_zip_limits(tmp_path, capsys):

@@ -11,7 +11,18 @@ import yaml
 from lungdx import stage_deps
 from tests.helpers import ROOT
 
-STAGES = ["download", "sample", "segment", "prepare", "baseline", "features", "train", "evaluate", "gradcam", "external"]
+STAGES = [
+    "download",
+    "sample",
+    "segment",
+    "prepare",
+    "baseline",
+    "features",
+    "train",
+    "evaluate",
+    "gradcam",
+    "external",
+]
 
 
 def test_dvc_yaml_lists_every_module_each_stage_runs_and_no_other():
@@ -23,8 +34,10 @@ def test_dvc_yaml_lists_every_module_each_stage_runs_and_no_other():
 def test_dvc_lock_records_the_code_on_main():
     """dvc.lock is how a reader checks a result: it must describe these very files."""
     stale = stage_deps.stale_lock(ROOT)
-    assert stale == [], ("dvc.lock describes other code than main's; regenerate it from a full default run in a "
-                         "fresh clone (docs/development.md#dvclock):\n" + "\n".join(stale[:20]))
+    assert stale == [], (
+        "dvc.lock describes other code than main's; regenerate it from a full default run in a "
+        "fresh clone (docs/development.md#dvclock):\n" + "\n".join(stale[:20])
+    )
 
 
 def write_fresh_lock(project) -> None:
@@ -33,11 +46,18 @@ def write_fresh_lock(project) -> None:
     import hashlib
 
     seed = yaml.safe_load((project / "params.yaml").read_text())["seed"]
-    stages = {name: {"cmd": f"python -m stages.{name}",
-                     "deps": [{"path": path, "hash": "md5", "md5": hashlib.md5((project / path).read_bytes()).hexdigest()}
-                              for path in sorted(paths)],
-                     "params": {"params.yaml": {"seed": seed}}}
-              for name, paths in stage_deps.declared_code_deps(project).items() if name != "external"}
+    stages = {
+        name: {
+            "cmd": f"python -m stages.{name}",
+            "deps": [
+                {"path": path, "hash": "md5", "md5": hashlib.md5((project / path).read_bytes()).hexdigest()}
+                for path in sorted(paths)
+            ],
+            "params": {"params.yaml": {"seed": seed}},
+        }
+        for name, paths in stage_deps.declared_code_deps(project).items()
+        if name != "external"
+    }
     (project / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": stages}, sort_keys=False))
 
 
@@ -96,23 +116,35 @@ def write_tree(root, files):
 
 
 def test_every_import_form_is_followed_and_a_dynamic_import_is_refused(tmp_path):
-    root = write_tree(tmp_path, {
-        "stages/__init__.py": "",
-        "stages/s.py": "from lungdx.a import run\nimport numpy\n",
-        "lungdx/__init__.py": "",
-        "lungdx/a.py": "def run():\n    from .b import x\n    return x\n",
-        "lungdx/b.py": "from . import c\nimport lungdx.sub.d\nx = 1\n",
-        "lungdx/c.py": "",
-        "lungdx/sub/__init__.py": "",
-        "lungdx/sub/d.py": "from ..c import *\n",
-        "lungdx/unused.py": "",
-    })
+    root = write_tree(
+        tmp_path,
+        {
+            "stages/__init__.py": "",
+            "stages/s.py": "from lungdx.a import run\nimport numpy\n",
+            "lungdx/__init__.py": "",
+            "lungdx/a.py": "def run():\n    from .b import x\n    return x\n",
+            "lungdx/b.py": "from . import c\nimport lungdx.sub.d\nx = 1\n",
+            "lungdx/c.py": "",
+            "lungdx/sub/__init__.py": "",
+            "lungdx/sub/d.py": "from ..c import *\n",
+            "lungdx/unused.py": "",
+        },
+    )
     assert stage_deps.reachable_files(root, root / "stages" / "s.py") == {
-        "stages/__init__.py", "stages/s.py", "lungdx/__init__.py", "lungdx/a.py", "lungdx/b.py", "lungdx/c.py",
-        "lungdx/sub/__init__.py", "lungdx/sub/d.py"}
-    for dynamic in ("import importlib\nm = importlib.import_module('lungdx.unused')\n",
-                    "from importlib import import_module as im\nm = im('lungdx.unused')\n",
-                    "import runpy\nrunpy.run_module('lungdx.unused')\n"):
+        "stages/__init__.py",
+        "stages/s.py",
+        "lungdx/__init__.py",
+        "lungdx/a.py",
+        "lungdx/b.py",
+        "lungdx/c.py",
+        "lungdx/sub/__init__.py",
+        "lungdx/sub/d.py",
+    }
+    for dynamic in (
+        "import importlib\nm = importlib.import_module('lungdx.unused')\n",
+        "from importlib import import_module as im\nm = im('lungdx.unused')\n",
+        "import runpy\nrunpy.run_module('lungdx.unused')\n",
+    ):
         (root / "lungdx" / "c.py").write_text(dynamic)
         with pytest.raises(stage_deps.StageDepsError, match=r"lungdx/c.py:\d: a dynamic import"):
             stage_deps.reachable_files(root, root / "stages" / "s.py")
@@ -130,8 +162,11 @@ def test_a_module_missing_from_dvc_yaml_fails_the_check_and_write_puts_it_back(t
     original = (project / "dvc.yaml").read_text()
     train_block = original.split("  train:\n", 1)[1].split("\n\n", 1)[0]
     assert "      - lungdx/feature_cache.py\n" in train_block
-    (project / "dvc.yaml").write_text(original.replace(
-        "  train:\n" + train_block, "  train:\n" + train_block.replace("      - lungdx/feature_cache.py\n", "")))
+    (project / "dvc.yaml").write_text(
+        original.replace(
+            "  train:\n" + train_block, "  train:\n" + train_block.replace("      - lungdx/feature_cache.py\n", "")
+        )
+    )
 
     assert stage_deps.differences(project) == {"train": {"missing": ["lungdx/feature_cache.py"], "extra": []}}
     assert stage_deps.main(["--root", str(project)]) == 1
@@ -160,15 +195,20 @@ def train_block(text):
 LAYOUTS = {
     "comment_inside_deps": lambda text: text.replace("      - lungdx/train.py\n", "      # the code\n", 1),
     "quoted_entry": lambda text: text.replace("      - lungdx/train.py\n", '      - "lungdx/train.py"\n', 1),
-    "another_script_dep": lambda text: text.replace("      - data/prepared\n      - data/features\n",
-                                                     "      - data/prepared\n      - data/features\n"
-                                                     "      - tools/make_report.py\n", 1),
-    "inline_comment_on_key": lambda text: text.replace("  train:\n    cmd: python -m stages.train\n    deps:\n",
-                                                       "  train:\n    cmd: python -m stages.train\n"
-                                                       "    deps:  # generated\n", 1),
+    "another_script_dep": lambda text: text.replace(
+        "      - data/prepared\n      - data/features\n",
+        "      - data/prepared\n      - data/features\n      - tools/make_report.py\n",
+        1,
+    ),
+    "inline_comment_on_key": lambda text: text.replace(
+        "  train:\n    cmd: python -m stages.train\n    deps:\n",
+        "  train:\n    cmd: python -m stages.train\n    deps:  # generated\n",
+        1,
+    ),
     "four_space_indent": lambda text: "\n".join(
         " " * (2 * (len(line) - len(line.lstrip()))) + line.lstrip() if line.strip() else line
-        for line in text.split("\n")),
+        for line in text.split("\n")
+    ),
     "crlf": lambda text: text.replace("\n", "\r\n"),
 }
 
@@ -194,12 +234,19 @@ def test_write_fixes_a_hand_edited_dvc_yaml_and_keeps_the_rest(tmp_path, layout)
         assert ("# the code" in fixed) or ("# generated" in fixed)
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda text: text.replace("  train:\n    cmd: python -m stages.train\n", "  train:\n    cmd: make train\n"),
-     "stage train runs 'make train', not a Python module of this project"),
-    (lambda text: text.replace("\nartifacts:", "  export:\n    cmd: python -m stages.train\n\nartifacts:"),
-     "could not rewrite the deps of stage export safely"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda text: text.replace("  train:\n    cmd: python -m stages.train\n", "  train:\n    cmd: make train\n"),
+            "stage train runs 'make train', not a Python module of this project",
+        ),
+        (
+            lambda text: text.replace("\nartifacts:", "  export:\n    cmd: python -m stages.train\n\nartifacts:"),
+            "could not rewrite the deps of stage export safely",
+        ),
+    ],
+)
 def test_a_stage_the_tool_cannot_follow_is_one_error_line(tmp_path, capsys, change, message):
     project = project_copy(tmp_path)
     before = change((project / "dvc.yaml").read_text())
@@ -222,19 +269,24 @@ def test_each_stage_module_has_its_stage_function_taking_settings_and_explicit_p
         for node in tree.body:
             if isinstance(node, ast.FunctionDef):
                 for default in node.args.defaults + [d for d in node.args.kw_defaults if d is not None]:
-                    assert not (isinstance(default, ast.Constant) and isinstance(default.value, str)
-                                and default.value.split("/")[0] in ("data", "models", "metrics", "reports", "dvclive")), \
-                        f"lungdx/{name}.py: {node.name}() has a default path {default.value!r}"
+                    assert not (
+                        isinstance(default, ast.Constant)
+                        and isinstance(default.value, str)
+                        and default.value.split("/")[0] in ("data", "models", "metrics", "reports", "dvclive")
+                    ), f"lungdx/{name}.py: {node.name}() has a default path {default.value!r}"
 
 
-@pytest.mark.parametrize("lock, says", [
-    ("stages: {download: 5}", "dvc.lock: stage download is not in the shape DVC writes"),
-    ("stages: {download: {deps: [{path: 5}]}}", "dvc.lock: stage download is not in the shape DVC writes"),
-    ("stages: {download: {params: 3}}", "dvc.lock: stage download is not in the shape DVC writes"),
-    ("stages: null", "dvc.lock: no stages; regenerate it with dvc repro"),
-    ("[1, 2", "dvc.lock: not readable (while parsing a flow sequence)"),
-    (b"\xff\xfe\n", "dvc.lock: not readable ('utf-8' codec can't decode"),
-])
+@pytest.mark.parametrize(
+    "lock, says",
+    [
+        ("stages: {download: 5}", "dvc.lock: stage download is not in the shape DVC writes"),
+        ("stages: {download: {deps: [{path: 5}]}}", "dvc.lock: stage download is not in the shape DVC writes"),
+        ("stages: {download: {params: 3}}", "dvc.lock: stage download is not in the shape DVC writes"),
+        ("stages: null", "dvc.lock: no stages; regenerate it with dvc repro"),
+        ("[1, 2", "dvc.lock: not readable (while parsing a flow sequence)"),
+        (b"\xff\xfe\n", "dvc.lock: not readable ('utf-8' codec can't decode"),
+    ],
+)
 def test_a_damaged_dvc_lock_is_one_error_line(tmp_path, capsys, lock, says):
     project = project_copy(tmp_path)
     shutil.copy(ROOT / "params.yaml", project / "params.yaml")

@@ -9,9 +9,20 @@ import pytest
 from sklearn import metrics as skm
 
 from lungdx import stats
-from lungdx.stats import (RESAMPLES, accuracy, binomial_two_sided, bootstrap_indices, bootstrap_interval,
-                          expected_calibration_error, f1_macro, mcnemar, paired_bootstrap, reliability_table,
-                          split_intervals, split_statistics)
+from lungdx.stats import (
+    RESAMPLES,
+    accuracy,
+    binomial_two_sided,
+    bootstrap_indices,
+    bootstrap_interval,
+    expected_calibration_error,
+    f1_macro,
+    mcnemar,
+    paired_bootstrap,
+    reliability_table,
+    split_intervals,
+    split_statistics,
+)
 
 
 def predictions(n, p_correct, k=4, seed=0):
@@ -56,8 +67,8 @@ def test_vectorised_statistics_equal_sklearn_on_every_resample():
             sensitivity = np.diag(cm) / cm.sum(1)
             negatives = cm.sum() - cm.sum(1)
             specificity = (negatives - (cm.sum(0) - np.diag(cm))) / negatives
-        np.testing.assert_allclose(row[2:2 + k], sensitivity)  # nan where a class is absent
-        np.testing.assert_allclose(row[2 + k:], specificity)
+        np.testing.assert_allclose(row[2 : 2 + k], sensitivity)  # nan where a class is absent
+        np.testing.assert_allclose(row[2 + k :], specificity)
         missing += not (t == 3).any()
     assert missing > 0, "no resample without the rare class: the zero-division case went untested"
     assert f1_macro(y_true[idx], y_pred[idx], k) == pytest.approx(values[:, 1])
@@ -125,8 +136,9 @@ def test_ece_is_near_zero_when_calibrated_and_large_when_overconfident():
     y_true, probs = calibrated(200_000, seed=1, overconfident=True)
     # Right 75% of the time on average, stated 0.99: a gap of about 0.24.
     assert expected_calibration_error(y_true, probs) == pytest.approx(0.24, abs=0.01)
-    assert expected_calibration_error(*calibrated(1000, seed=2)) < expected_calibration_error(*calibrated(
-        1000, seed=2, overconfident=True))
+    assert expected_calibration_error(*calibrated(1000, seed=2)) < expected_calibration_error(
+        *calibrated(1000, seed=2, overconfident=True)
+    )
 
 
 def test_exact_mcnemar_by_hand():
@@ -194,7 +206,8 @@ def test_macro_f1_over_some_classes_matches_sklearn():
     rng = np.random.default_rng(0)
     y_true, y_pred = rng.choice([0, 2], 200), rng.integers(0, 4, 200)
     assert f1_macro(y_true, y_pred, 4, labels=[0, 2]) == pytest.approx(
-        skm.f1_score(y_true, y_pred, labels=[0, 2], average="macro", zero_division=0))
+        skm.f1_score(y_true, y_pred, labels=[0, 2], average="macro", zero_division=0)
+    )
 
 
 def test_a_rare_class_always_right_does_not_pull_the_f1_interval_down():

@@ -9,7 +9,7 @@ from tests.helpers import ROOT
 
 pytest_plugins = "pytester"
 
-TESTS = '''
+TESTS = """
 import pytest
 
 def test_quick():
@@ -18,7 +18,7 @@ def test_quick():
 @pytest.mark.slow
 def test_long():
     pass
-'''
+"""
 
 
 @pytest.fixture
@@ -44,8 +44,9 @@ def test_plain_pytest_is_the_fast_tier_and_says_so(suite):
     assert "fast tier: tests marked slow were left out" in result.stdout.str()
 
 
-@pytest.mark.parametrize("args", [["--full"], ["-m", "slow or not slow"], ["test_pair.py"],
-                                  ["test_pair.py::test_long"]])
+@pytest.mark.parametrize(
+    "args", [["--full"], ["-m", "slow or not slow"], ["test_pair.py"], ["test_pair.py::test_long"]]
+)
 def test_full_marks_or_named_tests_run_slow_tests(suite, args):
     expected = {"test_long"} if args[-1].endswith("test_long") else {"test_quick", "test_long"}
     assert collected(suite, *args) == expected

@@ -23,27 +23,58 @@ from lungdx.arrays import batches, load_split, steps_per_epoch
 from lungdx.train import train
 from tests.helpers import list_lung_masks, settings
 
-TINY_CNN = {"epochs": 2, "batch_size": 8, "learning_rate": 0.001, "filters": [4, 8], "dense_units": 8,
-            "warmup_epochs": 0}
-TINY_VGG = {"weights": "none", "epochs": 3, "batch_size": 8, "learning_rate": 0.001, "dense_units": 8,
-            "warmup_epochs": 0}
+TINY_CNN = {
+    "epochs": 2,
+    "batch_size": 8,
+    "learning_rate": 0.001,
+    "filters": [4, 8],
+    "dense_units": 8,
+    "warmup_epochs": 0,
+}
+TINY_VGG = {
+    "weights": "none",
+    "epochs": 3,
+    "batch_size": 8,
+    "learning_rate": 0.001,
+    "dense_units": 8,
+    "warmup_epochs": 0,
+}
 
 
 def make_params(**changes):
     """params.yaml with tiny training settings at 32 px and dotted-key `changes`, checked."""
-    return settings({"seed": 5, "prepare.image_size": 32, "baseline.image_size": 8, "model": "cnn",
-                     **{f"models.cnn.{k}": v for k, v in TINY_CNN.items()},
-                     **{f"models.vgg19.{k}": v for k, v in TINY_VGG.items()}, **changes})
+    return settings(
+        {
+            "seed": 5,
+            "prepare.image_size": 32,
+            "baseline.image_size": 8,
+            "model": "cnn",
+            **{f"models.cnn.{k}": v for k, v in TINY_CNN.items()},
+            **{f"models.vgg19.{k}": v for k, v in TINY_VGG.items()},
+            **changes,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """Synthetic data sampled and prepared at 32 px, shared by this module's tests."""
     root = tmp_path_factory.mktemp("train")
-    params = settings({"seed": 2, "dataset.source": "synthetic", "dataset.synthetic.per_class": 10,
-                       "dataset.synthetic.image_size": 64, "dataset.classes": [], "sample.per_class": 10,
-                       "sample.val_size": 0.2, "sample.test_size": 0.2, "prepare.image_size": 32,
-                       "prepare.lung_mask": "none", "baseline.image_size": 8})
+    params = settings(
+        {
+            "seed": 2,
+            "dataset.source": "synthetic",
+            "dataset.synthetic.per_class": 10,
+            "dataset.synthetic.image_size": 64,
+            "dataset.classes": [],
+            "sample.per_class": 10,
+            "sample.val_size": 0.2,
+            "sample.test_size": 0.2,
+            "prepare.image_size": 32,
+            "prepare.lung_mask": "none",
+            "baseline.image_size": 8,
+        }
+    )
     download(params.download, root / "raw")
     sample(params.sample, root / "raw", root / "sampled")
     manifest = root / "sampled" / "manifest.csv"
@@ -54,8 +85,13 @@ def workdir(tmp_path_factory):
 def run_train(root, out, params):
     (root / out).mkdir(exist_ok=True)
     features(params.features, root / "prepared", root / out / "features")
-    return train(params.train, root / "prepared", root / out / "features", root / out / "models" / "model.keras",
-                 root / out / "dvclive")
+    return train(
+        params.train,
+        root / "prepared",
+        root / out / "features",
+        root / out / "models" / "model.keras",
+        root / out / "dvclive",
+    )
 
 
 def test_batches_convert_one_batch_at_a_time_and_shuffle_by_seed():
@@ -74,8 +110,9 @@ def test_batches_convert_one_batch_at_a_time_and_shuffle_by_seed():
     assert not np.array_equal(epoch2[0][0], x), "a new order each epoch"
     # The order is numpy's: epoch k is the k-th permutation drawn from the seed, each batch sorted.
     rng = np.random.default_rng(1)
-    for batch_, order in zip(epoch1 + epoch2, [np.sort(p[s:s + 4]) for p in (rng.permutation(10), rng.permutation(10))
-                                               for s in (0, 4, 8)]):
+    for batch_, order in zip(
+        epoch1 + epoch2, [np.sort(p[s : s + 4]) for p in (rng.permutation(10), rng.permutation(10)) for s in (0, 4, 8)]
+    ):
         np.testing.assert_array_equal(batch_[0][:, 0, 0, 0] // 16, order)
     again = list(batches(images, labels, 3, 4, shuffle_seed=1, epochs=2).as_numpy_iterator())
     for a, b in zip(again, both):
@@ -83,14 +120,17 @@ def test_batches_convert_one_batch_at_a_time_and_shuffle_by_seed():
     assert images.dtype == np.uint8  # the source array is never converted as a whole
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("model", "resnet", "model = 'resnet'.*one of cnn, vgg19"),
-    ("models.cnn.epochs", 0, "models.cnn.epochs = 0"),
-    ("models.cnn.learning_rate", -1, "models.cnn.learning_rate"),
-    ("models.cnn.dropout", 1.5, "models.cnn.dropout"),
-    ("prepare.image_size", 16, "prepare.image_size = 16.*at least 32 for vgg19"),
-    ("models.vgg19.weights", "/nowhere/w.h5", "models.vgg19.weights.*does not exist"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("model", "resnet", "model = 'resnet'.*one of cnn, vgg19"),
+        ("models.cnn.epochs", 0, "models.cnn.epochs = 0"),
+        ("models.cnn.learning_rate", -1, "models.cnn.learning_rate"),
+        ("models.cnn.dropout", 1.5, "models.cnn.dropout"),
+        ("prepare.image_size", 16, "prepare.image_size = 16.*at least 32 for vgg19"),
+        ("models.vgg19.weights", "/nowhere/w.h5", "models.vgg19.weights.*does not exist"),
+    ],
+)
 def test_bad_training_params_fail_before_any_work(key, value, message):
     changes = {key: value}
     if key.startswith(("prepare", "models.vgg19")):
@@ -108,7 +148,10 @@ def test_cnn_training_is_deterministic_and_logs_every_epoch(workdir):
     assert all(np.array_equal(x, y) for x, y in zip(wa, wb))
     _, info = load_model(workdir / "a" / "models" / "model.keras")
     assert (info["classes"], info["image_size"], info["architecture"]) == (
-        ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"], 32, "cnn")
+        ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"],
+        32,
+        "cnn",
+    )
     for name in ("train/loss", "train/accuracy", "eval/loss", "eval/accuracy"):
         rows = (workdir / "a" / "dvclive" / "plots" / "metrics" / f"{name}.tsv").read_text().splitlines()
         assert len(rows) == 1 + 2, f"{name}: a header and one row per epoch"
@@ -123,17 +166,29 @@ def small_segmenter(workdir: Path) -> Path:
     from lungdx.model_file import save_reproducibly
     from lungdx.segment import train_segmenter
 
-    s = settings({"prepare.lung_mask": "crop", "segment.image_size": 64, "segment.epochs": 15,
-                  "segment.batch_size": 8, "segment.filters": [8, 16, 32, 64]}).segment
+    s = settings(
+        {
+            "prepare.lung_mask": "crop",
+            "segment.image_size": 64,
+            "segment.epochs": 15,
+            "segment.batch_size": 8,
+            "segment.filters": [8, 16, 32, 64],
+        }
+    ).segment
     rows = pd.read_csv(workdir / "sampled" / "manifest.csv", keep_default_na=False)
-    pairs = {split: [(workdir / "raw" / r.path, workdir / "raw" / r.mask) for r in rows[rows["split"] == split].itertuples()]
-             for split in ("train", "val")}
+    pairs = {
+        split: [(workdir / "raw" / r.path, workdir / "raw" / r.mask) for r in rows[rows["split"] == split].itertuples()]
+        for split in ("train", "val")
+    }
     segmenter, history = train_segmenter(s, pairs["train"], pairs["val"])
     out = workdir / "with_segmenter"
     out.mkdir()
     save_reproducibly(segmenter, out / "segmenter.keras")
-    (out / "meta.json").write_text(json.dumps({"segmenter": {"image_size": 64, "learned_from": "dataset.source",
-                                                             "test_dice": history["val_dice"]}}))
+    (out / "meta.json").write_text(
+        json.dumps(
+            {"segmenter": {"image_size": 64, "learned_from": "dataset.source", "test_dice": history["val_dice"]}}
+        )
+    )
     return out
 
 
@@ -141,17 +196,44 @@ def small_segmenter(workdir: Path) -> Path:
 def test_augmented_training_on_cropped_lungs_repeats_and_the_file_records_the_crop(workdir):
     """Augmentation draws from the seed (same weights twice), and the model file says its images
     were cut to the lungs, so predict can refuse an X-ray without its mask."""
-    params = make_params(**{"prepare.lung_mask": "crop",
-                            "models.cnn.augment": {"rotation": 10, "shift": 0.1, "zoom": 0.1, "brightness": 0.1,
-                                                   "contrast": 0.1, "flip": False}})
-    prepare(params.prepare, workdir / "sampled" / "manifest.csv", workdir / "raw", workdir / "segmented", workdir / "cropped")
+    params = make_params(
+        **{
+            "prepare.lung_mask": "crop",
+            "models.cnn.augment": {
+                "rotation": 10,
+                "shift": 0.1,
+                "zoom": 0.1,
+                "brightness": 0.1,
+                "contrast": 0.1,
+                "flip": False,
+            },
+        }
+    )
+    prepare(
+        params.prepare,
+        workdir / "sampled" / "manifest.csv",
+        workdir / "raw",
+        workdir / "segmented",
+        workdir / "cropped",
+    )
     with pytest.raises(LungdxError, match="carries its lung segmenter"):  # a crop model needs one to carry
-        train(params.train, workdir / "cropped", workdir / "none" / "features", workdir / "none" / "model.keras",
-              workdir / "none" / "dvclive")
+        train(
+            params.train,
+            workdir / "cropped",
+            workdir / "none" / "features",
+            workdir / "none" / "model.keras",
+            workdir / "none" / "dvclive",
+        )
     segmented = small_segmenter(workdir)
     for out in ("aug_a", "aug_b"):
-        train(params.train, workdir / "cropped", workdir / out / "features", workdir / out / "model.keras",
-              workdir / out / "dvclive", segmented_dir=segmented)
+        train(
+            params.train,
+            workdir / "cropped",
+            workdir / out / "features",
+            workdir / out / "model.keras",
+            workdir / out / "dvclive",
+            segmented_dir=segmented,
+        )
     wa = keras.models.load_model(workdir / "aug_a" / "model.keras").get_weights()
     wb = keras.models.load_model(workdir / "aug_b" / "model.keras").get_weights()
     assert all(np.array_equal(x, y) for x, y in zip(wa, wb))
@@ -175,8 +257,9 @@ def test_vgg19_head_on_cached_features_becomes_one_end_to_end_model(workdir):
     images, _ = load_split(workdir / "prepared", "test")
     np.testing.assert_allclose(predict_probs(model, images), head.predict(feats, verbose=0), atol=1e-5)
     # So evaluate takes the head on the cached features instead of running the base again.
-    np.testing.assert_allclose(predict_split(model, images, workdir / "v" / "features", "test"),
-                               predict_probs(model, images), atol=1e-5)
+    np.testing.assert_allclose(
+        predict_split(model, images, workdir / "v" / "features", "test"), predict_probs(model, images), atol=1e-5
+    )
     assert cached_features_for(model, workdir / "v" / "features", "test") is not None
 
 
@@ -190,10 +273,12 @@ def test_vgg19_fine_tuning_trains_the_last_block_on_images(workdir, capsys):
     _, cached = build_vgg19(4, params.train, weights=None)
     cached.load_weights(workdir / "ft" / "features" / "base.weights.h5")
     # block5 moved during fine-tuning, block1 stayed as the features stage computed it.
-    assert not np.array_equal(tuned.get_layer("block5_conv4").get_weights()[0],
-                              cached.get_layer("block5_conv4").get_weights()[0])
-    np.testing.assert_array_equal(tuned.get_layer("block1_conv1").get_weights()[0],
-                                  cached.get_layer("block1_conv1").get_weights()[0])
+    assert not np.array_equal(
+        tuned.get_layer("block5_conv4").get_weights()[0], cached.get_layer("block5_conv4").get_weights()[0]
+    )
+    np.testing.assert_array_equal(
+        tuned.get_layer("block1_conv1").get_weights()[0], cached.get_layer("block1_conv1").get_weights()[0]
+    )
     rows = (workdir / "ft" / "dvclive" / "plots" / "metrics" / "eval" / "loss.tsv").read_text().splitlines()
     steps = [int(r.split("\t")[0]) for r in rows[1:]]
     # Three epochs of the head, then the fine-tuning epoch as Keras counts it: the fourth.
@@ -205,9 +290,16 @@ def test_vgg19_fine_tuning_trains_the_last_block_on_images(workdir, capsys):
 
 def test_evaluate_writes_metrics_and_plots(workdir, tmp_path):
     run_train(workdir, "e", make_params())
-    result = evaluate(make_params().evaluate, workdir / "e" / "models" / "model.keras", workdir / "prepared",
-                      workdir / "sampled" / "manifest.csv", tmp_path / "eval.json", tmp_path / "details.json",
-                      tmp_path / "plots", workdir / "e" / "features")
+    result = evaluate(
+        make_params().evaluate,
+        workdir / "e" / "models" / "model.keras",
+        workdir / "prepared",
+        workdir / "sampled" / "manifest.csv",
+        tmp_path / "eval.json",
+        tmp_path / "details.json",
+        tmp_path / "plots",
+        workdir / "e" / "features",
+    )
     details = json.loads((tmp_path / "details.json").read_text())
     assert details == result and details["n_test"] == 8 and details["model"] == "cnn"
     assert {"f1_weighted", "per_class", "confusion_matrix"} <= set(details)
@@ -227,7 +319,11 @@ def test_classification_metrics_on_known_predictions():
     assert result["accuracy"] == 0.75 and result["confusion_matrix"] == [[1, 0], [1, 2]]
     normal = result["per_class"]["Normal"]
     assert {k: normal[k] for k in ("precision", "recall", "f1", "support")} == {
-        "precision": 1.0, "recall": 0.666667, "f1": 0.8, "support": 3}
+        "precision": 1.0,
+        "recall": 0.666667,
+        "f1": 0.8,
+        "support": 3,
+    }
     assert (normal["sensitivity"], normal["specificity"]) == (0.666667, 1.0)  # 2 of 3 Normal, 1 of 1 COVID
     assert result["roc_auc_ovr"] == 1.0  # two classes: the AUC of p(Normal)
 
@@ -235,22 +331,31 @@ def test_classification_metrics_on_known_predictions():
 DIVERGING = {
     "cnn": ({"models.cnn.learning_rate": 1e6}, r"models\.cnn\.learning_rate \(now 1000000\), e\.g\. to 100000,"),
     # The head trains normally; the fine-tuning phase's rate is the one to lower.
-    "vgg19_fine_tuning": ({"model": "vgg19", "models.vgg19.fine_tune_blocks": 1, "models.vgg19.fine_tune_epochs": 1,
-                           "models.vgg19.fine_tune_learning_rate": 1e6},
-                          r"epoch 4, batch \d+; lower models\.vgg19\.fine_tune_learning_rate \(now 1000000\)"),
+    "vgg19_fine_tuning": (
+        {
+            "model": "vgg19",
+            "models.vgg19.fine_tune_blocks": 1,
+            "models.vgg19.fine_tune_epochs": 1,
+            "models.vgg19.fine_tune_learning_rate": 1e6,
+        },
+        r"epoch 4, batch \d+; lower models\.vgg19\.fine_tune_learning_rate \(now 1000000\)",
+    ),
 }
 
 
-@pytest.mark.parametrize("case", [pytest.param(name, marks=pytest.mark.slow if "vgg19" in name else ())
-                                  for name in DIVERGING])
-def test_a_diverging_training_stops_naming_epoch_batch_and_learning_rate_and_leaves_no_model_or_dvclive(
-        workdir, case):
+@pytest.mark.parametrize(
+    "case", [pytest.param(name, marks=pytest.mark.slow if "vgg19" in name else ()) for name in DIVERGING]
+)
+def test_a_diverging_training_stops_naming_epoch_batch_and_learning_rate_and_leaves_no_model_or_dvclive(workdir, case):
     changes, named = DIVERGING[case]
     with pytest.raises(LungdxError) as caught:
         run_train(workdir, f"diverged_{case}", make_params(**changes))
     message = str(caught.value)
-    assert re.fullmatch(r"training diverged: the loss became (nan|inf) in epoch \d+, batch \d+; lower \S+ \(now "
-                        r"[^)]+\), e\.g\. to [0-9.e+-]+, or check the data; no model was saved", message), message
+    assert re.fullmatch(
+        r"training diverged: the loss became (nan|inf) in epoch \d+, batch \d+; lower \S+ \(now "
+        r"[^)]+\), e\.g\. to [0-9.e+-]+, or check the data; no model was saved",
+        message,
+    ), message
     assert re.search(named, message), message
     assert not (workdir / f"diverged_{case}" / "models" / "model.keras").exists()
     assert not (workdir / f"diverged_{case}" / "dvclive").exists(), "no partial curves that look complete"
@@ -263,7 +368,9 @@ def test_a_failed_save_removes_the_dvclive_folder_and_writes_no_model(workdir):
     (out / "models").write_text("not a folder")
     features(make_params().features, workdir / "prepared", out / "features")
     with pytest.raises(OSError):
-        train(make_params().train, workdir / "prepared", out / "features", out / "models" / "model.keras", out / "dvclive")
+        train(
+            make_params().train, workdir / "prepared", out / "features", out / "models" / "model.keras", out / "dvclive"
+        )
     assert not (out / "dvclive").exists()
     assert (out / "models").read_text() == "not a folder"
 
@@ -273,8 +380,9 @@ def nan_model(workdir):
     """A model file whose network gives nan (one weight set to nan), saved as train saves models."""
     from lungdx.models import build_cnn
 
-    model = build_cnn(4, make_params(**{"models.cnn.filters": [4], "models.cnn.dense_units": 4,
-                                        "models.cnn.dropout": 0.0}).train)
+    model = build_cnn(
+        4, make_params(**{"models.cnn.filters": [4], "models.cnn.dense_units": 4, "models.cnn.dropout": 0.0}).train
+    )
     kernel, bias = model.get_layer("probabilities").get_weights()
     bias[0] = np.nan
     model.get_layer("probabilities").set_weights([kernel, bias])
@@ -285,10 +393,20 @@ def nan_model(workdir):
 
 def test_evaluate_refuses_a_model_whose_outputs_are_nan_naming_the_file(workdir, nan_model, tmp_path):
     with pytest.raises(LungdxError) as caught:
-        evaluate(make_params(seed=0).evaluate, nan_model, workdir / "prepared", workdir / "sampled" / "manifest.csv",
-                 tmp_path / "eval.json", tmp_path / "details.json", tmp_path / "plots", workdir / "nan" / "features")
-    assert str(caught.value) == (f"{nan_model}: the model's outputs are not finite numbers for 8 of 8 images, so "
-                                 "its weights are broken (did its training diverge?); retrain it: dvc repro -f train")
+        evaluate(
+            make_params(seed=0).evaluate,
+            nan_model,
+            workdir / "prepared",
+            workdir / "sampled" / "manifest.csv",
+            tmp_path / "eval.json",
+            tmp_path / "details.json",
+            tmp_path / "plots",
+            workdir / "nan" / "features",
+        )
+    assert str(caught.value) == (
+        f"{nan_model}: the model's outputs are not finite numbers for 8 of 8 images, so "
+        "its weights are broken (did its training diverge?); retrain it: dvc repro -f train"
+    )
     assert list(tmp_path.iterdir()) == [], "no metrics computed from nan"
 
 
@@ -300,8 +418,10 @@ def test_predict_cli_with_a_nan_model_prints_one_error_and_exits_2_never_nan(wor
     out, err = capsys.readouterr()
     assert status == 2 and out == ""
     errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert errors == [f"error: {nan_model}: the model's outputs are not finite numbers for 1 of 1 images, so its "
-                      "weights are broken (did its training diverge?); retrain it: dvc repro -f train"], err
+    assert errors == [
+        f"error: {nan_model}: the model's outputs are not finite numbers for 1 of 1 images, so its "
+        "weights are broken (did its training diverge?); retrain it: dvc repro -f train"
+    ], err
     assert "Traceback" not in err and "nan" not in errors[0].replace(str(nan_model), "").lower()
 
 
@@ -313,11 +433,14 @@ def test_a_trained_model_with_non_finite_outputs_is_never_saved(workdir, nan_mod
     model, _ = load_model(nan_model)
     val_x, _ = load_split(workdir / "prepared", "val")
     with pytest.raises(LungdxError) as caught:
-        _check_outputs_finite(model, val_x, "learning_rate",
-                              make_params(model="cnn", **{"models.cnn.learning_rate": 0.5}).train)
-    assert str(caught.value) == (f"training diverged: the trained model's outputs are not finite for {len(val_x)} "
-                                 f"of {len(val_x)} validation images; lower models.cnn.learning_rate (now 0.5), "
-                                 "e.g. to 0.05, or check the data; no model was saved")
+        _check_outputs_finite(
+            model, val_x, "learning_rate", make_params(model="cnn", **{"models.cnn.learning_rate": 0.5}).train
+        )
+    assert str(caught.value) == (
+        f"training diverged: the trained model's outputs are not finite for {len(val_x)} "
+        f"of {len(val_x)} validation images; lower models.cnn.learning_rate (now 0.5), "
+        "e.g. to 0.05, or check the data; no model was saved"
+    )
 
 
 def test_dvclive_logs_the_settings_as_params_yaml_names_them():

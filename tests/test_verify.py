@@ -18,14 +18,20 @@ from tests.helpers import ROOT, commit, run, set_params
 
 def lungdx_verify(project: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LUNGDX_PROGRESS": "0"}
-    return subprocess.run([sys.executable, "-m", "lungdx", "verify", *args], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "lungdx", "verify", *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def report_lines(proc: subprocess.CompletedProcess) -> list[str]:
     """The report verify prints after dvc's own output."""
     lines = proc.stdout.splitlines()
-    return lines[next(i for i, line in enumerate(lines) if line.startswith("against the dvc.lock of commit")):]
+    return lines[next(i for i, line in enumerate(lines) if line.startswith("against the dvc.lock of commit")) :]
 
 
 @pytest.mark.slow
@@ -64,8 +70,11 @@ def test_verify_says_which_stages_reproduce_and_how_far_metrics_moved(project, t
     # Each number that moved, from its committed value (read from the DVC cache) to the rerun's.
     lines = text.splitlines()
     start = lines.index(next(line for line in lines if line.strip() == "metrics/baseline.json:"))
-    changes = [line.split() for line in lines[start + 1:] if "->" in line]
-    committed = {**forest, **{f"{k}.{kk}": vv for k, v in forest.items() if isinstance(v, dict) for kk, vv in v.items()}}
+    changes = [line.split() for line in lines[start + 1 :] if "->" in line]
+    committed = {
+        **forest,
+        **{f"{k}.{kk}": vv for k, v in forest.items() if isinstance(v, dict) for kk, vv in v.items()},
+    }
     assert changes, text
     for key, before, arrow, after, *delta in changes:
         assert arrow == "->" and before == f"{committed[key]:.6g}" and after != before, (key, before, after)
@@ -79,8 +88,9 @@ def test_verify_outside_a_project_or_without_a_committed_lock_is_one_line(tmp_pa
     tmp_path.mkdir()
     outside = lungdx_verify(tmp_path)
     assert outside.returncode == 2
-    assert outside.stderr.strip().splitlines() == [f"error: {tmp_path}: no dvc.yaml here; run lungdx verify in "
-                                                   "the project's folder"]
+    assert outside.stderr.strip().splitlines() == [
+        f"error: {tmp_path}: no dvc.yaml here; run lungdx verify in the project's folder"
+    ]
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     run(["git", "init", "-q"], tmp_path)
     commit(tmp_path, "no lock")
@@ -98,8 +108,14 @@ def test_a_stopped_verify_stops_dvc_and_leaves_no_clone_and_no_process(project):
     run([sys.executable, "-m", "dvc", "repro", "prepare"], project)
     commit(project, "a run")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LUNGDX_PROGRESS": "0"}
-    proc = subprocess.Popen([sys.executable, "-m", "lungdx", "verify"], cwd=project, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lungdx", "verify"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not list(project.parent.glob(".lungdx-verify-*/data")) and time.monotonic() < deadline:
         time.sleep(0.2)  # until dvc runs a stage in the clone
@@ -107,11 +123,14 @@ def test_a_stopped_verify_stops_dvc_and_leaves_no_clone_and_no_process(project):
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, out + err
-    assert err.strip().splitlines()[-1] == ("interrupted: lungdx verify stopped dvc repro in its scratch clone "
-                                            "and removed it; nothing of this project changed")
+    assert err.strip().splitlines()[-1] == (
+        "interrupted: lungdx verify stopped dvc repro in its scratch clone "
+        "and removed it; nothing of this project changed"
+    )
     assert not scratch.exists()
-    assert [pid for pid in os.listdir("/proc") if pid.isdigit() and str(scratch) in cwd(pid)] == [], \
+    assert [pid for pid in os.listdir("/proc") if pid.isdigit() and str(scratch) in cwd(pid)] == [], (
         "a process still runs in the removed clone"
+    )
 
 
 def cwd(pid: str) -> str:
@@ -122,11 +141,14 @@ def cwd(pid: str) -> str:
         return ""
 
 
-@pytest.mark.parametrize("args, says", [
-    (["--", "--dry", "download"], "error: --dry: not a stage name; lungdx verify passes no options to dvc repro"),
-    (["trian"], "error: trian: not a stage of dvc.yaml; its stages: download, sample, segment, prepare,"),
-    (["external"], "error: external: not a stage of dvc.yaml"),  # a foreach stage: external@<name>
-])
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--", "--dry", "download"], "error: --dry: not a stage name; lungdx verify passes no options to dvc repro"),
+        (["trian"], "error: trian: not a stage of dvc.yaml; its stages: download, sample, segment, prepare,"),
+        (["external"], "error: external: not a stage of dvc.yaml"),  # a foreach stage: external@<name>
+    ],
+)
 def test_verify_takes_stage_names_only_and_checks_them_before_cloning(tmp_path, args, says):
     project = tmp_path / "project"
     project.mkdir()
@@ -152,9 +174,11 @@ def test_the_comparison_names_new_stages_differing_outputs_and_other_code():
     out = {"path": "metrics/m.json", "hash": "md5", "md5": "a" * 32}
     code = {"path": "lungdx/x.py", "hash": "md5", "md5": "c" * 32}
     committed = {"one": {"deps": [code], "outs": [out]}, "two": {"deps": [code], "outs": [out]}}
-    rerun = {"one": {"deps": [code], "outs": [out]},
-             "two": {"deps": [{**code, "md5": "d" * 32}], "outs": [{**out, "md5": "b" * 32}]},
-             "three": {"outs": [out]}}
+    rerun = {
+        "one": {"deps": [code], "outs": [out]},
+        "two": {"deps": [{**code, "md5": "d" * 32}], "outs": [{**out, "md5": "b" * 32}]},
+        "three": {"outs": [out]},
+    }
     one, two, three = compare_locks(committed, rerun)
     assert one.identical and not one.stale_entry
     assert two.differing == ["metrics/m.json"] and two.stale_entry

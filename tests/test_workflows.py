@@ -33,20 +33,31 @@ def test_compare_two_commits_register_a_version_get_it_elsewhere_push_delete_and
     assert set(metrics) == {"metrics/eval.json", "metrics/baseline.json", "metrics/gradcam.json"}, metrics
     assert set(metrics["metrics/eval.json"]) == set(metrics["metrics/baseline.json"])
     assert {k.split(".")[0] for k in metrics["metrics/eval.json"]} == set(HEADLINE)  # accuracy_ci.lower, ...
-    assert set(metrics["metrics/gradcam.json"]) == {"lung_energy_share", "lung_energy_share_ci.lower",
-                                                    "lung_energy_share_ci.upper", "lung_energy_chance",
-                                                    "pointing_game", "pointing_chance"}
+    assert set(metrics["metrics/gradcam.json"]) == {
+        "lung_energy_share",
+        "lung_energy_share_ci.lower",
+        "lung_energy_share_ci.upper",
+        "lung_energy_chance",
+        "pointing_game",
+        "pointing_chance",
+    }
     assert all(v["diff"] == 0 for v in metrics["metrics/baseline.json"].values()), "the forest did not change"
     assert any(v["diff"] for f in ("metrics/eval.json", "metrics/gradcam.json") for v in metrics[f].values())
     params = json.loads(run(["dvc", "params", "diff", "HEAD~1", "--json"], project).stdout)["params.yaml"]
     assert (params["models.cnn.learning_rate"]["old"], params["models.cnn.learning_rate"]["new"]) == (0.0003, 0.01)
     assert (params["models.cnn.epochs"]["old"], params["models.cnn.epochs"]["new"]) == (2, 3)
     # Whether the change is beyond chance: the two commits' predictions, image by image.
-    compared = json.loads(run([sys.executable, "-m", "lungdx", "compare", "HEAD~1", "HEAD", "--json"], project,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout)
+    compared = json.loads(
+        run(
+            [sys.executable, "-m", "lungdx", "compare", "HEAD~1", "HEAD", "--json"],
+            project,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        ).stdout
+    )
     n_test = json.loads((project / "reports" / "eval.json").read_text())["n_test"]
     assert compared["n_images"] == n_test and compared["accuracy"]["b"] == pytest.approx(
-        json.loads((project / "metrics" / "eval.json").read_text())["accuracy"], abs=1e-6)
+        json.loads((project / "metrics" / "eval.json").read_text())["accuracy"], abs=1e-6
+    )
     run(["dvc", "plots", "diff", "HEAD~1", "-o", str(tmp_path / "plots")], project)
     page = (tmp_path / "plots" / "index.html").read_text()
     assert "Confusion-Matrix" in page and "Training-Loss" in page and "HEAD~1" in page
@@ -73,20 +84,33 @@ def test_compare_two_commits_register_a_version_get_it_elsewhere_push_delete_and
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
 
     # Get the registered version elsewhere: the file alone predicts.
-    shown = run([sys.executable, "-c", "import dvc.api, json, sys; print(json.dumps(dvc.api.artifacts_show("
-                 "'lung-xray-classifier', version='v1.0.0', repo=sys.argv[1])))", str(project)], tmp_path).stdout
+    shown = run(
+        [
+            sys.executable,
+            "-c",
+            "import dvc.api, json, sys; print(json.dumps(dvc.api.artifacts_show("
+            "'lung-xray-classifier', version='v1.0.0', repo=sys.argv[1])))",
+            str(project),
+        ],
+        tmp_path,
+    ).stdout
     head = run(["git", "rev-parse", "HEAD"], project).stdout.strip()
     assert json.loads(shown) == {"rev": head, "path": "models/model.keras"}
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    run(["dvc", "artifacts", "get", str(project), "lung-xray-classifier", "--rev", "v1.0.0",
-         "-o", "classifier.keras"], elsewhere)
+    run(
+        ["dvc", "artifacts", "get", str(project), "lung-xray-classifier", "--rev", "v1.0.0", "-o", "classifier.keras"],
+        elsewhere,
+    )
     assert sorted(p.name for p in elsewhere.iterdir()) == ["classifier.keras"]
     assert (elsewhere / "classifier.keras").read_bytes() == model_bytes
     image = tmp_path / "xray.png"
     write_image(image, images[0])
-    predicted = run([sys.executable, "-m", "lungdx", "predict", str(image), "--model", "classifier.keras", "--json"],
-                    elsewhere, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    predicted = run(
+        [sys.executable, "-m", "lungdx", "predict", str(image), "--model", "classifier.keras", "--json"],
+        elsewhere,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     probabilities = json.loads(predicted.stdout)[0]["probabilities"]
     np.testing.assert_allclose(list(probabilities.values()), before[0], atol=1e-5)
 
@@ -109,8 +133,21 @@ def test_experiments_switch_model_skip_cached_features_and_run_queued_in_paralle
     assert stages_run(second.stdout) == ["train", "evaluate", "gradcam"], second.stdout
 
     for lr in ("0.002", "0.005"):
-        run(["dvc", "exp", "run", "--queue", "-n", f"cnn-{lr[-1]}", "-S", "model=cnn", "-S",
-             f"models.cnn.learning_rate={lr}"], project)
+        run(
+            [
+                "dvc",
+                "exp",
+                "run",
+                "--queue",
+                "-n",
+                f"cnn-{lr[-1]}",
+                "-S",
+                "model=cnn",
+                "-S",
+                f"models.cnn.learning_rate={lr}",
+            ],
+            project,
+        )
     run(["dvc", "queue", "start", "-j", "2"], project)
     deadline = time.time() + 600
     while time.time() < deadline:
@@ -146,8 +183,11 @@ def test_experiments_switch_model_skip_cached_features_and_run_queued_in_paralle
         assert "vgg19-lr" in table, table
 
     # Two experiments by name, image by image (their predictions come from the cache).
-    text = run([sys.executable, "-m", "lungdx", "compare", "vgg19", "vgg19-lr"], project,
-               env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
+    text = run(
+        [sys.executable, "-m", "lungdx", "compare", "vgg19", "vgg19-lr"],
+        project,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    ).stdout
     assert "test images, the same in both" in text and "McNemar (exact)" in text, text
 
 
@@ -162,7 +202,7 @@ def documented_exp_show_views() -> list[tuple[list[str], list[str]]]:
         lines = block.splitlines()
         for i, line in enumerate(lines):
             if line.startswith("$ dvc exp show"):
-                shown = next(out for out in lines[i + 1:] if "Experiment" in out or out.startswith("$ "))
+                shown = next(out for out in lines[i + 1 :] if "Experiment" in out or out.startswith("$ "))
                 views.append((shlex.split(line[2:]), column_names(shown)))
     assert len(views) >= 3, "docs/workflows.md shows fewer dvc exp show views than expected"
     return views
