@@ -119,7 +119,9 @@ def dominant(runs: list[dict], sizes: list[int], projected: dict) -> dict:
     out = {}
     for model in runs[0]:
         stages = [s for s in runs[0][model] if s not in ("total", "dvc (the rest)")]
-        out[model] = {str(n): max(stages, key=lambda s: r[model][s]["seconds"]) for n, r in zip(sizes, runs)}
+        out[model] = {
+            str(n): max(stages, key=lambda s: r[model][s]["seconds"]) for n, r in zip(sizes, runs, strict=True)
+        }
         for name in REAL_SIZES:
             out[model][name] = max(stages, key=lambda s: projected[model][s]["seconds"]["projected"][name])
     return out
@@ -170,7 +172,7 @@ def main(argv=None) -> dict:
         "cnn_epochs_projected": DEFAULT_CNN_EPOCHS,
         "real_sizes": REAL_SIZES,
         "machine": machine(),
-        "measured": {str(n): r for n, r in zip(sizes, runs)},
+        "measured": {str(n): r for n, r in zip(sizes, runs, strict=True)},
         "fits": fitted,
         "dominant_stage": dominant(runs, sizes, fitted),
         "projected_total_minutes": totals(fitted),

@@ -6,7 +6,8 @@ For each size: a fresh `git clone` of the committed HEAD whose data source is a 
 database of that many images (4 classes), weights none (ImageNet's cannot be downloaded here),
 6 epochs. Setup, untimed: `dvc repro baseline` (the data stages and the forest) and a commit of
 dvc.lock, as a user has before trying VGG19; the CNN's own stages are left out of the setup because
-switching the model reruns features, train, evaluate and gradcam whether or not they ran before. Ours, timed: `dvc exp run -S model=vgg19` through dvc, which
+switching the model reruns features, train, evaluate and gradcam whether or not they ran before.
+Ours, timed: `dvc exp run -S model=vgg19` through dvc, which
 reruns features, train, evaluate and gradcam; each stage records its own time, TensorFlow
 start-up and peak memory (LUNGDX_TIMINGS), and what is left of the wall time is dvc's.
 Original (benchmarks.reference vgg19): the notebook's approach, the end-to-end model fit over

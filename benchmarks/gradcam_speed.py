@@ -3,7 +3,8 @@
     python -m benchmarks.gradcam_speed [--sizes 200,1000] [--image-size 128] [--rounds 1]
 
 In one process, alternating, for each size N: *ours* is GradCam.explain, the gradcam stage's one
-pass over the test split (probabilities, and the heatmap of each image's true class); *predict* is Keras's `model.predict` of the same end-to-end model (weights none) over the
+pass over the test split (probabilities, and the heatmap of each image's true class); *predict* is
+Keras's `model.predict` of the same end-to-end model (weights none) over the
 same N images held as float32, batch 32: graph-compiled, the least an inference pass costs.
 *Before* (at the smallest size only) is the stage as it was until 26018be: a predict pass
 for the probabilities, then an eager GradientTape over the whole model per batch.
@@ -80,11 +81,12 @@ def main(argv=None) -> dict:
         classes = np.resize(labels, n)
         as_float = images.astype(np.float32)[..., None]
         sides = {
-            "predict": lambda: model.predict(as_float, batch_size=32, verbose=0),
-            "ours": lambda: cam.explain(images, classes),
+            # Default arguments bind this size's arrays (each side runs within this iteration anyway).
+            "predict": lambda as_float=as_float: model.predict(as_float, batch_size=32, verbose=0),
+            "ours": lambda images=images, classes=classes: cam.explain(images, classes),
         }
         if n == min(sizes):
-            sides["before"] = lambda: before(model, cam.layer, images, classes)
+            sides["before"] = lambda images=images, classes=classes: before(model, cam.layer, images, classes)
         for r in range(args.rounds):
             for name, run in sides.items():
                 log(f"{n} images, round {r + 1}: {name}")

@@ -7,7 +7,8 @@ Another CPU is simulated on this one: oneDNN, which runs TensorFlow's convolutio
 products on the CPU, picks its kernels at run time by the processor's vector level, and
 ONEDNN_MAX_CPU_ISA caps that level (AVX2: what a CPU without AVX-512 runs; AVX512_CORE: an
 AVX-512 CPU without VNNI or BF16); TF_NUM_INTRAOP_THREADS sets the threads a machine of
-another core count would use (by default one per core), and one setting runs on one core; TF_ENABLE_ONEDNN_OPTS=0 leaves oneDNN out (Eigen, compiled in,
+another core count would use (by default one per core), and one setting runs on one core;
+TF_ENABLE_ONEDNN_OPTS=0 leaves oneDNN out (Eigen, compiled in,
 runs everything). For each setting: the train stage's seconds (its ratio to the default's),
 the md5 of the trained weights (models/model.keras's model.weights.h5), and the headline
 metrics; `same_weights_as` groups the settings that trained identical weights. The figures

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import sys
 
-from lungdx.arrays import load_split
-
 from benchmarks.common import emit, log, machine, parser, timed, write_params
 from benchmarks.prepare_speed import real_shape_project
+from lungdx.arrays import load_split
 
 
 def main(argv=None) -> dict:

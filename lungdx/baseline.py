@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .opencv import cv2
 import numpy as np
 
-from .atomic import write_json
 from .arrays import load_split, read_meta
+from .atomic import write_json
 from .metrics import classification_metrics, headline
+from .opencv import cv2
 
 
 def pixels(images: np.ndarray, size: int) -> np.ndarray:

@@ -70,7 +70,6 @@ def read_predictions(which: str, repo: str | Path = ".") -> pd.DataFrame:
 def _read_at_revision(rev: str, repo) -> bytes:
     """PREDICTIONS at a git revision or a dvc experiment name, read by dvc (from its cache)."""
     import dvc.api
-
     from dvc.exceptions import DvcException
     from dvc_data.index.index import DataIndexError
     from scmrepo.exceptions import SCMError

@@ -31,8 +31,8 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from .atomic import atomic_dir, write_json
 from .arrays import predict, scored_test_split
+from .atomic import atomic_dir, write_json
 from .metrics import classification_metrics, headline
 from .model_file import load_model
 from .splits import load_manifest

@@ -35,14 +35,14 @@ import unicodedata
 from collections import Counter
 from pathlib import Path
 
-from .opencv import cv2
 import numpy as np
 
-from .atomic import atomic_dir, write_json
 from .arrays import finite_outputs, load_masks, scored_test_split
+from .atomic import atomic_dir, write_json
 from .heatmaps import OUTLINE_BGR, GradCam, colorbar, draw_outline, headline_scores, mask_scores, overlay
 from .images import write_png
 from .model_file import load_model
+from .opencv import cv2
 from .splits import load_manifest
 
 DISPLAY = 256  # pixels per side in the report, whatever the model's input size
@@ -91,7 +91,7 @@ def _probabilities(p: np.ndarray, classes: list[str], predicted: int) -> str:
     rows = "".join(
         f'<tr class="{"predicted" if j == predicted else ""}"><td>{html.escape(c)}</td>'
         f'<td><span class="bar" style="width:{80 * v:.1f}px"></span></td><td class="p">{v:.3f}</td></tr>'
-        for j, (c, v) in enumerate(zip(classes, p))
+        for j, (c, v) in enumerate(zip(classes, p, strict=True))
     )
     return f'<table class="probs">{rows}</table>'
 
@@ -153,7 +153,7 @@ def _table(matrix, classes) -> str:
         f"<tr><th>{html.escape(c)}</th>"
         + "".join(f'<td class="{"diag" if i == j else ""}">{v}</td>' for j, v in enumerate(row))
         + "</tr>"
-        for i, (c, row) in enumerate(zip(classes, matrix))
+        for i, (c, row) in enumerate(zip(classes, matrix, strict=True))
     )
     return f'<table class="cm"><tr><th>actual \\ predicted</th>{head}</tr>{rows}</table>'
 
@@ -235,7 +235,8 @@ def outline_key(origins: dict) -> str:
             f"the lungs the model's segmenter drew ({drawn} images; {origins.get('dataset', 0)} have the dataset's "
             f"own mask{f'; {whole} with implausible drawn lungs were used whole' if whole else ''})"
         )
-    return f'<span><span class="swatch"></span> lung outline: the edge of {html.escape(whose)}, drawn on the heatmaps</span>'
+    swatch = '<span class="swatch"></span>'
+    return f"<span>{swatch} lung outline: the edge of {html.escape(whose)}, drawn on the heatmaps</span>"
 
 
 def _lung_origins(prepared_dir) -> dict:
@@ -301,7 +302,7 @@ def gradcam(
     paths = load_manifest(manifest_path).query("split == 'test'")["path"].tolist()
     chosen = pick_examples(y_true, y_pred, len(classes), settings.per_class)
     wrong = [i for i in chosen if y_pred[i] != y_true[i]]
-    heat_pred = dict(zip(wrong, cam.explain(images[wrong], y_pred[wrong]).heatmaps)) if wrong else {}
+    heat_pred = dict(zip(wrong, cam.explain(images[wrong], y_pred[wrong]).heatmaps, strict=True)) if wrong else {}
 
     def display(i):
         return cv2.resize(np.asarray(images[i]), (DISPLAY, DISPLAY), interpolation=cv2.INTER_LINEAR)
@@ -336,7 +337,7 @@ def gradcam(
             n_test=evaluation["n_test"],
             layer=html.escape(cam.layer),
             display=DISPLAY,
-            outline="#%02x%02x%02x" % OUTLINE_BGR[::-1],
+            outline="#{:02x}{:02x}{:02x}".format(*OUTLINE_BGR[::-1]),
             outline_key=outline_key(_lung_origins(prepared_dir)) if lungs is not None else "",
             confusion=_table(evaluation["confusion_matrix"], classes),
             scores=_scores_html(scores),

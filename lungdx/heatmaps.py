@@ -32,12 +32,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .opencv import cv2
 import numpy as np
 
 from .console import import_tensorflow, progress
 from .errors import LungdxError
 from .metrics import headline
+from .opencv import cv2
 from .stats import mean_interval
 
 COLORMAP = cv2.COLORMAP_INFERNO  # perceptually uniform, readable in grayscale print
@@ -56,7 +56,7 @@ def default_layer(model) -> str:
     convs = conv_layers(model)
     if not convs:
         raise LungdxError(f"model '{model.name}' has no conv layer: Grad-CAM needs one")
-    fine = [l for l in convs if l.output.shape[1] is not None and l.output.shape[1] >= MIN_GRID]
+    fine = [layer for layer in convs if layer.output.shape[1] is not None and layer.output.shape[1] >= MIN_GRID]
     return (fine or convs)[-1].name
 
 
@@ -84,7 +84,7 @@ class GradCam:
 
         tf = import_tensorflow()
         self.layer = layer or default_layer(model)
-        names = [l.name for l in conv_layers(model)]
+        names = [layer.name for layer in conv_layers(model)]
         if self.layer not in names:
             raise LungdxError(
                 f"Grad-CAM layer {layer!r}: not a conv layer of model '{model.name}', whose conv "

@@ -37,10 +37,10 @@ import stat
 import struct
 from pathlib import Path
 
-from .opencv import cv2
 import numpy as np
 
 from .errors import LungdxError
+from .opencv import cv2
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 # What load_for_model does, recorded in every saved model (lungdx.model_file): a model is only

@@ -47,7 +47,7 @@ def draw_lungs(segmenter, images: list[np.ndarray], batch_size: int = 32) -> lis
                 "the lung segmenter's outputs are not finite: its weights are broken; retrain it "
                 "with dvc repro -f segment"
             )
-        masks += [lungs_from_probabilities(p, img.shape) for p, img in zip(probability, chunk)]
+        masks += [lungs_from_probabilities(p, img.shape) for p, img in zip(probability, chunk, strict=True)]
     return masks
 
 

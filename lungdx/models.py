@@ -12,9 +12,13 @@ import math
 import os
 import urllib.error
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .console import import_tensorflow
 from .errors import LungdxError
+
+if TYPE_CHECKING:  # annotations only: Keras is imported where a model is built
+    import keras
 
 VGG19_NOTOP = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
 # VGG19's `preprocess_input` ("caffe" mode): BGR order, minus the ImageNet channel means. Our
@@ -123,7 +127,10 @@ def vgg19_base(image_size: int, weights: str | None, augment=None, seed: int = 0
     try:
         base = VGG19(include_top=False, weights=weights, input_tensor=x)
     except Exception as exc:
-        raise _weights_error(weights, exc) or exc
+        error = _weights_error(weights, exc)
+        if error is None:
+            raise
+        raise error from exc
     base.trainable = False
     pooled = layers.GlobalAveragePooling2D(name="gap")(base.output)
     return inputs, base, pooled
@@ -207,7 +214,7 @@ def unfreeze_last_blocks(base, n_blocks: int) -> None:
         layer.trainable = n_blocks > 0 and layer.name.startswith(wanted)
 
 
-def build_unet(image_size: int, filters) -> "keras.Model":
+def build_unet(image_size: int, filters) -> keras.Model:
     """The lung segmenter (lungdx.segment): a U-Net (Ronneberger et al. 2015), two 3x3 ReLU convs
     per level, `filters` from the top level down (the last is the bottleneck), 2x2 max-pool down,
     2x upsampling and the skip connection up; per pixel, the probability of lung. Takes a (S, S, 1)
@@ -227,7 +234,7 @@ def build_unet(image_size: int, filters) -> "keras.Model":
         skips.append(x)
         x = layers.MaxPooling2D(2, name=f"pool{level}")(x)
     x = convs(x, filters[-1], "bottom")
-    for level, (n, skip) in reversed(list(enumerate(zip(filters[:-1], skips), start=1))):
+    for level, (n, skip) in reversed(list(enumerate(zip(filters[:-1], skips, strict=True), start=1))):
         x = layers.UpSampling2D(2, name=f"up{level}")(x)
         x = convs(layers.Concatenate(name=f"skip{level}")([x, skip]), n, f"up{level}_")
     outputs = layers.Conv2D(1, 1, activation="sigmoid", name="lung")(x)

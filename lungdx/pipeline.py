@@ -32,10 +32,10 @@ def pipeline_outputs(project_root: str | Path) -> list[tuple[str, str]]:
     stages = doc.get("stages") if isinstance(doc, dict) else None
     found = []
     for name, body in (stages or {}).items() if isinstance(stages, dict) else ():
-        for stage, key, body in _instances(Path(project_root), str(name), body):
-            wdir = body.get("wdir") if isinstance(body.get("wdir"), str) else "."
+        for stage, key, instance in _instances(Path(project_root), str(name), body):
+            wdir = instance.get("wdir") if isinstance(instance.get("wdir"), str) else "."
             for group in ("outs", "metrics", "plots"):
-                entries = body.get(group)
+                entries = instance.get(group)
                 for entry in entries if isinstance(entries, list) else ():
                     if isinstance(entry, dict) and len(entry) == 1:
                         entry = next(iter(entry))

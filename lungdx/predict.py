@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .arrays import finite_outputs, predict
 from .atomic import atomic_path
 from .console import progress
-from .arrays import finite_outputs, predict
 from .errors import LungdxError
 from .images import WHOLE, UnreadableImage, prepare_image, read_gray, write_png
 from .model_file import load_model, load_segmenter, read_info
@@ -52,17 +52,17 @@ def predict_files(
         if gradcam_dir is None:
             probs = predict(model, images, source=model_path)  # nan or inf: a LungdxError, never printed
         else:
-            from .heatmaps import GradCam, PREDICTED, draw_outline, overlay
+            from .heatmaps import PREDICTED, GradCam, draw_outline, overlay
 
             cam = cam or GradCam(model)
             # One pass: the probabilities and the predicted class's heatmap.
             probs, heatmaps = cam.explain(images, np.full(len(images), PREDICTED))
             finite_outputs(probs, model_path)
-        for i, p in zip(indices, probs):
+        for i, p in zip(indices, probs, strict=True):
             results[i]["predicted"] = classes[int(p.argmax())]
-            results[i]["probabilities"] = {c: round(float(v), 6) for c, v in zip(classes, p)}
+            results[i]["probabilities"] = {c: round(float(v), 6) for c, v in zip(classes, p, strict=True)}
         if gradcam_dir is not None:
-            for i, image, heatmap, lung in zip(indices, images, heatmaps, lungs):
+            for i, image, heatmap, lung in zip(indices, images, heatmaps, lungs, strict=True):
                 out = names[i]
                 picture = overlay(image, heatmap)  # upsamples the heatmap to the image
                 picture = picture if lung is None else draw_outline(picture, lung)  # the lungs it was cut to
@@ -138,7 +138,7 @@ def lung_mask_paths(
         )
     else:
         found = [Path(masks)]
-    for image, mask in zip(paths, found):
+    for image, mask in zip(paths, found, strict=True):
         if os.path.realpath(image) == os.path.realpath(mask):
             raise LungdxError(
                 f"--mask {masks}: the lung mask of {image} would be the X-ray itself; masks live in "

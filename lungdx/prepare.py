@@ -32,7 +32,6 @@ from .images import WHOLE, UnreadableImage, check_lung_masks, prepare_image
 from .splits import SPLITS, load_lung_masks, load_manifest
 from .workers import cpu_count, map_in_workers
 
-
 ARRAYS = ("images", "masks", "lesions")
 CHUNK = 32  # images per task: large enough to amortise a task, small enough to balance two cores
 
@@ -59,7 +58,7 @@ def _fill_chunk(args) -> int:
             raise LungdxError(
                 f"{Path(raw_dir) / path}: {exc}; it was readable when sampled: check the file, then rerun dvc repro"
             ) from exc
-        for name, array in zip(ARRAYS, arrays):
+        for name, array in zip(ARRAYS, arrays, strict=True):
             if array is not None:
                 outs[name][i] = array
     for out in outs.values():
@@ -92,7 +91,7 @@ def _fill_split(folder: Path, rows, raw_dir, size, lung_mask, has, workers, prog
     files = {name: folder / f"{name}.npy" for name in ARRAYS if name == "images" or has[name]}
     for path in files.values():
         _allocate(path, n, size)
-    items = list(zip(rows["path"], rows["mask"], rows["whole"], rows["lesion"]))
+    items = list(zip(rows["path"], rows["mask"], rows["whole"], rows["lesion"], strict=True))
     tasks = [
         (str(raw_dir), size, lung_mask, {k: str(v) for k, v in files.items()}, i, items[i : i + CHUNK])
         for i in range(0, n, CHUNK)
@@ -127,7 +126,7 @@ def prepare(
         settings.key("lung_mask"),
         f"run dvc repro (the segment stage draws the missing ones), or set {settings.key('lung_mask')}: none",
     )
-    classes = [c for _, c in sorted(set(zip(manifest["label"], manifest["class"])))]
+    classes = [c for _, c in sorted(set(zip(manifest["label"], manifest["class"], strict=True)))]
     has = {"masks": bool((manifest["mask"] != "").any()), "lesions": bool((manifest["lesion"] != "").any())}
     arrays = 1 + has["masks"] + has["lesions"]
     # Each image: one uint8 square per array, and an int64 label; then .npy headers and meta.json.

@@ -29,15 +29,15 @@ import json
 import logging
 import os
 import resource
-import time
 import shutil
 import signal
 import stat
 import sys
+import time
 from pathlib import Path
 
-from .atomic import human_bytes
 from . import console
+from .atomic import human_bytes
 from .console import configure_logging
 from .errors import DiskFull, LungdxError
 from .pipeline import pipeline_outputs

@@ -145,7 +145,7 @@ def split(usable: dict[str, list[dict]], classes: list[str], settings, raw_dir: 
             )
         chosen = rng.permutation(len(items))[:n]
         splits = ["test"] * n_test + ["val"] * n_val + ["train"] * n_train
-        for idx, name in zip(chosen, splits):
+        for idx, name in zip(chosen, splits, strict=True):
             rows.append({**items[idx], "split": name})
     manifest = pd.DataFrame(rows, columns=COLUMNS)
     manifest["_split"] = manifest["split"].map(SPLITS.index)

@@ -64,7 +64,7 @@ def score(segmenter, pairs: list[tuple[Path, Path]], seed: int) -> dict:
     means with percentile bootstrap intervals over the images, and per image."""
     images = [read_gray(image) for image, _ in pairs]
     drawn = draw_lungs(segmenter, images)
-    per = [overlap(d, native_mask(mask, img.shape)) for d, img, (_, mask) in zip(drawn, images, pairs)]
+    per = [overlap(d, native_mask(mask, img.shape)) for d, img, (_, mask) in zip(drawn, images, pairs, strict=True)]
     dice, iou = np.array([p[0] for p in per]), np.array([p[1] for p in per])
     return {
         "dice": r6(dice.mean()),
@@ -72,7 +72,7 @@ def score(segmenter, pairs: list[tuple[Path, Path]], seed: int) -> dict:
         "iou": r6(iou.mean()),
         "iou_ci": bounds(*mean_interval(iou, seed=seed)),
         "n": len(pairs),
-        "per_image": {str(image): r6(d) for (image, _), d in zip(pairs, dice)},
+        "per_image": {str(image): r6(d) for (image, _), d in zip(pairs, dice, strict=True)},
     }
 
 
@@ -154,7 +154,7 @@ def train_segmenter(settings, train: list[tuple[Path, Path]], val: list[tuple[Pa
         shuffle=False,  # the batches are shuffled
         callbacks=[stop_on_nonfinite_loss(settings.key("learning_rate"), settings.learning_rate), stop],
     )
-    val_dice = float(np.mean([overlap(d, m)[0] for d, m in zip(draw_lungs(model, list(vx)), vy)]))
+    val_dice = float(np.mean([overlap(d, m)[0] for d, m in zip(draw_lungs(model, list(vx)), vy, strict=True)]))
     if not val_dice >= MIN_VAL_DICE:
         raise LungdxError(
             f"the lung segmenter learned nothing usable: Dice {val_dice:.3f} on its {len(val)} "
@@ -307,7 +307,7 @@ def segment(
                 chunk = lacking.iloc[start : start + 64]
                 images = [read_gray(raw_dir / p) for p in chunk["path"]]
                 for k, (path, image, mask) in enumerate(
-                    zip(chunk["path"], images, draw_lungs(segmenter, images)), start=start
+                    zip(chunk["path"], images, draw_lungs(segmenter, images), strict=True), start=start
                 ):
                     name, problem = drawn_mask_name(path), lung_problem(mask)
                     (tmp / name).parent.mkdir(parents=True, exist_ok=True)

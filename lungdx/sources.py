@@ -29,11 +29,11 @@ from .errors import DiskFull, LungdxError
 from .images import IMAGE_SUFFIXES
 from .source_checks import (
     DIRECTORY,
-    check_source_location,
     ZIP_LIMITS,
     SourceError,
     ZipLimits,
     check_entry_count,
+    check_source_location,
     check_zip_limits,
     copy_at_most,
     file_kind,
@@ -198,7 +198,7 @@ def import_folder(
     except LungdxError as exc:
         raise SourceError(f"{shown}: {exc}") from exc
     where, total = {}, 0
-    for name, rel in list(plan.items()):
+    for name in list(plan):
         if name.startswith("<dir>"):
             continue
         found = regular_file_in(root, name)

@@ -28,11 +28,11 @@ import math
 import os
 from pathlib import Path
 
-from .opencv import cv2
 import numpy as np
 
 from . import portable_math as pm
 from .images import write_png
+from .opencv import cv2
 from .workers import cpu_count, map_in_workers
 
 CLASSES = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")

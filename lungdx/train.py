@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .arrays import batches, load_split, NonFiniteOutputs, predict, read_meta, steps_per_epoch
+from .arrays import NonFiniteOutputs, batches, load_split, predict, read_meta, steps_per_epoch
 from .errors import LungdxError
 from .model_file import save_model
 from .models import distribution_strategy, lower_rate_advice, make_deterministic, stop_on_nonfinite_loss

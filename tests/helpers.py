@@ -267,7 +267,7 @@ def patient_parts(source: Path, dest: Path, held_out: float = 1 / 3, seed: int =
     order = np.random.default_rng(seed).permutation(len(patients))
     out = {
         p: "held_out" if rank < round(held_out * len(patients)) else "train"
-        for rank, p in zip(np.argsort(order), patients)
+        for rank, p in zip(np.argsort(order), patients, strict=True)
     }
     for row in manifest.itertuples():
         part = dest / out[str(row.patientid)] / row.cls

@@ -9,7 +9,6 @@ import pytest
 
 from tests.helpers import run_benchmark
 
-
 RATIOS = {
     "vgg19_transfer": ["speedup_vs_original", "features_vs_floor"],
     "cnn_input": ["overhead"],
@@ -87,7 +86,7 @@ def test_the_cost_table_and_plot_show_every_stage_with_its_projection(tmp_path):
         "cnn_epochs_projected": 40,
         "real_sizes": {"sampled": 9415, "all": 21165},
         "machine": {"cpu": "test CPU", "cores": 2},
-        "measured": {str(n): r for n, r in zip(sizes, runs)},
+        "measured": {str(n): r for n, r in zip(sizes, runs, strict=True)},
         "fits": fitted,
         "dominant_stage": dominant(runs, sizes, fitted),
         "projected_total_minutes": totals(fitted),

@@ -115,7 +115,7 @@ def test_predict_from_another_folder_with_relative_paths_and_no_tensorflow_lines
     got = json.loads(proc.stdout)
     assert [r["path"] for r in got] == relative
     assert [r["predicted"] for r in got] == [r["predicted"] for r in expected]
-    for mine, reference in zip(got, expected):
+    for mine, reference in zip(got, expected, strict=True):
         assert mine["probabilities"] == pytest.approx(reference["probabilities"], abs=1e-6)
 
     verbose = run_as_user([installed, "-v", "predict", relative[0], "--model", "models/model.keras"], tmp_path)
@@ -188,7 +188,7 @@ def test_grad_cam_overlays_never_overwrite_an_input_and_never_share_a_name(tiny_
 
     scans = sorted(tiny_run.glob("raw/*/images/*.png"))
     names = ["a.png", "a.gradcam.png", "a-2.png", "x/a.png"]  # a.png's overlay would be the second input
-    for name, source in zip(names, scans):
+    for name, source in zip(names, scans, strict=True):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         shutil.copy(source, tmp_path / name)
     inputs = [tmp_path / name for name in names]

@@ -9,8 +9,7 @@ import json
 
 import pytest
 
-from tests.helpers import copy_project
-from tests.helpers import run_benchmark
+from tests.helpers import copy_project, run_benchmark
 
 
 @pytest.mark.slow

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 from lungdx.evaluate import write_plots
-from lungdx.heatmaps import colorbar
 from lungdx.gradcam import plot_stems
+from lungdx.heatmaps import colorbar
 from tests.helpers import commit, copy_project, make_kaggle_dataset, run, run_library_stages, settings
 
 CLASSES = ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
@@ -205,7 +205,7 @@ def test_plot_names_of_hostile_classes_are_unique_and_readable():
     # k up to 12: "<stem>_<k>" cannot collide even past the three slots, whatever the stems end with.
     names = [f"{s}_{k}.png".casefold() for s in stems for k in range(1, 13)]  # case-insensitive file systems too
     assert len(set(names)) == len(names)
-    named = dict(zip(classes, stems))
+    named = dict(zip(classes, stems, strict=True))
     assert [named[c] for c in ("chance", 'a,"b"', "日本", "中文", "class", "a", "a_1", "हिन्दी")] == [
         "chance",
         "a_b",
@@ -317,6 +317,6 @@ def test_hostile_class_names_get_an_image_plot_each(hostile_run):
     counts = rows.groupby(rows["label"].astype(int))["class"].agg(["first", "size"])
     assert counts.index.tolist() == list(range(len(HOSTILE)))  # every class, by class index
     stems = plot_stems(counts["first"].tolist())
-    slots = {f"{stem}_{k}.png" for stem, n in zip(stems, counts["size"]) for k in range(1, min(3, n) + 1)}
+    slots = {f"{stem}_{k}.png" for stem, n in zip(stems, counts["size"], strict=True) for k in range(1, min(3, n) + 1)}
     assert len(slots) == sum(min(3, n) for n in counts["size"])  # no two slots share a name
     assert {p.name for p in (hostile_run / "report_images").iterdir()} == slots

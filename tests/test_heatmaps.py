@@ -5,6 +5,7 @@ import pytest
 
 from lungdx.arrays import batches, steps_per_epoch
 from lungdx.arrays import predict as predict_probs
+from lungdx.gradcam import pick_examples
 from lungdx.heatmaps import (
     OUTLINE_BGR,
     GradCam,
@@ -19,7 +20,6 @@ from lungdx.heatmaps import (
     upsample,
 )
 from lungdx.models import build_cnn, build_head_only, build_vgg19, make_deterministic
-from lungdx.gradcam import pick_examples
 from tests.helpers import settings
 
 SIZE, PATCH = 48, 14

@@ -9,7 +9,7 @@ import pytest
 
 from lungdx.errors import LungdxError, ParamError
 from lungdx.heatmaps import default_layer
-from lungdx.models import build_cnn, build_head_only, build_vgg19, unfreeze_last_blocks, WeightsUnavailable
+from lungdx.models import WeightsUnavailable, build_cnn, build_head_only, build_vgg19, unfreeze_last_blocks
 from lungdx.params import resolve_vgg19_weights
 from tests.helpers import settings
 
@@ -44,10 +44,10 @@ def vgg(image_size: int, **fields):
 
 def test_cnn_is_the_original_network():
     model = build_cnn(4, cnn(256, **CNN))
-    convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
-    pools = [l for l in model.layers if isinstance(l, keras.layers.MaxPooling2D)]
-    dense = [l for l in model.layers if isinstance(l, keras.layers.Dense)]
-    drops = [l for l in model.layers if isinstance(l, keras.layers.Dropout)]
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    pools = [layer for layer in model.layers if isinstance(layer, keras.layers.MaxPooling2D)]
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    drops = [layer for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
     assert model.input_shape == (None, 256, 256, 1)
     assert [c.filters for c in convs] == [16, 32, 64, 128, 256]
     assert all(c.kernel_size == (3, 3) and c.activation.__name__ == "relu" for c in convs)
@@ -66,11 +66,13 @@ def test_vgg19_base_layers_are_reachable_and_frozen():
     assert default_layer(model) == "block2_conv2"  # block2 is the last 16x16 grid at 32 px
     big, _ = build_vgg19(3, vgg(256, dense_units=8, dropout=0.3), weights=None)
     assert default_layer(big) == "block5_conv4"  # 16x16 at 256 px
-    assert not any(w.trainable for l in model.layers if l.name.startswith("block") for w in l.weights)
-    assert [l.units for l in model.layers if isinstance(l, keras.layers.Dense)] == [160, 160, 3]
-    assert [l.rate for l in model.layers if isinstance(l, keras.layers.Dropout)] == [0.3, 0.3, 0.3]
+    assert not any(w.trainable for layer in model.layers if layer.name.startswith("block") for w in layer.weights)
+    assert [layer.units for layer in model.layers if isinstance(layer, keras.layers.Dense)] == [160, 160, 3]
+    assert [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)] == [0.3, 0.3, 0.3]
     head = build_head_only(512, 3, vgg(32, dense_units=160, dropout=0.3))
-    assert [l.name for l in head.layers if l.weights] == [l.name for l in model.layers[-6:] if l.weights]
+    assert [layer.name for layer in head.layers if layer.weights] == [
+        layer.name for layer in model.layers[-6:] if layer.weights
+    ]
 
 
 def test_vgg19_preprocessing_is_keras_preprocess_input_on_replicated_gray():
@@ -84,7 +86,7 @@ def test_vgg19_preprocessing_is_keras_preprocess_input_on_replicated_gray():
 def test_unfreeze_last_blocks_makes_only_those_trainable():
     model, base = build_vgg19(2, vgg(32, dense_units=8, dropout=0.3), weights=None)
     unfreeze_last_blocks(base, 2)
-    trainable = {l.name.split("_")[0] for l in base.layers if l.trainable and l.weights}
+    trainable = {layer.name.split("_")[0] for layer in base.layers if layer.trainable and layer.weights}
     assert trainable == {"block4", "block5"}
 
 

@@ -12,7 +12,6 @@ import pytest
 
 from tests.helpers import ROOT, TINY, copy_project, run, stages_run
 
-
 BAD_PARAMS = {
     "unknown_model": ({"model": "resnet"}, "model = 'resnet'", "one of cnn, vgg19"),
     "zero_per_class": ({"sample.per_class": 0}, "sample.per_class = 0", "an integer >= 1"),

@@ -94,7 +94,7 @@ def test_real_kaggle_layout_images_get_a_table(tiny_run):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].split()[:2] == ["image", "predicted"] and "Viral Pneumonia" in lines[0]
-    assert len(lines) == 5 and all(str(p) in out for p, out in zip(images, lines[1:]))
+    assert len(lines) == 5 and all(str(p) in out for p, out in zip(images, lines[1:], strict=True))
 
 
 def test_a_missing_model_is_one_clear_line(tmp_path, inputs):

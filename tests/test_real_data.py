@@ -3,19 +3,18 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from lungdx.download import download
 from lungdx.arrays import predict as predict_probs
+from lungdx.download import download
 from lungdx.evaluate import evaluate
-from lungdx.model_file import load_model
-from lungdx.heatmaps import energy_inside, GradCam, upsample
-from lungdx.images import load_for_model, prepare_image
 from lungdx.features import features
+from lungdx.heatmaps import GradCam, energy_inside, upsample
+from lungdx.images import load_for_model, prepare_image
+from lungdx.model_file import load_model
 from lungdx.prepare import prepare
 from lungdx.sample import sample
 from lungdx.train import train
-import pytest
-
 from tests.helpers import list_lung_masks, settings, shared
 
 # Reduced settings: 64 px instead of 128, 30 epochs at most; the original CNN otherwise.
@@ -94,7 +93,7 @@ def test_cnn_on_real_covid_vs_normal_learns_well_above_chance(tmp_path):
     share = energy_inside(upsample(GradCam(model).explain(images, predicted).heatmaps, 64), masks)
     print(
         "lung energy share on cxr-kaggle-layout:",
-        {p.parent.parent.name: round(float(s), 3) for p, s in zip(paths, share)},
+        {p.parent.parent.name: round(float(s), 3) for p, s in zip(paths, share, strict=True)},
         "mean",
         round(float(np.nanmean(share)), 3),
         "lung area",

@@ -66,7 +66,7 @@ def test_duplicates_are_kept_once_and_never_cross_splits(raw, tmp_path):
     manifest, out = run_sample(raw, tmp_path, per_class=100)
     assert manifest["sha256"].is_unique
     skipped = pd.read_csv(out / "skipped.csv")
-    reasons = dict(zip(skipped["path"], skipped["reason"]))
+    reasons = dict(zip(skipped["path"], skipped["reason"], strict=True))
     assert reasons["COVID/images/COVID-dup.png"] == "exact duplicate of COVID/images/COVID-1.png"
     assert reasons["Viral Pneumonia/images/copy.png"] == "exact duplicate of Normal/images/Normal-2.png"
     assert "empty" in reasons["Normal/images/empty.png"]
@@ -262,6 +262,6 @@ def test_empty_tiny_or_misshapen_lung_masks_are_dropped_and_listed_and_0_1_masks
     assert reasons["A/masks/A-1.png"] == "unusable mask: empty (no lung pixel): no lungs to cut the image to"
     assert reasons["A/masks/A-2.png"].startswith("unusable mask: covers 0.02% of the image, under 1%")
     assert reasons["B/masks/B-1.png"].startswith("unusable mask: 20x2000, not the shape of its 64x64 image")
-    masks = dict(zip(manifest["path"], manifest["mask"]))
+    masks = dict(zip(manifest["path"], manifest["mask"], strict=True))
     assert masks["A/images/A-1.png"] == masks["B/images/B-1.png"] == ""
     assert masks["B/images/B-2.png"] == "B/masks/B-2.png" and len(manifest) == 8

@@ -116,7 +116,8 @@ def test_under_none_nothing_is_learned_and_tensorflow_never_starts(tmp_path):
     raw = synthetic_raw(tmp_path / "raw", per_class=10)
     manifest = sampled(raw, tmp_path / "sampled")
     code = (
-        f"import sys; from pathlib import Path; from tests.helpers import settings; from lungdx.segment import segment\n"
+        "import sys; from pathlib import Path; from tests.helpers import settings\n"
+        "from lungdx.segment import segment\n"
         f"root = Path({str(tmp_path)!r})\n"
         "meta = segment(settings({'prepare.lung_mask': 'none'}).segment, root / 'sampled' / 'manifest.csv', "
         "root / 'raw', root / 'segmented', root / 'm.json', root / 'd.json', root / 'pics')\n"
@@ -257,7 +258,6 @@ def test_dvc_exp_run_learns_the_lungs_from_a_train_source_for_a_source_without_m
     """The issue's command, with real dvc: a flat source without masks, lung focus crop, the lungs
     learned from another dataset; the model then finds the lungs itself in lungdx predict."""
     from lungdx.synthetic import generate_image
-
     from tests.helpers import run, stages_run
 
     masked = synthetic_raw(tmp_path / "masked")  # 80 synthetic X-rays with lung masks

@@ -33,8 +33,8 @@ from tests.helpers import (
     settings,
     shared,
     tree_hashes,
+    zip_folder,
 )
-from tests.helpers import zip_folder
 
 FILE_SIZE_CAP = 64 << 20
 
@@ -381,7 +381,9 @@ def test_symlinks_and_special_files_in_a_source_are_skipped_and_listed(tmp_path,
         "Lung_Opacity": "symbolic link to a folder, not followed",
         "Normal/outside": "symbolic link to a folder, not followed",
         "Normal/sock.png": "socket, not a regular file",
-        "Normal/to-pipe.png": f"symbolic link to {covid.resolve() / 'pipe.png'}, a named pipe (FIFO), not a regular file",
+        "Normal/to-pipe.png": (
+            f"symbolic link to {covid.resolve() / 'pipe.png'}, a named pipe (FIFO), not a regular file"
+        ),
     }
     listed = {s["path"]: s["reason"] for s in record["skipped"]}
     assert sorted(listed) == sorted(expected)

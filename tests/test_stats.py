@@ -57,7 +57,7 @@ def test_vectorised_statistics_equal_sklearn_on_every_resample():
     values = split_statistics(y_true[idx], y_pred[idx], k)
     assert values.shape == (50, 2 + 2 * k)
     missing = 0
-    for row, i in zip(values, idx):
+    for row, i in zip(values, idx, strict=True):
         t, p = y_true[i], y_pred[i]
         cm = skm.confusion_matrix(t, p, labels=labels)
         assert row[0] == pytest.approx(skm.accuracy_score(t, p))

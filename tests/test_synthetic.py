@@ -11,7 +11,7 @@ def test_same_seed_gives_the_same_image_and_other_seed_another():
     a = generate_image(7, "COVID", 3, 96)
     b = generate_image(7, "COVID", 3, 96)
     c = generate_image(8, "COVID", 3, 96)
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert not np.array_equal(a[0], c[0])
 
 

@@ -2,24 +2,24 @@
 and the VGG19 head trained on cached features becomes one end-to-end model."""
 
 import json
-from pathlib import Path
 import re
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
+from lungdx.arrays import batches, load_split, steps_per_epoch
+from lungdx.arrays import predict as predict_probs
 from lungdx.download import download
 from lungdx.errors import LungdxError
-from lungdx.arrays import predict as predict_probs
 from lungdx.evaluate import evaluate, predict_split
-from lungdx.metrics import classification_metrics
-from lungdx.model_file import load_model, read_info, save_model
 from lungdx.feature_cache import cached_features_for
 from lungdx.features import features
+from lungdx.metrics import classification_metrics
+from lungdx.model_file import load_model, read_info, save_model
 from lungdx.prepare import prepare
 from lungdx.sample import sample
-from lungdx.arrays import batches, load_split, steps_per_epoch
 from lungdx.train import train
 from tests.helpers import list_lung_masks, settings
 
@@ -111,11 +111,13 @@ def test_batches_convert_one_batch_at_a_time_and_shuffle_by_seed():
     # The order is numpy's: epoch k is the k-th permutation drawn from the seed, each batch sorted.
     rng = np.random.default_rng(1)
     for batch_, order in zip(
-        epoch1 + epoch2, [np.sort(p[s : s + 4]) for p in (rng.permutation(10), rng.permutation(10)) for s in (0, 4, 8)]
+        epoch1 + epoch2,
+        [np.sort(p[s : s + 4]) for p in (rng.permutation(10), rng.permutation(10)) for s in (0, 4, 8)],
+        strict=True,
     ):
         np.testing.assert_array_equal(batch_[0][:, 0, 0, 0] // 16, order)
     again = list(batches(images, labels, 3, 4, shuffle_seed=1, epochs=2).as_numpy_iterator())
-    for a, b in zip(again, both):
+    for a, b in zip(again, both, strict=True):
         np.testing.assert_array_equal(a[0], b[0])  # the same seed, the same batches
     assert images.dtype == np.uint8  # the source array is never converted as a whole
 
@@ -145,7 +147,7 @@ def test_cnn_training_is_deterministic_and_logs_every_epoch(workdir):
     run_train(workdir, "b", params)
     wa = keras.models.load_model(workdir / "a" / "models" / "model.keras").get_weights()
     wb = keras.models.load_model(workdir / "b" / "models" / "model.keras").get_weights()
-    assert all(np.array_equal(x, y) for x, y in zip(wa, wb))
+    assert all(np.array_equal(x, y) for x, y in zip(wa, wb, strict=True))
     _, info = load_model(workdir / "a" / "models" / "model.keras")
     assert (info["classes"], info["image_size"], info["architecture"]) == (
         ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"],
@@ -236,7 +238,7 @@ def test_augmented_training_on_cropped_lungs_repeats_and_the_file_records_the_cr
         )
     wa = keras.models.load_model(workdir / "aug_a" / "model.keras").get_weights()
     wb = keras.models.load_model(workdir / "aug_b" / "model.keras").get_weights()
-    assert all(np.array_equal(x, y) for x, y in zip(wa, wb))
+    assert all(np.array_equal(x, y) for x, y in zip(wa, wb, strict=True))
     model, info = load_model(workdir / "aug_a" / "model.keras")
     assert info["input"]["lung_mask"] == "crop" and info["segmenter"]["image_size"] == 64
     assert model.get_layer("augment_rotation")  # the loaded model keeps them; they act only in training

@@ -76,7 +76,7 @@ def test_verify_says_which_stages_reproduce_and_how_far_metrics_moved(project, t
         **{f"{k}.{kk}": vv for k, v in forest.items() if isinstance(v, dict) for kk, vv in v.items()},
     }
     assert changes, text
-    for key, before, arrow, after, *delta in changes:
+    for key, before, arrow, after, *_delta in changes:
         assert arrow == "->" and before == f"{committed[key]:.6g}" and after != before, (key, before, after)
     assert "4 of 5 stages identical" in text
     kept = Path(text.split("the scratch clone is kept: ")[1].strip())
