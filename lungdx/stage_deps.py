@@ -22,6 +22,7 @@ import ast
 import re
 import shlex
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -58,13 +59,32 @@ def _dotted_name(root: Path, path: Path) -> str:
     return ".".join(parts)
 
 
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def runtime_nodes(tree: ast.AST) -> Iterator[ast.AST]:
+    """ast.walk, leaving out the bodies of `if TYPE_CHECKING:`: imports for annotations only,
+    which never run (so they are no code dep, and no stage runs the module they name)."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            todo.extend(node.orelse)
+        else:
+            todo.extend(ast.iter_child_nodes(node))
+
+
 def imported_modules(root: Path, path: Path) -> set[str]:
-    """Dotted names of project modules that `path` imports anywhere in its code."""
+    """Dotted names of project modules that `path` imports anywhere in the code it runs."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     here = _dotted_name(root, path)
     package = here if path.name == "__init__.py" else here.rpartition(".")[0]
     found = set()
-    for node in ast.walk(tree):
+    for node in runtime_nodes(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):

@@ -10,6 +10,7 @@ import yaml
 
 from lungdx import params as P
 from lungdx.errors import LungdxError, ParamError
+from lungdx.stage_deps import runtime_nodes
 from tests.helpers import ROOT, settings
 
 
@@ -363,7 +364,7 @@ def test_params_yaml_is_read_by_params_py_alone():
     readers = {}
     for path in sorted((ROOT / "lungdx").glob("*.py")):
         tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
+        for node in runtime_nodes(tree):  # `if TYPE_CHECKING:` imports name settings types; they never run
             names = (
                 [a.name for a in node.names]
                 if isinstance(node, ast.ImportFrom) and node.module in (None, "lungdx")

@@ -126,8 +126,11 @@ def test_every_import_form_is_followed_and_a_dynamic_import_is_refused(tmp_path)
             "lungdx/b.py": "from . import c\nimport lungdx.sub.d\nx = 1\n",
             "lungdx/c.py": "",
             "lungdx/sub/__init__.py": "",
-            "lungdx/sub/d.py": "from ..c import *\n",
-            "lungdx/unused.py": "",
+            "lungdx/sub/d.py": "from ..c import *\nfrom typing import TYPE_CHECKING\nimport typing\n"
+            "if TYPE_CHECKING:\n    from lungdx import unused\nelse:\n    from lungdx import other\n"
+            "if typing.TYPE_CHECKING:\n    import lungdx.unused\n",
+            "lungdx/unused.py": "",  # imported for annotations only: never run
+            "lungdx/other.py": "",
         },
     )
     assert stage_deps.reachable_files(root, root / "stages" / "s.py") == {
@@ -139,6 +142,7 @@ def test_every_import_form_is_followed_and_a_dynamic_import_is_refused(tmp_path)
         "lungdx/c.py",
         "lungdx/sub/__init__.py",
         "lungdx/sub/d.py",
+        "lungdx/other.py",
     }
     for dynamic in (
         "import importlib\nm = importlib.import_module('lungdx.unused')\n",
