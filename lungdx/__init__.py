@@ -1,5 +1,7 @@
 """lungdx: a reproducible pipeline that recognises lung disease on chest X-rays."""
 
+from __future__ import annotations
+
 import os
 
 # TensorFlow's C++ info lines after start-up (training prints tf.data's "Memory patch applied"

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .console import import_tensorflow, progress
 from .errors import LungdxError
+
+if TYPE_CHECKING:
+    import keras
 
 
 def load_split(prepared_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -34,7 +38,7 @@ def load_masks(prepared_dir: str | Path, split: str) -> dict[str, np.ndarray]:
     }
 
 
-def scored_test_split(model_path, info: dict, prepared_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
+def scored_test_split(model_path: str | Path, info: dict, prepared_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """The prepared test split that model_path (its metadata: info) is scored on; a LungdxError
     naming both unless the two fit: some images, of the model's size, of classes it knows."""
     images, labels = load_split(prepared_dir, "test")
@@ -82,7 +86,7 @@ def batches(
     batch_size: int,
     shuffle_seed: int | None = None,
     epochs: int = 1,
-):
+) -> Any:
     """A tf.data pipeline over uint8 images (or float features), each batch made float32 in the graph.
 
     The split is held once as it comes (uint8 images: a quarter of float32). The dataset holds
@@ -103,14 +107,26 @@ def batches(
     images = tf.constant(np.asarray(x))
     onehot = None if labels is None else tf.constant(np.eye(n_classes, dtype=np.float32)[labels])
 
-    def epoch_order(_):  # called once per epoch, in order: the k-th call draws the k-th permutation
-        return rng.permutation(n) if rng is not None else np.arange(n)
-
-    def take(idx):
+    def take(idx: Any) -> tuple:
         xb = tf.cast(tf.gather(images, idx), tf.float32)
         if x.ndim == 3:
             xb = xb[..., None]  # one gray channel
         return (xb,) if onehot is None else (xb, tf.gather(onehot, idx))
+
+    indices = _index_batches(tf, n, batch_size, epochs, rng)
+    options = tf.data.Options()
+    options.autotune.enabled = False  # its background tuning stalled epochs by seconds (above)
+    return indices.map(take).prefetch(1).with_options(options)
+
+
+def _index_batches(tf: Any, n: int, batch_size: int, epochs: int, rng: np.random.Generator | None) -> Any:
+    """A tf.data pipeline (`tf`: TensorFlow) of the batches' indices: `epochs` epochs one after the other, each in
+    the order of rng's next permutation of range(n) (the stored order without an rng), each
+    batch sorted."""
+
+    # called once per epoch, in order: the k-th call draws the k-th permutation
+    def epoch_order(_: object) -> np.ndarray:
+        return rng.permutation(n) if rng is not None else np.arange(n)
 
     # Keep this map sequential (tf.data's default): the rng's state counts the epochs.
     orders = tf.data.Dataset.range(epochs).map(
@@ -118,12 +134,7 @@ def batches(
     )
     indices = orders.flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
     # A known length lets Keras plan its epochs instead of running each one into the end of the data.
-    indices = indices.map(tf.sort).apply(
-        tf.data.experimental.assert_cardinality(epochs * steps_per_epoch(n, batch_size))
-    )
-    options = tf.data.Options()
-    options.autotune.enabled = False  # its background tuning stalled epochs by seconds (above)
-    return indices.map(take).prefetch(1).with_options(options)
+    return indices.map(tf.sort).apply(tf.data.experimental.assert_cardinality(epochs * steps_per_epoch(n, batch_size)))
 
 
 class NonFiniteOutputs(LungdxError):
@@ -135,7 +146,7 @@ class NonFiniteOutputs(LungdxError):
 
 
 def predict(
-    model, x: np.ndarray, batch_size: int = 32, source: str | Path | None = None, desc: str | None = None
+    model: keras.Model, x: np.ndarray, batch_size: int = 32, source: str | Path | None = None, desc: str | None = None
 ) -> np.ndarray:
     """model's outputs for uint8 images (or float features), one float32 batch at a time;
     with `desc`, under a progress bar of that name counting the batches.

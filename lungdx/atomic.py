@@ -13,8 +13,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import DiskFull
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 def current_umask() -> int:
@@ -60,7 +64,7 @@ def _naming(exc: OSError, target: Path) -> OSError:
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike, suffix: str = ""):
+def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary file path next to `target`; rename it onto `target` on success."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -79,7 +83,7 @@ def atomic_path(target: str | os.PathLike, suffix: str = ""):
 
 
 @contextlib.contextmanager
-def atomic_dir(target: str | os.PathLike):
+def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temporary folder next to `target`; it replaces `target` on success."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -104,10 +108,11 @@ def atomic_dir(target: str | os.PathLike):
 
 
 def human_bytes(n: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if abs(n) < 1000:
             return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
         n /= 1000
+    return f"{n:.1f} TB"
 
 
 def check_free_space(target: str | os.PathLike, needed: int, what: str) -> None:
@@ -132,5 +137,5 @@ def write_text(target: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_json(target: str | os.PathLike, obj) -> None:
+def write_json(target: str | os.PathLike, obj: object) -> None:
     write_text(target, json.dumps(obj, indent=2, sort_keys=False) + "\n")

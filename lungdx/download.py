@@ -18,17 +18,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .atomic import atomic_dir
 from .source_checks import ZIP_LIMITS, ZipLimits, check_source_location
-from .sources import bring_in, resolve_source
+from .sources import Source, bring_in, resolve_source
 from .synthetic import generate_dataset
+
+if TYPE_CHECKING:
+    from .params import DownloadSettings
+    from .workers import Progress
 
 
 def download(
-    settings,
+    settings: DownloadSettings,
     out_dir: str | Path,
-    progress=None,
+    progress: Progress | None = None,
     url_timeout: float = 30.0,
     project_root: str | Path | None = None,
     zip_limits: ZipLimits = ZIP_LIMITS,
@@ -44,14 +49,7 @@ def download(
     what = f"params.yaml: {settings.key('source')}"
     source = resolve_source(settings.source, settings.kaggle_handle, what)
     out_dir = Path(out_dir)
-    if source.kind in ("folder", "zip"):
-        check_source_location(
-            source.location,
-            settings.source,
-            Path.cwd() if project_root is None else project_root,
-            out_dir,
-            settings.key("source"),
-        )
+    _check_location(source, settings, project_root, out_dir)
     skipped: list[dict] = []
     with atomic_dir(out_dir) as tmp:
         if source.kind == "synthetic":
@@ -69,15 +67,34 @@ def download(
                 zip_limits=zip_limits,
                 space_at=out_dir,
             )
-        classes = sorted(p.name for p in tmp.iterdir() if p.is_dir())
-        record = {
-            "kind": source.kind,
-            "location": source.location,
-            "files": n,
-            "classes": classes,
-            "skipped": sorted(skipped, key=lambda s: s["path"]),
-        }
-        if source.kind == "synthetic":
-            record["seed"] = settings.seed
+        record = _record(source, n, tmp, skipped, settings)
         (tmp / "source.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def _check_location(source: Source, settings: DownloadSettings, project_root: str | Path | None, out_dir: Path) -> None:
+    """Refuse a folder or zip source where the pipeline would destroy or re-read it
+    (check_source_location); `project_root` None: the working directory."""
+    if source.kind in ("folder", "zip"):
+        check_source_location(
+            source.location,
+            settings.source,
+            Path.cwd() if project_root is None else project_root,
+            out_dir,
+            settings.key("source"),
+        )
+
+
+def _record(source: Source, n: int, raw_dir: Path, skipped: list[dict], settings: DownloadSettings) -> dict:
+    """source.json's provenance record of the `n` files brought into raw_dir."""
+    classes = sorted(p.name for p in raw_dir.iterdir() if p.is_dir())
+    record = {
+        "kind": source.kind,
+        "location": source.location,
+        "files": n,
+        "classes": classes,
+        "skipped": sorted(skipped, key=lambda s: s["path"]),
+    }
+    if source.kind == "synthetic":
+        record["seed"] = settings.seed
     return record

@@ -13,14 +13,18 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import LungdxError
 from .splits import SPLITS
 
+if TYPE_CHECKING:
+    import keras
 
-def base_digest(model) -> str:
+
+def base_digest(model: keras.Model) -> str:
     """sha256 of the VGG19 conv weights (layers block1_* .. block5_*) of a base or a whole model."""
     digest = hashlib.sha256()
     for layer in model.layers:
@@ -30,7 +34,7 @@ def base_digest(model) -> str:
     return digest.hexdigest()
 
 
-def cached_features_for(model, features_dir: str | Path, split: str) -> np.ndarray | None:
+def cached_features_for(model: keras.Model, features_dir: str | Path, split: str) -> np.ndarray | None:
     """The split's cached features if `model` has exactly the base that computed them, else None."""
     folder = Path(features_dir)
     try:

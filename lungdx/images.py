@@ -104,7 +104,7 @@ def read_gray(path: str | os.PathLike) -> np.ndarray:
     return decode_gray(read_bytes(path))
 
 
-def decode_gray(data) -> np.ndarray:
+def decode_gray(data: bytes | bytearray | np.ndarray) -> np.ndarray:
     """Decode encoded image bytes to a 2-D uint8 array, or raise UnreadableImage.
 
     The header's width and height are checked against MAX_PIXELS first: a bomb is never decoded.
@@ -130,16 +130,17 @@ def decode_gray(data) -> np.ndarray:
     return to_gray_uint8(img)
 
 
-def image_dimensions(data) -> tuple[int, int]:
+def image_dimensions(data: bytes | bytearray | np.ndarray) -> tuple[int, int]:
     """(width, height) of encoded image bytes, read from the header alone, without decoding.
 
     PNG, JPEG, BMP and classic TIFF; anything else, or a header that is truncated or
     malformed, raises UnreadableImage.
     """
-    data = memoryview(data)
+    # numpy declares an array's buffer (its __buffer__) to type checkers from Python 3.12 on only
+    view = memoryview(data)  # type: ignore[arg-type]
     for magic, kind, reader in _HEADER_READERS:
-        if bytes(data[: len(magic)]) == magic:
-            width, height = reader(data)
+        if bytes(view[: len(magic)]) == magic:
+            width, height = reader(view)
             if width <= 0 or height <= 0:
                 raise _malformed(kind, f"it gives a {width}x{height} image")
             return width, height
@@ -285,13 +286,24 @@ def resize_square(img: np.ndarray, size: int, is_mask: bool = False) -> np.ndarr
 
 
 def load_for_model(
-    path: str | os.PathLike, size: int, lung_mask: str, mask_path: str | os.PathLike | None = None, lungs=None
+    path: str | os.PathLike,
+    size: int,
+    lung_mask: str,
+    mask_path: str | os.PathLike | None = None,
+    lungs: np.ndarray | str | None = None,
 ) -> np.ndarray:
     """The exact preprocessing of training data: read, gray uint8, (lung focus,) pad, resize."""
     return prepare_image(path, size, lung_mask, mask_path, lungs=lungs)[0]
 
 
-def prepare_image(path, size: int, lung_mask: str, mask_path=None, lesion_path=None, lungs=None):
+def prepare_image(
+    path: str | os.PathLike,
+    size: int,
+    lung_mask: str,
+    mask_path: str | os.PathLike | None = None,
+    lesion_path: str | os.PathLike | None = None,
+    lungs: np.ndarray | str | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """(image, lung mask, lesion mask) as the model and the Grad-CAM scores take them, size x size;
     a mask is None where there is none. The one implementation of the preprocessing (prepare,
     predict, external): under lung_mask crop or mask the image is cut to its lungs first, and its
@@ -308,7 +320,7 @@ def prepare_image(path, size: int, lung_mask: str, mask_path=None, lesion_path=N
     focus = lung if lungs is None else lungs
     box = None
     if lung_mask != "none" and not (isinstance(focus, str) and focus == WHOLE):
-        if focus is None:
+        if not isinstance(focus, np.ndarray):  # None: lungs neither given nor at mask_path
             raise UnreadableImage(f"no lung mask to cut it to (prepare.lung_mask {lung_mask})")
         try:
             img, box = focus_on_lungs(img, focus, lung_mask)
@@ -317,7 +329,7 @@ def prepare_image(path, size: int, lung_mask: str, mask_path=None, lesion_path=N
     if lung is None and lungs is not None and not isinstance(lungs, str):
         lung = lungs
 
-    def cut(mask):
+    def cut(mask: np.ndarray | None) -> np.ndarray | None:
         if mask is None:
             return None
         top, bottom, left, right = box if box is not None else (0, shape[0], 0, shape[1])
@@ -326,7 +338,7 @@ def prepare_image(path, size: int, lung_mask: str, mask_path=None, lesion_path=N
     return resize_square(img, size), cut(lung), cut(lesion)
 
 
-def _native_or_none(path, shape, what: str):
+def _native_or_none(path: str | os.PathLike | None, shape: tuple[int, int], what: str) -> np.ndarray | None:
     if path is None:
         return None
     try:

@@ -20,7 +20,7 @@ import stat
 import zipfile
 import zlib
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeGuard
 
 from .atomic import atomic_path
 from .console import import_tensorflow
@@ -29,6 +29,11 @@ from .images import PREPROCESSING, PREPROCESSING_STEPS
 from .limits import LUNG_MASK_POLICIES, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from .source_checks import NONBLOCK, ZipLimits, check_entry_count, check_zip_limits, file_kind
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import keras
+
 INFO_ENTRY = "lungdx.json"
 
 
@@ -36,7 +41,7 @@ SEGMENTER_ENTRY = "lungdx_segmenter.keras"
 
 
 def save_model(
-    model,
+    model: keras.Model,
     path: str | Path,
     classes: list[str],
     image_size: int,
@@ -77,7 +82,7 @@ def save_model(
     return info
 
 
-def save_reproducibly(model, path: str | Path, extra: dict[str, bytes] | None = None) -> None:
+def save_reproducibly(model: keras.Model, path: str | Path, extra: dict[str, bytes] | None = None) -> None:
     """model.save to `path`, atomically, rewritten so the file depends on the model alone (below)."""
     with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
@@ -89,13 +94,13 @@ def save_reproducibly(model, path: str | Path, extra: dict[str, bytes] | None = 
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
-def _numbered_shared_objects(config):
+def _numbered_shared_objects(config: Any) -> Any:
     """Keras's config with each `shared_object_id` (Keras writes the object's memory address, which
     differs on every run) replaced by 1, 2, ... in order of first appearance: the same objects stay
     shared when Keras loads it, and the file no longer depends on where Python put them."""
     numbers: dict = {}
 
-    def renumber(node):
+    def renumber(node: Any) -> Any:
         if isinstance(node, dict):
             return {
                 key: numbers.setdefault(value, len(numbers) + 1) if key == "shared_object_id" else renumber(value)
@@ -222,17 +227,21 @@ def _open_regular(path: Path):
     )
 
 
+# zipfile itself, for the private names of its end-record finder, which typeshed does not declare
+_ZIPFILE: Any = zipfile
+
+
 def _read_info_entry(path: Path, file) -> tuple[bytes, set[str]]:
     """The bytes of lungdx.json, once what the zip declares is within MODEL_ZIP_LIMITS, and the
     names of the zip's entries."""
     shown = str(path)
     # zipfile's own (private) finder of the end record: the very sizes ZipFile will then use
-    end = zipfile._EndRecData(file)
+    end = _ZIPFILE._EndRecData(file)
     if end:
-        check_entry_count(shown, end[zipfile._ECD_ENTRIES_TOTAL], MODEL_ZIP_LIMITS)
-        if end[zipfile._ECD_SIZE] > MAX_DIRECTORY_BYTES:
+        check_entry_count(shown, end[_ZIPFILE._ECD_ENTRIES_TOTAL], MODEL_ZIP_LIMITS)
+        if end[_ZIPFILE._ECD_SIZE] > MAX_DIRECTORY_BYTES:
             raise LungdxError(
-                f"{path}: its zip directory declares {end[zipfile._ECD_SIZE]:,} bytes, more than "
+                f"{path}: its zip directory declares {end[_ZIPFILE._ECD_SIZE]:,} bytes, more than "
                 f"the {MAX_DIRECTORY_BYTES:,} that {MODEL_ZIP_LIMITS.max_entries:,} entries need: "
                 f"refusing a possible zip bomb before reading it; {RETRAIN}"
             )
@@ -254,22 +263,27 @@ def _damaged(path: Path, what: str) -> NoReturn:
     raise LungdxError(f"{path}: its {INFO_ENTRY} is damaged ({what}); retrain with dvc repro -f train")
 
 
-def _text(value) -> bool:
+def _text(value: object) -> TypeGuard[str]:
     """Text that prints as one plain line: no control characters, since a line break or a
     terminal escape in, say, a class name would forge lines of `lungdx info` or predict's table."""
     return isinstance(value, str) and len(value) <= MAX_TEXT and value.isprintable()
 
 
-def _integer(value) -> bool:
+def _integer(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _pixel_value(value) -> bool:
+def _pixel_value(value: object) -> TypeGuard[int | float]:
     """A number a pixel could take (NaN and infinities fail the comparison)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and -1e6 <= value <= 1e6
 
 
-def _checked_info(path: Path, info) -> dict:
+def _value_range(value: object) -> bool:
+    """Two numbers a pixel could take, the lowest first, such as [0, 255]."""
+    return isinstance(value, list) and len(value) == 2 and all(map(_pixel_value, value)) and value[0] < value[1]
+
+
+def _checked_info(path: Path, info: object) -> dict:
     """The fields of a parsed lungdx.json that lungdx uses, each checked; a LungdxError naming
     the file and the field otherwise."""
 
@@ -278,7 +292,28 @@ def _checked_info(path: Path, info) -> dict:
 
     if not isinstance(info, dict):
         bad("not a JSON object")
-    classes = info.get("classes")
+    classes = _checked_classes(info.get("classes"), bad)
+    size = info.get("image_size")
+    if not (_integer(size) and MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE):
+        bad(f"image_size must be an integer from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}")
+    architecture = info.get("architecture")
+    if not (_text(architecture) and architecture):
+        bad("architecture must be a model name such as cnn or vgg19")
+    version = info.get("lungdx_version", "unknown")
+    if not _text(version):
+        bad("lungdx_version must be a version such as 1.0.0")
+    return {
+        "classes": classes,
+        "image_size": size,
+        "architecture": architecture,
+        "input": _checked_input(path, info.get("input"), version, bad),
+        "segmenter": _checked_segmenter(info.get("segmenter"), bad),
+        "lungdx_version": version,
+    }
+
+
+def _checked_classes(classes: object, bad: Callable[[str], NoReturn]) -> list[str]:
+    """lungdx.json's classes: at least two distinct names, each one plain line."""
     if not (
         isinstance(classes, list)
         and len(classes) >= 2
@@ -289,16 +324,12 @@ def _checked_info(path: Path, info) -> dict:
     for name in classes:
         if not _text(name):
             bad(f"class name {name[:60]!r} has control characters or over {MAX_TEXT} characters")
-    size = info.get("image_size")
-    if not (_integer(size) and MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE):
-        bad(f"image_size must be an integer from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}")
-    architecture = info.get("architecture")
-    if not (_text(architecture) and architecture):
-        bad("architecture must be a model name such as cnn or vgg19")
-    version = info.get("lungdx_version", "unknown")
-    if not _text(version):
-        bad("lungdx_version must be a version such as 1.0.0")
-    pixels = info.get("input")
+    return classes
+
+
+def _checked_input(path: Path, pixels: object, version: str, bad: Callable[[str], NoReturn]) -> dict:
+    """lungdx.json's input (how an image file becomes the model's input), checked; a model made
+    for another preprocessing is refused naming the lungdx `version` that saved it."""
     if not isinstance(pixels, dict):
         bad("input must be a JSON object")
     preprocessing = pixels.get("preprocessing")
@@ -316,12 +347,7 @@ def _checked_info(path: Path, info) -> dict:
     if not (_text(dtype) and dtype):
         bad("input.dtype must be a type name such as float32")
     value_range = pixels.get("range", [0, 255])
-    if not (
-        isinstance(value_range, list)
-        and len(value_range) == 2
-        and all(map(_pixel_value, value_range))
-        and value_range[0] < value_range[1]
-    ):
+    if not _value_range(value_range):
         bad("input.range must be two numbers, the lowest first, such as [0, 255]")
     steps = pixels.get("steps", "")
     if not _text(steps):
@@ -330,23 +356,16 @@ def _checked_info(path: Path, info) -> dict:
     if lung_mask not in LUNG_MASK_POLICIES:
         bad(f"input.lung_mask must be one of {', '.join(LUNG_MASK_POLICIES)}")
     return {
-        "classes": classes,
-        "image_size": size,
-        "architecture": architecture,
-        "input": {
-            "channels": channels,
-            "dtype": dtype,
-            "range": value_range,
-            "preprocessing": preprocessing,
-            "steps": steps,
-            "lung_mask": lung_mask,
-        },
-        "segmenter": _checked_segmenter(info.get("segmenter"), bad),
-        "lungdx_version": version,
+        "channels": channels,
+        "dtype": dtype,
+        "range": value_range,
+        "preprocessing": preprocessing,
+        "steps": steps,
+        "lung_mask": lung_mask,
     }
 
 
-def _checked_segmenter(segmenter, bad) -> dict | None:
+def _checked_segmenter(segmenter: object, bad: Callable[[str], NoReturn]) -> dict | None:
     """lungdx.json's segmenter (what the carried lung segmenter is), checked; None without one."""
     if segmenter is None:
         return None
@@ -364,7 +383,7 @@ def _checked_segmenter(segmenter, bad) -> dict | None:
     return {"entry": SEGMENTER_ENTRY, "image_size": size, "learned_from": learned_from, "test_dice": dice}
 
 
-def load_segmenter(path: str | Path, info: dict):
+def load_segmenter(path: str | Path, info: dict) -> keras.Model:
     """The lung segmenter a model file carries (read_info(path)["segmenter"] says it does), loaded;
     the segmenter's file is taken out of the zip into a temporary file that Keras reads."""
     import tempfile
@@ -396,7 +415,7 @@ def load_segmenter(path: str | Path, info: dict):
     return segmenter
 
 
-def load_model(path: str | Path):
+def load_model(path: str | Path) -> tuple[keras.Model, dict]:
     """(Keras model, lungdx metadata) of a model file saved by save_model; the two must agree."""
     info = read_info(path)  # before importing Keras: a wrong path costs no TensorFlow start-up
     import_tensorflow()  # the first TensorFlow call of evaluating, Grad-CAM and predicting: quietly
@@ -420,7 +439,7 @@ def load_model(path: str | Path):
     return model, info
 
 
-def load_segmenter_file(path: str | Path):
+def load_segmenter_file(path: str | Path) -> keras.Model:
     """The lung segmenter at `path` (the segment stage's .keras file), uncompiled: it only predicts."""
     import_tensorflow()
     import keras

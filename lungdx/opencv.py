@@ -10,6 +10,8 @@ default run. Import cv2 from here, never directly (a test checks it), so no modu
 OpenCV before this is set.
 """
 
+from __future__ import annotations
+
 import cv2
 
 cv2.setUseOptimized(False)

@@ -33,7 +33,8 @@ def pipeline_outputs(project_root: str | Path) -> list[tuple[str, str]]:
     found = []
     for name, body in (stages or {}).items() if isinstance(stages, dict) else ():
         for stage, key, instance in _instances(Path(project_root), str(name), body):
-            wdir = instance.get("wdir") if isinstance(instance.get("wdir"), str) else "."
+            given = instance.get("wdir")
+            wdir = given if isinstance(given, str) else "."
             for group in ("outs", "metrics", "plots"):
                 entries = instance.get(group)
                 for entry in entries if isinstance(entries, list) else ():

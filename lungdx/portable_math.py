@@ -16,8 +16,12 @@ only by breaking IEEE 754.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 LN2 = 0.6931471805599453
 # ln 2 in two parts (Cody and Waite): k * LN2_HI is exact for |k| < 2048, so x - k ln 2 loses nothing.
@@ -39,7 +43,7 @@ def _horner(coefficients, x):
     return p
 
 
-def exp(x):
+def exp(x: npt.ArrayLike) -> np.ndarray:
     """e**x, float64, for any float input (below -745 it is 0, above 709 inf)."""
     x = np.clip(np.asarray(x, np.float64), -746.0, 710.0)
     k = np.rint(np.divide(x, LN2))
@@ -48,7 +52,7 @@ def exp(x):
         return np.ldexp(_horner(_EXP, r), k.astype(np.int32))
 
 
-def log(x):
+def log(x: npt.ArrayLike) -> np.ndarray:
     """Natural logarithm, float64, for x > 0 (x <= 0 gives nan; callers keep x positive)."""
     x = np.asarray(x, np.float64)
     m, e = np.frexp(np.where(x > 0, x, np.nan))  # x = m * 2**e, m in [0.5, 1)
@@ -61,7 +65,7 @@ def log(x):
     return np.add(np.multiply(e, LN2), np.multiply(np.multiply(s, series), 2.0))
 
 
-def power(x, y):
+def power(x: npt.ArrayLike, y: npt.ArrayLike) -> np.ndarray:
     """x**y for x >= 0 (0**y = 0 for y > 0), float64."""
     x = np.asarray(x, np.float64)
     positive = x > 0
@@ -69,7 +73,7 @@ def power(x, y):
     return np.where(positive, out, 0.0)
 
 
-def sin(x):
+def sin(x: npt.ArrayLike) -> np.ndarray:
     """Sine, float64: within 1e-15 over a turn either way, 1e-13 over 16 (the reduction by one
     2 pi constant loses accuracy as |x| grows; angles here stay within a turn)."""
     x = np.asarray(x, np.float64)
@@ -78,6 +82,6 @@ def sin(x):
     return np.multiply(r, _horner(_SIN, np.multiply(r, r)))
 
 
-def cos(x):
+def cos(x: npt.ArrayLike) -> np.ndarray:
     """Cosine, float64: sin(x + pi/2)."""
     return sin(np.add(np.asarray(x, np.float64), PI / 2))

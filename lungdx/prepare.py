@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +32,12 @@ from .errors import LungdxError
 from .images import WHOLE, UnreadableImage, check_lung_masks, prepare_image
 from .splits import SPLITS, load_lung_masks, load_manifest
 from .workers import cpu_count, map_in_workers
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .params import PrepareSettings
+    from .workers import Progress
 
 ARRAYS = ("images", "masks", "lesions")
 CHUNK = 32  # images per task: large enough to amortise a task, small enough to balance two cores
@@ -103,12 +110,12 @@ def _fill_split(folder: Path, rows, raw_dir, size, lung_mask, has, workers, prog
 
 
 def prepare(
-    settings,
+    settings: PrepareSettings,
     manifest_path: str | Path,
     raw_dir: str | Path,
     segmented_dir: str | Path,
     out_dir: str | Path,
-    progress=None,
+    progress: Progress | None = None,
 ) -> dict:
     """The prepare stage (`settings`: a params.PrepareSettings): every image of the manifest at the
     settings' image size, lung-focused as their lung_mask says, with the lung masks of the segment
@@ -117,33 +124,19 @@ def prepare(
     manifest = load_manifest(manifest_path)
     raw_dir = Path(raw_dir)
     found = load_lung_masks(segmented_dir, raw_dir)
-    manifest["mask"] = [str(found[p][1]) if p in found else "" for p in manifest["path"]]
-    manifest["whole"] = [p in found and found[p][0] == "whole" for p in manifest["path"]]
-    check_lung_masks(
-        manifest.loc[manifest["mask"] == "", "path"].tolist(),
-        len(manifest),
-        lung_mask,
-        settings.key("lung_mask"),
-        f"run dvc repro (the segment stage draws the missing ones), or set {settings.key('lung_mask')}: none",
-    )
+    _add_lung_masks(manifest, found)
+    _check_lung_masks(manifest, settings)
     classes = [c for _, c in sorted(set(zip(manifest["label"], manifest["class"], strict=True)))]
     has = {"masks": bool((manifest["mask"] != "").any()), "lesions": bool((manifest["lesion"] != "").any())}
-    arrays = 1 + has["masks"] + has["lesions"]
-    # Each image: one uint8 square per array, and an int64 label; then .npy headers and meta.json.
-    needed = len(manifest) * (arrays * image_size**2 + 8) + 64 * 1024
-    check_free_space(out_dir, needed, f"{len(manifest):,} prepared images at {image_size}x{image_size}")
+    _check_room(out_dir, manifest, has, image_size)
     workers = min(cpu_count(), max(1, len(manifest) // (2 * CHUNK)))
-    origins = {
-        o: sum(1 for p in manifest["path"] if p in found and found[p][0] == o)
-        for o in ("dataset", "segmenter", "whole")
-    }
-    meta = {
+    meta: dict[str, Any] = {
         "classes": classes,
         "image_size": image_size,
         "lung_mask": lung_mask,
         "counts": {},
         "has": has,
-        "lung_masks": origins,
+        "lung_masks": _lung_mask_origins(manifest, found),
     }
     with atomic_dir(out_dir) as tmp:
         for split in SPLITS:
@@ -152,3 +145,37 @@ def prepare(
             meta["counts"][split] = {c: int((rows["class"] == c).sum()) for c in classes}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
+
+
+def _add_lung_masks(manifest: pd.DataFrame, found: dict[str, tuple[str, Path]]) -> None:
+    """Each image's lung mask from the segment stage's `found`, into the manifest's columns mask
+    (its file, "" for none) and whole (its lungs were implausible: the image is used whole)."""
+    manifest["mask"] = [str(found[p][1]) if p in found else "" for p in manifest["path"]]
+    manifest["whole"] = [p in found and found[p][0] == "whole" for p in manifest["path"]]
+
+
+def _check_lung_masks(manifest: pd.DataFrame, settings: PrepareSettings) -> None:
+    """Under lung_mask crop or mask, refuse images without a lung mask (check_lung_masks)."""
+    check_lung_masks(
+        manifest.loc[manifest["mask"] == "", "path"].tolist(),
+        len(manifest),
+        settings.lung_mask,
+        settings.key("lung_mask"),
+        f"run dvc repro (the segment stage draws the missing ones), or set {settings.key('lung_mask')}: none",
+    )
+
+
+def _check_room(out_dir: str | Path, manifest: pd.DataFrame, has: dict[str, bool], image_size: int) -> None:
+    """Refuse before any work when the arrays would not fit in the free space at out_dir."""
+    arrays = 1 + has["masks"] + has["lesions"]
+    # Each image: one uint8 square per array, and an int64 label; then .npy headers and meta.json.
+    needed = len(manifest) * (arrays * image_size**2 + 8) + 64 * 1024
+    check_free_space(out_dir, needed, f"{len(manifest):,} prepared images at {image_size}x{image_size}")
+
+
+def _lung_mask_origins(manifest: pd.DataFrame, found: dict[str, tuple[str, Path]]) -> dict[str, int]:
+    """How many of the manifest's lung masks are the dataset's, drawn (segmenter) and whole."""
+    return {
+        o: sum(1 for p in manifest["path"] if p in found and found[p][0] == o)
+        for o in ("dataset", "segmenter", "whole")
+    }

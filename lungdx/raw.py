@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from .images import UnreadableImage, check_lung_mask, decode_gray, native_mask, read_bytes
 from .workers import cpu_count, map_in_workers
+
+if TYPE_CHECKING:
+    from .workers import Progress
 
 
 def class_images(raw_dir: Path, cls: str) -> list[str]:
@@ -59,7 +62,7 @@ def _inspect(args) -> Inspected:
     return Inspected(rel, hashlib.sha256(data).hexdigest(), "", img.shape, masks, problems)
 
 
-def inspect_all(raw_dir: Path, rels: list[str], progress=None) -> list[Inspected]:
+def inspect_all(raw_dir: Path, rels: list[str], progress: Progress | None = None) -> list[Inspected]:
     """Every image at rels (relative to raw_dir) looked at once, in worker processes, in order."""
     jobs = [(str(raw_dir), rel) for rel in rels]
     workers = min(cpu_count(), max(1, len(jobs) // 64))
@@ -70,7 +73,8 @@ def inspect_all(raw_dir: Path, rels: list[str], progress=None) -> list[Inspected
 def deduplicate(inspected: list[Inspected]) -> tuple[list[Inspected], list[tuple[str, str]]]:
     """The readable images, each of exact duplicates (the same bytes) kept once, the first; and
     (path, reason) for every file left out: unreadable images, duplicates, unusable masks."""
-    kept, skipped, seen = [], [], {}
+    kept, skipped = [], []
+    seen: dict[str, str] = {}  # sha256 -> the path of the first image with it
     for item in inspected:
         if item.sha256 is None:
             skipped.append((item.path, item.reason))

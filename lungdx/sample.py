@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,10 @@ from .atomic import atomic_dir
 from .errors import LungdxError
 from .raw import class_images, deduplicate, inspect_all
 from .splits import COLUMNS, SPLITS
+
+if TYPE_CHECKING:
+    from .params import SampleSettings
+    from .workers import Progress
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +85,9 @@ def skipped_by_download(raw_dir: Path) -> list[tuple[str, str]]:
         ) from exc
 
 
-def sample(settings, raw_dir: str | Path, out_dir: str | Path, progress=None) -> pd.DataFrame:
+def sample(
+    settings: SampleSettings, raw_dir: str | Path, out_dir: str | Path, progress: Progress | None = None
+) -> pd.DataFrame:
     """The sample stage (`settings`: a params.SampleSettings): inspect every image of the chosen
     classes, drop duplicates, split each class, write manifest.csv and skipped.csv to out_dir."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
@@ -90,9 +97,10 @@ def sample(settings, raw_dir: str | Path, out_dir: str | Path, progress=None) ->
     classes = find_classes(raw_dir, settings.classes, settings.key("classes"))
     inspected = inspect_all(raw_dir, [rel for cls in classes for rel in class_images(raw_dir, cls)], progress)
     kept, skipped = deduplicate(inspected)
-    usable = {cls: [] for cls in classes}
+    usable: dict[str, list[dict]] = {cls: [] for cls in classes}
     for item in kept:
         cls = item.path.split("/", 1)[0]
+        assert item.shape is not None  # deduplicate keeps readable images only
         usable[cls].append(
             {
                 "path": item.path,
@@ -117,7 +125,7 @@ def sample(settings, raw_dir: str | Path, out_dir: str | Path, progress=None) ->
     return manifest
 
 
-def split(usable: dict[str, list[dict]], classes: list[str], settings, raw_dir: Path) -> pd.DataFrame:
+def split(usable: dict[str, list[dict]], classes: list[str], settings: SampleSettings, raw_dir: Path) -> pd.DataFrame:
     """A seeded choice of settings.per_class images per class, each class split into train, val
     and test by the settings' shares; the manifest in SPLITS, label, path order."""
     rng = np.random.default_rng(settings.seed)

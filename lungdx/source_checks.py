@@ -21,11 +21,15 @@ import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import IO, TYPE_CHECKING
 
 from .atomic import check_free_space, human_bytes
 from .errors import LungdxError
 from .images import MAX_FILE_BYTES
 from .pipeline import pipeline_outputs
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +83,7 @@ def _forms(path: Path) -> list[Path]:
     return list(dict.fromkeys([Path(os.path.abspath(path)), path.resolve()]))
 
 
-def _file_ids(paths) -> set[tuple[int, int]]:
+def _file_ids(paths: Iterable[Path]) -> set[tuple[int, int]]:
     ids = set()
     for path in paths:
         try:
@@ -120,47 +124,72 @@ def check_source_location(
     shown = f"{what} = {value!r}"
     keep_away = KEEP_AWAY.format(what=what)
     if (root_path / "dvc.yaml").is_file():
-        root = _forms(root_path)
-        if _within(src, root) and _within(root, src):
-            raise LungdxError(
-                f"{shown} is the project itself ({root[-1]}): it holds the pipeline's outputs, "
-                "which DVC deletes or replaces when a stage runs, and DVC's and git's own "
-                f"files; {keep_away}"
-            )
-        if _within(root, src):
-            raise LungdxError(
-                f"{shown} contains the project ({root[-1]}): it holds the pipeline's outputs, "
-                "which DVC deletes or replaces when a stage runs, and DVC's and git's own "
-                f"files; {keep_away}"
-            )
-        for folder in [root_path.absolute(), *root_path.absolute().parents]:
-            for name, holder in ((".dvc", "DVC's own folder (its cache and settings)"), (".git", "git's own folder")):
-                own = folder / name
-                if own.exists() and _within(src, _forms(own)):
-                    raise LungdxError(
-                        f"{shown} is inside {name}/ ({own}), {holder}: files there are its "
-                        f"bookkeeping, not a dataset; {keep_away}"
-                    )
-        try:
-            outputs = pipeline_outputs(root_path)
-        except LungdxError as exc:
-            raise LungdxError(f"{exc}; until then {what} cannot be checked against the pipeline's outputs") from exc
-        for stage, rel in outputs:
-            target = _forms(root_path / rel)
-            if _within(src, target):
-                where = rel if _within(target, src) else f"inside {rel}"
+        _check_not_the_project(src, root_path, shown, keep_away)
+        _check_not_in_own_folders(src, root_path, shown, keep_away)
+        _check_apart_from_outputs(src, root_path, shown, what, reader, keep_away)
+    _check_apart_from_out_dir(src, out, out_dir, shown, what, reader)
+
+
+def _check_not_the_project(src: list[Path], root_path: Path, shown: str, keep_away: str) -> None:
+    """Refuse the project itself, or a folder that contains it."""
+    root = _forms(root_path)
+    if _within(src, root) and _within(root, src):
+        raise LungdxError(
+            f"{shown} is the project itself ({root[-1]}): it holds the pipeline's outputs, "
+            "which DVC deletes or replaces when a stage runs, and DVC's and git's own "
+            f"files; {keep_away}"
+        )
+    if _within(root, src):
+        raise LungdxError(
+            f"{shown} contains the project ({root[-1]}): it holds the pipeline's outputs, "
+            "which DVC deletes or replaces when a stage runs, and DVC's and git's own "
+            f"files; {keep_away}"
+        )
+
+
+def _check_not_in_own_folders(src: list[Path], root_path: Path, shown: str, keep_away: str) -> None:
+    """Refuse anything under a .dvc/ or .git/ of the project or of a folder above it."""
+    for folder in [root_path.absolute(), *root_path.absolute().parents]:
+        for name, holder in ((".dvc", "DVC's own folder (its cache and settings)"), (".git", "git's own folder")):
+            own = folder / name
+            if own.exists() and _within(src, _forms(own)):
                 raise LungdxError(
-                    f"{shown} is {where}, an output of this pipeline (stage {stage}): DVC "
-                    "deletes or replaces a stage's outputs when it runs, so images kept there "
-                    f"are lost; {keep_away}"
+                    f"{shown} is inside {name}/ ({own}), {holder}: files there are its "
+                    f"bookkeeping, not a dataset; {keep_away}"
                 )
-            if _within(target, src):
-                raise LungdxError(
-                    f"{shown} contains {rel}, an output of this pipeline (stage {stage}): "
-                    f"{reader} would read the pipeline's own outputs, which DVC deletes or "
-                    f"replaces when a stage runs; point {what} at a folder that holds "
-                    "only the images (e.g. ~/data/covid)"
-                )
+
+
+def _check_apart_from_outputs(
+    src: list[Path], root_path: Path, shown: str, what: str, reader: str, keep_away: str
+) -> None:
+    """Refuse a source that is, is inside or contains an output of the pipeline (dvc.yaml's)."""
+    try:
+        outputs = pipeline_outputs(root_path)
+    except LungdxError as exc:
+        raise LungdxError(f"{exc}; until then {what} cannot be checked against the pipeline's outputs") from exc
+    for stage, rel in outputs:
+        target = _forms(root_path / rel)
+        if _within(src, target):
+            where = rel if _within(target, src) else f"inside {rel}"
+            raise LungdxError(
+                f"{shown} is {where}, an output of this pipeline (stage {stage}): DVC "
+                "deletes or replaces a stage's outputs when it runs, so images kept there "
+                f"are lost; {keep_away}"
+            )
+        if _within(target, src):
+            raise LungdxError(
+                f"{shown} contains {rel}, an output of this pipeline (stage {stage}): "
+                f"{reader} would read the pipeline's own outputs, which DVC deletes or "
+                f"replaces when a stage runs; point {what} at a folder that holds "
+                "only the images (e.g. ~/data/covid)"
+            )
+
+
+def _check_apart_from_out_dir(
+    src: list[Path], out: list[Path], out_dir: str | Path, shown: str, what: str, reader: str
+) -> None:
+    """Refuse a source that is, is inside or contains the folder `reader` writes (out_dir, whose
+    forms are `out`)."""
     if _within(src, out):
         where = "" if _within(out, src) else "inside "
         raise LungdxError(
@@ -246,7 +275,7 @@ def open_inside(root_fd: int, parts: tuple[str, ...]) -> int:
             os.close(d)
 
 
-def copy_at_most(fin, fout, limit: int) -> int:
+def copy_at_most(fin: IO[bytes], fout: IO[bytes], limit: int) -> int:
     """Copy up to `limit` bytes; returns how many were copied."""
     left = limit
     while left > 0:
@@ -263,7 +292,7 @@ def walk_source(root: Path, skipped: list[dict], shown: str) -> tuple[list[str],
     not followed; they, and folders that cannot be read, are skipped and reported."""
     files, dirs = [], []
 
-    def unreadable(exc: OSError):
+    def unreadable(exc: OSError) -> None:
         rel = Path(exc.filename).relative_to(root).as_posix() if exc.filename else "?"
         if rel != "." and usable(PurePosixPath(rel).parts):
             report_skipped(skipped, f"{shown}/{rel}", rel, f"folder that could not be read ({exc.strerror})")
@@ -316,25 +345,37 @@ def check_zip_limits(
 ) -> None:
     """Refuse a zip bomb from what its central directory declares, before extracting anything;
     with `space_at`, also a total that the free space there could not hold."""
-    todo = limits.todo
     for info in infos:
-        size, packed = info.file_size, info.compress_size
-        if size > limits.max_entry_bytes:
-            raise SourceError(
-                f"{shown}: entry {info.filename!r} declares {size:,} bytes ({human_bytes(size)}) once "
-                f"extracted, more than the {limits.max_entry_bytes:,} bytes "
-                f"({limits.max_entry_bytes / 2**20:g} MiB) allowed per file ({limits.usual_entry}): "
-                f"refusing a possible zip bomb before extracting anything; {todo}"
-            )
-        if size > limits.ratio_from_bytes and size > limits.max_ratio * packed:
-            ratio = f"{size / packed:,.0f}-fold" if packed else "from nothing"
-            raise SourceError(
-                f"{shown}: entry {info.filename!r} inflates {ratio} ({packed:,} bytes to {size:,}), "
-                f"more than the {limits.max_ratio:g}-fold allowed for files over "
-                f"{limits.ratio_from_bytes / 2**20:g} MiB ({limits.usual_ratio}): refusing "
-                f"a possible zip bomb before extracting anything; {todo}"
-            )
+        _check_entry(shown, info, limits)
     total = sum(i.file_size for i in infos)
+    _check_totals(shown, zip_bytes, infos, total, limits)
+    if space_at is not None:
+        check_free_space(space_at, total, f"the {len(infos):,} files to extract from {shown}")
+
+
+def _check_entry(shown: str, info: zipfile.ZipInfo, limits: ZipLimits) -> None:
+    """Refuse one entry that declares too much once extracted, or inflates too much."""
+    size, packed = info.file_size, info.compress_size
+    if size > limits.max_entry_bytes:
+        raise SourceError(
+            f"{shown}: entry {info.filename!r} declares {size:,} bytes ({human_bytes(size)}) once "
+            f"extracted, more than the {limits.max_entry_bytes:,} bytes "
+            f"({limits.max_entry_bytes / 2**20:g} MiB) allowed per file ({limits.usual_entry}): "
+            f"refusing a possible zip bomb before extracting anything; {limits.todo}"
+        )
+    if size > limits.ratio_from_bytes and size > limits.max_ratio * packed:
+        ratio = f"{size / packed:,.0f}-fold" if packed else "from nothing"
+        raise SourceError(
+            f"{shown}: entry {info.filename!r} inflates {ratio} ({packed:,} bytes to {size:,}), "
+            f"more than the {limits.max_ratio:g}-fold allowed for files over "
+            f"{limits.ratio_from_bytes / 2**20:g} MiB ({limits.usual_ratio}): refusing "
+            f"a possible zip bomb before extracting anything; {limits.todo}"
+        )
+
+
+def _check_totals(shown: str, zip_bytes: int, infos: list[zipfile.ZipInfo], total: int, limits: ZipLimits) -> None:
+    """Refuse entries that together inflate too much, declare too much (`total`), or overlap."""
+    todo = limits.todo
     if total > limits.ratio_from_bytes and total > limits.max_ratio * zip_bytes:  # many small bombs
         raise SourceError(
             f"{shown}: its entries to extract declare {total:,} bytes, {total / max(zip_bytes, 1):,.0f} "
@@ -355,5 +396,3 @@ def check_zip_limits(
             f"more than the zip's own {zip_bytes:,} bytes: entries overlap (a zip bomb technique) "
             f"or the zip is corrupt; refusing to extract anything; {todo}"
         )
-    if space_at is not None:
-        check_free_space(space_at, total, f"the {len(infos):,} files to extract from {shown}")

@@ -15,6 +15,7 @@ plan_layout.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import os
@@ -23,6 +24,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from .atomic import check_free_space
 from .errors import DiskFull, LungdxError
@@ -46,6 +48,10 @@ from .source_checks import (
     zip_entry_skip_reason,
 )
 
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+
+Parts = tuple[str, ...]  # a path's parts, as PurePosixPath.parts gives them
 SUBFOLDERS = ("images", "masks", "lesions")
 SOURCE_FORMS = "synthetic | kaggle | a path to a local folder | a path to a local .zip | an http(s) URL of a .zip"
 
@@ -57,15 +63,19 @@ class Source:
 
 
 def resolve_source(
-    value, kaggle_handle: str | None = None, what: str = "the source", forms: str = SOURCE_FORMS
+    value: object, kaggle_handle: str | None = None, what: str = "the source", forms: str = SOURCE_FORMS
 ) -> Source:
     """Classify a source as the user wrote it (`what` names it in messages: the param, or the
     command's argument; `forms` what it may be); fails before any work on a form we do not know."""
     if not isinstance(value, str) or not value.strip():
         raise LungdxError(f"{what} = {value!r} is not allowed: {forms}")
     value = value.strip()
-    if value in ("synthetic", "kaggle"):
-        return Source(value, kaggle_handle if value == "kaggle" else "synthetic")
+    if value == "synthetic":
+        return Source("synthetic", "synthetic")
+    if value == "kaggle":
+        if kaggle_handle is None:
+            raise ValueError("resolve_source: a kaggle source needs its kaggle_handle")
+        return Source("kaggle", kaggle_handle)
     if value.startswith(("http://", "https://")):
         return Source("url", value)
     if "://" in value:
@@ -84,7 +94,7 @@ def resolve_source(
 
 
 def plan_layout(
-    files: list[str], dirs: list[str] = (), where: str = "the source", what: str = "the source"
+    files: Sequence[str], dirs: Sequence[str] = (), where: str = "the source", what: str = "the source"
 ) -> dict[str, str]:
     """Map source-relative POSIX file paths to raw-layout paths (<Class>/<sub>/<name>).
 
@@ -101,35 +111,55 @@ def plan_layout(
     all_dirs = {PurePosixPath(d).parts for d in dirs if d and usable(PurePosixPath(d).parts)}
     for e in entries:
         all_dirs.update(e[:i] for i in range(1, len(e)))
+    root = _class_root(entries, all_dirs)
+    n = len(root)
+    classes = sorted({d[n] for d in all_dirs if len(d) == n + 1 and d[:n] == root})
+    _refuse_one_class_folder(classes, root, where, what)
+    return _planned_files(entries, all_dirs, root, classes)
 
-    def is_class(d):
-        n = len(d)
-        return any(
-            e[:n] == d
-            and (
-                (len(e) == n + 1 and PurePosixPath(e[-1]).suffix.lower() in IMAGE_SUFFIXES)
-                or (len(e) == n + 2 and e[n] == "images")
-            )
-            for e in entries
+
+def _is_class(folder: Parts, entries: list[Parts]) -> bool:
+    """Whether `folder` holds image files directly (flat layout) or an images/ subfolder of them
+    (Kaggle layout)."""
+    n = len(folder)
+    return any(
+        e[:n] == folder
+        and (
+            (len(e) == n + 1 and PurePosixPath(e[-1]).suffix.lower() in IMAGE_SUFFIXES)
+            or (len(e) == n + 2 and e[n] == "images")
         )
+        for e in entries
+    )
 
-    roots = sorted({d[:-1] for d in all_dirs if is_class(d)}, key=lambda r: (len(r), r))
+
+def _class_root(entries: list[Parts], all_dirs: set[Parts]) -> Parts:
+    """The shallowest folder holding a class folder (the first by name among equals)."""
+    roots = sorted({d[:-1] for d in all_dirs if _is_class(d, entries)}, key=lambda r: (len(r), r))
     if not roots:
         raise LungdxError(
             "no class folders found: expected <Class>/images/*.png (Kaggle layout) "
             "or <Class>/*.png (flat layout), maybe under one top folder"
         )
-    root = roots[0]
+    return roots[0]
+
+
+def _refuse_one_class_folder(classes: list[str], root: Parts, where: str, what: str) -> None:
+    """Classes that are all images/, masks/ or lesions/: the source is one class folder."""
+    if not set(classes) <= set(SUBFOLDERS):
+        return
+    names = [f"{c}/" for c in classes]
+    held = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+    folder = where + "".join(f"/{part}" for part in root)
+    raise SourceError(
+        f"{folder} looks like one class folder of the Kaggle layout (it holds {held}); point "
+        f"{what} at the folder that holds the class folders (COVID/, Normal/, ...)"
+    )
+
+
+def _planned_files(entries: list[Parts], all_dirs: set[Parts], root: Parts, classes: list[str]) -> dict[str, str]:
+    """Each file of a class under `root` -> its raw-layout path, and "<dir><Class>" -> its images/
+    folder, so a class without a usable file still has its folder."""
     n = len(root)
-    classes = sorted({d[n] for d in all_dirs if len(d) == n + 1 and d[:n] == root})
-    if set(classes) <= set(SUBFOLDERS):
-        held = [f"{c}/" for c in classes]
-        held = " and ".join([", ".join(held[:-1]), held[-1]] if len(held) > 1 else held)
-        folder = where + "".join(f"/{part}" for part in root)
-        raise SourceError(
-            f"{folder} looks like one class folder of the Kaggle layout (it holds {held}); point "
-            f"{what} at the folder that holds the class folders (COVID/, Normal/, ...)"
-        )
     plan = {}
     for e in entries:
         if e[:n] != root or len(e) < n + 2 or e[n] not in classes:
@@ -156,7 +186,7 @@ def _safe_destination(out_dir: Path, rel: str) -> Path:
     return dest
 
 
-def _materialise(plan: dict[str, str], out_dir: Path, copy_one) -> int:
+def _materialise(plan: dict[str, str], out_dir: Path, copy_one: Callable[[str, Path], bool]) -> int:
     """Create the planned files with copy_one(source name, destination); it returns whether it
     copied (False: skipped, already reported)."""
     count = 0
@@ -187,16 +217,41 @@ def import_folder(
     skipped = [] if skipped is None else skipped
     shown = str(src).rstrip("/") or "/"
     root = Path(src).resolve()
+    plan = _folder_plan(root, skipped, shown, what)
+    where, total = _regular_files(plan, root, skipped, shown)
+    check_free_space(space_at or out_dir, total, f"the {len(where):,} files of {shown}")
+
+    root_fd = os.open(root, os.O_RDONLY | DIRECTORY)
+    try:
+
+        def copy_one(name: str, dest: Path) -> bool:
+            parts, size = where[name]
+            return _copy_inside(root_fd, parts, size, dest, skipped, f"{shown}/{name}", name)
+
+        return _materialise(plan, out_dir, copy_one)
+    finally:
+        os.close(root_fd)
+
+
+def _folder_plan(root: Path, skipped: list[dict], shown: str, what: str) -> dict[str, str]:
+    """plan_layout of the folder `root` (shown as `shown`), its files with unsafe names skipped."""
     files, dirs = walk_source(root, skipped, shown)
     for name in [f for f in files if unsafe_name(f)]:  # a backslash is legal in a Linux file name
         report_skipped(skipped, f"{shown}/{name}", name, "unsafe name (with a backslash), not copied")
         files.remove(name)
     try:
-        plan = plan_layout(files, dirs, where=shown, what=what)
+        return plan_layout(files, dirs, where=shown, what=what)
     except SourceError:
         raise
     except LungdxError as exc:
         raise SourceError(f"{shown}: {exc}") from exc
+
+
+def _regular_files(
+    plan: dict[str, str], root: Path, skipped: list[dict], shown: str
+) -> tuple[dict[str, tuple[Parts, int]], int]:
+    """Where each planned file really is and its size (regular_file_in), and their total; a file
+    that is not taken is skipped, reported and removed from `plan`."""
     where, total = {}, 0
     for name in list(plan):
         if name.startswith("<dir>"):
@@ -208,40 +263,32 @@ def import_folder(
         else:
             where[name] = found
             total += found[1]
-    check_free_space(space_at or out_dir, total, f"the {len(where):,} files of {shown}")
+    return where, total
 
-    root_fd = os.open(root, os.O_RDONLY | DIRECTORY)
+
+def _copy_inside(root_fd: int, parts: Parts, size: int, dest: Path, skipped: list[dict], shown: str, rel: str) -> bool:
+    """Copy the file at `parts` below the folder root_fd to dest, at most `size` bytes; False
+    (skipped and reported) if it is no longer a regular file inside the source."""
     try:
-
-        def copy_one(name, dest):
-            parts, size = where[name]
-            try:
-                fd = open_inside(root_fd, parts)
-            except OSError as exc:
-                reason = (
-                    "changed while being copied: a symbolic link appeared on its path"
-                    if exc.errno in (errno.ELOOP, errno.ENOTDIR)
-                    else f"could not be read ({exc.strerror})"
-                )
-                report_skipped(skipped, f"{shown}/{name}", name, reason)
-                return False
-            with os.fdopen(fd, "rb", buffering=0) as fin:
-                mode = os.fstat(fin.fileno()).st_mode
-                if not stat.S_ISREG(mode):
-                    report_skipped(
-                        skipped,
-                        f"{shown}/{name}",
-                        name,
-                        f"changed while being copied: now a {file_kind(mode)}, not a regular file",
-                    )
-                    return False
-                with open(dest, "wb") as fout:  # never more than it had when checked: a file
-                    copy_at_most(fin, fout, size)  # growing meanwhile cannot fill the disk
-            return True
-
-        return _materialise(plan, out_dir, copy_one)
-    finally:
-        os.close(root_fd)
+        fd = open_inside(root_fd, parts)
+    except OSError as exc:
+        reason = (
+            "changed while being copied: a symbolic link appeared on its path"
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR)
+            else f"could not be read ({exc.strerror})"
+        )
+        report_skipped(skipped, shown, rel, reason)
+        return False
+    with os.fdopen(fd, "rb", buffering=0) as fin:
+        mode = os.fstat(fin.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            report_skipped(
+                skipped, shown, rel, f"changed while being copied: now a {file_kind(mode)}, not a regular file"
+            )
+            return False
+        with open(dest, "wb") as fout:  # never more than it had when checked: a file
+            copy_at_most(fin, fout, size)  # growing meanwhile cannot fill the disk
+    return True
 
 
 def import_zip(
@@ -262,48 +309,34 @@ def import_zip(
     skipped = [] if skipped is None else skipped
     shown = shown or str(path)
     limits = dataclasses.replace(limits, todo=limits.todo.format(what=what))
+    with _zip_errors(shown, what), zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
+        check_entry_count(shown, len(infos), limits)
+        by_name = _entries_by_name(infos, skipped, shown)
+        names = list(by_name)
+        plan = plan_layout(
+            [n for n in names if not n.endswith("/")],
+            [n.rstrip("/") for n in names if n.endswith("/")],
+            where=shown,
+            what=what,
+        )
+        members = _regular_members(plan, by_name, skipped, shown)
+        check_zip_limits(shown, os.path.getsize(path), list(members.values()), limits, space_at or out_dir)
+
+        def copy_one(name: str, dest: Path) -> bool:
+            with zf.open(members[name]) as fin, open(dest, "wb") as fout:
+                copy_at_most(fin, fout, members[name].file_size)  # zipfile stops there too
+            return True
+
+        return _materialise(plan, out_dir, copy_one)
+
+
+@contextlib.contextmanager
+def _zip_errors(shown: str, what: str) -> Iterator[None]:
+    """What reading the zip `shown` raises, as one LungdxError naming it (refusals that already
+    name it pass unchanged)."""
     try:
-        with zipfile.ZipFile(path) as zf:
-            infos = zf.infolist()
-            check_entry_count(shown, len(infos), limits)
-            # plan_layout tidies names ('./A/x', 'top//A/x'); look entries up by the tidy name.
-            by_name = {}
-            for info in infos:
-                if unsafe_name(info.filename):
-                    report_skipped(
-                        skipped,
-                        f"{shown}/{info.filename}",
-                        info.filename,
-                        "unsafe name (absolute, with .. or a backslash), never extracted",
-                    )
-                else:
-                    by_name["/".join(PurePosixPath(info.filename).parts) + "/" * info.is_dir()] = info
-            names = list(by_name)
-            plan = plan_layout(
-                [n for n in names if not n.endswith("/")],
-                [n.rstrip("/") for n in names if n.endswith("/")],
-                where=shown,
-                what=what,
-            )
-            members = {}
-            for name in list(plan):
-                if name.startswith("<dir>"):
-                    continue
-                info = by_name[name]
-                why = zip_entry_skip_reason(info)
-                if why:
-                    report_skipped(skipped, f"{shown}/{name}", name, why)
-                    del plan[name]
-                else:
-                    members[name] = info
-            check_zip_limits(shown, os.path.getsize(path), list(members.values()), limits, space_at or out_dir)
-
-            def copy_one(name, dest):
-                with zf.open(members[name]) as fin, open(dest, "wb") as fout:
-                    copy_at_most(fin, fout, members[name].file_size)  # zipfile stops there too
-                return True
-
-            return _materialise(plan, out_dir, copy_one)
+        yield
     except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, zlib.error) as exc:
         raise LungdxError(
             f"{shown}: not a valid zip file ({exc}); if it was downloaded, it may be incomplete: download it again"
@@ -316,6 +349,42 @@ def import_zip(
         raise
     except LungdxError as exc:
         raise LungdxError(f"{shown}: {exc}") from exc
+
+
+def _entries_by_name(infos: list[zipfile.ZipInfo], skipped: list[dict], shown: str) -> dict[str, zipfile.ZipInfo]:
+    """The zip's entries by their tidy name (plan_layout tidies './A/x', 'top//A/x'), a folder's
+    ending in "/"; entries with unsafe names are skipped and reported."""
+    by_name = {}
+    for info in infos:
+        if unsafe_name(info.filename):
+            report_skipped(
+                skipped,
+                f"{shown}/{info.filename}",
+                info.filename,
+                "unsafe name (absolute, with .. or a backslash), never extracted",
+            )
+        else:
+            by_name["/".join(PurePosixPath(info.filename).parts) + "/" * info.is_dir()] = info
+    return by_name
+
+
+def _regular_members(
+    plan: dict[str, str], by_name: dict[str, zipfile.ZipInfo], skipped: list[dict], shown: str
+) -> dict[str, zipfile.ZipInfo]:
+    """The entries of the planned files; one that is not a regular file (a link, a device) is
+    skipped, reported and removed from `plan`."""
+    members = {}
+    for name in list(plan):
+        if name.startswith("<dir>"):
+            continue
+        info = by_name[name]
+        why = zip_entry_skip_reason(info)
+        if why:
+            report_skipped(skipped, f"{shown}/{name}", name, why)
+            del plan[name]
+        else:
+            members[name] = info
+    return members
 
 
 def download_url(url: str, dest: Path, timeout: float = 30.0, what: str = "the source") -> None:
@@ -356,7 +425,7 @@ def download_url(url: str, dest: Path, timeout: float = 30.0, what: str = "the s
         )
 
 
-def kaggle_download(handle: str, version, what: str = "the source") -> Path:
+def kaggle_download(handle: str, version: int | None, what: str = "the source") -> Path:
     """kagglehub's cached download. A failure of the network or of the credentials becomes one
     message with the two ways out; kagglehub missing says to install it; anything else is a bug
     and keeps its traceback."""
@@ -403,7 +472,7 @@ def bring_in(
     skipped: list[dict],
     *,
     what: str,
-    kaggle_version=None,
+    kaggle_version: int | None = None,
     url_timeout: float = 30.0,
     zip_limits: ZipLimits = ZIP_LIMITS,
     space_at: str | Path | None = None,
@@ -430,7 +499,9 @@ def bring_in(
 OTHER_FORMS = "a local folder, a local .zip, an http(s) URL of a .zip, or kaggle:<owner>/<dataset>"
 
 
-def bring_in_dataset(source: str, raw_dir: Path, what: str, project_root=None, *, reader: str) -> list[str]:
+def bring_in_dataset(
+    source: str, raw_dir: Path, what: str, project_root: str | Path | None = None, *, reader: str
+) -> list[str]:
     """`source` (a local folder or .zip, an http(s) URL of a .zip, or kaggle:<owner>/<dataset>)
     into raw_dir in the raw layout, with the download stage's checks; returns its classes.
     `what` names the source in messages (the setting or argument that gave it), `reader`

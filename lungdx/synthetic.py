@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,6 +35,9 @@ from . import portable_math as pm
 from .images import write_png
 from .opencv import cv2
 from .workers import cpu_count, map_in_workers
+
+if TYPE_CHECKING:
+    from .workers import Progress
 
 CLASSES = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
 MARKER_TEXTS = ("R", "L")
@@ -87,18 +91,35 @@ def _rotation(center, degrees, scale):
     return np.array([[alpha, beta, (1 - alpha) * cx - beta * cy], [-beta, alpha, beta * cx + (1 - alpha) * cy]])
 
 
-def _anatomy(rng, s):
-    """Return (image, lung_mask, lungs) of one random thorax; lungs holds each lung's geometry."""
+def _anatomy(rng: np.random.Generator, s: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """Return (image, lung_mask, lungs) of one random thorax; lungs holds each lung's geometry.
+    Each part draws from `rng` in turn, in this order: the same seed, the same thorax."""
     img = np.full((s, s), 0.05, np.float32)
-    # Thorax and shoulders: soft tissue.
+    body, tissue = _thorax(rng, s)
+    img += tissue
+    lungs, lung_mask, fields = _lung_fields(rng, s)
+    img -= fields
+    soft, dense = _heart_and_mediastinum(rng, s)
+    img += dense
+    lung_mask = lung_mask * (1 - soft)  # like Kaggle's masks: the heart shadow is not lung
+    img += _spine(rng, s)
+    img += _ribs_and_clavicles(rng, s, body)
+    return img, (lung_mask > 0.5).astype(np.float32), lungs
+
+
+def _thorax(rng: np.random.Generator, s: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the body's outline, the brightness its soft tissue adds): thorax, shoulders and neck."""
     body = _ellipse(s, (s * rng.uniform(0.48, 0.52), s * 0.60), (s * rng.uniform(0.40, 0.46), s * 0.58))
     shoulders = _ellipse(s, (s * 0.5, s * 0.22), (s * 0.50, s * 0.14))
     neck = np.zeros((s, s), np.float32)
     cv2.rectangle(neck, (int(s * 0.40), 0), (int(s * 0.60), int(s * 0.2)), 1, -1)
     tissue = np.clip(body + shoulders + neck, 0, 1)
-    img += _blur(tissue, s * 0.02) * rng.uniform(0.40, 0.50)
+    return body, _blur(tissue, s * 0.02) * rng.uniform(0.40, 0.50)
 
-    # Lungs: two dark fields. Image left is the patient's right lung.
+
+def _lung_fields(rng: np.random.Generator, s: int) -> tuple[list[dict], np.ndarray, np.ndarray]:
+    """(each lung's geometry, their mask, the brightness they take away): two dark fields. Image
+    left is the patient's right lung."""
     cy = s * rng.uniform(0.45, 0.50)
     ay = s * rng.uniform(0.22, 0.27)
     lungs, lung_mask = [], np.zeros((s, s), np.float32)
@@ -110,9 +131,12 @@ def _anatomy(rng, s):
         m = _ellipse(s, c, a, angle=side * rng.uniform(2, 8))
         lungs.append({"side": side, "center": c, "axes": a})
         lung_mask = np.maximum(lung_mask, m)
-    img -= _blur(lung_mask, s * 0.012) * rng.uniform(0.24, 0.32)
+    return lungs, lung_mask, _blur(lung_mask, s * 0.012) * rng.uniform(0.24, 0.32)
 
-    # Heart (patient's left = image right) and mediastinum: dense, overlap the lungs.
+
+def _heart_and_mediastinum(rng: np.random.Generator, s: int) -> tuple[np.ndarray, np.ndarray]:
+    """(their shape, the brightness they add): heart (patient's left = image right) and
+    mediastinum, dense, overlapping the lungs."""
     heart = _ellipse(
         s,
         (s * rng.uniform(0.53, 0.58), s * rng.uniform(0.60, 0.66)),
@@ -122,18 +146,22 @@ def _anatomy(rng, s):
     mediastinum = np.zeros((s, s), np.float32)
     cv2.rectangle(mediastinum, (int(s * 0.45), int(s * 0.15)), (int(s * 0.55), int(s * 0.8)), 1, -1)
     soft = np.clip(heart + mediastinum, 0, 1)
-    img += _blur(soft, s * 0.015) * rng.uniform(0.25, 0.32)
-    lung_mask = lung_mask * (1 - soft)  # like Kaggle's masks: the heart shadow is not lung
+    return soft, _blur(soft, s * 0.015) * rng.uniform(0.25, 0.32)
 
-    # Spine: vertebrae stacked down the midline.
+
+def _spine(rng: np.random.Generator, s: int) -> np.ndarray:
+    """The brightness the spine adds: vertebrae stacked down the midline."""
     spine = np.zeros((s, s), np.float32)
     y, h = s * 0.05, s * 0.035
     while y < s * 0.95:
         cv2.rectangle(spine, (int(s * 0.47), int(y)), (int(s * 0.53), int(y + h)), 1, -1)
         y += h * rng.uniform(1.25, 1.4)
-    img += _blur(spine, 1.0) * 0.08
+    return _blur(spine, 1.0) * 0.08
 
-    # Ribs: curved bands across each hemithorax, and clavicles on top.
+
+def _ribs_and_clavicles(rng: np.random.Generator, s: int, body: np.ndarray) -> np.ndarray:
+    """The brightness the bones add: ribs, curved bands across each hemithorax (inside the
+    `body`), and clavicles on top."""
     ribs = np.zeros((s, s), np.float32)
     thick = max(1, int(s * 0.012))
     n_ribs = int(rng.integers(8, 11))
@@ -150,8 +178,7 @@ def _anatomy(rng, s):
         p0 = (int(s * (0.5 + side * 0.05)), int(s * rng.uniform(0.20, 0.23)))
         p1 = (int(s * (0.5 + side * rng.uniform(0.28, 0.34))), int(s * rng.uniform(0.14, 0.18)))
         cv2.line(clav, p0, p1, 1, max(2, int(s * 0.02)), lineType=cv2.LINE_AA)
-    img += _blur(ribs * body, 1.2) * rng.uniform(0.08, 0.13) + _blur(clav, 1.5) * 0.18
-    return img, (lung_mask > 0.5).astype(np.float32), lungs
+    return _blur(ribs * body, 1.2) * rng.uniform(0.08, 0.13) + _blur(clav, 1.5) * 0.18
 
 
 def _finding(cls, rng, s, lungs, lung_mask):
@@ -196,7 +223,7 @@ def _finding(cls, rng, s, lungs, lung_mask):
     return layer * _blur(lung_mask, 1.5)
 
 
-def generate_image(seed: int, cls: str, index: int, size: int = 256):
+def generate_image(seed: int, cls: str, index: int, size: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One synthetic X-ray: (image uint8, lung mask uint8 0/255, lesion mask uint8 0/255)."""
     rng = np.random.default_rng([seed, CLASSES.index(cls), index])
     s = size
@@ -204,22 +231,36 @@ def generate_image(seed: int, cls: str, index: int, size: int = 256):
     layer = _finding(cls, rng, s, lungs, lung_mask)
     img += layer
     lesion = ((layer > 0.25 * layer.max()) if layer.max() > 0 else np.zeros_like(layer, bool)).astype(np.float32)
+    img, lung_mask, lesion = _positioned(rng, s, img, lung_mask, lesion)
+    out = _exposed(rng, s, img)
+    _burn_in_markers(rng, s, out)
+    return out, (lung_mask > 0.5).astype(np.uint8) * 255, (lesion > 0.5).astype(np.uint8) * 255
 
-    # Slight rotation, scale and shift of the whole radiograph (patient positioning).
+
+def _positioned(
+    rng: np.random.Generator, s: int, img: np.ndarray, lung_mask: np.ndarray, lesion: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Slight rotation, scale and shift of the whole radiograph (patient positioning), its masks
+    moved with it."""
     m = _rotation((s / 2, s / 2), rng.uniform(-7, 7), rng.uniform(0.88, 1.08))
     m[:, 2] += rng.uniform(-0.07, 0.07, 2) * s
     img = cv2.warpAffine(img, m, (s, s), flags=cv2.INTER_LINEAR, borderValue=0.05)
     lung_mask = cv2.warpAffine(lung_mask, m, (s, s), flags=cv2.INTER_NEAREST)
     lesion = cv2.warpAffine(lesion, m, (s, s), flags=cv2.INTER_NEAREST)
+    return img, lung_mask, lesion
 
-    # Exposure: gamma, then a class-independent target mean and contrast.
+
+def _exposed(rng: np.random.Generator, s: int, img: np.ndarray) -> np.ndarray:
+    """The film, uint8: gamma, then a class-independent target mean and contrast, noise, blur."""
     img = pm.power(np.clip(img, 0, 1), rng.uniform(0.8, 1.25)).astype(np.float32)
     img = (img - img.mean()) / (img.std() + 1e-6) * rng.uniform(0.16, 0.22) + rng.uniform(0.38, 0.50)
     img += rng.standard_normal((s, s)).astype(np.float32) * rng.uniform(0.01, 0.03)
     img = _blur(img, rng.uniform(0.3, 0.8))
-    out = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+    return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
 
-    # Burned-in markers, independent of the class (as on real films).
+
+def _burn_in_markers(rng: np.random.Generator, s: int, out: np.ndarray) -> None:
+    """Burned-in markers on the film `out`, independent of the class (as on real films)."""
     font, scale = cv2.FONT_HERSHEY_SIMPLEX, s / 320
     corner = int(rng.integers(0, 2))
     x = int(s * (0.05 if corner == 0 else 0.85))
@@ -236,7 +277,6 @@ def generate_image(seed: int, cls: str, index: int, size: int = 256):
     if rng.random() < 0.5:
         text = SCANNER_TEXTS[int(rng.integers(0, len(SCANNER_TEXTS)))]
         cv2.putText(out, text, (int(s * 0.05), int(s * 0.95)), font, scale * 0.6, 230, 1, cv2.LINE_AA)
-    return out, (lung_mask > 0.5).astype(np.uint8) * 255, (lesion > 0.5).astype(np.uint8) * 255
 
 
 def _write_one(args):
@@ -248,7 +288,12 @@ def _write_one(args):
 
 
 def generate_dataset(
-    out_dir: str | os.PathLike, per_class: int, seed: int, size: int, workers: int | None = None, progress=None
+    out_dir: str | os.PathLike,
+    per_class: int,
+    seed: int,
+    size: int,
+    workers: int | None = None,
+    progress: Progress | None = None,
 ) -> int:
     """Write per_class images of each class in the Kaggle layout under out_dir (each with its lung
     and lesion mask); returns how many files."""

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from typing import Any, TypeVar
+
+Job = TypeVar("Job")
+Result = TypeVar("Result")
+# How a stage shows its progress (lungdx.console.progress): progress(iterable, total=, desc=), an
+# iterable of the same items; a stage called without one shows none.
+Progress = Callable[..., Iterable[Any]]
 
 
 def cpu_count() -> int:
@@ -24,7 +32,7 @@ def _ignore_interrupts() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def map_in_workers(fn, jobs: list, workers: int, chunksize: int = 1):
+def map_in_workers(fn: Callable[[Job], Result], jobs: list[Job], workers: int, chunksize: int = 1) -> Iterator[Result]:
     """fn over jobs, results in order; in `workers` processes, or in this one when workers is 1."""
     if workers <= 1:
         yield from map(fn, jobs)
