@@ -84,7 +84,7 @@ def imported_modules(root: Path, path: Path) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     here = _dotted_name(root, path)
     package = here if path.name == "__init__.py" else here.rpartition(".")[0]
-    found = set()
+    found: set[str] = set()
     for node in runtime_nodes(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
