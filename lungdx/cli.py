@@ -18,18 +18,40 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .console import configure_logging
 from .errors import LungdxError
+from .readable import interval, p_value, score, score_with_interval
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]  # what add_subparsers returns
 
 DEFAULT_MODEL = Path("models/model.keras")  # where `dvc repro train` writes it, from the project's folder
 log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    # -v/-q are taken before or after the command; SUPPRESS keeps a command's parser from
-    # overwriting what was given before it with its own default
+    shared = _shared_options()
+    parser = argparse.ArgumentParser(
+        prog="lungdx",
+        parents=[shared],
+        description="Classify chest X-rays with a model trained by the lungdx "
+        "pipeline (the pipeline itself runs with: dvc repro).",
+    )
+    parser.add_argument("--version", action="version", version=f"lungdx {__version__}")
+    commands = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND", required=True)
+    for add in (_add_predict, _add_external, _add_compare, _add_verify, _add_info):
+        add(commands, shared)
+    return parser
+
+
+def _shared_options() -> argparse.ArgumentParser:
+    """-v/-q, taken before or after the command; SUPPRESS keeps a command's parser from
+    overwriting what was given before it with its own default."""
     shared = argparse.ArgumentParser(add_help=False)
     shared.add_argument(
         "-v",
@@ -45,15 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="no progress bars (as LUNGDX_PROGRESS=0 does)",
     )
-    parser = argparse.ArgumentParser(
-        prog="lungdx",
-        parents=[shared],
-        description="Classify chest X-rays with a model trained by the lungdx "
-        "pipeline (the pipeline itself runs with: dvc repro).",
-    )
-    parser.add_argument("--version", action="version", version=f"lungdx {__version__}")
-    commands = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND", required=True)
+    return shared
 
+
+def _add_predict(commands: Subcommands, shared: argparse.ArgumentParser) -> None:
     predict = commands.add_parser(
         "predict",
         parents=[shared],
@@ -85,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
     predict.set_defaults(run=run_predict)
 
+
+def _add_external(commands: Subcommands, shared: argparse.ArgumentParser) -> None:
     external = commands.add_parser(
         "external",
         parents=[shared],
@@ -123,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     external.add_argument("--json", action="store_true", help="print the details as JSON instead of text")
     external.set_defaults(run=run_external)
 
+
+def _add_compare(commands: Subcommands, shared: argparse.ArgumentParser) -> None:
     compare = commands.add_parser(
         "compare",
         parents=[shared],
@@ -147,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--json", action="store_true", help="print JSON instead of text")
     compare.set_defaults(run=run_compare)
 
+
+def _add_verify(commands: Subcommands, shared: argparse.ArgumentParser) -> None:
     verify = commands.add_parser(
         "verify",
         parents=[shared],
@@ -172,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--keep", action="store_true", help="keep the scratch clone, and say where it is")
     verify.set_defaults(run=run_verify)
 
+
+def _add_info(commands: Subcommands, shared: argparse.ArgumentParser) -> None:
     info = commands.add_parser(
         "info",
         parents=[shared],
@@ -183,10 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("model", type=Path, metavar="MODEL", help="a .keras file saved by lungdx")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     info.set_defaults(run=run_info)
-    return parser
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(verbose=getattr(args, "verbose", False))
     if getattr(args, "quiet", False):
@@ -204,7 +228,7 @@ def main(argv=None) -> int:
         return 1
 
 
-def run_verify(args) -> int:
+def run_verify(args: argparse.Namespace) -> int:
     from .verify import report, verify
 
     try:
@@ -223,7 +247,7 @@ def run_verify(args) -> int:
     return 0 if all(check.identical for check in checks) else 1
 
 
-def shown(text) -> str:
+def shown(text: object) -> str:
     """`text` for a terminal line: control characters (a newline or an escape sequence in a
     file or class name) written as escapes, so a name cannot forge or split a line."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
@@ -242,7 +266,7 @@ def model_path(given: Path | None) -> Path:
     return DEFAULT_MODEL
 
 
-def run_predict(args) -> int:
+def run_predict(args: argparse.Namespace) -> int:
     from .predict import predict_files
 
     results = predict_files(args.images, model_path(args.model), args.gradcam, args.mask)
@@ -253,21 +277,27 @@ def run_predict(args) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
     elif good:
-        classes = list(good[0]["probabilities"])
-        width = max(len(shown(r["path"])) for r in good)
-        lungs = any("lungs" in r for r in good)  # lung focus: which lungs each image was cut to
-        print(
-            f"{'image':<{width}}  {'predicted':<16}"
-            + "".join(f"{shown(c):>17}" for c in classes)
-            + ("  lungs" if lungs else "")
-        )
-        for r in good:
-            print(
-                f"{shown(r['path']):<{width}}  {shown(r['predicted']):<16}"
-                + "".join(f"{r['probabilities'][c]:>17.4f}" for c in classes)
-                + (f"  {r['lungs']}" if lungs else "")
-            )
+        print("\n".join(_predictions_table(good)))
     return 1 if len(good) < len(results) else 0
+
+
+def _predictions_table(good: list[dict]) -> list[str]:
+    """predict's table: a header, then per image its predicted class and each class's probability."""
+    classes = list(good[0]["probabilities"])
+    width = max(len(shown(r["path"])) for r in good)
+    lungs = any("lungs" in r for r in good)  # lung focus: which lungs each image was cut to
+    lines = [
+        f"{'image':<{width}}  {'predicted':<16}"
+        + "".join(f"{shown(c):>17}" for c in classes)
+        + ("  lungs" if lungs else "")
+    ]
+    for r in good:
+        lines.append(
+            f"{shown(r['path']):<{width}}  {shown(r['predicted']):<16}"
+            + "".join(f"{score(r['probabilities'][c]):>17}" for c in classes)
+            + (f"  {r['lungs']}" if lungs else "")
+        )
+    return lines
 
 
 def output_folder(folder: Path, source: str) -> Path:
@@ -286,7 +316,7 @@ def output_folder(folder: Path, source: str) -> Path:
     return folder
 
 
-def run_external(args) -> int:
+def run_external(args: argparse.Namespace) -> int:
     from .console import progress
     from .external import evaluate_external
 
@@ -302,36 +332,37 @@ def run_external(args) -> int:
         layer=args.layer,
         progress=progress,
     )
-    if args.json:
-        print(json.dumps(found, indent=2))
-        return 0
+    print(json.dumps(found, indent=2) if args.json else "\n".join(_external_text(args.source, found)))
+    return 0
 
-    def with_ci(key):
-        ci = found.get(f"{key}_ci", {})
-        return f"{found[key]:.3f} [{ci.get('lower', float('nan')):.3f}, {ci.get('upper', float('nan')):.3f}]"
 
-    print(
-        f"{shown(args.source)}: {found['n_images']} images of {', '.join(map(shown, found['classes_scored']))} "
-        f"scored ({len(found['skipped'])} files not scored)"
-    )
-    print(f"  accuracy          {with_ci('accuracy')}")
+def _external_text(source: str, found: dict) -> list[str]:
+    """`lungdx external`'s lines for people: each score with its interval, then the Grad-CAM checks."""
+
+    def with_ci(key: str) -> str:
+        return score_with_interval(found[key], found.get(f"{key}_ci"))
+
+    lines = [
+        f"{shown(source)}: {found['n_images']} images of {', '.join(map(shown, found['classes_scored']))} "
+        f"scored ({len(found['skipped'])} files not scored)",
+        f"  accuracy          {with_ci('accuracy')}",
+    ]
     if "f1_macro" in found:
-        print(f"  macro F1          {with_ci('f1_macro')}")
-    print(f"  calibration error {found['ece']:.3f} (ECE)")
+        lines.append(f"  macro F1          {with_ci('f1_macro')}")
+    lines.append(f"  calibration error {score(found['ece'])} (ECE)")
     for cls, row in found["per_class"].items():
-        ci = row["sensitivity_ci"]
-        print(
-            f"  sensitivity {shown(cls):<17} {row['sensitivity']:.3f} [{ci['lower']:.3f}, {ci['upper']:.3f}] "
+        lines.append(
+            f"  sensitivity {shown(cls):<17} {score_with_interval(row['sensitivity'], row['sensitivity_ci'])} "
             f"of {row['n']}"
         )
     if "lung_energy_share" in found:
-        print(
+        lines.append(
             f"  Grad-CAM energy inside the lungs {with_ci('lung_energy_share')}; the lungs cover "
-            f"{found['lung_energy_chance']:.3f} of the image"
+            f"{score(found['lung_energy_chance'])} of the image"
         )
     if "pointing_game" in found:
-        print(f"  pointing game {found['pointing_game']:.3f} (chance {found['pointing_chance']:.3f})")
-    return 0
+        lines.append(f"  pointing game {score(found['pointing_game'])} (chance {score(found['pointing_chance'])})")
+    return lines
 
 
 def bootstrap_seed(given: int | None) -> int:
@@ -346,7 +377,7 @@ def bootstrap_seed(given: int | None) -> int:
     return 0 if seed is None else seed
 
 
-def run_compare(args) -> int:
+def run_compare(args: argparse.Namespace) -> int:
     from .compare import ALPHA, compare, read_predictions
 
     found = compare(
@@ -356,18 +387,17 @@ def run_compare(args) -> int:
         print(json.dumps({"a": args.a, "b": args.b, **found}, indent=2))
         return 0
     print(f"A: {shown(args.a)}\nB: {shown(args.b)}\n{found['n_images']} test images, the same in both\n")
-    print(f"{'':<10}{'A':>8}{'B':>8}{'B - A':>9}  {'95% interval':<18}{'p':>7}")
+    print(f"{'':<10}{'A':>8}{'B':>8}{'B - A':>9}  {'95% interval':<18}p-value")
     for key, label in (("accuracy", "accuracy"), ("f1_macro", "macro F1")):
         r = found[key]
         print(
-            f"{label:<10}{r['a']:>8.3f}{r['b']:>8.3f}{r['difference']:>+9.3f}  "
-            f"[{r['lower']:+.3f}, {r['upper']:+.3f}]  {r['p_value']:>7.3f}"
+            f"{label:<10}{score(r['a']):>8}{score(r['b']):>8}{score(r['difference'], signed=True):>9}  "
+            f"{interval(r['lower'], r['upper'], signed=True):<18}{p_value(r['p_value'])}"
         )
     m = found["mcnemar"]
     print(
         f"\nMcNemar (exact): A right and B wrong on {m['b10']} image{'s' * (m['b10'] != 1)}, A wrong and B "
-        f"right on {m['b01']}: "
-        f"p {'< 1e-300' if m['p_value'] < 1e-300 else '= ' + format(m['p_value'], '.3g')}"
+        f"right on {m['b01']}: {p_value(m['p_value'])}"
     )
     verdict = (
         "B's accuracy differs from A's beyond chance" if found["differs"] else "no difference in accuracy beyond chance"
@@ -376,7 +406,7 @@ def run_compare(args) -> int:
     return 0
 
 
-def run_info(args) -> int:
+def run_info(args: argparse.Namespace) -> int:
     from .atomic import human_bytes
     from .model_file import read_info  # reads the file's metadata only: no TensorFlow start-up
 
@@ -421,5 +451,5 @@ def segmenter_text(segmenter: dict) -> str:
     dice = segmenter.get("test_dice")
     return (
         f"U-Net at {segmenter['image_size']}x{segmenter['image_size']} px, learned from "
-        f"{segmenter['learned_from']}" + ("" if dice is None else f", test Dice {dice:.3f}")
+        f"{segmenter['learned_from']}" + ("" if dice is None else f", test Dice {score(dice)}")
     )

@@ -67,7 +67,7 @@ def read_predictions(which: str, repo: str | Path = ".") -> pd.DataFrame:
     return table
 
 
-def _read_at_revision(rev: str, repo) -> bytes:
+def _read_at_revision(rev: str, repo: str | Path) -> bytes:
     """PREDICTIONS at a git revision or a dvc experiment name, read by dvc (from its cache)."""
     import dvc.api
     from dvc.exceptions import DvcException
@@ -102,7 +102,9 @@ def _read_at_revision(rev: str, repo) -> bytes:
     )
 
 
-def paired(a: pd.DataFrame, b: pd.DataFrame, names=("A", "B")) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
+def paired(
+    a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str] = ("A", "B")
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """(y_true, pred_a, pred_b, classes) over the same test images in the same order; refuses two
     tables of different images or labels: then the runs used different test splits."""
     only_a, only_b = set(a["path"]) - set(b["path"]), set(b["path"]) - set(a["path"])
@@ -129,20 +131,23 @@ def paired(a: pd.DataFrame, b: pd.DataFrame, names=("A", "B")) -> tuple[np.ndarr
     )
 
 
-def compare(a: pd.DataFrame, b: pd.DataFrame, seed: int = 0, resamples: int = RESAMPLES, names=("A", "B")) -> dict:
+def compare(
+    a: pd.DataFrame, b: pd.DataFrame, seed: int = 0, resamples: int = RESAMPLES, names: tuple[str, str] = ("A", "B")
+) -> dict:
     """B against A on the same test images: each one's accuracy and macro F1, the differences
     B - A with paired bootstrap intervals and p-values, and McNemar's exact test."""
     y_true, pred_a, pred_b, classes = paired(a, b, names)
     k = len(classes)
 
-    def f1(t, p):
+    def f1(t: np.ndarray, p: np.ndarray) -> np.ndarray:
         return f1_macro(t, p, k)
 
-    out = {"n_images": int(len(y_true)), "classes": classes}
+    out: dict[str, object] = {"n_images": int(len(y_true)), "classes": classes}
     for name, statistic in (("accuracy", accuracy), ("f1_macro", f1)):
         diff = paired_bootstrap(y_true, pred_a, pred_b, statistic, resamples, seed=seed)
         out[name] = {"a": float(statistic(y_true, pred_a)), "b": float(statistic(y_true, pred_b)), **diff}
-    out["mcnemar"] = mcnemar(pred_a == y_true, pred_b == y_true)
-    out["differs"] = bool(out["mcnemar"]["p_value"] < ALPHA)
+    test = mcnemar(pred_a == y_true, pred_b == y_true)
+    out["mcnemar"] = test
+    out["differs"] = bool(test["p_value"] < ALPHA)
     out["bootstrap"] = {"resamples": resamples, "seed": seed, "level": LEVEL}
     return out

@@ -20,8 +20,14 @@ import os
 import sys
 import tempfile
 import time
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import LungdxError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+T = TypeVar("T")
 
 PREFIXES = {
     logging.DEBUG: "debug",
@@ -63,7 +69,7 @@ def configure_logging(verbose: bool = False) -> None:
     logger.propagate = False  # a root handler set up by someone else would print every line twice
 
 
-def progress(iterable, total=None, desc=None):
+def progress(iterable: Iterable[T], total: int | None = None, desc: str | None = None) -> Iterable[T]:
     """A tqdm bar on stderr, quiet in CI logs (LUNGDX_PROGRESS=0 turns it off)."""
     from tqdm import tqdm
 
@@ -96,7 +102,7 @@ def _hidden_text(captured) -> str:
 tensorflow_start_seconds = 0.0  # how long import_tensorflow took in this process (0: not called)
 
 
-def import_tensorflow():
+def import_tensorflow() -> Any:
     """The tensorflow module, imported with its devices ready; call it before the first
     `import keras` or `import tensorflow` of a run.
 
@@ -108,36 +114,42 @@ def import_tensorflow():
     (an abort for a CPU without AVX, a segfault) cannot be shown: LUNGDX_VERBOSE=1 (or lungdx -v)
     hides nothing. Verbose: nothing is hidden.
     """
-    global _tensorflow
+    global _tensorflow, tensorflow_start_seconds
     if _tensorflow is None:
         start = time.perf_counter()
-        with contextlib.nullcontext() if _verbose else _stderr_fd_captured() as captured:
-            try:
-                # TensorFlow's BFC allocator on the CPU keeps the memory it frees for the next
-                # batch; the default returned it to the system, and touching it again page-faulted
-                # (a third of the default CNN's training time was system time: docs/performance.md).
-                os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
-                import tensorflow as tf
-
-                devices = tf.config.list_physical_devices()
-                tf.constant(0)  # the first op sets the devices up: the second burst of lines
-                failure = None
-            except Exception as exc:  # noqa: BLE001 - any failure to start is reported the same way
-                failure = exc
-        if failure is not None:
-            hidden = _hidden_text(captured) if captured is not None else ""
-            if hidden:
-                print(hidden, file=sys.stderr)
-            raise LungdxError(
-                f"TensorFlow could not start ({type(failure).__name__}: {failure}); reinstall the "
-                "pinned versions (pip install -e .); LUNGDX_VERBOSE=1 (or lungdx -v) shows all of "
-                "its messages"
-            ) from failure
+        tf, devices = _start_tensorflow()
         _tensorflow = tf
-        global tensorflow_start_seconds
         tensorflow_start_seconds = time.perf_counter() - start
         logging.getLogger(__name__).debug(
             f"TensorFlow {tf.__version__} ready in {tensorflow_start_seconds:.1f} s on "
             + ", ".join(d.name.removeprefix("/physical_device:") for d in devices)
         )
     return _tensorflow
+
+
+def _start_tensorflow() -> tuple[Any, list]:
+    """(tensorflow, its physical devices), its start-up lines hidden unless verbose; if it fails,
+    what it wrote is shown and a LungdxError says what failed."""
+    with contextlib.nullcontext() if _verbose else _stderr_fd_captured() as captured:
+        try:
+            # TensorFlow's BFC allocator on the CPU keeps the memory it frees for the next
+            # batch; the default returned it to the system, and touching it again page-faulted
+            # (a third of the default CNN's training time was system time: docs/performance.md).
+            os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+            import tensorflow as tf
+
+            devices = tf.config.list_physical_devices()
+            tf.constant(0)  # the first op sets the devices up: the second burst of lines
+            failure = None
+        except Exception as exc:  # noqa: BLE001 - any failure to start is reported the same way
+            failure = exc
+    if failure is not None:
+        hidden = _hidden_text(captured) if captured is not None else ""
+        if hidden:
+            print(hidden, file=sys.stderr)
+        raise LungdxError(
+            f"TensorFlow could not start ({type(failure).__name__}: {failure}); reinstall the "
+            "pinned versions (pip install -e .); LUNGDX_VERBOSE=1 (or lungdx -v) shows all of "
+            "its messages"
+        ) from failure
+    return tf, devices

@@ -26,6 +26,7 @@ metrics/plots/reliability.csv     the reliability diagram: curve, bin, confidenc
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -38,8 +39,19 @@ from .model_file import load_model
 from .splits import load_manifest
 from .stats import ECE_BINS, expected_calibration_error, reliability_table
 
+if TYPE_CHECKING:
+    import keras
 
-def predict_split(model, images: np.ndarray, features_dir, split: str, model_path=None) -> np.ndarray:
+    from .params import EvaluateSettings
+
+
+def predict_split(
+    model: keras.Model,
+    images: np.ndarray,
+    features_dir: str | Path,
+    split: str,
+    model_path: str | Path | None = None,
+) -> np.ndarray:
     """The model's probabilities on a prepared split; for a VGG19 whose frozen base computed the
     cached features, its head on those features: the same numbers, one pass of the base fewer.
     Outputs that are not finite are a LungdxError naming model_path (see arrays.predict)."""
@@ -100,7 +112,7 @@ def reliability_plot_table(y_true: np.ndarray, probs: np.ndarray, bins: int = EC
     return pd.concat([points, diagonal], ignore_index=True)
 
 
-def write_plots(out_dir: Path, y_true, probs, classes, paths) -> None:
+def write_plots(out_dir: Path, y_true: np.ndarray, probs: np.ndarray, classes: list[str], paths: list[str]) -> None:
     """predictions.csv for the confusion matrix, roc.csv: the ROC curves of all classes, and
     reliability.csv: the reliability diagram."""
     with atomic_dir(out_dir) as tmp:
@@ -115,7 +127,7 @@ def write_plots(out_dir: Path, y_true, probs, classes, paths) -> None:
 
 
 def evaluate(
-    settings,
+    settings: EvaluateSettings,
     model_path: str | Path,
     prepared_dir: str | Path,
     manifest: str | Path,
@@ -124,8 +136,8 @@ def evaluate(
     plots_dir: str | Path,
     features_dir: str | Path,
 ) -> dict:
-    """The evaluate stage; returns the details (headline numbers first). The seed of `settings` (a
-    params.EvaluateSettings) draws the bootstrap resamples of the intervals."""
+    """The evaluate stage; returns the details (headline numbers first). The seed of `settings`
+    draws the bootstrap resamples of the intervals."""
     model, info = load_model(model_path)
     images, y_true = scored_test_split(model_path, info, prepared_dir)
     probs = predict_split(model, images, features_dir, "test", model_path)

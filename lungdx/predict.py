@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from .console import progress
 from .errors import LungdxError
 from .images import WHOLE, UnreadableImage, prepare_image, read_gray, write_png
 from .model_file import load_model, load_segmenter, read_info
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
 
 BATCH = 32
 log = logging.getLogger(__name__)
@@ -44,7 +48,7 @@ def predict_files(
     segmenter = load_segmenter(model_path, info) if lung_mask != "none" and None in mask_paths else None
     classes = info["classes"]
     log.debug(f"{model_path}: {info['architecture']} for {info['image_size']}px images, classes {classes}")
-    results = [{"path": str(path)} for path in paths]
+    results: list[dict] = [{"path": str(path)} for path in paths]
     cam, names = None, overlay_names(paths, gradcam_dir) if gradcam_dir is not None else {}
     for indices, images, lungs in readable_batches(
         paths, info["image_size"], results, lung_mask, mask_paths, segmenter
@@ -52,7 +56,7 @@ def predict_files(
         if gradcam_dir is None:
             probs = predict(model, images, source=model_path)  # nan or inf: a LungdxError, never printed
         else:
-            from .heatmaps import PREDICTED, GradCam, draw_outline, overlay
+            from .heatmaps import PREDICTED, GradCam
 
             cam = cam or GradCam(model)
             # One pass: the probabilities and the predicted class's heatmap.
@@ -63,19 +67,25 @@ def predict_files(
             results[i]["probabilities"] = {c: round(float(v), 6) for c, v in zip(classes, p, strict=True)}
         if gradcam_dir is not None:
             for i, image, heatmap, lung in zip(indices, images, heatmaps, lungs, strict=True):
-                out = names[i]
-                picture = overlay(image, heatmap)  # upsamples the heatmap to the image
-                picture = picture if lung is None else draw_outline(picture, lung)  # the lungs it was cut to
-                try:
-                    with atomic_path(out, suffix=".png") as tmp:  # Ctrl-C or a full disk: no half-written PNG
-                        write_png(tmp, picture)
-                except OSError as exc:
-                    raise LungdxError(f"cannot write the Grad-CAM overlay {out}: {exc.strerror or exc}") from exc
-                results[i]["gradcam"] = str(out)
+                results[i]["gradcam"] = str(_write_overlay(names[i], image, heatmap, lung))
     return results
 
 
-def overlay_folder(folder) -> Path:
+def _write_overlay(out: Path, image: np.ndarray, heatmap: np.ndarray, lung: np.ndarray | None) -> Path:
+    """One Grad-CAM overlay PNG at `out`, the outline of the lungs the image was cut to drawn on it."""
+    from .heatmaps import draw_outline, overlay
+
+    picture = overlay(image, heatmap)  # upsamples the heatmap to the image
+    picture = picture if lung is None else draw_outline(picture, lung)  # the lungs it was cut to
+    try:
+        with atomic_path(out, suffix=".png") as tmp:  # Ctrl-C or a full disk: no half-written PNG
+            write_png(tmp, picture)
+    except OSError as exc:
+        raise LungdxError(f"cannot write the Grad-CAM overlay {out}: {exc.strerror or exc}") from exc
+    return out
+
+
+def overlay_folder(folder: str | Path) -> Path:
     """The Grad-CAM output folder, created if needed; a LungdxError naming it if it cannot be."""
     folder = Path(folder)
     try:
@@ -102,8 +112,8 @@ def overlay_names(paths: list[Path], folder: Path) -> dict[int, Path]:
 
 
 def lung_mask_paths(
-    paths: list[Path], masks: Path | None, lung_mask: str, model_path, has_segmenter: bool = False
-) -> list[Path | None]:
+    paths: list[Path], masks: Path | None, lung_mask: str, model_path: str | Path, has_segmenter: bool = False
+) -> Sequence[Path | None]:
     """Each image's lung mask file (None where the model takes whole X-rays, or where its
     segmenter draws them): `masks` is one mask file for a single image, or a folder of masks with
     the images' file names."""
@@ -120,6 +130,12 @@ def lung_mask_paths(
             "--mask FOLDER (masks named as the images), or retrain it with dvc repro (the segment "
             "stage puts a segmenter inside the model)"
         )
+    return _given_masks(paths, masks)
+
+
+def _given_masks(paths: list[Path], masks: Path) -> list[Path]:
+    """Each image's mask from --mask: in the folder `masks` by the image's file name, or the file
+    `masks` for a single image; never an image itself."""
     if Path(masks).is_dir():
         found = [Path(masks) / Path(p).name for p in paths]
         by_name: dict[str, str] = {}
@@ -152,9 +168,9 @@ def readable_batches(
     size: int,
     results: list[dict],
     lung_mask: str = "none",
-    mask_paths: list | None = None,
-    segmenter=None,
-):
+    mask_paths: Sequence[Path | None] | None = None,
+    segmenter: Any = None,
+) -> Iterator[tuple[list[int], np.ndarray, list[np.ndarray | None]]]:
     """(indices into paths, images, the lung masks they were cut to or None) of up to BATCH readable
     files at a time, as the model takes them; an unreadable file (or lung mask) gets its reason in
     results[i]["error"] instead."""

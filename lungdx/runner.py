@@ -35,6 +35,7 @@ import stat
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn, ParamSpec, TypeVar
 
 from . import console
 from .atomic import human_bytes
@@ -42,7 +43,13 @@ from .console import configure_logging
 from .errors import DiskFull, LungdxError
 from .pipeline import pipeline_outputs
 
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from types import FrameType
+
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def stage_outputs(name: str) -> list[str]:
@@ -73,7 +80,7 @@ def _remove_this_runs(outputs: dict) -> None:
                 Path(path).unlink(missing_ok=True)
 
 
-def outputs_now(outputs) -> str:
+def outputs_now(outputs: Sequence[str]) -> str:
     """Which outputs exist, in words (run after _remove_this_runs: what exists is as before)."""
     present = [o for o in outputs if os.path.lexists(o)]
     absent = [o for o in outputs if o not in present]
@@ -83,7 +90,7 @@ def outputs_now(outputs) -> str:
     return "; ".join(parts) or "none declared"
 
 
-def disk_full_cause(exc: BaseException) -> OSError | None:
+def disk_full_cause(exc: BaseException | None) -> OSError | None:
     """The ENOSPC/EDQUOT OSError behind `exc`, following the chain libraries wrap it in."""
     seen = set()
     while exc is not None and id(exc) not in seen:
@@ -124,7 +131,7 @@ def disk_full_message(name: str, exc: OSError, outputs: list[str]) -> str:
     )
 
 
-def _interrupt_once(signum, frame):
+def _interrupt_once(signum: int, frame: FrameType | None) -> NoReturn:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
     raise KeyboardInterrupt
 
@@ -172,12 +179,12 @@ def _record_timing(name: str, seconds: float) -> None:
         )
 
 
-def stage(main):
+def stage(main: Callable[P, R]) -> Callable[P, R]:
     """Run a stage's main(); any way it stops early ends in one readable line (see module doc)."""
     name = Path(main.__code__.co_filename).stem  # stages/<name>.py: the stage's name in dvc.yaml
 
     @functools.wraps(main)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         configure_logging()  # verbose from LUNGDX_VERBOSE
         outputs = stage_outputs(name)
         before = {out: _identity(out) for out in outputs}
@@ -186,34 +193,36 @@ def stage(main):
         start = time.perf_counter()
         try:
             result = main(*args, **kwargs)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Exception) as exc:
             _remove_this_runs(before)
-            print(
-                f"interrupted: stage {name} stopped and kept nothing of this run; its outputs are "
-                f"{outputs_now(outputs)}; run dvc repro to run it again",
-                file=sys.stderr,
-            )
-            sys.exit(130)
-        except DiskFull as exc:
-            _remove_this_runs(before)
-            print(f"error: stage {name}: {exc}. Nothing of this run was kept ({outputs_now(outputs)})", file=sys.stderr)
-            sys.exit(2)
-        except LungdxError as exc:
-            _remove_this_runs(before)
-            print(f"error: {exc}", file=sys.stderr)
-            sys.exit(2)
-        except Exception as exc:
-            _remove_this_runs(before)
-            cause = disk_full_cause(exc)
-            if cause is None:
-                raise
-            print(
-                f"error: {disk_full_message(name, cause, outputs)}. Nothing of this run was kept "
-                f"({outputs_now(outputs)})",
-                file=sys.stderr,
-            )
-            sys.exit(2)
+            _exit_stopped(name, exc, outputs)
+            raise  # not a way a stage stops: a bug, with its traceback
         _record_timing(name, time.perf_counter() - start)  # after the try: its outputs are complete by now
         return result
 
     return wrapper
+
+
+def _exit_stopped(name: str, exc: BaseException, outputs: list[str]) -> None:
+    """The one line of stage `name` stopped by `exc` (this run's outputs removed), and its exit;
+    returns for an exception that is none of the ways a stage stops."""
+    if isinstance(exc, KeyboardInterrupt):
+        print(
+            f"interrupted: stage {name} stopped and kept nothing of this run; its outputs are "
+            f"{outputs_now(outputs)}; run dvc repro to run it again",
+            file=sys.stderr,
+        )
+        sys.exit(130)
+    if isinstance(exc, DiskFull):
+        print(f"error: stage {name}: {exc}. Nothing of this run was kept ({outputs_now(outputs)})", file=sys.stderr)
+        sys.exit(2)
+    if isinstance(exc, LungdxError):
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    cause = disk_full_cause(exc)
+    if cause is not None:
+        print(
+            f"error: {disk_full_message(name, cause, outputs)}. Nothing of this run was kept ({outputs_now(outputs)})",
+            file=sys.stderr,
+        )
+        sys.exit(2)

@@ -24,6 +24,7 @@ import shlex
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -83,7 +84,7 @@ def imported_modules(root: Path, path: Path) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     here = _dotted_name(root, path)
     package = here if path.name == "__init__.py" else here.rpartition(".")[0]
-    found = set()
+    found: set[str] = set()
     for node in runtime_nodes(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
@@ -123,7 +124,9 @@ def reachable_files(root: Path, script: Path) -> set[str]:
             continue
         seen.add(path)
         for name in imported_modules(root, path):
-            todo.append(_module_file(root, name))
+            module = _module_file(root, name)
+            if module is not None:  # always: imported_modules keeps only the names that have a file
+                todo.append(module)
             todo.extend(_package_inits(root, name))
     return {p.relative_to(root).as_posix() for p in seen}
 
@@ -144,7 +147,8 @@ def _stages(root: Path) -> dict:
 def _body(stage) -> dict:
     """A stage's cmd, deps and outs: under `do:` for a foreach stage (one stage per item, the same code)."""
     if isinstance(stage, dict) and "foreach" in stage:
-        return stage.get("do") if isinstance(stage.get("do"), dict) else {}
+        do = stage.get("do")
+        return do if isinstance(do, dict) else {}
     return stage if isinstance(stage, dict) else {}
 
 
@@ -234,7 +238,8 @@ def stale_lock(root: Path) -> list[str]:
     return problems
 
 
-def _yaml(text: str, where) -> object:
+def _yaml(text: str, where: str | Path) -> Any:
+    """The YAML value of `text`, of any type (a mapping, a list, a scalar); `where` names it if it does not parse."""
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -309,24 +314,27 @@ def rewrite(root: Path) -> str:
     line stays. The result is parsed again and must differ from the original only there.
     """
     text = (Path(root) / "dvc.yaml").read_bytes().decode("utf-8")  # as it is: \r\n kept
-    newline = "\r\n" if "\r\n" in text else "\n"
     needed = needed_code_deps(root)
+    new = "".join(_rewritten_lines(text, needed))
+    _check_rewrite(root, text, new, needed)
+    return new
+
+
+def _rewritten_lines(text: str, needed: dict[str, set[str]]) -> list[str]:
+    """The lines of dvc.yaml's `text`, the code deps of each stage in `needed` replaced (rewrite's pass)."""
+    newline = "\r\n" if "\r\n" in text else "\n"
     lines = text.splitlines(keepends=True)
     level = _stage_indent(text)
-    out, stage, deps_indent = [], None, None
+    out: list[str] = []
+    stage: str | None = None
+    deps_indent: int | None = None
     for i, line in enumerate(lines):
         bare = line.rstrip("\r\n")
         indent, content = len(bare) - len(bare.lstrip()), bare.strip()
-        if (
-            deps_indent is not None
-            and content
-            and not content.startswith("#")
-            and (indent < deps_indent or (indent == deps_indent and not content.startswith("-")))
-        ):
+        if deps_indent is not None and _ends_list(indent, content, deps_indent):
             deps_indent = None  # the deps list ended
         if deps_indent is not None:
-            item = re.fullmatch(r"-\s+(['\"]?)([^'\"#]+?)\1\s*(#.*)?", content)
-            if not (item and is_project_code(item.group(2))):
+            if not _is_code_item(content):
                 out.append(line)  # a data dep, a comment, another file: kept; ours are written anew
             continue
         head = re.fullmatch(r"(\s*)([\w.-]+):\s*(#.*)?", bare)
@@ -341,9 +349,20 @@ def rewrite(root: Path) -> str:
             out.extend(f"{pad}- {f}{newline}" for f in sorted(needed[stage]))
             continue
         out.append(line)
-    new = "".join(out)
-    _check_rewrite(root, text, new, needed)
-    return new
+    return out
+
+
+def _ends_list(indent: int, content: str, deps_indent: int) -> bool:
+    """Whether a line (its indentation and stripped text) ends the deps list at deps_indent."""
+    if not content or content.startswith("#"):
+        return False
+    return indent < deps_indent or (indent == deps_indent and not content.startswith("-"))
+
+
+def _is_code_item(content: str) -> bool:
+    """Whether a line of a deps list (stripped) is an item naming a file of the project's code."""
+    item = re.fullmatch(r"-\s+(['\"]?)([^'\"#]+?)\1\s*(#.*)?", content)
+    return bool(item and is_project_code(item.group(2)))
 
 
 def _stage_indent(text: str) -> int | None:
@@ -372,7 +391,7 @@ def _check_rewrite(root: Path, old: str, new: str, needed: dict[str, set[str]]) 
         ours = [d for d in deps if is_project_code(d)]
         others = [d for d in deps if not is_project_code(d)]
         old_others = [d for d in old_stage.get("deps") or [] if not is_project_code(d)]
-        stage_without = {k: v for k, v in stage.items() if k != "deps"}
+        stage_without: dict | None = {k: v for k, v in stage.items() if k != "deps"}
         old_without = {k: v for k, v in old_stage.items() if k != "deps"}
         if "foreach" in whole and {k: v for k, v in whole.items() if k != "do"} != {
             k: v for k, v in before["stages"][name].items() if k != "do"

@@ -16,8 +16,14 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+
+    from numpy.typing import ArrayLike
 
 # 2000 resamples: a 95% percentile bound then moves by about 2-3% of the interval's width from one
 # seed to another (measured at 160 to 2000 test images; Efron & Tibshirani ask for >= 1000 for
@@ -48,7 +54,7 @@ def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     return (np.asarray(y_true) == np.asarray(y_pred)).mean(axis=-1)
 
 
-def _f1_macro(cm: np.ndarray, labels=None) -> np.ndarray:
+def _f1_macro(cm: np.ndarray, labels: Sequence[int] | None = None) -> np.ndarray:
     """Macro F1 of confusion matrices over `labels` (default all k), averaged over the classes
     present or predicted: as sklearn's f1_score(average='macro', labels=<those classes>). A class
     a resample neither has nor predicts has no F1; counting it as 0 (sklearn's zero_division=0
@@ -60,7 +66,7 @@ def _f1_macro(cm: np.ndarray, labels=None) -> np.ndarray:
     return _ratio(np.where(defined, f1, 0).sum(-1), defined.sum(-1), np.nan)
 
 
-def f1_macro(y_true: np.ndarray, y_pred: np.ndarray, k: int, labels=None) -> np.ndarray:
+def f1_macro(y_true: np.ndarray, y_pred: np.ndarray, k: int, labels: Sequence[int] | None = None) -> np.ndarray:
     """Macro F1 over k classes along the last axis (k given: a resample may miss a class), or over
     the classes `labels` only (those an external dataset has; predictions of the others still count)."""
     return _f1_macro(confusion(y_true, y_pred, k), labels)
@@ -79,7 +85,7 @@ def split_statistics(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarr
     return np.concatenate([accuracy_, _f1_macro(cm)[..., None], sensitivity, specificity], axis=-1)
 
 
-def _index_chunks(n: int, resamples: int, seed: int):
+def _index_chunks(n: int, resamples: int, seed: int) -> Iterator[np.ndarray]:
     """The resamples' indices, a block of rows at a time, so memory stays about CHUNK whatever n is;
     one generator draws them in order, so the blocks' size does not change the draws."""
     rng = np.random.default_rng(seed)
@@ -95,12 +101,14 @@ def bootstrap_indices(n: int, resamples: int = RESAMPLES, *, seed: int) -> np.nd
     return np.concatenate(list(_index_chunks(n, resamples, seed)))
 
 
-def bootstrap_values(statistic, *arrays: np.ndarray, resamples: int = RESAMPLES, seed: int) -> np.ndarray:
+def bootstrap_values(
+    statistic: Callable[..., np.ndarray], *arrays: ArrayLike, resamples: int = RESAMPLES, seed: int
+) -> np.ndarray:
     """statistic(*arrays) on every resample of the test images, (resamples, ...); the arrays are
     resampled together (the same images), a block of resamples at a time."""
-    arrays = [np.asarray(a) for a in arrays]
+    columns = [np.asarray(a) for a in arrays]
     return np.concatenate(
-        [statistic(*(a[idx] for a in arrays)) for idx in _index_chunks(len(arrays[0]), resamples, seed)]
+        [statistic(*(a[idx] for a in columns)) for idx in _index_chunks(len(columns[0]), resamples, seed)]
     )
 
 
@@ -117,7 +125,11 @@ def percentile_interval(values: np.ndarray, level: float = LEVEL) -> tuple[np.nd
 
 
 def bootstrap_interval(
-    statistic, *arrays, resamples: int = RESAMPLES, seed: int, level: float = LEVEL
+    statistic: Callable[..., np.ndarray],
+    *arrays: ArrayLike,
+    resamples: int = RESAMPLES,
+    seed: int,
+    level: float = LEVEL,
 ) -> tuple[float, float]:
     """The percentile bootstrap interval of statistic(*arrays) over test images (the arrays'
     rows): how far the number could move on another test split of the same size from the same
@@ -126,7 +138,9 @@ def bootstrap_interval(
     return float(low), float(high)
 
 
-def split_intervals(y_true, y_pred, k: int, resamples: int = RESAMPLES, *, seed: int, level: float = LEVEL) -> dict:
+def split_intervals(
+    y_true: ArrayLike, y_pred: ArrayLike, k: int, resamples: int = RESAMPLES, *, seed: int, level: float = LEVEL
+) -> dict:
     """accuracy, f1_macro (value, low, high) and per class sensitivity, specificity (arrays of k
     values, lows, highs) of a test split, all from the same resamples."""
     value = split_statistics(np.asarray(y_true), np.asarray(y_pred), k)
@@ -143,7 +157,9 @@ def split_intervals(y_true, y_pred, k: int, resamples: int = RESAMPLES, *, seed:
     return {**overall, **per_class}
 
 
-def mean_interval(values, resamples: int = RESAMPLES, *, seed: int, level: float = LEVEL) -> tuple[float, float]:
+def mean_interval(
+    values: ArrayLike, resamples: int = RESAMPLES, *, seed: int, level: float = LEVEL
+) -> tuple[float, float]:
     """The percentile bootstrap interval of the mean of per-image values (nan ignored): e.g. the
     Grad-CAM energy share inside the lungs."""
     with warnings.catch_warnings():
@@ -153,7 +169,7 @@ def mean_interval(values, resamples: int = RESAMPLES, *, seed: int, level: float
         )
 
 
-def reliability_table(y_true, probs, bins: int = ECE_BINS) -> dict:
+def reliability_table(y_true: ArrayLike, probs: ArrayLike, bins: int = ECE_BINS) -> dict[str, np.ndarray]:
     """Top-label confidence against accuracy in equal-width bins (lower, upper] of [0, 1], non-empty
     bins only: bin (0-based), confidence (mean), accuracy, count; a reliability diagram's points."""
     probs = np.asarray(probs)
@@ -170,7 +186,7 @@ def reliability_table(y_true, probs, bins: int = ECE_BINS) -> dict:
     }
 
 
-def expected_calibration_error(y_true, probs, bins: int = ECE_BINS) -> float:
+def expected_calibration_error(y_true: ArrayLike, probs: ArrayLike, bins: int = ECE_BINS) -> float:
     """ECE: the gap between top-label confidence and accuracy, averaged over equal-width bins
     weighted by their share of images (0: a 0.8 means right 80% of the time); nan for no images."""
     table = reliability_table(y_true, probs, bins)
@@ -189,7 +205,7 @@ def binomial_two_sided(successes: int, n: int) -> float:
     return min(1.0, 2 * tail / 2**n)
 
 
-def mcnemar(correct_a, correct_b) -> dict:
+def mcnemar(correct_a: ArrayLike, correct_b: ArrayLike) -> dict[str, float]:
     """Exact McNemar test of two models on the same images: only images they disagree on count.
     b01: A wrong and B right; b10: A right and B wrong; p_value: two-sided, of b01 against b10
     as fair coin flips (no difference in accuracy)."""
@@ -199,8 +215,15 @@ def mcnemar(correct_a, correct_b) -> dict:
 
 
 def paired_bootstrap(
-    y_true, pred_a, pred_b, statistic, resamples: int = RESAMPLES, *, seed: int, level: float = LEVEL
-) -> dict:
+    y_true: ArrayLike,
+    pred_a: ArrayLike,
+    pred_b: ArrayLike,
+    statistic: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    resamples: int = RESAMPLES,
+    *,
+    seed: int,
+    level: float = LEVEL,
+) -> dict[str, float]:
     """B's statistic minus A's on the same test images: the difference, its percentile interval
     and a two-sided bootstrap p-value (twice the share of resampled differences on the other
     side of 0, +1 smoothed, so never below 2 / (resamples + 1))."""

@@ -25,11 +25,17 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 import yaml
 
 from .errors import LungdxError
+from .readable import score
 from .stage_deps import StageDepsError, is_project_code, lock_stages
+
+if TYPE_CHECKING:
+    from types import FrameType
+    from typing import TextIO
 
 
 @dataclass
@@ -216,22 +222,14 @@ def _scratch_parent(root: Path, workdir: Path | None) -> Path:
 
 
 def verify(
-    root: Path, targets: list[str], workdir: Path | None = None, keep: bool = False, out=sys.stdout
+    root: Path, targets: list[str], workdir: Path | None = None, keep: bool = False, out: TextIO = sys.stdout
 ) -> tuple[list[StageCheck], str, Path | None]:
     """Rerun `dvc repro TARGETS` (all stages: none given) of HEAD in a scratch clone; return each
     stage's check, the commit verified, and the scratch clone if kept."""
     root = root.resolve()
     commit, prefix = _project_in_repo(root)
     _check_targets(root, targets)
-    try:
-        committed_text = _git(root, "show", f"HEAD:{prefix}dvc.lock")
-    except LungdxError as exc:
-        if "not UTF-8" in str(exc):
-            raise
-        raise LungdxError(
-            f"commit {commit} has no dvc.lock to verify against: run dvc repro, then commit dvc.lock"
-        ) from exc
-    committed = _lock_stages(committed_text, f"dvc.lock of commit {commit}")
+    committed = _committed_lock(root, commit, prefix)
     if _git(root, "status", "--porcelain", "--untracked-files=no", ".").strip():
         print(
             f"verify: note: this folder has uncommitted changes; what is verified is commit {commit}",
@@ -243,30 +241,48 @@ def verify(
     try:
         _git(root, "clone", "--quiet", str(top), str(scratch))
         project = scratch / prefix
-        # The new dvc.lock then records the stages this run ran, and only those: an entry copied
-        # from the commit's lock would compare equal to itself.
-        (project / "dvc.lock").unlink()
-        print(
-            f"verify: running dvc repro{''.join(' ' + t for t in targets)} of commit {commit} in a scratch "
-            f"clone ({project})",
-            file=out,
-            flush=True,
-        )
-        start = time.monotonic()
-        returncode = _run_dvc_repro(project, targets)
-        if returncode != 0:
-            raise LungdxError(
-                f"dvc repro failed in the scratch clone (exit {returncode}; its lines are "
-                f"above){'; it is kept: ' + str(project) if keep else ''}"
-            )
-        print(f"verify: dvc repro took {time.monotonic() - start:.0f} s", file=out, flush=True)
-        rerun = _lock_stages((project / "dvc.lock").read_text(encoding="utf-8"), f"{project}/dvc.lock")
+        rerun = _rerun_lock(project, targets, commit, keep, out)
         checks = compare_locks(committed, rerun)
         add_metric_deltas(checks, root, project, committed, prefix)
     finally:
         if not keep:
             shutil.rmtree(scratch, ignore_errors=True)
     return checks, commit, scratch / prefix if keep else None
+
+
+def _committed_lock(root: Path, commit: str, prefix: str) -> dict:
+    """The stages of the dvc.lock committed at HEAD (`prefix`: the project's folder in its repository)."""
+    try:
+        committed_text = _git(root, "show", f"HEAD:{prefix}dvc.lock")
+    except LungdxError as exc:
+        if "not UTF-8" in str(exc):
+            raise
+        raise LungdxError(
+            f"commit {commit} has no dvc.lock to verify against: run dvc repro, then commit dvc.lock"
+        ) from exc
+    return _lock_stages(committed_text, f"dvc.lock of commit {commit}")
+
+
+def _rerun_lock(project: Path, targets: list[str], commit: str, keep: bool, out: TextIO) -> dict:
+    """Run dvc repro in the scratch clone's project, saying so on `out`; the stages of the dvc.lock it writes."""
+    # The new dvc.lock then records the stages this run ran, and only those: an entry copied
+    # from the commit's lock would compare equal to itself.
+    (project / "dvc.lock").unlink()
+    print(
+        f"verify: running dvc repro{''.join(' ' + t for t in targets)} of commit {commit} in a scratch "
+        f"clone ({project})",
+        file=out,
+        flush=True,
+    )
+    start = time.monotonic()
+    returncode = _run_dvc_repro(project, targets)
+    if returncode != 0:
+        raise LungdxError(
+            f"dvc repro failed in the scratch clone (exit {returncode}; its lines are "
+            f"above){'; it is kept: ' + str(project) if keep else ''}"
+        )
+    print(f"verify: dvc repro took {time.monotonic() - start:.0f} s", file=out, flush=True)
+    return _lock_stages((project / "dvc.lock").read_text(encoding="utf-8"), f"{project}/dvc.lock")
 
 
 def _run_dvc_repro(project: Path, targets: list[str]) -> int:
@@ -277,7 +293,7 @@ def _run_dvc_repro(project: Path, targets: list[str]) -> int:
     as Ctrl-C here) it can stop dvc and its stage as a terminal's Ctrl-C would, and wait for them
     to clean up before the scratch clone is removed: nothing keeps running in a deleted folder."""
 
-    def interrupted(signum, frame):
+    def interrupted(signum: int, frame: FrameType | None) -> NoReturn:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, interrupted)
@@ -302,8 +318,18 @@ def _run_dvc_repro(project: Path, targets: list[str]) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _number(value) -> str:
-    return "absent" if value is None else f"{value:.6g}"
+def _number(value: float | None) -> str:
+    """A metric as people read it: a count as it is, a score with its three decimals."""
+    if value is None:
+        return "absent"
+    return str(value) if isinstance(value, int) else score(value)
+
+
+def _moved(before: float, now: float) -> str:
+    """How far a metric moved, in its own form: +10 for a count, -0.025 for a score."""
+    return (
+        f"{now - before:+d}" if isinstance(before, int) and isinstance(now, int) else score(now - before, signed=True)
+    )
 
 
 def report(checks: list[StageCheck], commit: str) -> str:
@@ -325,7 +351,7 @@ def report(checks: list[StageCheck], commit: str) -> str:
             lines.append(f"  {'':<{width}}  {path}:" + ("" if deltas else " the same numbers (other bytes)"))
             key_width = max((len(key) for key in deltas), default=0)
             for key, (a, b) in deltas.items():
-                delta = f" ({b - a:+.6g})" if a is not None and b is not None else ""
+                delta = f" ({_moved(a, b)})" if a is not None and b is not None else ""
                 lines.append(f"  {'':<{width}}    {key:<{key_width}}  {_number(a)} -> {_number(b)}{delta}")
         for path in check.unavailable:
             lines.append(

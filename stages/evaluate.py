@@ -3,11 +3,12 @@
 
 from lungdx import params
 from lungdx.evaluate import evaluate
+from lungdx.readable import score, score_with_interval
 from lungdx.runner import stage
 
 
 @stage
-def main():
+def main() -> None:
     """Score models/model.keras on the test split, with intervals and plots."""
     result = evaluate(
         params.load().evaluate,
@@ -20,10 +21,9 @@ def main():
         plots_dir="metrics/plots",
     )
     print(
-        f"evaluate: {result['model']} test accuracy {result['accuracy']:.3f} "
-        f"(95% {result['accuracy_ci']['lower']:.3f}-{result['accuracy_ci']['upper']:.3f}), "
-        f"f1_macro {result['f1_macro']:.3f}, roc_auc_ovr {result['roc_auc_ovr']}, ece {result['ece']:.3f} "
-        f"on {result['n_test']} images"
+        f"evaluate: {result['model']} test accuracy {score_with_interval(result['accuracy'], result['accuracy_ci'])}, "
+        f"f1_macro {score(result['f1_macro'])}, roc_auc_ovr {score(result['roc_auc_ovr'])}, "
+        f"ece {score(result['ece'])} on {result['n_test']} images"
     )
 
 

@@ -7,11 +7,12 @@ from lungdx import params
 from lungdx.console import progress
 from lungdx.errors import LungdxError
 from lungdx.external import external
+from lungdx.readable import score
 from lungdx.runner import stage
 
 
 @stage
-def main():
+def main() -> None:
     """Score models/model.keras on the external dataset named on the command line."""
     settings = params.load().external
     if len(sys.argv) != 2:
@@ -29,12 +30,12 @@ def main():
         progress=progress,
     )
     lungs = (
-        f", lung energy {found['lung_energy_share']:.3f} (lungs' area {found['lung_energy_chance']:.3f})"
+        f", lung energy {score(found['lung_energy_share'])} (lungs' area {score(found['lung_energy_chance'])})"
         if "lung_energy_share" in found
         else ""
     )
     print(
-        f"external {name}: {found['n_images']} images, accuracy {found['accuracy']:.3f}{lungs} "
+        f"external {name}: {found['n_images']} images, accuracy {score(found['accuracy'])}{lungs} "
         f"-> metrics/external/{name}.json"
     )
 

@@ -188,7 +188,7 @@ def test_grad_cam_overlays_never_overwrite_an_input_and_never_share_a_name(tiny_
 
     scans = sorted(tiny_run.glob("raw/*/images/*.png"))
     names = ["a.png", "a.gradcam.png", "a-2.png", "x/a.png"]  # a.png's overlay would be the second input
-    for name, source in zip(names, scans, strict=True):
+    for name, source in zip(names, scans[: len(names)], strict=True):  # the first few scans
         (tmp_path / name).parent.mkdir(exist_ok=True)
         shutil.copy(source, tmp_path / name)
     inputs = [tmp_path / name for name in names]
