@@ -13,6 +13,7 @@ forest on 65,536 raw pixels per image is slow and no better.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,6 +21,12 @@ from .arrays import load_split, read_meta
 from .atomic import write_json
 from .metrics import classification_metrics, headline
 from .opencv import cv2
+
+if TYPE_CHECKING:
+    from sklearn.base import ClassifierMixin
+    from sklearn.ensemble import RandomForestClassifier
+
+    from .params import BaselineSettings
 
 
 def pixels(images: np.ndarray, size: int) -> np.ndarray:
@@ -31,7 +38,7 @@ def pixels(images: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def random_forest(n_estimators: int, seed: int, n_jobs: int = -1):
+def random_forest(n_estimators: int, seed: int, n_jobs: int = -1) -> RandomForestClassifier:
     """The forest, fitted on every core: each tree draws from its own seed (from `seed`), so the
     trees are the same whatever the number of threads."""
     from sklearn.ensemble import RandomForestClassifier
@@ -39,7 +46,7 @@ def random_forest(n_estimators: int, seed: int, n_jobs: int = -1):
     return RandomForestClassifier(n_estimators=n_estimators, random_state=seed, n_jobs=n_jobs)
 
 
-def probabilities(clf, x: np.ndarray) -> np.ndarray:
+def probabilities(clf: ClassifierMixin, x: np.ndarray) -> np.ndarray:
     """Class probabilities in one thread (it sets a forest's n_jobs to 1): on several, a forest
     adds its trees' votes in the order the threads finish, and float sums in another order
     round differently."""
@@ -48,9 +55,11 @@ def probabilities(clf, x: np.ndarray) -> np.ndarray:
     return clf.predict_proba(x)
 
 
-def baseline(settings, prepared_dir: str | Path, metrics_path: str | Path, details_path: str | Path) -> dict:
-    """The baseline stage (`settings`: a params.BaselineSettings): fit both baselines on the train
-    split; returns the details of each on the test split."""
+def baseline(
+    settings: BaselineSettings, prepared_dir: str | Path, metrics_path: str | Path, details_path: str | Path
+) -> dict:
+    """The baseline stage: fit both baselines on the train split; returns the details of each on
+    the test split."""
     from sklearn.naive_bayes import GaussianNB
 
     classes = read_meta(prepared_dir)["classes"]

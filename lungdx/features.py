@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,12 +23,14 @@ from .errors import LungdxError
 from .feature_cache import base_digest
 from .splits import SPLITS
 
+if TYPE_CHECKING:
+    from .params import FeaturesSettings
 
-def features(settings, prepared_dir: str | Path, out_dir: str | Path, batch_size: int = 32) -> dict:
-    """The features stage (`settings`: a params.FeaturesSettings): for vgg19, the base's pooled
-    features of every prepared split into out_dir; for cnn, only info.json saying there is nothing
-    to cache."""
-    info = {"model": settings.architecture}
+
+def features(settings: FeaturesSettings, prepared_dir: str | Path, out_dir: str | Path, batch_size: int = 32) -> dict:
+    """The features stage: for vgg19, the base's pooled features of every prepared split into
+    out_dir; for cnn, only info.json saying there is nothing to cache."""
+    info: dict[str, object] = {"model": settings.architecture}
     with atomic_dir(out_dir) as tmp:
         if settings.architecture == "vgg19":
             from .arrays import load_split, predict, read_meta

@@ -33,10 +33,13 @@ import json
 import re
 import unicodedata
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import readable
 from .arrays import finite_outputs, load_masks, scored_test_split
 from .atomic import atomic_dir, write_json
 from .heatmaps import OUTLINE_BGR, GradCam, colorbar, draw_outline, headline_scores, mask_scores, overlay
@@ -44,6 +47,11 @@ from .images import write_png
 from .model_file import load_model
 from .opencv import cv2
 from .splits import load_manifest
+
+if TYPE_CHECKING:
+    import keras
+
+    from .params import GradcamSettings
 
 DISPLAY = 256  # pixels per side in the report, whatever the model's input size
 PLOT_SLOTS = 3  # image plots per class
@@ -90,7 +98,7 @@ def plot_slots(y_true: np.ndarray, n_classes: int, per_class: int = PLOT_SLOTS) 
 def _probabilities(p: np.ndarray, classes: list[str], predicted: int) -> str:
     rows = "".join(
         f'<tr class="{"predicted" if j == predicted else ""}"><td>{html.escape(c)}</td>'
-        f'<td><span class="bar" style="width:{80 * v:.1f}px"></span></td><td class="p">{v:.3f}</td></tr>'
+        f'<td><span class="bar" style="width:{80 * v:.1f}px"></span></td><td class="p">{readable.score(v)}</td></tr>'
         for j, (c, v) in enumerate(zip(classes, p, strict=True))
     )
     return f'<table class="probs">{rows}</table>'
@@ -128,7 +136,7 @@ def _figure(i: int, path: str, true: int, classes: list[str], p: np.ndarray) -> 
     )
 
 
-def _plot_picture(gray: np.ndarray, heat: np.ndarray, lung, text: str) -> np.ndarray:
+def _plot_picture(gray: np.ndarray, heat: np.ndarray, lung: np.ndarray | None, text: str) -> np.ndarray:
     """The X-ray beside its true-class overlay, over two lines of text with the colour bar: an
     image plot is shown with no caption."""
     cam = overlay(gray, heat)
@@ -137,7 +145,7 @@ def _plot_picture(gray: np.ndarray, heat: np.ndarray, lung, text: str) -> np.nda
     pair = np.hstack([cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), np.full((DISPLAY, 4, 3), 255, np.uint8), cam])
     band = np.full((44, pair.shape[1], 3), 255, np.uint8)
 
-    def write(words, x, y):
+    def write(words: str, x: int, y: int) -> None:
         cv2.putText(band, words, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
 
     write(text, 4, 16)
@@ -147,7 +155,7 @@ def _plot_picture(gray: np.ndarray, heat: np.ndarray, lung, text: str) -> np.nda
     return np.vstack([pair, band])
 
 
-def _table(matrix, classes) -> str:
+def _table(matrix: list[list[int]], classes: list[str]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in classes)
     rows = "".join(
         f"<tr><th>{html.escape(c)}</th>"
@@ -191,10 +199,13 @@ table.probs tr.predicted .bar {{ background: #333; }}
 </style></head>
 <body data-images-total="{n_images}">
 <h1>Grad-CAM report: {model}</h1>
-<p class="metrics"><span>test accuracy <b>{accuracy}</b> {accuracy_ci}</span><span>F1 macro <b>{f1_macro}</b>
-{f1_macro_ci}</span>
-<span>ROC AUC (one-vs-rest) <b>{roc_auc}</b></span><span>{n_test} test images</span>
-<span>Grad-CAM layer <code>{layer}</code></span></p>
+<p class="metrics">
+<span>test accuracy <b>{accuracy}</b> {accuracy_ci}</span>
+<span>F1 macro <b>{f1_macro}</b> {f1_macro_ci}</span>
+<span>ROC AUC (one-vs-rest) <b>{roc_auc}</b></span>
+<span>{n_test} test images</span>
+<span>Grad-CAM layer <code>{layer}</code></span>
+</p>
 <p id="broken"></p>
 <h2>Confusion matrix</h2>
 {confusion}
@@ -239,40 +250,43 @@ def outline_key(origins: dict) -> str:
     return f"<span>{swatch} lung outline: the edge of {html.escape(whose)}, drawn on the heatmaps</span>"
 
 
-def _lung_origins(prepared_dir) -> dict:
+def _lung_origins(prepared_dir: str | Path) -> dict:
     meta = json.loads((Path(prepared_dir) / "meta.json").read_text())
     return meta.get("lung_masks", {})
 
 
 def _interval(ci: dict | None) -> str:
-    """An interval of reports/eval.json as the page shows it (nothing where there is none)."""
+    """An interval of reports/eval.json or scores.json as the page shows it, with its score's
+    decimals (nothing where there is none)."""
     if not ci or None in ci.values():
         return ""
-    return f"<small>(95% CI {ci['lower']:.3f}&ndash;{ci['upper']:.3f}, bootstrap)</small>"
+    return f"<small>(95% CI {readable.interval(ci['lower'], ci['upper'])}, bootstrap)</small>"
 
 
 def _scores_html(scores: dict) -> str:
+    """The mask scores of scores.json as the page says them, each beside its chance level."""
     if not scores:
         return "<p>No masks in this data: no quantitative check.</p>"
     parts = ["<h2>Where the model looks (all test images, true class)</h2><ul>"]
     if "lung_energy_share" in scores:
         s = scores["lung_energy_share"]
         parts.append(
-            f"<li>Share of Grad-CAM energy inside the lungs: <b>{s['overall']}</b> "
-            f"{_interval(s.get('overall_ci'))} (lungs cover {s['chance']} of the image)</li>"
+            f"<li>Share of Grad-CAM energy inside the lungs: <b>{readable.score(s['overall'])}</b> "
+            f"{_interval(s.get('overall_ci'))} (lungs cover {readable.score(s['chance'])} of the image)</li>"
         )
     if scores.get("lesions", {}).get("overall"):
         s = scores["lesions"]["overall"]
         parts.append(
             f"<li>Pointing game (heatmap peak within {scores['lesions']['pointing_tolerance_px']} px "
-            f"of the lesion): <b>{s['pointing_game']}</b> (chance {s['pointing_chance']}); share of "
-            f"energy inside the lesion: <b>{s['energy_in_lesion']}</b> (chance {s['energy_chance']})</li>"
+            f"of the lesion): <b>{readable.score(s['pointing_game'])}</b> (chance "
+            f"{readable.score(s['pointing_chance'])}); share of energy inside the lesion: "
+            f"<b>{readable.score(s['energy_in_lesion'])}</b> (chance {readable.score(s['energy_chance'])})</li>"
         )
     return "".join(parts) + "</ul>"
 
 
 def gradcam(
-    settings,
+    settings: GradcamSettings,
     model_path: str | Path,
     prepared_dir: str | Path,
     manifest_path: str | Path,
@@ -281,80 +295,132 @@ def gradcam(
     metrics_path: str | Path,
     images_dir: str | Path,
 ) -> dict:
-    """The gradcam stage (`settings`: a params.GradcamSettings): the report into out_dir, the image
-    plots into images_dir, the headline scores into metrics_path; returns the full scores."""
+    """The gradcam stage: the report into out_dir, the image plots into images_dir, the headline
+    scores into metrics_path; returns the full scores."""
     model, info = load_model(model_path)
-    classes = info["classes"]
-    images, y_true = scored_test_split(model_path, info, prepared_dir)
-    masks = load_masks(prepared_dir, "test")
-    lungs = masks.get("masks")
-    cam = GradCam(model, settings.layer)
-    # One pass over the test split: every image's probabilities and its true class's heatmap (the
-    # mask scores, the true-class pictures); then the predicted class's heatmaps of the few
-    # misclassified images shown (a gradient of a second class for every image would cost more).
-    probs, heat_true = cam.explain(images, y_true, desc="Grad-CAM test")
-    finite_outputs(probs, model_path)
-    y_pred = probs.argmax(1)
-    scores = mask_scores(heat_true, y_true, classes, masks, seed=settings.seed) if masks else {}
+    cam, test, masks = _explain_test_split(model, info, settings.layer, model_path, prepared_dir)
+    scores = mask_scores(test.heat_true, test.y_true, test.classes, masks, seed=settings.seed) if masks else {}
     scores = {"model": info["architecture"], "layer": cam.layer, **scores}
 
     evaluation = json.loads(Path(eval_path).read_text())
     paths = load_manifest(manifest_path).query("split == 'test'")["path"].tolist()
-    chosen = pick_examples(y_true, y_pred, len(classes), settings.per_class)
-    wrong = [i for i in chosen if y_pred[i] != y_true[i]]
-    heat_pred = dict(zip(wrong, cam.explain(images[wrong], y_pred[wrong]).heatmaps, strict=True)) if wrong else {}
-
-    def display(i):
-        return cv2.resize(np.asarray(images[i]), (DISPLAY, DISPLAY), interpolation=cv2.INTER_LINEAR)
-
-    def heat_picture(gray, heat, i):
-        picture = overlay(gray, heat)
-        return picture if lungs is None else draw_outline(picture, lungs[i])
+    chosen = pick_examples(test.y_true, test.y_pred, len(test.classes), settings.per_class)
+    # The predicted class's heatmaps of the few misclassified images shown only: a gradient of a
+    # second class for every image would cost more.
+    wrong = [i for i in chosen if test.y_pred[i] != test.y_true[i]]
+    heat_pred = (
+        dict(zip(wrong, cam.explain(test.images[wrong], test.y_pred[wrong]).heatmaps, strict=True)) if wrong else {}
+    )
 
     with atomic_dir(out_dir) as tmp:
         (tmp / "img").mkdir()
         write_png(tmp / "img" / "colorbar.png", colorbar(DISPLAY))
-        sections = []
-        for c, cls in enumerate(classes):
-            figs = []
-            for i in (i for i in chosen if y_true[i] == c):
-                gray = display(i)
-                write_png(tmp / "img" / f"{i}.png", gray)
-                write_png(tmp / "img" / f"{i}_cam.png", heat_picture(gray, heat_pred.get(i, heat_true[i]), i))
-                if i in heat_pred:
-                    write_png(tmp / "img" / f"{i}_true.png", heat_picture(gray, heat_true[i], i))
-                figs.append(_figure(i, paths[i], c, classes, probs[i]))
-            sections.append(f'<h2>{html.escape(cls)}</h2><div class="grid">{"".join(figs)}</div>')
-        sections = "".join(sections)
-        n_images = 1 + sections.count("<img ")  # the colour bar, and every figure's pictures
-        page = PAGE.format(
-            model=html.escape(info["architecture"]),
-            accuracy=evaluation["accuracy"],
-            accuracy_ci=_interval(evaluation.get("accuracy_ci")),
-            f1_macro=evaluation["f1_macro"],
-            f1_macro_ci=_interval(evaluation.get("f1_macro_ci")),
-            roc_auc=evaluation["roc_auc_ovr"],
-            n_test=evaluation["n_test"],
-            layer=html.escape(cam.layer),
-            display=DISPLAY,
-            outline="#{:02x}{:02x}{:02x}".format(*OUTLINE_BGR[::-1]),
-            outline_key=outline_key(_lung_origins(prepared_dir)) if lungs is not None else "",
-            confusion=_table(evaluation["confusion_matrix"], classes),
-            scores=_scores_html(scores),
-            sections=sections,
-            n_images=n_images,
-        )
+        _write_pictures(tmp / "img", test, chosen, heat_pred)
+        outline = outline_key(_lung_origins(prepared_dir)) if test.lungs is not None else ""
+        sections = _sections(test, chosen, paths)
+        page = _page(info["architecture"], cam.layer, test.classes, evaluation, scores, sections, outline)
         (tmp / "index.html").write_text(page, encoding="utf-8")
         write_json(tmp / "scores.json", scores)
-
-    with atomic_dir(images_dir) as tmp:
-        stems = plot_stems(classes)
-        for c, k, i in plot_slots(y_true, len(classes)):
-            pred = y_pred[i]
-            text = f"{classes[c]} #{k}: true-class Grad-CAM; predicted {classes[pred]} ({probs[i, pred]:.2f})"
-            write_png(
-                tmp / f"{stems[c]}_{k}.png",
-                _plot_picture(display(i), heat_true[i], None if lungs is None else lungs[i], text),
-            )
+    _write_plots(images_dir, test)
     write_json(metrics_path, headline_scores(scores))
     return scores
+
+
+def _explain_test_split(
+    model: keras.Model, info: dict, layer: str | None, model_path: str | Path, prepared_dir: str | Path
+) -> tuple[GradCam, _Explained, dict[str, np.ndarray]]:
+    """The test split explained in one pass: every image's probabilities and its true class's
+    heatmap (for the mask scores and the true-class pictures); with the GradCam at `layer`, and the
+    split's masks."""
+    images, y_true = scored_test_split(model_path, info, prepared_dir)
+    masks = load_masks(prepared_dir, "test")
+    cam = GradCam(model, layer)
+    probs, heat_true = cam.explain(images, y_true, desc="Grad-CAM test")
+    finite_outputs(probs, model_path)
+    return cam, _Explained(images, masks.get("masks"), info["classes"], y_true, probs, heat_true), masks
+
+
+@dataclass(frozen=True)
+class _Explained:
+    """The test split as the report shows it: the images (at the model's input size), their lung
+    masks (None where the data has none), the class names, the true classes, the model's
+    probabilities and each image's heatmap of its true class."""
+
+    images: np.ndarray
+    lungs: np.ndarray | None
+    classes: list[str]
+    y_true: np.ndarray
+    probs: np.ndarray
+    heat_true: np.ndarray
+
+    @property
+    def y_pred(self) -> np.ndarray:
+        return self.probs.argmax(1)
+
+    def display(self, i: int) -> np.ndarray:
+        """Image i at the report's size."""
+        return cv2.resize(np.asarray(self.images[i]), (DISPLAY, DISPLAY), interpolation=cv2.INTER_LINEAR)
+
+    def heat_picture(self, gray: np.ndarray, heat: np.ndarray, i: int) -> np.ndarray:
+        """A heatmap over image i's `gray` picture, with its lung outline where there are masks."""
+        picture = overlay(gray, heat)
+        return picture if self.lungs is None else draw_outline(picture, self.lungs[i])
+
+
+def _write_pictures(img_dir: Path, test: _Explained, chosen: list[int], heat_pred: dict[int, np.ndarray]) -> None:
+    """The pictures of each chosen image: the X-ray, the heatmap of its predicted class, and for a
+    misclassified one (in `heat_pred`, that class's heatmap) the heatmap of its true class."""
+    for i in chosen:
+        gray = test.display(i)
+        write_png(img_dir / f"{i}.png", gray)
+        write_png(img_dir / f"{i}_cam.png", test.heat_picture(gray, heat_pred.get(i, test.heat_true[i]), i))
+        if i in heat_pred:
+            write_png(img_dir / f"{i}_true.png", test.heat_picture(gray, test.heat_true[i], i))
+
+
+def _sections(test: _Explained, chosen: list[int], paths: list[str]) -> str:
+    """The report's figures, a section per true class."""
+    sections = []
+    for c, cls in enumerate(test.classes):
+        figs = [_figure(i, paths[i], c, test.classes, test.probs[i]) for i in chosen if test.y_true[i] == c]
+        sections.append(f'<h2>{html.escape(cls)}</h2><div class="grid">{"".join(figs)}</div>')
+    return "".join(sections)
+
+
+def _page(
+    model: str, layer: str, classes: list[str], evaluation: dict, scores: dict, sections: str, outline: str
+) -> str:
+    """index.html: PAGE filled in, each score as readable.score writes it."""
+    return PAGE.format(
+        model=html.escape(model),
+        accuracy=readable.score(evaluation["accuracy"]),
+        accuracy_ci=_interval(evaluation.get("accuracy_ci")),
+        f1_macro=readable.score(evaluation["f1_macro"]),
+        f1_macro_ci=_interval(evaluation.get("f1_macro_ci")),
+        roc_auc=readable.score(evaluation["roc_auc_ovr"]),
+        n_test=evaluation["n_test"],
+        layer=html.escape(layer),
+        display=DISPLAY,
+        outline="#{:02x}{:02x}{:02x}".format(*OUTLINE_BGR[::-1]),
+        outline_key=outline,
+        confusion=_table(evaluation["confusion_matrix"], classes),
+        scores=_scores_html(scores),
+        sections=sections,
+        n_images=1 + sections.count("<img "),  # the colour bar, and every figure's pictures
+    )
+
+
+def _write_plots(images_dir: str | Path, test: _Explained) -> None:
+    """The image plots: each class's first test images beside their true-class heatmaps, captioned."""
+    with atomic_dir(images_dir) as tmp:
+        stems = plot_stems(test.classes)
+        for c, k, i in plot_slots(test.y_true, len(test.classes)):
+            pred = test.y_pred[i]
+            text = (
+                f"{test.classes[c]} #{k}: true-class Grad-CAM; predicted {test.classes[pred]} "
+                f"({readable.score(float(test.probs[i, pred]))})"
+            )
+            write_png(
+                tmp / f"{stems[c]}_{k}.png",
+                _plot_picture(test.display(i), test.heat_true[i], None if test.lungs is None else test.lungs[i], text),
+            )

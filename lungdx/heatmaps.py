@@ -30,7 +30,7 @@ on lesions, each beside its chance level; `headline_scores` the numbers of metri
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -40,18 +40,23 @@ from .metrics import headline
 from .opencv import cv2
 from .stats import mean_interval
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import keras
+
 COLORMAP = cv2.COLORMAP_INFERNO  # perceptually uniform, readable in grayscale print
 OUTLINE_BGR = (255, 255, 0)  # cyan: a hue inferno never takes, so it stands out on gray and on every heat level
 MIN_GRID = 16
 
 
-def conv_layers(model) -> list:
+def conv_layers(model: keras.Model) -> list:
     import keras
 
     return [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
 
 
-def default_layer(model) -> str:
+def default_layer(model: keras.Model) -> str:
     """The last conv layer with a grid of at least MIN_GRID cells (else the last conv layer)."""
     convs = conv_layers(model)
     if not convs:
@@ -79,63 +84,13 @@ class GradCam:
     through the layers after it (for VGG19's block5_conv4: pooling and the head), so a batch
     costs about one `predict` (benchmarks/gradcam_speed.py)."""
 
-    def __init__(self, model, layer: str | None = None):
-        import keras
-
+    def __init__(self, model: keras.Model, layer: str | None = None) -> None:
         tf = import_tensorflow()
-        self.layer = layer or default_layer(model)
-        names = [layer.name for layer in conv_layers(model)]
-        if self.layer not in names:
-            raise LungdxError(
-                f"Grad-CAM layer {layer!r}: not a conv layer of model '{model.name}', whose conv "
-                f"layers are {', '.join(names)}"
-            )
-        target = model.get_layer(self.layer)
-        dense = model.layers[-1]  # the softmax layer: its logits are recomputed from its input
-        kernel, bias = dense.kernel, dense.bias
-
-        def class_score(logits, classes):
-            classes = tf.where(classes == PREDICTED, tf.argmax(logits, axis=1, output_type=tf.int32), classes)
-            # Summed over the batch: an image's logits depend on its own maps alone, so the
-            # gradient of the sum holds each image's own gradient.
-            return tf.reduce_sum(tf.gather(logits, classes, axis=1, batch_dims=1))
-
-        def outputs(grads, maps, logits):
-            if grads is None:  # seen while tracing: nothing trainable links the layer to the classifier
-                raise LungdxError(
-                    f"Grad-CAM layer {self.layer!r}: its maps do not reach the classifier of model "
-                    f"'{model.name}'; choose a conv layer on the way to it"
-                )
-            cam = tf.nn.relu(tf.reduce_sum(grads * maps, axis=-1))
-            peak = tf.reduce_max(cam, axis=[1, 2], keepdims=True)
-            return tf.nn.softmax(logits), tf.where(peak > 0, cam / tf.maximum(peak, 1e-12), 0.0)
-
-        try:
-            front = keras.Model(model.inputs[0], target.output)
-            tail = keras.Model(target.output, dense.input)  # new graph nodes over the same layers and weights
-        except ValueError:  # a path to the head goes around the layer (a skip connection, a shared layer)
-            both = keras.Model(model.inputs[0], [target.output, dense.input])
-
-            def one_batch(x, classes):  # the whole model under the tape: slower, but any graph
-                with tf.GradientTape() as tape:
-                    maps, features = both(x, training=False)
-                    tape.watch(maps)
-                    logits = tf.matmul(features, kernel) + bias
-                    score = class_score(logits, classes)
-                return outputs(tape.gradient(score, maps), maps, logits)
-        else:
-
-            def one_batch(x, classes):  # the front once, the gradient through the tail only
-                maps = front(x, training=False)
-                with tf.GradientTape(watch_accessed_variables=False) as tape:
-                    tape.watch(maps)
-                    logits = tf.matmul(tail(maps, training=False), kernel) + bias
-                    score = class_score(logits, classes)
-                return outputs(tape.gradient(score, maps), maps, logits)
-
+        self.layer = _checked_layer(model, layer)
         shape = (None, *model.inputs[0].shape[1:])
         self._one_batch = tf.function(
-            one_batch, input_signature=[tf.TensorSpec(shape, tf.float32), tf.TensorSpec([None], tf.int32)]
+            _batch_function(model, self.layer),
+            input_signature=[tf.TensorSpec(shape, tf.float32), tf.TensorSpec([None], tf.int32)],
         )
 
     def explain(
@@ -150,12 +105,82 @@ class GradCam:
             p, h = self._one_batch(
                 x[..., None] if x.ndim == 3 else x, np.asarray(classes[start : start + batch_size], np.int32)
             )
-            probs.append(p.numpy()), heat.append(h.numpy())
+            probs.append(p.numpy())
+            heat.append(h.numpy())
         return Explained(np.concatenate(probs), np.concatenate(heat))
 
     def heatmaps(self, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
         """Float heatmaps in [0, 1] at the conv layer's resolution, one per image, for classes[i]."""
         return self.explain(images, classes).heatmaps
+
+
+def _checked_layer(model: keras.Model, layer: str | None) -> str:
+    """`layer` (None: default_layer's), refused unless it is a conv layer of `model`."""
+    chosen = layer or default_layer(model)
+    names = [conv.name for conv in conv_layers(model)]
+    if chosen not in names:
+        raise LungdxError(
+            f"Grad-CAM layer {layer!r}: not a conv layer of model '{model.name}', whose conv "
+            f"layers are {', '.join(names)}"
+        )
+    return chosen
+
+
+def _batch_function(model: keras.Model, layer: str) -> Callable[[Any, Any], tuple[Any, Any]]:
+    """The function of one batch, (images, classes) -> (probabilities, heatmaps), for tf.function.
+    The model is split at `layer` where it can be: its front runs forward once and the gradient
+    goes back through the tail only; else the whole model runs under the tape."""
+    import keras
+
+    tf = import_tensorflow()
+    target = model.get_layer(layer)
+    dense = model.layers[-1]  # the softmax layer: its logits are recomputed from its input
+    kernel, bias = dense.kernel, dense.bias
+    try:
+        front = keras.Model(model.inputs[0], target.output)
+        tail = keras.Model(target.output, dense.input)  # new graph nodes over the same layers and weights
+    except ValueError:  # a path to the head goes around the layer (a skip connection, a shared layer)
+        both = keras.Model(model.inputs[0], [target.output, dense.input])
+
+        def one_batch(x: Any, classes: Any) -> tuple[Any, Any]:  # the whole model under the tape: slower, but any graph
+            with tf.GradientTape() as tape:
+                maps, features = both(x, training=False)
+                tape.watch(maps)
+                logits = tf.matmul(features, kernel) + bias
+                score = _class_score(logits, classes)
+            return _outputs(tape.gradient(score, maps), maps, logits, layer, model.name)
+    else:
+
+        def one_batch(x: Any, classes: Any) -> tuple[Any, Any]:  # the front once, the gradient through the tail only
+            maps = front(x, training=False)
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(maps)
+                logits = tf.matmul(tail(maps, training=False), kernel) + bias
+                score = _class_score(logits, classes)
+            return _outputs(tape.gradient(score, maps), maps, logits, layer, model.name)
+
+    return one_batch
+
+
+def _class_score(logits: Any, classes: Any) -> Any:
+    """The logits of each image's class (PREDICTED: its largest), summed over the batch: an image's
+    logits depend on its own maps alone, so the gradient of the sum holds each image's own gradient."""
+    tf = import_tensorflow()
+    classes = tf.where(classes == PREDICTED, tf.argmax(logits, axis=1, output_type=tf.int32), classes)
+    return tf.reduce_sum(tf.gather(logits, classes, axis=1, batch_dims=1))
+
+
+def _outputs(grads: Any, maps: Any, logits: Any, layer: str, model_name: str) -> tuple[Any, Any]:
+    """(probabilities, heatmaps scaled to their peak) from the class score's gradient at the maps."""
+    tf = import_tensorflow()
+    if grads is None:  # seen while tracing: nothing trainable links the layer to the classifier
+        raise LungdxError(
+            f"Grad-CAM layer {layer!r}: its maps do not reach the classifier of model "
+            f"'{model_name}'; choose a conv layer on the way to it"
+        )
+    cam = tf.nn.relu(tf.reduce_sum(grads * maps, axis=-1))
+    peak = tf.reduce_max(cam, axis=[1, 2], keepdims=True)
+    return tf.nn.softmax(logits), tf.where(peak > 0, cam / tf.maximum(peak, 1e-12), 0.0)
 
 
 def upsample(heatmaps: np.ndarray, size: int) -> np.ndarray:
@@ -169,7 +194,7 @@ def upsample(heatmaps: np.ndarray, size: int) -> np.ndarray:
 def overlay(gray: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:
     """A BGR picture: the X-ray with the heatmap in a perceptual colormap on top."""
     heat = cv2.resize(heatmap, gray.shape[::-1], interpolation=cv2.INTER_LINEAR)
-    colour = cv2.applyColorMap(np.uint8(np.clip(heat, 0, 1) * 255), COLORMAP)
+    colour = cv2.applyColorMap((np.clip(heat, 0, 1) * 255).astype(np.uint8), COLORMAP)
     base = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
     return cv2.addWeighted(colour, alpha, base, 1 - alpha, 0)
 
@@ -242,7 +267,7 @@ def per_image_scores(heatmaps: np.ndarray, masks: dict) -> dict[str, np.ndarray]
         chunk = heatmaps[start : start + CHUNK]
         heat = chunk if chunk.shape[1] == size else upsample(chunk, size)
         stop = start + len(heat)
-        found = {}
+        found: dict[str, Any] = {}
         if "masks" in masks:
             lungs = np.asarray(masks["masks"][start:stop])
             found.update(lung_share=energy_inside(heat, lungs), lung_area=(lungs > 0).reshape(len(lungs), -1).mean(1))
@@ -265,49 +290,53 @@ def per_image_scores(heatmaps: np.ndarray, masks: dict) -> dict[str, np.ndarray]
 def mask_scores(heatmaps: np.ndarray, y_true: np.ndarray, classes: list[str], masks: dict, *, seed: int) -> dict:
     """The quantitative check, per class and overall, for whichever masks the data has; the overall
     lung energy share with its 95% bootstrap interval over images (seeded)."""
-
-    def r4(x):
-        return None if x is None or np.isnan(x) else round(float(x), 4)
-
     out = {}
     per = per_image_scores(heatmaps, masks)
     if "masks" in masks:
-        share = per["lung_share"]
-        low, high = mean_interval(share, seed=seed)
-        out["lung_energy_share"] = {
-            "overall": r4(np.nanmean(share)),
-            "overall_ci": {"lower": r4(low), "upper": r4(high)},
-            "chance": r4(per["lung_area"].mean()),
-            "per_class": {c: r4(np.nanmean(share[y_true == i])) for i, c in enumerate(classes) if (y_true == i).any()},
-        }
+        out["lung_energy_share"] = _lung_scores(per, y_true, classes, seed)
     if "lesions" in masks:
-        has, hits, share = per["has_lesion"], per["hits"], per["lesion_share"]
-        hit_chance, area = per["hit_chance"], per["lesion_area"]
-        per_class = {}
-        for i, c in enumerate(classes):
-            sel = (y_true == i) & has
-            if sel.any():
-                per_class[c] = {
-                    "n": int(sel.sum()),
-                    "pointing_game": r4(hits[sel].mean()),
-                    "pointing_chance": r4(hit_chance[sel].mean()),
-                    "energy_in_lesion": r4(np.nanmean(share[sel])),
-                    "energy_chance": r4(area[sel].mean()),
-                }
-        out["lesions"] = {
-            "pointing_tolerance_px": tolerance(masks["lesions"].shape[1]),
-            "overall": {
-                "n": int(has.sum()),
-                "pointing_game": r4(hits[has].mean()),
-                "pointing_chance": r4(hit_chance[has].mean()),
-                "energy_in_lesion": r4(np.nanmean(share[has])),
-                "energy_chance": r4(area[has].mean()),
-            }
-            if has.any()
-            else None,
-            "per_class": per_class,
-        }
+        out["lesions"] = _lesion_scores(per, y_true, classes, tolerance(masks["lesions"].shape[1]))
     return out
+
+
+def _r4(x: float | None) -> float | None:
+    """Four decimals, for scores.json; None for an undefined value (nan)."""
+    return None if x is None or np.isnan(x) else round(float(x), 4)
+
+
+def _lung_scores(per: dict[str, np.ndarray], y_true: np.ndarray, classes: list[str], seed: int) -> dict:
+    """The share of heatmap energy inside the lungs: overall (with its interval), its chance level
+    (the lungs' share of the image), and per class."""
+    share = per["lung_share"]
+    low, high = mean_interval(share, seed=seed)
+    return {
+        "overall": _r4(np.nanmean(share)),
+        "overall_ci": {"lower": _r4(low), "upper": _r4(high)},
+        "chance": _r4(per["lung_area"].mean()),
+        "per_class": {c: _r4(np.nanmean(share[y_true == i])) for i, c in enumerate(classes) if (y_true == i).any()},
+    }
+
+
+def _lesion_scores(per: dict[str, np.ndarray], y_true: np.ndarray, classes: list[str], tolerance_px: int) -> dict:
+    """The pointing game and the energy inside the lesion, each beside its chance level, over the
+    images with a lesion: overall (None where none has one) and per class."""
+    has = per["has_lesion"]
+
+    def summary(sel: np.ndarray) -> dict:
+        return {
+            "n": int(sel.sum()),
+            "pointing_game": _r4(per["hits"][sel].mean()),
+            "pointing_chance": _r4(per["hit_chance"][sel].mean()),
+            "energy_in_lesion": _r4(np.nanmean(per["lesion_share"][sel])),
+            "energy_chance": _r4(per["lesion_area"][sel].mean()),
+        }
+
+    per_class = {c: summary((y_true == i) & has) for i, c in enumerate(classes) if ((y_true == i) & has).any()}
+    return {
+        "pointing_tolerance_px": tolerance_px,
+        "overall": summary(has) if has.any() else None,
+        "per_class": per_class,
+    }
 
 
 def headline_scores(scores: dict) -> dict:

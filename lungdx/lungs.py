@@ -5,11 +5,16 @@ Shared by the segment stage, lungdx predict and the external check: each draws l
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .errors import LungdxError
 from .images import resize_square
 from .opencv import cv2
+
+if TYPE_CHECKING:
+    import keras
 
 THRESHOLD = 0.5  # lung where the U-Net's probability exceeds it
 # Plausible lungs (real masks: 17-59% of an image, two lungs): drawings outside are listed and
@@ -34,7 +39,7 @@ def lungs_from_probabilities(probability: np.ndarray, shape: tuple[int, int]) ->
     return mask * 255
 
 
-def draw_lungs(segmenter, images: list[np.ndarray], batch_size: int = 32) -> list[np.ndarray]:
+def draw_lungs(segmenter: keras.Model, images: list[np.ndarray], batch_size: int = 32) -> list[np.ndarray]:
     """The lungs of each image (2-D uint8 of any size), as 0/255 masks at each image's size."""
     size = segmenter.input_shape[1]
     masks = []
@@ -66,7 +71,7 @@ def lung_problem(mask: np.ndarray) -> str:
     return ""
 
 
-def find_lungs(segmenter, image: np.ndarray) -> tuple[np.ndarray, str]:
+def find_lungs(segmenter: keras.Model, image: np.ndarray) -> tuple[np.ndarray, str]:
     """(the lungs the segmenter draws on one image, as a 0/255 mask at its size; why they are
     implausible, or "")."""
     drawn = draw_lungs(segmenter, [image])[0]

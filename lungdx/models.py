@@ -18,7 +18,12 @@ from .console import import_tensorflow
 from .errors import LungdxError
 
 if TYPE_CHECKING:  # annotations only: Keras is imported where a model is built
+    from collections.abc import Sequence
+    from typing import Any
+
     import keras
+
+    from .params import Augment, ModelSettings
 
 VGG19_NOTOP = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
 # VGG19's `preprocess_input` ("caffe" mode): BGR order, minus the ImageNet channel means. Our
@@ -37,15 +42,16 @@ def make_deterministic(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def distribution_strategy():
-    """Several visible GPUs: mirror the model on all of them; else the default single device."""
+def distribution_strategy() -> Any:
+    """Several visible GPUs: mirror the model on all of them; else the default single device (a
+    tf.distribute.Strategy either way)."""
     tf = import_tensorflow()
 
     gpus = tf.config.list_logical_devices("GPU")
     return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
 
 
-def head(x, n_classes: int, units: int, dropout: float, layers_before: int):
+def head(x: keras.KerasTensor, n_classes: int, units: int, dropout: float, layers_before: int) -> keras.KerasTensor:
     """Dense ReLU layers of `units`, each with dropout, then the softmax; the original's head."""
     from keras import layers
 
@@ -55,7 +61,7 @@ def head(x, n_classes: int, units: int, dropout: float, layers_before: int):
     return layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
 
 
-def augmentation(x, settings, seed: int):
+def augmentation(x: keras.KerasTensor, settings: Augment | None, seed: int) -> keras.KerasTensor:
     """The random transformations of models.<name>.augment, as Keras layers: active only while
     training (fit calls them with training=True), the identity when evaluating or predicting.
     `settings`: a params.Augment (or None: none). Each layer draws from its own seed, derived from
@@ -89,12 +95,14 @@ def augmentation(x, settings, seed: int):
     return x
 
 
-def build_cnn(n_classes: int, settings):
+def build_cnn(n_classes: int, settings: ModelSettings) -> keras.Model:
     """The original network: 5 x (Conv 3x3 ReLU + 2x2 max-pool), flatten, 3 x (Dense 160 + Dropout 0.3);
     `settings`: a params.ModelSettings of the cnn."""
     import keras
     from keras import layers
 
+    if settings.filters is None:
+        raise ValueError("a cnn's settings name the filters of its conv blocks; these have none")
     inputs = keras.Input((settings.image_size, settings.image_size, 1), name="image")
     x = augmentation(inputs, settings.augment, settings.seed)
     # Centre the pixels on zero: with inputs in 0..1 this deep ReLU stack stays at chance for
@@ -108,7 +116,9 @@ def build_cnn(n_classes: int, settings):
     return keras.Model(inputs, outputs, name="cnn")
 
 
-def vgg19_base(image_size: int, weights: str | None, augment=None, seed: int = 0):
+def vgg19_base(
+    image_size: int, weights: str | None, augment: Augment | None = None, seed: int = 0
+) -> tuple[keras.KerasTensor, keras.Model, keras.KerasTensor]:
     """Input, (augmentation,) the 3-channel ImageNet preprocessing, and VGG19 without top built on it.
 
     Built with `input_tensor=` so the base's layers (block5_conv4, ...) are layers of the
@@ -140,12 +150,12 @@ class WeightsUnavailable(LungdxError):
     """VGG19's weights could not be loaded: the message says why and what to use instead."""
 
 
-def _weights_error(weights, exc: Exception) -> WeightsUnavailable | None:
+def _weights_error(weights: str | None, exc: Exception) -> WeightsUnavailable | None:
     """What a failure to load VGG19's `weights` means to a user, or None for anything else (a bug
     that must show its traceback). Keras raises a bare Exception for a failed download, with the
     urllib error as its context; a connection that drops, an OSError; a file that is not VGG19's
     no-top weights, OSError or ValueError."""
-    cause = exc
+    cause: BaseException | None = exc
     while cause is not None and not isinstance(cause, (urllib.error.URLError, OSError)):
         cause = cause.__cause__ or cause.__context__
     download_failed = cause is not None or str(exc).startswith("URL fetch failure")
@@ -178,7 +188,7 @@ def _weights_error(weights, exc: Exception) -> WeightsUnavailable | None:
     return error
 
 
-def vgg19_head(pooled, n_classes: int, settings):
+def vgg19_head(pooled: keras.KerasTensor, n_classes: int, settings: ModelSettings) -> keras.KerasTensor:
     """The original head on the pooled features: Dropout, (Dense 160, Dropout) x 2, softmax."""
     from keras import layers
 
@@ -186,7 +196,7 @@ def vgg19_head(pooled, n_classes: int, settings):
     return head(x, n_classes, settings.dense_units, settings.dropout, layers_before=2)
 
 
-def build_vgg19(n_classes: int, settings, weights: str | None):
+def build_vgg19(n_classes: int, settings: ModelSettings, weights: str | None) -> tuple[keras.Model, keras.Model]:
     """The end-to-end VGG19 (base and head) of a params.ModelSettings, with the base's `weights`
     (imagenet, None or a .h5 path); returns it and its base."""
     import keras
@@ -196,7 +206,7 @@ def build_vgg19(n_classes: int, settings, weights: str | None):
     return model, base
 
 
-def build_head_only(n_features: int, n_classes: int, settings):
+def build_head_only(n_features: int, n_classes: int, settings: ModelSettings) -> keras.Model:
     """The VGG19 head alone, trained on cached features; its layer names match build_vgg19's."""
     import keras
 
@@ -204,7 +214,7 @@ def build_head_only(n_features: int, n_classes: int, settings):
     return keras.Model(inputs, vgg19_head(inputs, n_classes, settings), name="vgg19_head")
 
 
-def unfreeze_last_blocks(base, n_blocks: int) -> None:
+def unfreeze_last_blocks(base: keras.Model, n_blocks: int) -> None:
     """Make the last n conv blocks of the VGG19 base trainable, for fine-tuning."""
     if not 0 <= n_blocks <= len(VGG19_BLOCKS):
         raise ValueError(f"VGG19 has {len(VGG19_BLOCKS)} conv blocks to unfreeze, not {n_blocks}")
@@ -214,7 +224,7 @@ def unfreeze_last_blocks(base, n_blocks: int) -> None:
         layer.trainable = n_blocks > 0 and layer.name.startswith(wanted)
 
 
-def build_unet(image_size: int, filters) -> keras.Model:
+def build_unet(image_size: int, filters: Sequence[int]) -> keras.Model:
     """The lung segmenter (lungdx.segment): a U-Net (Ronneberger et al. 2015), two 3x3 ReLU convs
     per level, `filters` from the top level down (the last is the bottleneck), 2x2 max-pool down,
     2x upsampling and the skip connection up; per pixel, the probability of lung. Takes a (S, S, 1)
@@ -222,7 +232,7 @@ def build_unet(image_size: int, filters) -> keras.Model:
     import keras
     from keras import layers
 
-    def convs(x, n, name):
+    def convs(x: keras.KerasTensor, n: int, name: str) -> keras.KerasTensor:
         x = layers.Conv2D(n, 3, padding="same", activation="relu", name=f"{name}a")(x)
         return layers.Conv2D(n, 3, padding="same", activation="relu", name=f"{name}b")(x)
 
@@ -251,7 +261,7 @@ def lower_rate_advice(key: str, learning_rate: float) -> str:
     return f"lower {key} (now {plain(learning_rate)}), e.g. to {plain(learning_rate / 10)}, or check the data"
 
 
-def stop_on_nonfinite_loss(key: str, learning_rate: float):
+def stop_on_nonfinite_loss(key: str, learning_rate: float) -> keras.callbacks.Callback:
     """A Keras callback that ends the fit at the first batch whose loss is nan or inf, with a
     LungdxError naming the epoch and batch (as Keras counts them in its log, from 1) and the
     learning rate `key` to lower. Keras's own TerminateOnNaN only stops, and a run that
@@ -261,10 +271,10 @@ def stop_on_nonfinite_loss(key: str, learning_rate: float):
     class StopOnNonFiniteLoss(keras.callbacks.Callback):
         epoch = 0
 
-        def on_epoch_begin(self, epoch, logs=None):
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
             self.epoch = epoch
 
-        def on_train_batch_end(self, batch, logs=None):
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
             loss = (logs or {}).get("loss")
             if loss is not None and not math.isfinite(float(loss)):
                 raise LungdxError(

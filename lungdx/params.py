@@ -24,12 +24,15 @@ import numbers
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeGuard
 
 import yaml
 
 from .errors import LungdxError, MissingParam, ParamError
 from .limits import LUNG_MASK_POLICIES, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 PARAMS_FILE = "params.yaml"
 
@@ -75,9 +78,10 @@ def with_changes(params: dict, changes: dict) -> dict:
             raise ParamError(key, value, "a key is names joined by dots, e.g. models.cnn.epochs")
         node = params
         for depth, part in enumerate(parents):
-            node = node.get(part) if isinstance(node, dict) else None
-            if not isinstance(node, dict):
+            child = node.get(part)
+            if not isinstance(child, dict):
                 raise ParamError(key, value, f"{'.'.join(parents[: depth + 1])} is not a group of params")
+            node = child
         node[last] = value
     return params
 
@@ -85,14 +89,24 @@ def with_changes(params: dict, changes: dict) -> dict:
 # --- reading one value ---------------------------------------------------------------
 
 
-def get(params: dict, key: str):
-    """Value at a dotted key; a missing key is a clear error (null is a value)."""
+def get(params: dict, key: str) -> Any:
+    """Value at a dotted key, whatever YAML made of it; a missing key is a clear error (null is a value)."""
     node = params
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
             raise MissingParam([key])
         node = node[part]
     return node
+
+
+def _is_integer(value: object) -> TypeGuard[int]:
+    """An integer of YAML's (Python's bool is one too, but YAML's true is no number)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> TypeGuard[float]:
+    """A number of YAML's, integer or not (not a bool)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def integer(params: dict, key: str, minimum: int | None = None, maximum: int | None = None) -> int:
@@ -105,7 +119,7 @@ def integer(params: dict, key: str, minimum: int | None = None, maximum: int | N
             + (f" >= {minimum}" if minimum is not None else "")
             + (f" <= {maximum}" if maximum is not None else "")
         )
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    if not _is_integer(value):
         raise ParamError(key, value, allowed)
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         raise ParamError(key, value, allowed)
@@ -115,7 +129,7 @@ def integer(params: dict, key: str, minimum: int | None = None, maximum: int | N
 def fraction(params: dict, key: str) -> float:
     """A number strictly between 0 and 1."""
     value = get(params, key)
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:
+    if not _is_number(value) or not 0 < value < 1:
         raise ParamError(key, value, "a number strictly between 0 and 1")
     return float(value)
 
@@ -123,12 +137,12 @@ def fraction(params: dict, key: str) -> float:
 def positive(params: dict, key: str) -> float:
     """A finite number > 0 (YAML's .inf and .nan are refused)."""
     value = get(params, key)
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+    if not _is_number(value) or not 0 < value < math.inf:
         raise ParamError(key, value, "a finite number > 0")
     return float(value)
 
 
-def choice(params: dict, key: str, allowed) -> str:
+def choice(params: dict, key: str, allowed: Sequence[str]) -> str:
     value = get(params, key)
     if value not in allowed:
         raise ParamError(key, value, "one of " + ", ".join(map(str, allowed)))
@@ -503,9 +517,12 @@ def check(params: dict) -> Params:
     )
 
 
-def conv_layer_names(arch: str, filters=None) -> list[str]:
-    """The conv layers' names of the model lungdx.models builds, known without building it."""
+def conv_layer_names(arch: str, filters: Sequence[int] | None = None) -> list[str]:
+    """The conv layers' names of the model lungdx.models builds, known without building it (a cnn's
+    from its `filters`)."""
     if arch == "cnn":
+        if filters is None:
+            raise ValueError("a cnn's conv layers follow from its filters: give them")
         return [f"conv{i}" for i in range(1, len(filters) + 1)]
     return [f"block{b}_conv{c}" for b, n in enumerate(VGG19_CONVS_PER_BLOCK, start=1) for c in range(1, n + 1)]
 
@@ -532,7 +549,7 @@ def _download(params: dict, seed: int) -> DownloadSettings:
             "a Kaggle dataset handle owner/dataset, e.g. tawsifurrahman/covid19-radiography-database",
         )
     version = get(params, "dataset.kaggle_version")
-    if version is not None and (isinstance(version, bool) or not isinstance(version, numbers.Integral) or version < 1):
+    if version is not None and (not _is_integer(version) or version < 1):
         raise ParamError("dataset.kaggle_version", version, "a dataset version, an integer >= 1, or null (the latest)")
     return DownloadSettings(
         seed,
@@ -563,6 +580,26 @@ def _sample(params: dict, seed: int) -> SampleSettings:
 
 def _segment(params: dict, seed: int, lung_mask: str, sample: SampleSettings) -> SegmentSettings:
     """segment.*: the U-Net's settings; whether train_source exists and has masks is the stage's check."""
+    source = _train_source(params)
+    size = integer(params, "segment.image_size", minimum=MIN_IMAGE_SIZE, maximum=MAX_IMAGE_SIZE)
+    return SegmentSettings(
+        seed=seed,
+        lung_mask=lung_mask,
+        train_source=source,
+        image_size=size,
+        epochs=integer(params, "segment.epochs", minimum=1, maximum=MAX_EPOCHS),
+        batch_size=integer(params, "segment.batch_size", minimum=1, maximum=MAX_BATCH_SIZE),
+        learning_rate=positive(params, "segment.learning_rate"),
+        patience=integer(params, "segment.patience", minimum=1, maximum=MAX_EPOCHS),
+        filters=_unet_filters(params, size),
+        max_train_images=integer(params, "segment.max_train_images", minimum=10),
+        val_size=sample.val_size,
+        test_size=sample.test_size,
+    )
+
+
+def _train_source(params: dict) -> str:
+    """segment.train_source, stripped: "" (null too) for dataset.source's own masks, else a local path."""
     source = get(params, "segment.train_source")
     if source is None:
         source = ""
@@ -574,7 +611,11 @@ def _segment(params: dict, seed: int, lung_mask: str, sample: SampleSettings) ->
             "path of a local folder or .zip with lung masks (the Kaggle "
             "layout's <Class>/images and <Class>/masks), written without ~",
         )
-    size = integer(params, "segment.image_size", minimum=MIN_IMAGE_SIZE, maximum=MAX_IMAGE_SIZE)
+    return source.strip()
+
+
+def _unet_filters(params: dict, size: int) -> tuple[int, ...]:
+    """segment.filters, each U-Net level's, and that the U-Net can halve segment.image_size (`size`) as often."""
     filters = get(params, "segment.filters")
     if (
         not isinstance(filters, list)
@@ -593,20 +634,7 @@ def _segment(params: dict, seed: int, lung_mask: str, sample: SampleSettings) ->
             size,
             f"a multiple of {2 ** (len(filters) - 1)}: the U-Net halves it {len(filters) - 1} times (segment.filters)",
         )
-    return SegmentSettings(
-        seed=seed,
-        lung_mask=lung_mask,
-        train_source=source.strip(),
-        image_size=size,
-        epochs=integer(params, "segment.epochs", minimum=1, maximum=MAX_EPOCHS),
-        batch_size=integer(params, "segment.batch_size", minimum=1, maximum=MAX_BATCH_SIZE),
-        learning_rate=positive(params, "segment.learning_rate"),
-        patience=integer(params, "segment.patience", minimum=1, maximum=MAX_EPOCHS),
-        filters=tuple(filters),
-        max_train_images=integer(params, "segment.max_train_images", minimum=10),
-        val_size=sample.val_size,
-        test_size=sample.test_size,
-    )
+    return tuple(filters)
 
 
 def _gradcam_layer(params: dict, model: ModelSettings) -> str | None:
@@ -672,7 +700,7 @@ def _augment(params: dict, arch: str) -> Augment:
     values = {}
     for name, (limit, unit) in AUGMENT_LIMITS.items():
         value = get(params, f"{key}.{name}")
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= limit:
+        if not _is_number(value) or not 0 <= value <= limit:
             raise ParamError(f"{key}.{name}", value, f"a number from 0 (off) to {limit:g} ({unit})")
         values[name] = float(value)
     flip = get(params, f"{key}.flip")
@@ -687,11 +715,19 @@ def _architecture(params: dict, arch: str, seed: int, image_size: int) -> ModelS
     What ties them to the rest (the image size the network needs, a local weights file
     existing) is _chosen_model's check, for the chosen model only.
     """
+    common = _training(params, arch, seed, image_size)
+    if arch == "cnn":
+        return dataclasses.replace(common, filters=_cnn_filters(params, f"models.{arch}.filters"))
+    return _with_vgg19_weights(params, common)
+
+
+def _training(params: dict, arch: str, seed: int, image_size: int) -> ModelSettings:
+    """The settings both architectures have, checked; the other fields left None."""
     key = f"models.{arch}"
     dropout = get(params, f"{key}.dropout")
-    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
+    if not _is_number(dropout) or not 0 <= dropout < 1:
         raise ParamError(f"{key}.dropout", dropout, "a number from 0 up to (not including) 1")
-    common = dict(
+    return ModelSettings(
         architecture=arch,
         seed=seed,
         image_size=image_size,
@@ -704,23 +740,31 @@ def _architecture(params: dict, arch: str, seed: int, image_size: int) -> ModelS
         dense_units=integer(params, f"{key}.dense_units", minimum=1, maximum=MAX_DENSE_UNITS),
         augment=_augment(params, arch),
     )
-    if arch == "cnn":
-        filters = get(params, f"{key}.filters")
-        if (
-            not isinstance(filters, list)
-            or not 0 < len(filters) <= MAX_CONV_BLOCKS
-            or not all(isinstance(f, int) and not isinstance(f, bool) and 0 < f <= MAX_FILTERS for f in filters)
-        ):
-            raise ParamError(
-                f"{key}.filters",
-                filters,
-                f"a list of 1 to {MAX_CONV_BLOCKS} integers from 1 to {MAX_FILTERS}, the filters of each conv block",
-            )
-        return ModelSettings(**common, filters=tuple(filters))
+
+
+def _cnn_filters(params: dict, key: str) -> tuple[int, ...]:
+    """models.cnn.filters: the filters of each conv block."""
+    filters = get(params, key)
+    if (
+        not isinstance(filters, list)
+        or not 0 < len(filters) <= MAX_CONV_BLOCKS
+        or not all(isinstance(f, int) and not isinstance(f, bool) and 0 < f <= MAX_FILTERS for f in filters)
+    ):
+        raise ParamError(
+            key,
+            filters,
+            f"a list of 1 to {MAX_CONV_BLOCKS} integers from 1 to {MAX_FILTERS}, the filters of each conv block",
+        )
+    return tuple(filters)
+
+
+def _with_vgg19_weights(params: dict, common: ModelSettings) -> ModelSettings:
+    """`common` with vgg19's own settings: the base's weights (their form) and its fine-tuning."""
+    key = f"models.{common.architecture}"
     weights = get(params, f"{key}.weights")
     _check_vgg19_weights_form(weights)
-    settings = ModelSettings(
-        **common,
+    settings = dataclasses.replace(
+        common,
         weights=weights,
         fine_tune_blocks=integer(params, f"{key}.fine_tune_blocks", minimum=0, maximum=len(VGG19_CONVS_PER_BLOCK)),
         fine_tune_epochs=integer(params, f"{key}.fine_tune_epochs", minimum=1, maximum=MAX_EPOCHS),
@@ -743,11 +787,10 @@ def _chosen_model(params: dict, seed: int, image_size: int) -> ModelSettings:
     arch = choice(params, "model", ARCHITECTURES)
     settings = _architecture(params, arch, seed, image_size)
     if arch == "cnn":
-        if image_size < 2 ** len(settings.filters):
+        poolings = len(settings.filters or ())  # a cnn's settings always hold its filters
+        if image_size < 2**poolings:
             raise ParamError(
-                "prepare.image_size",
-                image_size,
-                f"at least {2 ** len(settings.filters)} for a cnn with {len(settings.filters)} poolings",
+                "prepare.image_size", image_size, f"at least {2**poolings} for a cnn with {poolings} poolings"
             )
         return settings
     if image_size < 32:
@@ -759,14 +802,14 @@ def _chosen_model(params: dict, seed: int, image_size: int) -> ModelSettings:
 WEIGHTS_FORMS = "imagenet, none, or the path of an existing .h5 file"
 
 
-def _check_vgg19_weights_form(value) -> None:
+def _check_vgg19_weights_form(value: object) -> None:
     if value in (None, "none", "None", "imagenet"):
         return
     if not isinstance(value, str) or not value.strip() or Path(value).suffix != ".h5":
         raise ParamError("models.vgg19.weights", value, WEIGHTS_FORMS)
 
 
-def resolve_vgg19_weights(value) -> str | None:
+def resolve_vgg19_weights(value: object) -> str | None:
     """`imagenet` (Keras download, cached under KERAS_HOME), `none` (None), or a local .h5 path."""
     _check_vgg19_weights_form(value)
     if value in (None, "none", "None"):

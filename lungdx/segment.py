@@ -29,7 +29,9 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,6 +44,14 @@ from .opencv import cv2
 from .raw import class_images, deduplicate, inspect_all
 from .splits import LUNG_MASKS, SEGMENTER_FILE, load_manifest
 from .stats import mean_interval
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator, Sequence
+
+    import keras
+    import pandas as pd
+
+    from .params import SegmentSettings
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +69,7 @@ OUTLINE_TRUE, OUTLINE_DRAWN = (0, 200, 0), (0, 0, 255)  # BGR
 # --- scoring ------------------------------------------------------------------------------
 
 
-def score(segmenter, pairs: list[tuple[Path, Path]], seed: int) -> dict:
+def score(segmenter: keras.Model, pairs: list[tuple[Path, Path]], seed: int) -> dict:
     """Dice and IoU of the segmenter on (image, true mask) files, each at the image's own size:
     means with percentile bootstrap intervals over the images, and per image."""
     images = [read_gray(image) for image, _ in pairs]
@@ -89,7 +99,9 @@ def _arrays(pairs: list[tuple[Path, Path]], size: int) -> tuple[np.ndarray, np.n
     return np.stack(images), np.stack(masks)
 
 
-def _augmented_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
+def _augmented_batches(
+    x: np.ndarray, y: np.ndarray, batch_size: int, seed: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Endless seeded batches (float images 0..255, float masks 0/1), each image and its mask turned,
     shifted and zoomed together, and the image's contrast changed by a random gamma."""
     import keras
@@ -114,7 +126,7 @@ def _augmented_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int)
             yield image, (moved[..., 1:] > 127).astype(np.float32)
 
 
-def dice_loss(y_true, y_pred):
+def dice_loss(y_true: Any, y_pred: Any) -> Any:
     """1 - the soft Dice of each image, averaged (Milletari et al. 2016): large lungs and small weigh alike."""
     import keras.ops as ops
 
@@ -123,7 +135,7 @@ def dice_loss(y_true, y_pred):
     return 1 - ops.mean((2 * inter + 1) / (total + 1))
 
 
-def segmentation_loss(y_true, y_pred):
+def segmentation_loss(y_true: Any, y_pred: Any) -> Any:
     """Binary cross-entropy per pixel plus the Dice loss: the first for early gradients, the second
     for the overlap that is scored."""
     import keras
@@ -131,7 +143,9 @@ def segmentation_loss(y_true, y_pred):
     return keras.ops.mean(keras.losses.binary_crossentropy(y_true, y_pred)) + dice_loss(y_true, y_pred)
 
 
-def train_segmenter(settings, train: list[tuple[Path, Path]], val: list[tuple[Path, Path]]):
+def train_segmenter(
+    settings: SegmentSettings, train: list[tuple[Path, Path]], val: list[tuple[Path, Path]]
+) -> tuple[keras.Model, dict]:
     """A U-Net fitted on `train` (image, mask) files with early stopping on `val`'s loss; returns it
     and its history. Refuses, writing nothing, one whose validation Dice is under MIN_VAL_DICE."""
     from .models import build_unet, make_deterministic, stop_on_nonfinite_loss
@@ -173,7 +187,7 @@ def train_segmenter(settings, train: list[tuple[Path, Path]], val: list[tuple[Pa
 # --- where the masks come from ----------------------------------------------------------------
 
 
-def _split_pairs(pairs: list, settings) -> dict[str, list]:
+def _split_pairs(pairs: list, settings: SegmentSettings) -> dict[str, list]:
     """train, val and test parts of another dataset's (image, mask) pairs, drawn from the seed."""
     order = np.random.default_rng(settings.seed).permutation(len(pairs))
     n_test, n_val = round(len(pairs) * settings.test_size), max(1, round(len(pairs) * settings.val_size))
@@ -181,7 +195,9 @@ def _split_pairs(pairs: list, settings) -> dict[str, list]:
     return {name: [pairs[i] for i in sorted(idx)] for name, idx in parts.items()}
 
 
-def masked_pairs(raw_dir: Path, progress=None) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]]:
+def masked_pairs(
+    raw_dir: Path, progress: Callable | None = None
+) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]]:
     """(image, lung mask) files of a raw layout, each image with a usable mask, duplicates once; and
     (path, reason) of the masks that could not be used."""
     classes = sorted(p.name for p in raw_dir.iterdir() if p.is_dir())
@@ -190,7 +206,7 @@ def masked_pairs(raw_dir: Path, progress=None) -> tuple[list[tuple[Path, Path]],
     return pairs, [s for s in skipped if "mask" in s[1]]
 
 
-def _too_few(n: int, where: str, problems: list[tuple[str, str]], settings) -> LungdxError:
+def _too_few(n: int, where: str, problems: list[tuple[str, str]], settings: SegmentSettings) -> LungdxError:
     shown = f"; {len(problems)} mask(s) unusable, e.g. {problems[0][0]}: {problems[0][1]}" if problems else ""
     return LungdxError(
         f"{where} has {n} image(s) with a usable lung mask{shown}; the segmenter needs at least "
@@ -200,7 +216,14 @@ def _too_few(n: int, where: str, problems: list[tuple[str, str]], settings) -> L
     )
 
 
-def learning_pairs(settings, manifest, raw_dir: Path, work_dir: Path, project_root, progress=None):
+def learning_pairs(
+    settings: SegmentSettings,
+    manifest: pd.DataFrame,
+    raw_dir: Path,
+    work_dir: Path,
+    project_root: str | Path | None,
+    progress: Callable | None = None,
+) -> tuple[dict[str, list[tuple[Path, Path]]], str]:
     """The (image, mask) files the segmenter learns from, as {train, val, test}, and where from."""
     if settings.train_source:
         from .sources import bring_in_dataset
@@ -213,6 +236,11 @@ def learning_pairs(settings, manifest, raw_dir: Path, work_dir: Path, project_ro
         if len(pairs) < MIN_MASKS:
             raise _too_few(len(pairs), f"{settings.key('train_source')} = {settings.train_source}", problems, settings)
         return _split_pairs(pairs, settings), settings.train_source
+    return _own_pairs(settings, manifest, raw_dir), "dataset.source"
+
+
+def _own_pairs(settings: SegmentSettings, manifest: pd.DataFrame, raw_dir: Path) -> dict[str, list[tuple[Path, Path]]]:
+    """The sampled images' own (image, mask) files, by split: at least MIN_MASKS, some in each."""
     with_mask = manifest[manifest["mask"] != ""]
     if len(with_mask) < MIN_MASKS:
         if with_mask.empty:
@@ -234,7 +262,7 @@ def learning_pairs(settings, manifest, raw_dir: Path, work_dir: Path, project_ro
                 f"the segmenter learns on train, stops on val and is scored on test: add masks, or set "
                 f"{settings.key('train_source')}"
             )
-    return parts, "dataset.source"
+    return parts
 
 
 def _capped(pairs: list, cap: int, seed: int) -> list:
@@ -254,7 +282,7 @@ def drawn_mask_name(path: str) -> str:
     return (Path("masks") / parts[0] / (name.name if name.suffix.lower() == ".png" else name.name + ".png")).as_posix()
 
 
-def _picture(image: np.ndarray, masks_and_colours) -> np.ndarray:
+def _picture(image: np.ndarray, masks_and_colours: Iterable[tuple[np.ndarray, tuple[int, int, int]]]) -> np.ndarray:
     """An X-ray (BGR) with the outline of each mask in its colour, at most 512 px on its longer side."""
     from .heatmaps import mask_boundary
 
@@ -268,23 +296,26 @@ def _picture(image: np.ndarray, masks_and_colours) -> np.ndarray:
 
 
 def segment(
-    settings, manifest_path, raw_dir, out_dir, metrics_path, details_path, images_dir, project_root=".", progress=None
+    settings: SegmentSettings,
+    manifest_path: str | Path,
+    raw_dir: str | Path,
+    out_dir: str | Path,
+    metrics_path: str | Path,
+    details_path: str | Path,
+    images_dir: str | Path,
+    project_root: str | Path = ".",
+    progress: Callable | None = None,
 ) -> dict:
-    """The segment stage (`settings`: a params.SegmentSettings); returns meta.json's content."""
+    """The segment stage; returns meta.json's content."""
     manifest, raw_dir = load_manifest(manifest_path), Path(raw_dir)
     own = manifest[manifest["mask"] != ""]
     rows = [{"path": r.path, "origin": "dataset", "mask": r.mask} for r in own.itertuples()]
-    meta = {
+    meta: dict[str, Any] = {
         "lung_mask": settings.lung_mask,
         "segmenter": None,
         "counts": {"dataset": len(own), "segmenter": 0, "whole": 0, "none": len(manifest) - len(own)},
     }
-    metrics, details, implausible, pictures = (
-        {},
-        {"trained": False, "why": f"{settings.key('lung_mask')} is none"},
-        [],
-        {},
-    )
+    found = None
     if settings.lung_mask == "none" and settings.train_source:
         log.warning(
             f"{settings.key('train_source')} is set, but {settings.key('lung_mask')} is none: no segmenter is "
@@ -292,97 +323,177 @@ def segment(
         )
     with tempfile.TemporaryDirectory(prefix="lungdx-segment-") as work, atomic_dir(out_dir) as tmp:
         if settings.lung_mask != "none":
-            parts, learned_from = learning_pairs(settings, manifest, raw_dir, Path(work), project_root, progress)
-            train = _capped(parts["train"], settings.max_train_images, settings.seed)
-            log.info(
-                f"segment: learning the lungs from {len(train)} images of {learned_from} "
-                f"({len(parts['val'])} to validate, {len(parts['test'])} to score)"
-            )
-            segmenter, history = train_segmenter(settings, train, parts["val"])
-            tested = score(segmenter, parts["test"], settings.seed)
-            lacking = manifest[manifest["mask"] == ""]
-            drawn = []
-            shown = set(np.linspace(0, len(lacking) - 1, OVERLAYS).round().astype(int)) if len(lacking) else set()
-            for start in range(0, len(lacking), 64):  # 64 images in memory at a time
-                chunk = lacking.iloc[start : start + 64]
-                images = [read_gray(raw_dir / p) for p in chunk["path"]]
-                for k, (path, image, mask) in enumerate(
-                    zip(chunk["path"], images, draw_lungs(segmenter, images), strict=True), start=start
-                ):
-                    name, problem = drawn_mask_name(path), lung_problem(mask)
-                    (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-                    write_png(tmp / name, mask)
-                    rows.append({"path": path, "origin": "whole" if problem else "segmenter", "mask": name})
-                    if problem:
-                        implausible.append((path, problem))
-                        log.warning(
-                            f"segment: implausible lungs drawn for {raw_dir / path}: {problem}; prepare uses it whole"
-                        )
-                    if k in shown:  # spread over the manifest: every class and split
-                        drawn.append(f"drawn_{len(drawn) + 1}.png")
-                        pictures[drawn[-1]] = _picture(image, [(mask, OUTLINE_DRAWN)])
-            for k, (image, mask) in enumerate(parts["test"][:OVERLAYS], start=1):
-                img = read_gray(image)
-                pictures[f"test_{k}.png"] = _picture(
-                    img,
-                    [(native_mask(mask, img.shape), OUTLINE_TRUE), (draw_lungs(segmenter, [img])[0], OUTLINE_DRAWN)],
-                )
-            if len(implausible) > max(5, len(lacking) // 2):
-                raise LungdxError(
-                    f"the lung segmenter drew implausible lungs on {len(implausible)} of the {len(lacking)} "
-                    f"images without a mask (e.g. {implausible[0][0]}: {implausible[0][1]}): it has not "
-                    f"learned these X-rays' lungs; check the masks it learned from "
-                    f"({learned_from}) and that they are of X-rays like these; no segmenter was saved"
-                )
-            from .model_file import save_reproducibly
-
-            save_reproducibly(segmenter, tmp / SEGMENTER_FILE)
-            meta["segmenter"] = {
-                "image_size": settings.image_size,
-                "filters": list(settings.filters),
-                "learned_from": learned_from,
-                "n_train": len(train),
-                "n_val": len(parts["val"]),
-                "n_test": len(parts["test"]),
-                "test_dice": tested["dice"],
-                "val_dice": history["val_dice"],
-            }
-            meta["counts"].update(segmenter=len(lacking) - len(implausible), whole=len(implausible), none=0)
-            metrics = {
-                "dice": tested["dice"],
-                "dice_ci": tested["dice_ci"],
-                "iou": tested["iou"],
-                "iou_ci": tested["iou_ci"],
-                "n_test": tested["n"],
-                "masks": dict(meta["counts"]),
-            }
-            metrics["masks"].pop("none")
-            details = {
-                "trained": True,
-                **meta["segmenter"],
-                "test": tested,
-                "history": history,
-                "implausible": [{"path": p, "reason": r} for p, r in implausible],
-                "overlays": {
-                    "test_<k>.png": "a test image: true lungs green, drawn lungs red",
-                    "drawn_<k>.png": "a sampled image without a mask: the lungs drawn, red",
-                },
-            }
-        rows.sort(key=lambda r: r["path"])
-        _write_csv(
-            tmp / LUNG_MASKS, ["path", "origin", "mask"], [[r[k] for k in ("path", "origin", "mask")] for r in rows]
-        )
-        _write_csv(tmp / "implausible.csv", ["path", "reason"], implausible)
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        with atomic_dir(images_dir) as pics:
-            for name, picture in pictures.items():
-                write_png(pics / name, picture)
-            write_json(metrics_path, metrics)
-            write_json(details_path, details)
+            found = _learn_and_draw(settings, manifest, raw_dir, Path(work), tmp, project_root, progress)
+            rows += found.rows
+            meta["segmenter"] = found.learned
+            n_whole = len(found.implausible)
+            meta["counts"].update(segmenter=len(found.rows) - n_whole, whole=n_whole, none=0)
+        _write_lists(tmp, rows, found.implausible if found else [], meta)
+        _write_reports(settings, found, meta["counts"], images_dir, metrics_path, details_path)
     return meta
 
 
-def _write_csv(path: Path, header: list[str], rows) -> None:
+@dataclass(frozen=True)
+class _Segmented:
+    """What a learned segmenter gives the stage's outputs."""
+
+    rows: list[dict[str, str]]  # lung_masks.csv's, of the images it drew
+    implausible: list[tuple[str, str]]  # (path, reason)
+    pictures: dict[str, np.ndarray]  # reports/segment_images/
+    learned: dict  # meta.json's segmenter
+    tested: dict  # score() on the test images
+    history: dict  # train_segmenter's
+
+
+def _learn_and_draw(
+    settings: SegmentSettings,
+    manifest: pd.DataFrame,
+    raw_dir: Path,
+    work: Path,
+    tmp: Path,
+    project_root: str | Path,
+    progress: Callable | None,
+) -> _Segmented:
+    """Learn the lungs, score the segmenter on the test images, draw the lungs of every sampled
+    image without a mask into tmp, and save the segmenter there, unless it drew too many implausible lungs."""
+    parts, learned_from = learning_pairs(settings, manifest, raw_dir, work, project_root, progress)
+    train = _capped(parts["train"], settings.max_train_images, settings.seed)
+    log.info(
+        f"segment: learning the lungs from {len(train)} images of {learned_from} "
+        f"({len(parts['val'])} to validate, {len(parts['test'])} to score)"
+    )
+    segmenter, history = train_segmenter(settings, train, parts["val"])
+    tested = score(segmenter, parts["test"], settings.seed)
+    lacking = manifest[manifest["mask"] == ""]
+    rows, implausible, pictures = _draw_missing(segmenter, lacking, raw_dir, tmp)
+    pictures.update(_test_pictures(segmenter, parts["test"]))
+    _refuse_implausible(implausible, len(lacking), learned_from)
+    from .model_file import save_reproducibly
+
+    save_reproducibly(segmenter, tmp / SEGMENTER_FILE)
+    learned = {
+        "image_size": settings.image_size,
+        "filters": list(settings.filters),
+        "learned_from": learned_from,
+        "n_train": len(train),
+        "n_val": len(parts["val"]),
+        "n_test": len(parts["test"]),
+        "test_dice": tested["dice"],
+        "val_dice": history["val_dice"],
+    }
+    return _Segmented(rows, implausible, pictures, learned, tested, history)
+
+
+def _draw_missing(
+    segmenter: keras.Model, lacking: pd.DataFrame, raw_dir: Path, tmp: Path
+) -> tuple[list[dict[str, str]], list[tuple[str, str]], dict[str, np.ndarray]]:
+    """The lungs of every image of `lacking` (manifest rows without a mask) drawn into tmp's masks/,
+    64 images in memory at a time; returns their lung_masks.csv rows, the implausible ones (path,
+    reason) and OVERLAYS pictures of drawn lungs, spread over the manifest: every class and split."""
+    rows: list[dict[str, str]] = []
+    implausible: list[tuple[str, str]] = []
+    pictures: dict[str, np.ndarray] = {}
+    shown = set(np.linspace(0, len(lacking) - 1, OVERLAYS).round().astype(int)) if len(lacking) else set()
+    for start in range(0, len(lacking), 64):
+        chunk = lacking.iloc[start : start + 64]
+        images = [read_gray(raw_dir / p) for p in chunk["path"]]
+        for k, (path, image, mask) in enumerate(
+            zip(chunk["path"], images, draw_lungs(segmenter, images), strict=True), start=start
+        ):
+            name, problem = drawn_mask_name(path), lung_problem(mask)
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            write_png(tmp / name, mask)
+            rows.append({"path": path, "origin": "whole" if problem else "segmenter", "mask": name})
+            if problem:
+                implausible.append((path, problem))
+                log.warning(f"segment: implausible lungs drawn for {raw_dir / path}: {problem}; prepare uses it whole")
+            if k in shown:
+                pictures[f"drawn_{len(pictures) + 1}.png"] = _picture(image, [(mask, OUTLINE_DRAWN)])
+    return rows, implausible, pictures
+
+
+def _refuse_implausible(implausible: list[tuple[str, str]], n_drawn: int, learned_from: str) -> None:
+    """A segmenter that drew implausible lungs on most of the `n_drawn` images has not learned them."""
+    if len(implausible) > max(5, n_drawn // 2):
+        raise LungdxError(
+            f"the lung segmenter drew implausible lungs on {len(implausible)} of the {n_drawn} "
+            f"images without a mask (e.g. {implausible[0][0]}: {implausible[0][1]}): it has not "
+            f"learned these X-rays' lungs; check the masks it learned from "
+            f"({learned_from}) and that they are of X-rays like these; no segmenter was saved"
+        )
+
+
+def _test_pictures(segmenter: keras.Model, test: list[tuple[Path, Path]]) -> dict[str, np.ndarray]:
+    """The first OVERLAYS test images with their true lungs (green) and the drawn ones (red)."""
+    pictures = {}
+    for k, (image, mask) in enumerate(test[:OVERLAYS], start=1):
+        img = read_gray(image)
+        pictures[f"test_{k}.png"] = _picture(
+            img,
+            [(native_mask(mask, img.shape), OUTLINE_TRUE), (draw_lungs(segmenter, [img])[0], OUTLINE_DRAWN)],
+        )
+    return pictures
+
+
+def _write_reports(
+    settings: SegmentSettings,
+    found: _Segmented | None,
+    counts: dict[str, int],
+    images_dir: str | Path,
+    metrics_path: str | Path,
+    details_path: str | Path,
+) -> None:
+    """reports/segment_images/, metrics/segment.json and reports/segment.json: no pictures, no
+    metrics and why, where no segmenter was learned (`found` None)."""
+    if found is None:
+        pictures, metrics, details = {}, {}, {"trained": False, "why": f"{settings.key('lung_mask')} is none"}
+    else:
+        pictures, metrics, details = found.pictures, _metrics(found, counts), _details(found)
+    with atomic_dir(images_dir) as pics:
+        for name, picture in pictures.items():
+            write_png(pics / name, picture)
+        write_json(metrics_path, metrics)
+        write_json(details_path, details)
+
+
+def _metrics(found: _Segmented, counts: dict[str, int]) -> dict:
+    """metrics/segment.json: the test scores, and how many masks of each origin (dataset, segmenter, whole)."""
+    tested = found.tested
+    masks = {origin: n for origin, n in counts.items() if origin != "none"}
+    return {
+        "dice": tested["dice"],
+        "dice_ci": tested["dice_ci"],
+        "iou": tested["iou"],
+        "iou_ci": tested["iou_ci"],
+        "n_test": tested["n"],
+        "masks": masks,
+    }
+
+
+def _details(found: _Segmented) -> dict:
+    """reports/segment.json: what was learned, the scores per image, the history, the implausible list."""
+    return {
+        "trained": True,
+        **found.learned,
+        "test": found.tested,
+        "history": found.history,
+        "implausible": [{"path": p, "reason": r} for p, r in found.implausible],
+        "overlays": {
+            "test_<k>.png": "a test image: true lungs green, drawn lungs red",
+            "drawn_<k>.png": "a sampled image without a mask: the lungs drawn, red",
+        },
+    }
+
+
+def _write_lists(tmp: Path, rows: list[dict[str, str]], implausible: list[tuple[str, str]], meta: dict) -> None:
+    """data/segmented's lung_masks.csv (sorted by path), implausible.csv and meta.json."""
+    rows = sorted(rows, key=lambda r: r["path"])
+    _write_csv(tmp / LUNG_MASKS, ["path", "origin", "mask"], [[r[k] for k in ("path", "origin", "mask")] for r in rows])
+    _write_csv(tmp / "implausible.csv", ["path", "reason"], implausible)
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _write_csv(path: Path, header: list[str], rows: Iterable[Sequence]) -> None:
     import pandas as pd
 
     pd.DataFrame(list(rows), columns=header).to_csv(path, index=False, lineterminator="\n")

@@ -25,6 +25,7 @@ import dataclasses
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,27 +35,36 @@ from .model_file import save_model
 from .models import distribution_strategy, lower_rate_advice, make_deterministic, stop_on_nonfinite_loss
 from .splits import SEGMENTER_FILE
 
+if TYPE_CHECKING:
+    import keras
+
+    from dvclive import Live
+
+    from .params import ModelSettings
+
+    Split = tuple[np.ndarray, np.ndarray]  # (inputs, labels)
+    # What shows a trained model's validation outputs: a model, its inputs, and the field of the
+    # settings holding the learning rate that shaped it.
+    Check = tuple[keras.Model, np.ndarray, str]
+
 
 def fit(
-    model,
-    train,
-    val,
+    model: keras.Model,
+    train: Split,
+    val: Split,
     n_classes: int,
-    batch_size: int,
+    settings: ModelSettings,
+    live: Live,
+    *,
     seed: int,
     epochs: int,
-    learning_rate: float,
-    patience: int,
-    live,
+    rate: str,
     warmup_epochs: int = 0,
     initial_epoch: int = 0,
-    *,
-    learning_rate_key: str,
-) -> dict:
+) -> dict[str, list[float]]:
     """Compile, fit (x, y) `train` with early stopping on `val`'s loss (best weights restored), in
-    batches shuffled from `seed`; return the history.
-
-    A nan or inf loss ends the fit with a LungdxError that names `learning_rate_key`.
+    batches shuffled from `seed`, at the learning rate in the field `rate` of `settings`; return the
+    history. A nan or inf loss ends the fit with a LungdxError that names that rate's key.
 
     Epochs are counted as Keras counts them: a second fit (fine-tuning) continues from
     `initial_epoch`, and so do the dvclive steps (which train() starts at 1).
@@ -63,36 +73,46 @@ def fit(
     ten to twenty epochs on small data before its loss starts to fall, and would be stopped there.
     """
     import keras
-    from dvclive.keras import DVCLiveCallback
 
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy", metrics=["accuracy"])
-    stop = keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=patience, restore_best_weights=True, start_from_epoch=warmup_epochs
+    model.compile(
+        optimizer=keras.optimizers.Adam(getattr(settings, rate)), loss="categorical_crossentropy", metrics=["accuracy"]
     )
     history = model.fit(
-        batches(*train, n_classes, batch_size, seed, epochs=epochs),
-        steps_per_epoch=steps_per_epoch(len(train[0]), batch_size),
-        validation_data=batches(*val, n_classes, batch_size),
+        batches(*train, n_classes, settings.batch_size, seed, epochs=epochs),
+        steps_per_epoch=steps_per_epoch(len(train[0]), settings.batch_size),
+        validation_data=batches(*val, n_classes, settings.batch_size),
         epochs=initial_epoch + epochs,
         verbose=2,
         initial_epoch=initial_epoch,
         shuffle=False,  # the order is batches()' seeded one
-        callbacks=[stop_on_nonfinite_loss(learning_rate_key, learning_rate), stop, DVCLiveCallback(live=live)],
+        callbacks=_callbacks(settings, rate, warmup_epochs, live),
     )
     return history.history
 
 
+def _callbacks(settings: ModelSettings, rate: str, warmup_epochs: int, live: Live) -> list[keras.callbacks.Callback]:
+    """What ends a fit and what logs it: the first nan or inf loss, early stopping (after the
+    warmup, keeping the best weights), and dvclive's logging of every epoch."""
+    import keras
+    from dvclive.keras import DVCLiveCallback
+
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=settings.patience, restore_best_weights=True, start_from_epoch=warmup_epochs
+    )
+    return [stop_on_nonfinite_loss(settings.key(rate), getattr(settings, rate)), stop, DVCLiveCallback(live=live)]
+
+
 def train(
-    settings,
+    settings: ModelSettings,
     prepared_dir: str | Path,
     features_dir: str | Path,
     model_path: str | Path,
     live_dir: str | Path,
     segmented_dir: str | Path | None = None,
 ) -> dict:
-    """The train stage: fit the architecture of `settings` (a params.ModelSettings) on the prepared
-    splits, save it with its metadata to model_path; returns the best epoch's summary. A model of
-    images cut to their lungs carries the segment stage's segmenter (from segmented_dir)."""
+    """The train stage: fit the architecture of `settings` on the prepared splits, save it with its
+    metadata to model_path; returns the best epoch's summary. A model of images cut to their lungs
+    carries the segment stage's segmenter (from segmented_dir)."""
     meta = read_meta(prepared_dir)
     segmenter = carried_segmenter(segmented_dir, meta["lung_mask"])
     if meta["image_size"] != settings.image_size:
@@ -104,44 +124,14 @@ def train(
     make_deterministic(settings.seed)
     from dvclive import Live
 
-    train_x, train_y = load_split(prepared_dir, "train")
-    val_x, val_y = load_split(prepared_dir, "val")
+    train_split, val_split = load_split(prepared_dir, "train"), load_split(prepared_dir, "val")
     try:
         # The context manager keeps the callback's end-of-fit from closing the log between two fits.
         with distribution_strategy().scope(), Live(str(live_dir), dvcyaml=False, save_dvc_exp=False) as live:
             live.log_params(logged_params(settings))
             live.step = 1  # dvclive counts from 0; its callback then adds 1 per epoch, across both fits
-            if settings.architecture == "cnn":
-                from .models import build_cnn
-
-                model = build_cnn(n, settings)
-                history = fit(
-                    model,
-                    (train_x, train_y),
-                    (val_x, val_y),
-                    n,
-                    settings.batch_size,
-                    settings.seed,
-                    settings.epochs,
-                    settings.learning_rate,
-                    settings.patience,
-                    live,
-                    settings.warmup_epochs,
-                    learning_rate_key=settings.key("learning_rate"),
-                )
-                check = (model, val_x, "learning_rate")
-            else:
-                model, history, check = _train_vgg19(
-                    settings, n, features_dir, (train_x, train_y), (val_x, val_y), live
-                )
-            val_loss = np.asarray(history["val_loss"], dtype=float)
-            best = int(np.argmin(np.where(np.isfinite(val_loss), val_loss, np.inf)))  # argmin takes nan for least
-            summary = {
-                "best_epoch": best + 1,
-                "epochs_run": len(history["val_loss"]),
-                "best_val_loss": float(history["val_loss"][best]),
-                "best_val_accuracy": float(history["val_accuracy"][best]),
-            }
+            model, history, check = _fit_architecture(settings, n, features_dir, train_split, val_split, live)
+            summary = _best_epoch(history)
             for name, value in summary.items():
                 live.summary[name] = value
         _check_outputs_finite(*check, settings)
@@ -154,7 +144,44 @@ def train(
     return summary
 
 
-def carried_segmenter(segmented_dir, lung_mask: str) -> tuple[Path, dict] | None:
+def _best_epoch(history: dict[str, list[float]]) -> dict:
+    """The summary of the epoch of least validation loss (a nan loss is never the least): its number
+    from 1, the epochs run, its validation loss and accuracy."""
+    val_loss = np.asarray(history["val_loss"], dtype=float)
+    best = int(np.argmin(np.where(np.isfinite(val_loss), val_loss, np.inf)))  # argmin takes nan for least
+    return {
+        "best_epoch": best + 1,
+        "epochs_run": len(history["val_loss"]),
+        "best_val_loss": float(history["val_loss"][best]),
+        "best_val_accuracy": float(history["val_accuracy"][best]),
+    }
+
+
+def _fit_architecture(
+    settings: ModelSettings, n_classes: int, features_dir: str | Path, train: Split, val: Split, live: Live
+) -> tuple[keras.Model, dict[str, list[float]], Check]:
+    """The model of settings.architecture, trained; its history; what shows its validation outputs."""
+    if settings.architecture != "cnn":
+        return _train_vgg19(settings, n_classes, features_dir, train, val, live)
+    from .models import build_cnn
+
+    model = build_cnn(n_classes, settings)
+    history = fit(
+        model,
+        train,
+        val,
+        n_classes,
+        settings,
+        live,
+        seed=settings.seed,
+        epochs=settings.epochs,
+        rate="learning_rate",
+        warmup_epochs=settings.warmup_epochs,
+    )
+    return model, history, (model, val[0], "learning_rate")
+
+
+def carried_segmenter(segmented_dir: str | Path | None, lung_mask: str) -> tuple[Path, dict] | None:
     """(the segmenter's file, what it is) that a model of lung focus crop or mask carries; None for none."""
     if lung_mask == "none":
         return None
@@ -180,7 +207,7 @@ def carried_segmenter(segmented_dir, lung_mask: str) -> tuple[Path, dict] | None
     }
 
 
-def logged_params(settings) -> dict:
+def logged_params(settings: ModelSettings) -> dict:
     """The settings as dvclive logs them beside the curves: `model`, then its own keys (a cnn has no
     weights or fine-tuning), augmentation as augment.<name>; lists (filters) left out."""
     values = dataclasses.asdict(settings)
@@ -193,7 +220,7 @@ def logged_params(settings) -> dict:
     return logged
 
 
-def _check_outputs_finite(model, x, rate: str, settings) -> None:
+def _check_outputs_finite(model: keras.Model, x: np.ndarray, rate: str, settings: ModelSettings) -> None:
     """Refuse to save a model whose outputs on the validation inputs are not all finite; `rate`
     names the field of `settings` (the learning rate) that shaped them."""
     try:
@@ -207,13 +234,15 @@ def _check_outputs_finite(model, x, rate: str, settings) -> None:
         ) from exc
 
 
-def _train_vgg19(settings, n_classes, features_dir, train, val, live):
+def _train_vgg19(
+    settings: ModelSettings, n_classes: int, features_dir: str | Path, train: Split, val: Split, live: Live
+) -> tuple[keras.Model, dict[str, list[float]], Check]:
     """Head on cached base features; then optionally fine-tune the last blocks on images.
 
     Returns the end-to-end model, the history, and what shows its validation outputs
     (a model, its inputs, the learning rate that shaped it) for the check before saving."""
     from .feature_cache import load_features
-    from .models import build_head_only, build_vgg19, unfreeze_last_blocks
+    from .models import build_head_only, unfreeze_last_blocks
 
     feats = load_features(features_dir, settings.image_size)
     head = build_head_only(feats["train"].shape[1], n_classes, settings)
@@ -222,42 +251,61 @@ def _train_vgg19(settings, n_classes, features_dir, train, val, live):
         (feats["train"], train[1]),
         (feats["val"], val[1]),
         n_classes,
-        settings.batch_size,
-        settings.seed,
-        settings.epochs,
-        settings.learning_rate,
-        settings.patience,
+        settings,
         live,
-        settings.warmup_epochs,
-        learning_rate_key=settings.key("learning_rate"),
+        seed=settings.seed,
+        epochs=settings.epochs,
+        rate="learning_rate",
+        warmup_epochs=settings.warmup_epochs,
     )
     # The head on the cached validation features gives the end-to-end model's outputs, one pass of the base fewer.
-    check = (head, feats["val"], "learning_rate")
+    check: Check = (head, feats["val"], "learning_rate")
+    model, base = _end_to_end(head, n_classes, settings, features_dir)
+    if settings.fine_tune_blocks:
+        # Caching cannot apply here: the unfrozen blocks change, so every epoch runs the base on images.
+        unfreeze_last_blocks(base, settings.fine_tune_blocks)
+        history = _fine_tune(model, n_classes, settings, train, val, live, history)
+        check = (model, val[0], "fine_tune_learning_rate")
+    return model, history, check
 
-    # One end-to-end model for evaluate, Grad-CAM and predict: the cached base's weights plus the head.
+
+def _end_to_end(
+    head: keras.Model, n_classes: int, settings: ModelSettings, features_dir: str | Path
+) -> tuple[keras.Model, keras.Model]:
+    """One model for evaluate, Grad-CAM and predict: the cached base's weights plus the trained
+    `head`'s; returns it and its base."""
+    from .models import build_vgg19
+
     model, base = build_vgg19(n_classes, settings, weights=None)
     base.load_weights(Path(features_dir) / "base.weights.h5")
     for layer in head.layers:
         if layer.weights:
             model.get_layer(layer.name).set_weights(layer.get_weights())
+    return model, base
 
-    if settings.fine_tune_blocks:
-        # Caching cannot apply here: the unfrozen blocks change, so every epoch runs the base on images.
-        unfreeze_last_blocks(base, settings.fine_tune_blocks)
-        more = fit(
-            model,
-            train,
-            val,
-            n_classes,
-            settings.batch_size,
-            settings.seed + 1,
-            settings.fine_tune_epochs,
-            settings.fine_tune_learning_rate,
-            settings.patience,
-            live,
-            initial_epoch=len(history["val_loss"]),
-            learning_rate_key=settings.key("fine_tune_learning_rate"),
-        )
-        history = {k: history[k] + more[k] for k in history}
-        check = (model, val[0], "fine_tune_learning_rate")
-    return model, history, check
+
+def _fine_tune(
+    model: keras.Model,
+    n_classes: int,
+    settings: ModelSettings,
+    train: Split,
+    val: Split,
+    live: Live,
+    history: dict[str, list[float]],
+) -> dict[str, list[float]]:
+    """Fit the end-to-end `model` (its last blocks unfrozen) on images, its epochs counted on from
+    the head's `history`; returns both fits' history."""
+    assert settings.fine_tune_epochs is not None  # params sets it for every vgg19
+    more = fit(
+        model,
+        train,
+        val,
+        n_classes,
+        settings,
+        live,
+        seed=settings.seed + 1,
+        epochs=settings.fine_tune_epochs,
+        rate="fine_tune_learning_rate",
+        initial_epoch=len(history["val_loss"]),
+    )
+    return {k: history[k] + more[k] for k in history}

@@ -73,10 +73,25 @@ def test_report_shows_the_colour_bar_the_accuracy_interval_and_the_lung_outline_
     assert 'src="img/colorbar.png"' in page and "0 = no evidence" in page and "1 = strongest" in page
     np.testing.assert_array_equal(cv2.imread(str(report / "img" / "colorbar.png")), colorbar(256))
     details = json.loads((tiny_run / "eval_details.json").read_text())
-    for key in ("accuracy_ci", "f1_macro_ci"):  # the intervals of reports/eval.json, the same numbers
-        low, high = details[key]["lower"], details[key]["upper"]
-        assert f"95% CI {low:.3f}&ndash;{high:.3f}, bootstrap" in page
+    for key in ("accuracy", "f1_macro"):  # the numbers of reports/eval.json, three decimals, the interval's too
+        low, high = details[f"{key}_ci"]["lower"], details[f"{key}_ci"]["upper"]
+        assert f"<b>{details[key]:.3f}</b> <small>(95% CI [{low:.3f}, {high:.3f}], bootstrap)</small>" in page
+    assert f"ROC AUC (one-vs-rest) <b>{details['roc_auc_ovr']:.3f}</b>" in page
     assert "lung outline" in page  # the synthetic data has lung masks
+
+
+def test_every_number_on_the_page_has_three_decimals(tiny_run):
+    """Scores, intervals and probabilities as lungdx.readable writes them: no six-decimal F1 beside
+    a two-decimal accuracy; the counts (test images, confusion matrix, pixels) stay whole."""
+    page = (tiny_run / "report" / "index.html").read_text()
+    text = re.sub(r"<style>.*?</style>|<script>.*?</script>|<[^>]+>", " ", page, flags=re.S)
+    decimals = {len(n.split(".")[1]) for n in re.findall(r"\b\d+\.\d+\b", text)}
+    assert decimals == {3}, sorted(set(re.findall(r"\b\d+\.\d+\b", text)))
+    scores = json.loads((tiny_run / "report" / "scores.json").read_text())
+    share = scores["lung_energy_share"]
+    assert f"inside the lungs: <b>{share['overall']:.3f}</b>" in page
+    assert f"(lungs cover {share['chance']:.3f} of the image)" in page
+    assert f"(chance {scores['lesions']['overall']['pointing_chance']:.3f})" in page
 
 
 def test_every_figure_gives_every_class_probability_and_highlights_the_prediction(tiny_run):
