@@ -265,7 +265,7 @@ def _params(root: Path) -> dict:
         raise StageDepsError(str(exc)) from exc
 
 
-def lock_stages(text: str, where) -> dict:
+def lock_stages(text: str, where: str | Path) -> dict:
     """The stages of dvc.lock's text, each checked to be in the shape DVC writes (deps and outs:
     lists of {path, ...}; params: {file: {key: value}}), so that a damaged lock is one line, not a
     traceback; `where` names it in that line."""
@@ -274,10 +274,9 @@ def lock_stages(text: str, where) -> dict:
     if not isinstance(stages, dict):
         raise StageDepsError(f"{where}: no stages; regenerate it with dvc repro")
 
-    def entries(value) -> bool:
-        return isinstance(value or [], list) and all(
-            isinstance(e, dict) and isinstance(e.get("path"), str) for e in value or []
-        )
+    def entries(value: object) -> bool:
+        items = value or []
+        return isinstance(items, list) and all(isinstance(e, dict) and isinstance(e.get("path"), str) for e in items)
 
     for name, stage in stages.items():
         if not (
@@ -411,7 +410,7 @@ def _check_rewrite(root: Path, old: str, new: str, needed: dict[str, set[str]]) 
         raise StageDepsError("dvc.yaml: the rewrite touched more than stage deps; nothing was written")
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lungdx.stage_deps", description=__doc__.split("\n")[0])
     parser.add_argument("--write", action="store_true", help="rewrite the code deps of dvc.yaml to match")
     parser.add_argument("--root", type=Path, default=Path("."), help="the project (default: .)")

@@ -37,7 +37,6 @@ from .splits import SEGMENTER_FILE
 
 if TYPE_CHECKING:
     import keras
-
     from dvclive import Live
 
     from .params import ModelSettings
