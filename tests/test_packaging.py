@@ -14,6 +14,8 @@ COMMANDS = {
     "dvc": "dvc repro, the pipeline",
     "gto": "gto register, docs/workflows.md",
     "pytest-xdist": "pytest -n, pytest.ini",
+    "ruff": "ruff check, ruff format: tests/test_style.py",
+    "mypy": "mypy: tests/test_style.py",
 }
 
 
