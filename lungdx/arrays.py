@@ -140,7 +140,7 @@ def _index_batches(tf: Any, n: int, batch_size: int, epochs: int, rng: np.random
 class NonFiniteOutputs(LungdxError):
     """A model gave nan or inf: its weights are broken (most often, its training diverged)."""
 
-    def __init__(self, message: str, bad: int, total: int):
+    def __init__(self, message: str, bad: int, total: int) -> None:
         super().__init__(message)
         self.bad, self.total = bad, total
 

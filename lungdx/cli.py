@@ -387,7 +387,7 @@ def run_compare(args: argparse.Namespace) -> int:
         print(json.dumps({"a": args.a, "b": args.b, **found}, indent=2))
         return 0
     print(f"A: {shown(args.a)}\nB: {shown(args.b)}\n{found['n_images']} test images, the same in both\n")
-    print(f"{'':<10}{'A':>8}{'B':>8}{'B - A':>9}  {'95% interval':<18}p-value")
+    print(f"{'':<10}{'A':>8}{'B':>8}{'B - A':>9}  {'95% interval':<18}p")
     for key, label in (("accuracy", "accuracy"), ("f1_macro", "macro F1")):
         r = found[key]
         print(

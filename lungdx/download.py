@@ -38,7 +38,7 @@ def download(
     project_root: str | Path | None = None,
     zip_limits: ZipLimits = ZIP_LIMITS,
 ) -> dict:
-    """The download stage (`settings`: a params.DownloadSettings): the source into out_dir; returns
+    """The download stage: the source into out_dir; returns
     the provenance record also written to source.json.
 
     `url_timeout`: seconds a URL source may stay silent (connecting, or between two chunks).

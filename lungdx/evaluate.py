@@ -36,6 +36,7 @@ from .arrays import predict, scored_test_split
 from .atomic import atomic_dir, write_json
 from .metrics import classification_metrics, headline
 from .model_file import load_model
+from .readable import score
 from .splits import load_manifest
 from .stats import ECE_BINS, expected_calibration_error, reliability_table
 
@@ -77,7 +78,7 @@ def roc_table(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> pd.D
                 pd.DataFrame(
                     {
                         "class": c,
-                        "curve": f"{c} (AUC {skm.auc(fpr, tpr):.3f})",
+                        "curve": f"{c} (AUC {score(skm.auc(fpr, tpr))})",
                         "fpr": fpr.round(6),
                         "tpr": tpr.round(6),
                         "threshold": np.clip(thr, 0, 1).round(6),
@@ -99,7 +100,7 @@ def reliability_plot_table(y_true: np.ndarray, probs: np.ndarray, bins: int = EC
     edges = np.linspace(0, 1, bins + 1)
     points = pd.DataFrame(
         {
-            "curve": f"model (ECE {expected_calibration_error(y_true, probs, bins):.3f})",
+            "curve": f"model (ECE {score(expected_calibration_error(y_true, probs, bins))})",
             "bin": [f"{edges[b]:.3f}-{edges[b + 1]:.3f}" for b in table["bin"]],
             "confidence": table["confidence"].round(6),
             "accuracy": table["accuracy"].round(6),

@@ -49,9 +49,8 @@ from .stats import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from .params import ExternalSettings
+    from .workers import Progress
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +65,7 @@ class DrawnLungs:
     whole: list[str]
 
 
-def inventory(
-    raw_dir: Path, classes: list[str], progress: Callable[..., Any] | None = None
-) -> tuple[list[dict], list[dict]]:
+def inventory(raw_dir: Path, classes: list[str], progress: Progress | None = None) -> tuple[list[dict], list[dict]]:
     """(rows to score: path, label, mask, lesion; files not scored: path, reason) of a raw layout.
     Every image is decoded once (as sample does), exact duplicates are kept once."""
     folders = sorted(p.name for p in raw_dir.iterdir() if p.is_dir())
@@ -240,7 +237,7 @@ def evaluate_external(
     layer: str | None,
     what: str = "the external source",
     project_root: str | Path | None = None,
-    progress: Callable[..., Any] | None = None,
+    progress: Progress | None = None,
 ) -> dict:
     """Score the model at model_path on `source`; write the headline to metrics_path and the
     details to details_path (None: not written); return the details. `seed` draws the bootstrap
@@ -283,7 +280,7 @@ def _bring_in(
     classes: list[str],
     what: str,
     project_root: str | Path | None,
-    progress: Callable[..., Any] | None,
+    progress: Progress | None,
 ) -> tuple[list[str], list[dict], list[dict]]:
     """(the source's classes, the rows to score, the files not scored) of `source`, brought into
     raw_dir; a LungdxError when it has nothing the model can score."""
@@ -384,7 +381,7 @@ def external(
     model_path: str | Path,
     metrics_path: str | Path,
     details_path: str | Path,
-    progress: Callable[..., Any] | None = None,
+    progress: Progress | None = None,
 ) -> dict:
     """The external@<name> stage: the model at model_path scored on the dataset external.<name>
     names; returns the details."""

@@ -258,7 +258,7 @@ def _lung_origins(prepared_dir: str | Path) -> dict:
 def _interval(ci: dict | None) -> str:
     """An interval of reports/eval.json or scores.json as the page shows it, with its score's
     decimals (nothing where there is none)."""
-    if not ci or None in ci.values():
+    if not ci or not readable.has_interval(ci):
         return ""
     return f"<small>(95% CI {readable.interval(ci['lower'], ci['upper'])}, bootstrap)</small>"
 

@@ -582,6 +582,7 @@ def _segment(params: dict, seed: int, lung_mask: str, sample: SampleSettings) ->
     """segment.*: the U-Net's settings; whether train_source exists and has masks is the stage's check."""
     source = _train_source(params)
     size = integer(params, "segment.image_size", minimum=MIN_IMAGE_SIZE, maximum=MAX_IMAGE_SIZE)
+    filters = _unet_filters(params, size)  # checked before the training numbers, as a user reads the block
     return SegmentSettings(
         seed=seed,
         lung_mask=lung_mask,
@@ -591,7 +592,7 @@ def _segment(params: dict, seed: int, lung_mask: str, sample: SampleSettings) ->
         batch_size=integer(params, "segment.batch_size", minimum=1, maximum=MAX_BATCH_SIZE),
         learning_rate=positive(params, "segment.learning_rate"),
         patience=integer(params, "segment.patience", minimum=1, maximum=MAX_EPOCHS),
-        filters=_unet_filters(params, size),
+        filters=filters,
         max_train_images=integer(params, "segment.max_train_images", minimum=10),
         val_size=sample.val_size,
         test_size=sample.test_size,

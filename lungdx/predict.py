@@ -154,7 +154,7 @@ def _given_masks(paths: list[Path], masks: Path) -> list[Path]:
         )
     else:
         found = [Path(masks)]
-    for image, mask in zip(paths, found, strict=True):
+    for image, mask in zip(paths, found, strict=False):  # one --mask file and no image: nothing to check
         if os.path.realpath(image) == os.path.realpath(mask):
             raise LungdxError(
                 f"--mask {masks}: the lung mask of {image} would be the X-ray itself; masks live in "

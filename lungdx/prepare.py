@@ -117,7 +117,7 @@ def prepare(
     out_dir: str | Path,
     progress: Progress | None = None,
 ) -> dict:
-    """The prepare stage (`settings`: a params.PrepareSettings): every image of the manifest at the
+    """The prepare stage: every image of the manifest at the
     settings' image size, lung-focused as their lung_mask says, with the lung masks of the segment
     stage (the dataset's own or drawn); returns meta.json's content."""
     image_size, lung_mask = settings.image_size, settings.lung_mask

@@ -88,7 +88,7 @@ def skipped_by_download(raw_dir: Path) -> list[tuple[str, str]]:
 def sample(
     settings: SampleSettings, raw_dir: str | Path, out_dir: str | Path, progress: Progress | None = None
 ) -> pd.DataFrame:
-    """The sample stage (`settings`: a params.SampleSettings): inspect every image of the chosen
+    """The sample stage: inspect every image of the chosen
     classes, drop duplicates, split each class, write manifest.csv and skipped.csv to out_dir."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     if not raw_dir.is_dir():

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import readable
 from .atomic import atomic_dir, write_json
 from .errors import LungdxError
 from .images import native_mask, read_gray, resize_square, write_png
@@ -46,12 +47,13 @@ from .splits import LUNG_MASKS, SEGMENTER_FILE, load_manifest
 from .stats import mean_interval
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator, Sequence
+    from collections.abc import Iterable, Iterator, Sequence
 
     import keras
     import pandas as pd
 
     from .params import SegmentSettings
+    from .workers import Progress
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +173,7 @@ def train_segmenter(
     val_dice = float(np.mean([overlap(d, m)[0] for d, m in zip(draw_lungs(model, list(vx)), vy, strict=True)]))
     if not val_dice >= MIN_VAL_DICE:
         raise LungdxError(
-            f"the lung segmenter learned nothing usable: Dice {val_dice:.3f} on its {len(val)} "
+            f"the lung segmenter learned nothing usable: Dice {readable.score(val_dice)} on its {len(val)} "
             f"validation images, under {MIN_VAL_DICE}; check that the masks are the images' lungs "
             f"(white on black), or change {settings.key('learning_rate')} or {settings.key('epochs')}; "
             "no segmenter was saved"
@@ -196,7 +198,7 @@ def _split_pairs(pairs: list, settings: SegmentSettings) -> dict[str, list]:
 
 
 def masked_pairs(
-    raw_dir: Path, progress: Callable | None = None
+    raw_dir: Path, progress: Progress | None = None
 ) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]]:
     """(image, lung mask) files of a raw layout, each image with a usable mask, duplicates once; and
     (path, reason) of the masks that could not be used."""
@@ -222,7 +224,7 @@ def learning_pairs(
     raw_dir: Path,
     work_dir: Path,
     project_root: str | Path | None,
-    progress: Callable | None = None,
+    progress: Progress | None = None,
 ) -> tuple[dict[str, list[tuple[Path, Path]]], str]:
     """The (image, mask) files the segmenter learns from, as {train, val, test}, and where from."""
     if settings.train_source:
@@ -304,7 +306,7 @@ def segment(
     details_path: str | Path,
     images_dir: str | Path,
     project_root: str | Path = ".",
-    progress: Callable | None = None,
+    progress: Progress | None = None,
 ) -> dict:
     """The segment stage; returns meta.json's content."""
     manifest, raw_dir = load_manifest(manifest_path), Path(raw_dir)
@@ -352,7 +354,7 @@ def _learn_and_draw(
     work: Path,
     tmp: Path,
     project_root: str | Path,
-    progress: Callable | None,
+    progress: Progress | None,
 ) -> _Segmented:
     """Learn the lungs, score the segmenter on the test images, draw the lungs of every sampled
     image without a mask into tmp, and save the segmenter there, unless it drew too many implausible lungs."""

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, NoReturn
 import yaml
 
 from .errors import LungdxError
-from .readable import score
+from .readable import exact
 from .stage_deps import StageDepsError, is_project_code, lock_stages
 
 if TYPE_CHECKING:
@@ -319,16 +319,16 @@ def _run_dvc_repro(project: Path, targets: list[str]) -> int:
 
 
 def _number(value: float | None) -> str:
-    """A metric as people read it: a count as it is, a score with its three decimals."""
+    """A metric as its file holds it: verify shows moves smaller than the report's three decimals."""
     if value is None:
         return "absent"
-    return str(value) if isinstance(value, int) else score(value)
+    return str(value) if isinstance(value, int) else exact(value)
 
 
 def _moved(before: float, now: float) -> str:
-    """How far a metric moved, in its own form: +10 for a count, -0.025 for a score."""
+    """How far a metric moved, in its own form: +10 for a count, -0.00025 for a score."""
     return (
-        f"{now - before:+d}" if isinstance(before, int) and isinstance(now, int) else score(now - before, signed=True)
+        f"{now - before:+d}" if isinstance(before, int) and isinstance(now, int) else exact(now - before, signed=True)
     )
 
 

@@ -2,6 +2,7 @@
 
 from lungdx import params
 from lungdx.baseline import baseline
+from lungdx.readable import score
 from lungdx.runner import stage
 
 
@@ -9,7 +10,7 @@ from lungdx.runner import stage
 def main():
     """Fit the random forest and naive Bayes baselines and score them on the test split."""
     result = baseline(params.load().baseline, "data/prepared", "metrics/baseline.json", "reports/baseline.json")
-    print("baseline: " + ", ".join(f"{k} accuracy {v['accuracy']:.3f}" for k, v in result.items()))
+    print("baseline: " + ", ".join(f"{k} accuracy {score(v['accuracy'])}" for k, v in result.items()))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import time
 
 from lungdx import params
 from lungdx.console import progress
+from lungdx.readable import score
 from lungdx.runner import stage
 from lungdx.segment import segment
 
@@ -32,7 +33,8 @@ def main():
         )
         return
     print(
-        f"segment: test Dice {meta['segmenter']['test_dice']:.3f} (learned from {meta['segmenter']['learned_from']}); "
+        f"segment: test Dice {score(meta['segmenter']['test_dice'])} "
+        f"(learned from {meta['segmenter']['learned_from']}); "
         f"masks: {counts['dataset']} dataset, {counts['segmenter']} drawn, {counts['whole']} implausible (used "
         f"whole) in {seconds:.0f} s -> data/segmented"
     )

@@ -2,6 +2,7 @@
 (lungdx.train)."""
 
 from lungdx import params
+from lungdx.readable import score
 from lungdx.runner import stage
 from lungdx.train import train
 
@@ -19,7 +20,7 @@ def main():
     )
     print(
         f"train: best epoch {summary['best_epoch']} of {summary['epochs_run']}, "
-        f"val accuracy {summary['best_val_accuracy']:.3f} -> models/model.keras"
+        f"val accuracy {score(summary['best_val_accuracy'])} -> models/model.keras"
     )
 
 

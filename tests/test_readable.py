@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from lungdx.readable import interval, p_value, score, score_with_interval
+from lungdx.readable import exact, interval, p_value, score, score_with_interval
 
 
 def test_a_score_has_three_decimals_and_a_sign_when_asked():
@@ -49,3 +49,22 @@ def test_a_score_without_its_interval_stands_alone(ci):
 )
 def test_a_p_value_reads_p_equals_or_p_below_the_smallest_written(p, text):
     assert p_value(p) == text
+
+
+def test_what_rounds_to_zero_carries_no_minus_sign():
+    assert score(-0.0004) == "0.000" and score(-0.0004, signed=True) == "+0.000"
+    assert score(-0.0006, signed=True) == "-0.001"
+    assert interval(-0.0001, 0.0001, signed=True) == "[+0.000, +0.000]"
+
+
+@pytest.mark.parametrize(
+    "p, text", [(0.0499, "p = 0.049"), (0.0504, "p = 0.050"), (0.029, "p = 0.029"), (0.0009996, "p < 0.001")]
+)
+def test_a_p_value_is_rounded_down_so_it_never_contradicts_a_verdict_at_five_percent(p, text):
+    assert p_value(p) == text
+    assert (float(text.split()[-1]) < 0.05) == (p < 0.05) or text.startswith("p <")
+
+
+def test_exact_keeps_what_a_metrics_file_holds_for_comparing_runs():
+    assert exact(0.93125) == "0.93125" and exact(0.034807) == "0.034807"
+    assert exact(0.034901 - 0.034807, signed=True) == "+9.4e-05"

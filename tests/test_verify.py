@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lungdx.readable import score
+from lungdx.readable import exact
 from lungdx.verify import compare_locks, report
 from tests.helpers import ROOT, commit, run, set_params
 
@@ -78,7 +78,9 @@ def test_verify_says_which_stages_reproduce_and_how_far_metrics_moved(project, t
     }
     assert changes, text
     for key, before, arrow, after, *_delta in changes:
-        shown = str(committed[key]) if isinstance(committed[key], int) else score(committed[key])  # a count, a score
+        shown = (
+            str(committed[key]) if isinstance(committed[key], int) else exact(committed[key])
+        )  # as the file holds it
         assert arrow == "->" and before == shown and after != before, (key, before, after)
     assert "4 of 5 stages identical" in text
     kept = Path(text.split("the scratch clone is kept: ")[1].strip())
@@ -185,11 +187,19 @@ def test_the_comparison_names_new_stages_differing_outputs_and_other_code():
     assert one.identical and not one.stale_entry
     assert two.differing == ["metrics/m.json"] and two.stale_entry
     assert three.new and not three.identical
-    two.metric_deltas = {"metrics/m.json": {"accuracy": (0.975, 0.95), "new_key": (None, 1), "n_test": (160, 170)}}
+    two.metric_deltas = {
+        "metrics/m.json": {
+            "accuracy": (0.975, 0.95),
+            "ece": (0.034807, 0.034901),
+            "new_key": (None, 1),
+            "n_test": (160, 170),
+        }
+    }
     text = report([one, two, three], "abc1234")
     assert "metrics/m.json:\n" in text
-    # Scores with their three decimals (lungdx.readable), counts as they are.
-    assert "accuracy  0.975 -> 0.950 (-0.025)" in text and "new_key   absent -> 1" in text
+    # As the files hold them: verify shows a move under the report's three decimals too.
+    assert "accuracy  0.975 -> 0.95 (-0.025)" in text and "new_key   absent -> 1" in text
+    assert "ece       0.034807 -> 0.034901 (+9.4e-05)" in text
     assert "n_test    160 -> 170 (+10)" in text
     assert "three  not in the committed dvc.lock (a new stage)" in text
     assert text.splitlines()[-1].startswith("1 of 3 stages identical")
