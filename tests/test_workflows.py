@@ -6,6 +6,7 @@ import os
 import re
 import shlex
 import shutil
+import subprocess
 import sys
 import time
 
@@ -147,13 +148,20 @@ def test_experiments_switch_model_skip_cached_features_and_run_queued_in_paralle
             ],
             project,
         )
-    run(["dvc", "queue", "start", "-j", "2"], project)
+    # The workers `dvc queue start` leaves behind keep the stdout it was given: a pipe would hold
+    # `run` until they exit, and an idle temporary worker can linger (it did, for 28 minutes), so
+    # its output goes to a file, and the workers are stopped once the queue is done.
+    with open(project.parent / "queue-start.log", "w") as log:
+        subprocess.run(
+            ["dvc", "queue", "start", "-j", "2"], cwd=project, stdout=log, stderr=subprocess.STDOUT, check=True
+        )
     deadline = time.time() + 600
     while time.time() < deadline:
         status = run(["dvc", "queue", "status"], project).stdout
         if "Queued" not in status and "Running" not in status:
             break
         time.sleep(10)  # each `dvc queue status` costs a second of CPU that the queued runs need
+    run(["dvc", "queue", "stop"], project, check=False, timeout=120)
     assert "Failed" not in status, status
 
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
