@@ -16,6 +16,8 @@ from .console import import_tensorflow, progress
 from .errors import LungdxError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import keras
 
 
@@ -86,6 +88,7 @@ def batches(
     batch_size: int,
     shuffle_seed: int | None = None,
     epochs: int = 1,
+    balanced: bool = False,
 ) -> Any:
     """A tf.data pipeline over uint8 images (or float features), each batch made float32 in the graph.
 
@@ -93,7 +96,9 @@ def batches(
     `epochs` epochs one after the other, so fit it with steps_per_epoch (Keras then keeps one
     iterator across epochs). Each epoch's order is numpy's permutation drawn from `shuffle_seed`
     anew (without a seed, the stored order), each batch sorted so that it reads in storage order:
-    every run sees the same batches. Python runs once per epoch, for that permutation; gathering
+    every run sees the same batches. `balanced` (training with a shuffle_seed): each epoch holds
+    every class as often as the largest (epoch_size items), a smaller class's images repeated in a
+    seeded draw, so no batch leans toward the common class. Python runs once per epoch, for that permutation; gathering
     and converting batches are TensorFlow ops. Python per batch cost the default CNN a quarter of
     its epoch time (a Keras PyDataset, benchmarks/cnn_input.py) and later about 1.5 s of 6.5 (a
     generator of index batches), and tf.data's autotuning stalled some epochs 3-4 s before their
@@ -113,19 +118,58 @@ def batches(
             xb = xb[..., None]  # one gray channel
         return (xb,) if onehot is None else (xb, tf.gather(onehot, idx))
 
-    indices = _index_batches(tf, n, batch_size, epochs, rng)
+    draw, size = None, n
+    if balanced:
+        if rng is None or labels is None:
+            raise ValueError("balanced batches are drawn for training: they need labels and a shuffle_seed")
+        draw, size = balanced_order(labels, rng), epoch_size(labels, True)
+    indices = _index_batches(tf, size, batch_size, epochs, rng, draw)
     options = tf.data.Options()
     options.autotune.enabled = False  # its background tuning stalled epochs by seconds (above)
     return indices.map(take).prefetch(1).with_options(options)
 
 
-def _index_batches(tf: Any, n: int, batch_size: int, epochs: int, rng: np.random.Generator | None) -> Any:
+def epoch_size(labels: np.ndarray, balanced: bool) -> int:
+    """Items in one training epoch: the split's, or under balanced batches, every class as many as the largest."""
+    if not balanced:
+        return len(labels)
+    counts = np.bincount(np.asarray(labels))
+    return int(counts.max()) * int((counts > 0).sum())
+
+
+def balanced_order(labels: np.ndarray, rng: np.random.Generator) -> Callable[[], np.ndarray]:
+    """One epoch's order under balanced batches, drawn from rng at each call: every image of each
+    class once, and a smaller class topped up to the largest's count with a seeded choice of its
+    own images (a whole repeat of the class first, where it is several times smaller)."""
+    by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    largest = max(len(idx) for idx in by_class)
+
+    def order() -> np.ndarray:
+        parts = []
+        for idx in by_class:
+            repeats, extra = divmod(largest, len(idx))
+            parts += [rng.permutation(idx) for _ in range(repeats)] + [rng.choice(idx, extra, replace=False)]
+        return rng.permutation(np.concatenate(parts))
+
+    return order
+
+
+def _index_batches(
+    tf: Any,
+    n: int,
+    batch_size: int,
+    epochs: int,
+    rng: np.random.Generator | None,
+    draw: Callable[[], np.ndarray] | None = None,
+) -> Any:
     """A tf.data pipeline (`tf`: TensorFlow) of the batches' indices: `epochs` epochs one after the other, each in
-    the order of rng's next permutation of range(n) (the stored order without an rng), each
-    batch sorted."""
+    the order of rng's next permutation of range(n) (the stored order without an rng; `draw`'s next
+    order of n items where given), each batch sorted."""
 
     # called once per epoch, in order: the k-th call draws the k-th permutation
     def epoch_order(_: object) -> np.ndarray:
+        if draw is not None:
+            return draw()
         return rng.permutation(n) if rng is not None else np.arange(n)
 
     # Keep this map sequential (tf.data's default): the rng's state counts the epochs.
@@ -145,11 +189,21 @@ class NonFiniteOutputs(LungdxError):
         self.bad, self.total = bad, total
 
 
+TTA_SHIFT = 0.04  # test-time augmentation: the share of the side each shifted copy moves
+
+
 def predict(
-    model: keras.Model, x: np.ndarray, batch_size: int = 32, source: str | Path | None = None, desc: str | None = None
+    model: keras.Model,
+    x: np.ndarray,
+    batch_size: int = 32,
+    source: str | Path | None = None,
+    desc: str | None = None,
+    tta: bool = False,
 ) -> np.ndarray:
     """model's outputs for uint8 images (or float features), one float32 batch at a time;
-    with `desc`, under a progress bar of that name counting the batches.
+    with `desc`, under a progress bar of that name counting the batches. `tta` (images only): each
+    output the mean over the image and four copies shifted by TTA_SHIFT of the side, up, down,
+    left and right (the small shifts training's augmentation makes; no flip, see models.augmentation).
 
     A plain loop of predict_on_batch: inference needs no shuffling or prefetching, and this
     is the same work as one bare `predict` over arrays in memory (benchmarks/vgg19_transfer.py).
@@ -161,8 +215,27 @@ def predict(
     starts = range(0, len(x), batch_size)
     for start in starts if desc is None else progress(starts, desc=desc):
         xb = np.asarray(x[start : start + batch_size], dtype=np.float32)
-        out.append(model.predict_on_batch(xb[..., None] if xb.ndim == 3 else xb))
+        xb = xb[..., None] if xb.ndim == 3 else xb
+        views = shifted_views(xb) if tta else [xb]
+        out.append(np.mean([model.predict_on_batch(view) for view in views], axis=0))
     return finite_outputs(np.concatenate(out), source)
+
+
+def shifted_views(xb: np.ndarray) -> list[np.ndarray]:
+    """A batch of (N, S, S, 1) images and four copies moved by TTA_SHIFT of the side, up, down,
+    left and right, black where the image moved away (as training's shifts fill)."""
+    if xb.ndim != 4:
+        raise ValueError(f"test-time augmentation shifts images, not features of shape {xb.shape[1:]}")
+    d = max(1, round(TTA_SHIFT * xb.shape[1]))
+    views = [xb]
+    for axis in (1, 2):
+        for step in (d, -d):
+            moved = np.roll(xb, step, axis=axis)
+            edge = [slice(None)] * 4
+            edge[axis] = slice(0, step) if step > 0 else slice(step, None)
+            moved[tuple(edge)] = 0
+            views.append(moved)
+    return views
 
 
 def finite_outputs(out: np.ndarray, source: str | Path | None = None) -> np.ndarray:

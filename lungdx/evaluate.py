@@ -52,9 +52,11 @@ def predict_split(
     features_dir: str | Path,
     split: str,
     model_path: str | Path | None = None,
+    tta: bool = False,
 ) -> np.ndarray:
-    """The model's probabilities on a prepared split; for a VGG19 whose frozen base computed the
-    cached features, its head on those features: the same numbers, one pass of the base fewer.
+    """The model's probabilities on a prepared split (`tta`: see arrays.predict); for a VGG19 whose
+    frozen base computed the cached features, its head on those features: the same numbers, one
+    pass of the base fewer.
     Outputs that are not finite are a LungdxError naming model_path (see arrays.predict)."""
     import keras
 
@@ -62,7 +64,7 @@ def predict_split(
 
     features = cached_features_for(model, features_dir, split)
     if features is None:
-        return predict(model, images, source=model_path, desc=f"predict {split}")
+        return predict(model, images, source=model_path, desc=f"predict {split}", tta=tta)
     head = keras.Model(model.get_layer("gap").output, model.output)
     return predict(head, features, source=model_path, desc=f"predict {split}")
 
@@ -141,7 +143,7 @@ def evaluate(
     draws the bootstrap resamples of the intervals."""
     model, info = load_model(model_path)
     images, y_true = scored_test_split(model_path, info, prepared_dir)
-    probs = predict_split(model, images, features_dir, "test", model_path)
+    probs = predict_split(model, images, features_dir, "test", model_path, tta=info["tta"])
     details = {
         **classification_metrics(y_true, probs, info["classes"], seed=settings.seed),
         "model": info["architecture"],

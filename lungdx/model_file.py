@@ -48,11 +48,13 @@ def save_model(
     architecture: str,
     lung_mask: str,
     segmenter: tuple[Path, dict] | None = None,
+    tta: bool = False,
 ) -> dict:
     """Save `model` with its lungdx metadata to `path`, atomically; returns the metadata.
     lung_mask: how its training images were cut to the lungs (prepare.lung_mask), which
     predicting must repeat. segmenter: (its .keras file, what it is) for a crop or mask model,
-    carried inside the file as SEGMENTER_ENTRY, so that the file alone finds an X-ray's lungs."""
+    carried inside the file as SEGMENTER_ENTRY, so that the file alone finds an X-ray's lungs.
+    tta: its probabilities are the mean over each image and shifted copies (arrays.predict)."""
     from . import __version__
 
     info = {
@@ -68,6 +70,7 @@ def save_model(
             "lung_mask": lung_mask,
         },
         "segmenter": None,
+        "tta": bool(tta),
         "lungdx_version": __version__,
     }
     extra = {}
@@ -308,8 +311,15 @@ def _checked_info(path: Path, info: object) -> dict:
         "architecture": architecture,
         "input": _checked_input(path, info.get("input"), version, bad),
         "segmenter": _checked_segmenter(info.get("segmenter"), bad),
+        "tta": _checked_tta(info.get("tta", False), bad),  # absent from files saved before models.cnn.tta
         "lungdx_version": version,
     }
+
+
+def _checked_tta(tta: object, bad: Callable[[str], NoReturn]) -> bool:
+    if not isinstance(tta, bool):
+        bad("tta must be true or false")
+    return tta
 
 
 def _checked_classes(classes: object, bad: Callable[[str], NoReturn]) -> list[str]:

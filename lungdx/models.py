@@ -97,7 +97,8 @@ def augmentation(x: keras.KerasTensor, settings: Augment | None, seed: int) -> k
 
 def build_cnn(n_classes: int, settings: ModelSettings) -> keras.Model:
     """The original network: 5 x (Conv 3x3 ReLU + 2x2 max-pool), flatten, 3 x (Dense 160 + Dropout 0.3);
-    `settings`: a params.ModelSettings of the cnn."""
+    `settings`: a params.ModelSettings of the cnn. Its levers (docs/models.md): batch norm between
+    each conv and its ReLU, and global average pooling in place of flatten."""
     import keras
     from keras import layers
 
@@ -109,11 +110,26 @@ def build_cnn(n_classes: int, settings: ModelSettings) -> keras.Model:
     # dozens of epochs on small data; centred inputs give the same network a gradient to follow.
     x = layers.Rescaling(1 / 127.5, offset=-1.0, name="scale")(x)
     for i, filters in enumerate(settings.filters, start=1):
-        x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"conv{i}")(x)
+        x = conv_block(x, filters, f"conv{i}", settings.batch_norm)
         x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
-    x = layers.Flatten(name="flatten")(x)
+    if settings.pooling == "global_average":
+        x = layers.GlobalAveragePooling2D(name="gap")(x)
+    else:
+        x = layers.Flatten(name="flatten")(x)
     outputs = head(x, n_classes, settings.dense_units, settings.dropout, layers_before=3)
     return keras.Model(inputs, outputs, name="cnn")
+
+
+def conv_block(x: keras.KerasTensor, filters: int, name: str, batch_norm: bool) -> keras.KerasTensor:
+    """A 3x3 conv named `name` (Grad-CAM finds it by that name) and its ReLU; with batch_norm,
+    the normalisation between them, and no bias (the normalisation's shift takes its place)."""
+    from keras import layers
+
+    if not batch_norm:
+        return layers.Conv2D(filters, 3, padding="same", activation="relu", name=name)(x)
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=name)(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
 
 
 def vgg19_base(

@@ -142,6 +142,13 @@ def positive(params: dict, key: str) -> float:
     return float(value)
 
 
+def flag(params: dict, key: str) -> bool:
+    value = get(params, key)
+    if not isinstance(value, bool):
+        raise ParamError(key, value, "true or false")
+    return value
+
+
 def choice(params: dict, key: str, allowed: Sequence[str]) -> str:
     value = get(params, key)
     if value not in allowed:
@@ -179,7 +186,23 @@ ARCHITECTURES = ("cnn", "vgg19")
 # VGG19's conv layers per block, as keras.applications.VGG19 names them (block1_conv1 ... block5_conv4).
 VGG19_CONVS_PER_BLOCK = (2, 2, 4, 4, 4)
 
-_TRAINING = ("epochs", "batch_size", "learning_rate", "dropout", "patience", "warmup_epochs", "dense_units")
+_TRAINING = (
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "lr_schedule",
+    "dropout",
+    "label_smoothing",
+    "balanced_batches",
+    "patience",
+    "warmup_epochs",
+    "dense_units",
+)
+LR_SCHEDULES = ("constant", "plateau", "cosine")  # lungdx.train.learning_rate_schedule
+MAX_LABEL_SMOOTHING = 0.5
+CNN_POOLINGS = ("flatten", "global_average")
+# The original network's own keys: the lever keys beside filters (docs/models.md).
+_CNN_ONLY = ("filters", "batch_norm", "pooling", "tta")
 # models.<name>.augment: the largest value of each transformation, 0 (or false) for none.
 AUGMENT_LIMITS = {
     "rotation": (45, "degrees, either way"),
@@ -219,7 +242,7 @@ SCHEMA = {
     "external": "names",  # any names: see _external
     "model": None,
     "models": {
-        "cnn": {**dict.fromkeys(_TRAINING + ("filters",)), "augment": _AUGMENT},
+        "cnn": {**dict.fromkeys(_TRAINING + _CNN_ONLY), "augment": _AUGMENT},
         "vgg19": {
             **dict.fromkeys(
                 ("weights",) + _TRAINING + ("fine_tune_blocks", "fine_tune_epochs", "fine_tune_learning_rate")
@@ -406,6 +429,12 @@ class ModelSettings(_Keyed):
     fine_tune_blocks: int | None = None
     fine_tune_epochs: int | None = None
     fine_tune_learning_rate: float | None = None
+    lr_schedule: str = "constant"  # constant | plateau | cosine
+    label_smoothing: float = 0.0
+    balanced_batches: bool = False  # each training batch draws the classes equally
+    batch_norm: bool = False  # cnn: batch norm after each conv
+    pooling: str = "flatten"  # cnn: flatten | global_average before the dense layers
+    tta: bool = False  # cnn: average the outputs over the image and four shifted copies
 
     def key(self, name: str) -> str:
         if name not in {f.name for f in dataclasses.fields(self)}:
@@ -718,7 +747,7 @@ def _architecture(params: dict, arch: str, seed: int, image_size: int) -> ModelS
     """
     common = _training(params, arch, seed, image_size)
     if arch == "cnn":
-        return dataclasses.replace(common, filters=_cnn_filters(params, f"models.{arch}.filters"))
+        return _cnn_levers(params, common)
     return _with_vgg19_weights(params, common)
 
 
@@ -740,6 +769,28 @@ def _training(params: dict, arch: str, seed: int, image_size: int) -> ModelSetti
         warmup_epochs=integer(params, f"{key}.warmup_epochs", minimum=0, maximum=MAX_EPOCHS),
         dense_units=integer(params, f"{key}.dense_units", minimum=1, maximum=MAX_DENSE_UNITS),
         augment=_augment(params, arch),
+        lr_schedule=choice(params, f"{key}.lr_schedule", LR_SCHEDULES),
+        label_smoothing=_label_smoothing(params, f"{key}.label_smoothing"),
+        balanced_batches=flag(params, f"{key}.balanced_batches"),
+    )
+
+
+def _label_smoothing(params: dict, key: str) -> float:
+    value = get(params, key)
+    if not _is_number(value) or not 0 <= value <= MAX_LABEL_SMOOTHING:
+        raise ParamError(key, value, f"a number from 0 (off) to {MAX_LABEL_SMOOTHING:g}, e.g. 0.1")
+    return float(value)
+
+
+def _cnn_levers(params: dict, common: ModelSettings) -> ModelSettings:
+    """`common` with the cnn's own keys: filters, batch norm, pooling and test-time augmentation."""
+    key = "models.cnn"
+    return dataclasses.replace(
+        common,
+        filters=_cnn_filters(params, f"{key}.filters"),
+        batch_norm=flag(params, f"{key}.batch_norm"),
+        pooling=choice(params, f"{key}.pooling", CNN_POOLINGS),
+        tta=flag(params, f"{key}.tta"),
     )
 
 

@@ -54,7 +54,9 @@ def predict_files(
         paths, info["image_size"], results, lung_mask, mask_paths, segmenter
     ):
         if gradcam_dir is None:
-            probs = predict(model, images, source=model_path)  # nan or inf: a LungdxError, never printed
+            probs = predict(
+                model, images, source=model_path, tta=info["tta"]
+            )  # nan or inf: a LungdxError, never printed
         else:
             from .heatmaps import PREDICTED, GradCam
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .arrays import NonFiniteOutputs, batches, load_split, predict, read_meta, steps_per_epoch
+from .arrays import NonFiniteOutputs, batches, epoch_size, load_split, predict, read_meta, steps_per_epoch
 from .errors import LungdxError
 from .model_file import save_model
 from .models import distribution_strategy, lower_rate_advice, make_deterministic, stop_on_nonfinite_loss
@@ -73,12 +73,15 @@ def fit(
     """
     import keras
 
+    steps = steps_per_epoch(epoch_size(train[1], settings.balanced_batches), settings.batch_size)
     model.compile(
-        optimizer=keras.optimizers.Adam(getattr(settings, rate)), loss="categorical_crossentropy", metrics=["accuracy"]
+        optimizer=keras.optimizers.Adam(learning_rate_schedule(settings, rate, epochs * steps)),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing),
+        metrics=["accuracy"],
     )
     history = model.fit(
-        batches(*train, n_classes, settings.batch_size, seed, epochs=epochs),
-        steps_per_epoch=steps_per_epoch(len(train[0]), settings.batch_size),
+        batches(*train, n_classes, settings.batch_size, seed, epochs=epochs, balanced=settings.balanced_batches),
+        steps_per_epoch=steps,
         validation_data=batches(*val, n_classes, settings.batch_size),
         epochs=initial_epoch + epochs,
         verbose=2,
@@ -89,16 +92,39 @@ def fit(
     return history.history
 
 
+def learning_rate_schedule(
+    settings: ModelSettings, rate: str, total_steps: int
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """The rate in the field `rate` of `settings` as settings.lr_schedule shapes it: constant (and
+    plateau, whose halving is a callback), or cosine: from that rate down to 0 over `total_steps`
+    (the fit's epochs, though early stopping may end it sooner)."""
+    import keras
+
+    initial = getattr(settings, rate)
+    if settings.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(initial, decay_steps=max(1, total_steps))
+    return initial
+
+
 def _callbacks(settings: ModelSettings, rate: str, warmup_epochs: int, live: Live) -> list[keras.callbacks.Callback]:
     """What ends a fit and what logs it: the first nan or inf loss, early stopping (after the
-    warmup, keeping the best weights), and dvclive's logging of every epoch."""
+    warmup, keeping the best weights), under lr_schedule plateau the halving of the rate when the
+    validation loss stalls for a third of the patience, and dvclive's logging of every epoch."""
     import keras
     from dvclive.keras import DVCLiveCallback
 
     stop = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=settings.patience, restore_best_weights=True, start_from_epoch=warmup_epochs
     )
-    return [stop_on_nonfinite_loss(settings.key(rate), getattr(settings, rate)), stop, DVCLiveCallback(live=live)]
+    callbacks = [stop_on_nonfinite_loss(settings.key(rate), getattr(settings, rate)), stop]
+    if settings.lr_schedule == "plateau":
+        rate_now = getattr(settings, rate)
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=0.5, patience=max(1, settings.patience // 3), min_lr=rate_now / 64
+            )
+        )
+    return [*callbacks, DVCLiveCallback(live=live)]
 
 
 def train(
@@ -134,7 +160,16 @@ def train(
             for name, value in summary.items():
                 live.summary[name] = value
         _check_outputs_finite(*check, settings)
-        save_model(model, model_path, classes, settings.image_size, settings.architecture, meta["lung_mask"], segmenter)
+        save_model(
+            model,
+            model_path,
+            classes,
+            settings.image_size,
+            settings.architecture,
+            meta["lung_mask"],
+            segmenter,
+            tta=settings.tta,
+        )
     except BaseException:
         # Live has closed by now (its context ended first): remove what it wrote, so that a
         # failed run leaves no curves that look like a finished training. No model was saved.
@@ -213,7 +248,7 @@ def logged_params(settings: ModelSettings) -> dict:
     values["model"] = values.pop("architecture")
     vgg19_only = ("weights", "fine_tune_blocks", "fine_tune_epochs", "fine_tune_learning_rate")
     logged = {"model": values.pop("model")}
-    other = vgg19_only if settings.architecture == "cnn" else ("filters",)
+    other = vgg19_only if settings.architecture == "cnn" else ("filters", "batch_norm", "pooling", "tta")
     logged.update({k: v for k, v in values.items() if not isinstance(v, (tuple, dict)) and k not in other})
     logged.update({f"augment.{k}": v for k, v in values["augment"].items()})
     return logged

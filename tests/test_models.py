@@ -190,3 +190,20 @@ def test_vgg19_augments_its_images_before_the_base():
     model, base = build_vgg19(2, cfg, weights=None)
     names = [layer.name for layer in model.layers]
     assert names.index("augment_contrast") < names.index("gray_to_rgb") < names.index("block1_conv1")
+
+
+def test_the_cnn_levers_add_batch_norm_and_global_pooling_and_keep_the_conv_names():
+    original = build_cnn(4, cnn(128, **CNN))
+    model = build_cnn(4, cnn(128, **CNN, batch_norm=True, pooling="global_average"))
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert [c.name for c in convs] == [f"conv{i}" for i in range(1, 6)]
+    assert all(not c.use_bias and c.activation.__name__ == "linear" for c in convs), "the ReLU comes after the norm"
+    assert [n.name for n in norms] == [f"conv{i}_bn" for i in range(1, 6)]
+    assert model.get_layer("gap").output.shape == (None, 256) and "flatten" not in [x.name for x in model.layers]
+    # Global pooling drops the flatten's 4x4x256 inputs to the first dense layer: 16 times fewer weights there.
+    assert original.get_layer("dense1").kernel.shape == (4 * 4 * 256, 160)
+    assert model.get_layer("dense1").kernel.shape == (256, 160)
+    assert default_layer(model) == "conv4", "Grad-CAM finds the same layer"
+    out = model(np.zeros((2, 128, 128, 1), np.float32), training=False)
+    np.testing.assert_allclose(np.asarray(out).sum(axis=1), 1.0, rtol=1e-5)

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from lungdx.arrays import batches, load_split, steps_per_epoch
+from lungdx.arrays import TTA_SHIFT, batches, epoch_size, load_split, shifted_views, steps_per_epoch
 from lungdx.arrays import predict as predict_probs
 from lungdx.download import download
 from lungdx.errors import LungdxError
@@ -120,6 +120,46 @@ def test_batches_convert_one_batch_at_a_time_and_shuffle_by_seed():
     for a, b in zip(again, both, strict=True):
         np.testing.assert_array_equal(a[0], b[0])  # the same seed, the same batches
     assert images.dtype == np.uint8  # the source array is never converted as a whole
+
+
+def test_balanced_batches_draw_every_class_as_often_as_the_largest_and_repeat_with_the_seed():
+    labels = np.array([0] * 20 + [1] * 2 + [2] * 5)  # 10x imbalance
+    images = np.arange(len(labels), dtype=np.uint8).reshape(-1, 1, 1)
+    assert epoch_size(labels, balanced=True) == 60 and epoch_size(labels, balanced=False) == 27
+    data = batches(images, labels, 3, 6, shuffle_seed=3, epochs=2, balanced=True)
+    drawn = [(x[:, 0, 0, 0].astype(int), y.argmax(axis=1)) for x, y in data.as_numpy_iterator()]
+    assert len(drawn) == 2 * steps_per_epoch(60, 6)
+    for epoch in (drawn[:10], drawn[10:]):
+        seen = np.concatenate([x for x, _ in epoch])
+        assert np.bincount(labels[seen]).tolist() == [20, 20, 20], "each class as often as the largest"
+        assert set(seen) == set(range(len(labels))), "every image at least once an epoch"
+        assert np.bincount(seen, minlength=27)[:20].max() == 1, "the largest class's images once each"
+    for x, y in drawn:
+        np.testing.assert_array_equal(y, labels[x])
+    again = [x[:, 0, 0, 0] for x, _ in batches(images, labels, 3, 6, 3, 2, balanced=True).as_numpy_iterator()]
+    assert all(np.array_equal(a, b) for a, (b, _) in zip(again, drawn, strict=True))
+    with pytest.raises(ValueError, match="labels and a shuffle_seed"):
+        batches(images, labels, 3, 6, balanced=True)
+
+
+def test_test_time_augmentation_averages_the_image_and_four_shifted_copies():
+    x = np.arange(2 * 50 * 50, dtype=np.float32).reshape(2, 50, 50, 1) % 251 + 1
+    views = shifted_views(x)
+    d = round(TTA_SHIFT * 50)
+    assert len(views) == 5 and d == 2
+    np.testing.assert_array_equal(views[0], x)
+    np.testing.assert_array_equal(views[1][:, d:], x[:, :-d])  # down, black where it moved away
+    assert not views[1][:, :d].any()
+    np.testing.assert_array_equal(views[4][:, :, :-d], x[:, :, d:])  # left
+    assert not views[4][:, :, -d:].any()
+    # A "model" that reads the top-left pixel: its TTA output is the mean of that pixel over the views.
+    corner = keras.Sequential(
+        [keras.Input((50, 50, 1)), keras.layers.Cropping2D(((0, 49), (0, 49))), keras.layers.Flatten()]
+    )
+    out = predict_probs(corner, x[..., 0].astype(np.uint8), tta=True)
+    np.testing.assert_allclose(out[:, 0], np.mean([v[:, 0, 0, 0] for v in views], axis=0), rtol=1e-6)
+    with pytest.raises(ValueError, match="shifts images, not features"):
+        shifted_views(np.zeros((2, 8), np.float32))
 
 
 @pytest.mark.parametrize(
@@ -454,3 +494,47 @@ def test_dvclive_logs_the_settings_as_params_yaml_names_them():
     vgg19 = logged_params(settings({"model": "vgg19", "models.vgg19.weights": "none"}).train)
     assert vgg19["model"] == "vgg19" and vgg19["weights"] is None and vgg19["fine_tune_epochs"] == 5
     assert "filters" not in vgg19
+
+
+def test_the_training_levers_shape_the_rate_and_the_file_records_test_time_augmentation(workdir, tmp_path):
+    """Cosine decays the rate to 0 by the last epoch, plateau halves it when the val loss stalls,
+    and a model trained with tta is scored by evaluate as the mean over shifted copies."""
+    from lungdx.train import learning_rate_schedule
+
+    cosine = make_params(**{"models.cnn.lr_schedule": "cosine"}).train
+    schedule = learning_rate_schedule(cosine, "learning_rate", 100)
+    assert float(schedule(0)) == pytest.approx(0.001) and float(schedule(100)) == pytest.approx(0.0, abs=1e-9)
+    assert learning_rate_schedule(make_params().train, "learning_rate", 100) == 0.001
+    levers = {
+        "models.cnn.lr_schedule": "plateau",
+        "models.cnn.patience": 3,
+        "models.cnn.epochs": 6,
+        "models.cnn.learning_rate": 0.05,  # too high: the val loss stalls, so the rate is halved
+        "models.cnn.label_smoothing": 0.1,
+        "models.cnn.balanced_batches": True,
+        "models.cnn.batch_norm": True,
+        "models.cnn.pooling": "global_average",
+        "models.cnn.tta": True,
+    }
+    run_train(workdir, "levers", make_params(**levers))
+    rates = workdir / "levers" / "dvclive" / "plots" / "metrics" / "train" / "learning_rate.tsv"
+    rates = rates if rates.exists() else workdir / "levers" / "dvclive" / "plots" / "metrics" / "learning_rate.tsv"
+    logged = [float(row.split("\t")[1]) for row in rates.read_text().splitlines()[1:]]
+    assert logged[0] == pytest.approx(0.05) and min(logged) < 0.05, logged
+    path = workdir / "levers" / "models" / "model.keras"
+    assert read_info(path)["tta"] is True
+    model, info = load_model(path)
+    x, y = load_split(workdir / "prepared", "test")
+    evaluate(
+        make_params().evaluate,
+        path,
+        workdir / "prepared",
+        workdir / "sampled" / "manifest.csv",
+        tmp_path / "eval.json",
+        tmp_path / "details.json",
+        tmp_path / "plots",
+        workdir / "levers" / "features",
+    )
+    written = np.loadtxt(tmp_path / "plots" / "predictions.csv", delimiter=",", skiprows=1, usecols=range(3, 7))
+    np.testing.assert_allclose(written, predict_probs(model, x, tta=True), atol=1e-6)
+    assert not np.allclose(predict_probs(model, x, tta=True), predict_probs(model, x), atol=1e-6)
