@@ -157,6 +157,8 @@ def choice(params: dict, key: str, allowed: Sequence[str]) -> str:
 
 
 def string_list(params: dict, key: str) -> tuple[str, ...]:
+    """A list of class folder names (dataset.classes): no slashes, no leading dot, no space at
+    either end, no two that differ only in case or spaces (lungdx.sample.loose_name)."""
     value = get(params, key)
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise ParamError(key, value, "a list of class folder names, e.g. [COVID, Normal], or [] for all")
@@ -165,8 +167,27 @@ def string_list(params: dict, key: str) -> tuple[str, ...]:
             raise ParamError(
                 key, value, f"a list of class folder names; {name!r} cannot be one (no slashes, no leading dot)"
             )
+        if name != name.strip():
+            raise ParamError(
+                key,
+                value,
+                f"a list of class folder names without a space at either end, as {name.strip()!r}; if the "
+                f"folder is named {name!r}, rename it (in the dataset's source) to {name.strip()!r}",
+            )
     if len(set(value)) != len(value):
         raise ParamError(key, value, "a list without repeated names")
+    import unicodedata  # here: string_list alone needs it
+
+    loose: dict[str, str] = {}
+    for name in value:
+        same = loose.setdefault(" ".join(unicodedata.normalize("NFKC", name).split()).casefold(), name)
+        if same != name:
+            raise ParamError(
+                key,
+                value,
+                f"a list of distinct classes; {same!r} and {name!r} differ only in case or spaces: keep "
+                "the one that is the folder's name (if both folders exist, merge or rename them)",
+            )
     return tuple(value)
 
 

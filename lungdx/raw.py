@@ -20,6 +20,9 @@ from .workers import cpu_count, map_in_workers
 if TYPE_CHECKING:
     from .workers import Progress
 
+DUPLICATE = "exact duplicate of"  # skipped.csv's reason for a second copy within one class: "exact duplicate of <path>"
+LABEL_CONFLICT = "label conflict"  # for every copy of an image found in two classes
+
 
 def class_images(raw_dir: Path, cls: str) -> list[str]:
     """The files of <cls>/images/, sorted, as paths relative to raw_dir ([] without the folder)."""
@@ -70,19 +73,34 @@ def inspect_all(raw_dir: Path, rels: list[str], progress: Progress | None = None
     return list(progress(results, total=len(jobs), desc="inspect") if progress else results)
 
 
+def class_of(rel: str) -> str:
+    """The class of a path of the raw layout: its first part."""
+    return rel.split("/", 1)[0]
+
+
 def deduplicate(inspected: list[Inspected]) -> tuple[list[Inspected], list[tuple[str, str]]]:
-    """The readable images, each of exact duplicates (the same bytes) kept once, the first; and
-    (path, reason) for every file left out: unreadable images, duplicates, unusable masks."""
+    """The readable images, exact duplicates (the same bytes) within one class kept once, the
+    first; an image in more than one class (a label conflict: which label is right is unknown)
+    left out of every class. Also (path, reason) for every file left out: unreadable images,
+    duplicates, label conflicts, unusable masks."""
+    copies: dict[str, list[str]] = {}  # sha256 -> the paths of the images with it, in order
+    for item in inspected:
+        if item.sha256 is not None:
+            copies.setdefault(item.sha256, []).append(item.path)
     kept, skipped = [], []
-    seen: dict[str, str] = {}  # sha256 -> the path of the first image with it
     for item in inspected:
         if item.sha256 is None:
             skipped.append((item.path, item.reason))
             continue
         skipped += item.mask_problems
-        if item.sha256 in seen:
-            skipped.append((item.path, f"exact duplicate of {seen[item.sha256]}"))
-            continue
-        seen[item.sha256] = item.path
-        kept.append(item)
+        paths = copies[item.sha256]
+        other = next((p for p in paths if class_of(p) != class_of(item.path)), None)
+        if other is not None:
+            skipped.append(
+                (item.path, f"{LABEL_CONFLICT}: the same image as {other}; left out of every class it is in")
+            )
+        elif paths[0] != item.path:
+            skipped.append((item.path, f"{DUPLICATE} {paths[0]}"))
+        else:
+            kept.append(item)
     return kept, skipped
