@@ -2,16 +2,24 @@
 
 reports/gradcam/index.html     opens from disk, no server: model, test accuracy and F1 macro (with
                                their 95% bootstrap intervals), ROC AUC, confusion matrix, the heatmap's
-                               colour bar; then per class test images, correct and misclassified:
+                               colour bar, each class's lung energy share (or, plainly, that no
+                               lungs are known and what to do); then a section for every class,
+                               saying how many of its test images are correct and misclassified,
+                               how many of each are shown and what it has none of, then its test
+                               images, correct and misclassified:
                                the X-ray, the Grad-CAM of the predicted class and, for a
                                misclassified one, of its true class, each labelled, the lung-mask
                                outline on the heatmaps where the data has lung masks, and every
                                class's probability (the predicted one highlighted)
 reports/gradcam/img/*.png
-reports/gradcam/scores.json    the quantitative check in full: model, layer, and where masks
-                               exist, on every test image, for its true class:
+reports/gradcam/scores.json    the quantitative check in full: model, layer, lungs_known with
+                               lungs_from (whose lungs) or lungs_note (none known: what to do),
+                               classes (per class: n_test, correct, misclassified, shown_correct,
+                               shown_misclassified, note), and where masks exist, on every test
+                               image, for its true class:
                                lung masks   -> share of Grad-CAM energy inside the lungs, with its
-                                               95% bootstrap interval over test images
+                                               95% bootstrap interval over test images, overall
+                                               and per class, each beside the lungs' area
                                lesion masks -> pointing game hit rate and energy inside the
                                                lesion, each beside its chance level, per class
 reports/gradcam_images/<class>_<k>.png
@@ -269,22 +277,27 @@ window.addEventListener("load", () => {{
 """
 
 
-def whose_lungs(origins: dict) -> str:
-    """Whose lungs the masks are, from prepare's meta.json lung_masks (how many masks are the
-    dataset's, drawn by the segmenter, or drawn but implausible)."""
+def whose_lungs(origins: dict, lung_mask: str = "none") -> str:
+    """Whose lungs the masks are, from prepare's meta.json: lung_masks (how many masks are the
+    dataset's, drawn by the segmenter, or drawn but implausible) and lung_mask (under a lung focus
+    an image with implausible drawn lungs is used whole; under none every image is)."""
     drawn, whole = origins.get("segmenter", 0), origins.get("whole", 0)
     if not drawn and not whole:
         return "the dataset's lung mask"
+    if whole:
+        used = "" if lung_mask == "none" else ", those images used whole"
+        whole_note = f"; {whole} with implausible drawn lungs, scored all the same{used}"
     return (
         f"the lungs the model's segmenter drew ({drawn} images; {origins.get('dataset', 0)} have the dataset's "
-        f"own mask{f'; {whole} with implausible drawn lungs were used whole' if whole else ''})"
+        f"own mask{whole_note if whole else ''})"
     )
 
 
-def outline_key(origins: dict) -> str:
+def outline_key(origins: dict, lung_mask: str = "none") -> str:
     """The report's key to the lung outline, saying whose lungs they are (whose_lungs)."""
     swatch = '<span class="swatch"></span>'
-    return f"<span>{swatch} lung outline: the edge of {html.escape(whose_lungs(origins))}, drawn on the heatmaps</span>"
+    whose = html.escape(whose_lungs(origins, lung_mask))
+    return f"<span>{swatch} lung outline: the edge of {whose}, drawn on the heatmaps</span>"
 
 
 def no_lungs_known() -> str:
@@ -300,16 +313,17 @@ def no_lungs_known() -> str:
     )
 
 
-def lungs_statement(scores: dict, origins: dict) -> dict:
+def lungs_statement(scores: dict, origins: dict, lung_mask: str = "none") -> dict:
     """scores.json's word on the lungs: whose they are where they are known, else plainly that none are."""
     if "lung_energy_share" in scores:
-        return {"lungs_known": True, "lungs_from": whose_lungs(origins)}
+        return {"lungs_known": True, "lungs_from": whose_lungs(origins, lung_mask)}
     return {"lungs_known": False, "lungs_note": no_lungs_known()}
 
 
-def _lung_origins(prepared_dir: str | Path) -> dict:
+def _lung_origins(prepared_dir: str | Path) -> tuple[dict, str]:
+    """prepare's meta.json: how many lung masks are of each origin, and the lung focus."""
     meta = json.loads((Path(prepared_dir) / "meta.json").read_text())
-    return meta.get("lung_masks", {})
+    return meta.get("lung_masks", {}), meta.get("lung_mask", "none")
 
 
 def _interval(ci: dict | None) -> str:
@@ -379,15 +393,8 @@ def gradcam(
     model, info = load_model(model_path)
     cam, test, masks = _explain_test_split(model, info, settings.layer, model_path, prepared_dir)
     chosen = pick_examples(test.y_true, test.y_pred, len(test.classes), settings.per_class)
-    scores = mask_scores(test.heat_true, test.y_true, test.classes, masks, seed=settings.seed) if masks else {}
-    origins = _lung_origins(prepared_dir)
-    scores = {
-        "model": info["architecture"],
-        "layer": cam.layer,
-        **lungs_statement(scores, origins),
-        **scores,
-        "classes": class_examples(test.y_true, test.y_pred, test.classes, chosen),
-    }
+    origins, lung_mask = _lung_origins(prepared_dir)
+    scores = _all_scores(info["architecture"], cam.layer, test, masks, chosen, origins, lung_mask, settings.seed)
     # The predicted class's heatmaps of the few misclassified images shown only: a gradient of a
     # second class for every image would cost more.
     wrong = [i for i in chosen if test.y_pred[i] != test.y_true[i]]
@@ -399,7 +406,7 @@ def gradcam(
         (tmp / "img").mkdir()
         write_png(tmp / "img" / "colorbar.png", colorbar(DISPLAY))
         _write_pictures(tmp / "img", test, chosen, heat_pred)
-        outline = outline_key(origins) if scores["lungs_known"] else ""
+        outline = outline_key(origins, lung_mask) if scores["lungs_known"] else ""
         sections = _sections(test, chosen, paths, scores)
         evaluation = json.loads(Path(eval_path).read_text())
         page = _page(info["architecture"], cam.layer, test.classes, evaluation, scores, sections, outline)
@@ -408,6 +415,28 @@ def gradcam(
     _write_plots(images_dir, test)
     write_json(metrics_path, headline_scores(scores))
     return scores
+
+
+def _all_scores(
+    model: str,
+    layer: str,
+    test: _Explained,
+    masks: dict[str, np.ndarray],
+    chosen: list[int],
+    origins: dict,
+    lung_mask: str,
+    seed: int,
+) -> dict:
+    """scores.json: the model and layer, whose lungs (or that none are known), the mask scores, and
+    each class's test images and those shown."""
+    scores = mask_scores(test.heat_true, test.y_true, test.classes, masks, seed=seed) if masks else {}
+    return {
+        "model": model,
+        "layer": layer,
+        **lungs_statement(scores, origins, lung_mask),
+        **scores,
+        "classes": class_examples(test.y_true, test.y_pred, test.classes, chosen),
+    }
 
 
 def _explain_test_split(
