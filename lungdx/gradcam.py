@@ -2,16 +2,24 @@
 
 reports/gradcam/index.html     opens from disk, no server: model, test accuracy and F1 macro (with
                                their 95% bootstrap intervals), ROC AUC, confusion matrix, the heatmap's
-                               colour bar; then per class test images, correct and misclassified:
+                               colour bar, each class's lung energy share (or, plainly, that no
+                               lungs are known and what to do); then a section for every class,
+                               saying how many of its test images are correct and misclassified,
+                               how many of each are shown and what it has none of, then its test
+                               images, correct and misclassified:
                                the X-ray, the Grad-CAM of the predicted class and, for a
                                misclassified one, of its true class, each labelled, the lung-mask
                                outline on the heatmaps where the data has lung masks, and every
                                class's probability (the predicted one highlighted)
 reports/gradcam/img/*.png
-reports/gradcam/scores.json    the quantitative check in full: model, layer, and where masks
-                               exist, on every test image, for its true class:
+reports/gradcam/scores.json    the quantitative check in full: model, layer, lungs_known with
+                               lungs_from (whose lungs) or lungs_note (none known: what to do),
+                               classes (per class: n_test, correct, misclassified, shown_correct,
+                               shown_misclassified, note), and where masks exist, on every test
+                               image, for its true class:
                                lung masks   -> share of Grad-CAM energy inside the lungs, with its
-                                               95% bootstrap interval over test images
+                                               95% bootstrap interval over test images, overall
+                                               and per class, each beside the lungs' area
                                lesion masks -> pointing game hit rate and energy inside the
                                                lesion, each beside its chance level, per class
 reports/gradcam_images/<class>_<k>.png
@@ -68,6 +76,38 @@ def pick_examples(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, per_cl
         take_wrong = min(len(wrong), per_class - take_right)  # few correct ones: show more errors
         chosen += list(wrong[:take_wrong]) + list(right[:take_right])
     return [int(i) for i in chosen]
+
+
+def class_examples(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], chosen: list[int]) -> dict[str, dict]:
+    """Per class (every one, in order): its test images, correct and misclassified, how many of each
+    the report shows, and a note saying so where it has none of one kind to show."""
+    out = {}
+    for c, cls in enumerate(classes):
+        n, right = int((y_true == c).sum()), int(((y_true == c) & (y_pred == c)).sum())
+        shown_wrong = sum(1 for i in chosen if y_true[i] == c and y_pred[i] != c)
+        out[cls] = {
+            "n_test": n,
+            "correct": right,
+            "misclassified": n - right,
+            "shown_correct": sum(1 for i in chosen if y_true[i] == c) - shown_wrong,
+            "shown_misclassified": shown_wrong,
+            "note": _examples_note(n, right),
+        }
+    return out
+
+
+def _examples_note(n: int, right: int) -> str:
+    """What a class's section lacks, in words ("" when it has both correct and misclassified images)."""
+    if n == 0:
+        return "no test image of this class: nothing to show"
+    if right == n:
+        return f"no misclassified test image of this class: all {n} are correct, so only correct ones are shown"
+    if right == 0:
+        return (
+            f"no correctly classified test image of this class: all {n} are misclassified, "
+            "so only misclassified ones are shown"
+        )
+    return ""
 
 
 def _slug(name: str) -> str:
@@ -196,6 +236,8 @@ table.probs tr.predicted {{ font-weight: bold; background: #fff3b0; }}
 table.probs tr.predicted .bar {{ background: #333; }}
 .missing {{ outline: 3px dashed red; }}
 #broken {{ color: #c00; font-weight: bold; }}
+.no-lungs, .note {{ color: #a40; }}
+p.summary {{ margin-top: 0; }}
 </style></head>
 <body data-images-total="{n_images}">
 <h1>Grad-CAM report: {model}</h1>
@@ -235,24 +277,53 @@ window.addEventListener("load", () => {{
 """
 
 
-def outline_key(origins: dict) -> str:
-    """The report's key to the lung outline, saying whose lungs they are (prepare's meta.json
-    lung_masks: how many masks are the dataset's, drawn by the segmenter, or drawn but implausible)."""
+def whose_lungs(origins: dict, lung_mask: str = "none") -> str:
+    """Whose lungs the masks are, from prepare's meta.json: lung_masks (how many masks are the
+    dataset's, drawn by the segmenter, or drawn but implausible) and lung_mask (under a lung focus
+    an image with implausible drawn lungs is used whole; under none every image is)."""
     drawn, whole = origins.get("segmenter", 0), origins.get("whole", 0)
     if not drawn and not whole:
-        whose = "the dataset's lung mask"
-    else:
-        whose = (
-            f"the lungs the model's segmenter drew ({drawn} images; {origins.get('dataset', 0)} have the dataset's "
-            f"own mask{f'; {whole} with implausible drawn lungs were used whole' if whole else ''})"
-        )
+        return "the dataset's lung mask"
+    if whole:
+        used = "" if lung_mask == "none" else ", those images used whole"
+        whole_note = f"; {whole} with implausible drawn lungs, scored all the same{used}"
+    return (
+        f"the lungs the model's segmenter drew ({drawn} images; {origins.get('dataset', 0)} have the dataset's "
+        f"own mask{whole_note if whole else ''})"
+    )
+
+
+def outline_key(origins: dict, lung_mask: str = "none") -> str:
+    """The report's key to the lung outline, saying whose lungs they are (whose_lungs)."""
     swatch = '<span class="swatch"></span>'
-    return f"<span>{swatch} lung outline: the edge of {html.escape(whose)}, drawn on the heatmaps</span>"
+    whose = html.escape(whose_lungs(origins, lung_mask))
+    return f"<span>{swatch} lung outline: the edge of {whose}, drawn on the heatmaps</span>"
 
 
-def _lung_origins(prepared_dir: str | Path) -> dict:
+def no_lungs_known() -> str:
+    """scores.json's and the page's words where no test image's lungs are known."""
+    from .params import SegmentSettings
+
+    keys = SegmentSettings.KEYS
+    return (
+        "no lungs known: the test images have no lung masks (the dataset has none, and no segmenter drew "
+        "them), so the share of Grad-CAM energy inside the lungs cannot be scored; set "
+        f"{keys['train_source']} to a dataset with lung masks (the Kaggle layout's <Class>/masks) and the "
+        f"segment stage learns the lungs and draws them, whatever {keys['lung_mask']} is"
+    )
+
+
+def lungs_statement(scores: dict, origins: dict, lung_mask: str = "none") -> dict:
+    """scores.json's word on the lungs: whose they are where they are known, else plainly that none are."""
+    if "lung_energy_share" in scores:
+        return {"lungs_known": True, "lungs_from": whose_lungs(origins, lung_mask)}
+    return {"lungs_known": False, "lungs_note": no_lungs_known()}
+
+
+def _lung_origins(prepared_dir: str | Path) -> tuple[dict, str]:
+    """prepare's meta.json: how many lung masks are of each origin, and the lung focus."""
     meta = json.loads((Path(prepared_dir) / "meta.json").read_text())
-    return meta.get("lung_masks", {})
+    return meta.get("lung_masks", {}), meta.get("lung_mask", "none")
 
 
 def _interval(ci: dict | None) -> str:
@@ -264,16 +335,18 @@ def _interval(ci: dict | None) -> str:
 
 
 def _scores_html(scores: dict) -> str:
-    """The mask scores of scores.json as the page says them, each beside its chance level."""
-    if not scores:
-        return "<p>No masks in this data: no quantitative check.</p>"
+    """The mask scores of scores.json as the page says them, each beside its chance level; where no
+    lungs are known, that plainly, and what to do."""
     parts = ["<h2>Where the model looks (all test images, true class)</h2><ul>"]
     if "lung_energy_share" in scores:
         s = scores["lung_energy_share"]
         parts.append(
             f"<li>Share of Grad-CAM energy inside the lungs: <b>{readable.score(s['overall'])}</b> "
-            f"{_interval(s.get('overall_ci'))} (lungs cover {readable.score(s['chance'])} of the image)</li>"
+            f"{_interval(s.get('overall_ci'))} (lungs cover {readable.score(s['chance'])} of the image), "
+            f"over the {s['n']} test images whose lungs are known; per class below</li>"
         )
+    else:
+        parts.append(f'<li class="no-lungs"><b>{html.escape(_sentence(scores["lungs_note"]))}</b></li>')
     if scores.get("lesions", {}).get("overall"):
         s = scores["lesions"]["overall"]
         parts.append(
@@ -282,7 +355,27 @@ def _scores_html(scores: dict) -> str:
             f"{readable.score(s['pointing_chance'])}); share of energy inside the lesion: "
             f"<b>{readable.score(s['energy_in_lesion'])}</b> (chance {readable.score(s['energy_chance'])})</li>"
         )
-    return "".join(parts) + "</ul>"
+    else:
+        parts.append("<li>No lesion masks in this data: no pointing game.</li>")
+    return "".join(parts) + "</ul>" + _lung_table(scores)
+
+
+def _lung_table(scores: dict) -> str:
+    """Each class's lung energy share beside its chance level, as a table ("" where no lungs are known)."""
+    if "lung_energy_share" not in scores:
+        return ""
+    rows = "".join(
+        f"<tr><th>{html.escape(cls)}</th><td>{s['n']}</td><td><b>{readable.score(s['share'])}</b> "
+        f"{_interval(s['share_ci'])}</td><td>{readable.score(s['chance'])}</td></tr>"
+        if s["n"]
+        else f'<tr><th>{html.escape(cls)}</th><td>0</td><td colspan="2">no lungs known</td></tr>'
+        for cls, s in scores["lung_energy_share"]["per_class"].items()
+    )
+    return (
+        '<table class="cm lungs"><tr><th>true class</th><th>test images with known lungs</th>'
+        "<th>share of Grad-CAM energy inside the lungs</th><th>lungs' share of the image (chance)</th></tr>"
+        f"{rows}</table>"
+    )
 
 
 def gradcam(
@@ -299,31 +392,51 @@ def gradcam(
     scores into metrics_path; returns the full scores."""
     model, info = load_model(model_path)
     cam, test, masks = _explain_test_split(model, info, settings.layer, model_path, prepared_dir)
-    scores = mask_scores(test.heat_true, test.y_true, test.classes, masks, seed=settings.seed) if masks else {}
-    scores = {"model": info["architecture"], "layer": cam.layer, **scores}
-
-    evaluation = json.loads(Path(eval_path).read_text())
-    paths = load_manifest(manifest_path).query("split == 'test'")["path"].tolist()
     chosen = pick_examples(test.y_true, test.y_pred, len(test.classes), settings.per_class)
+    origins, lung_mask = _lung_origins(prepared_dir)
+    scores = _all_scores(info["architecture"], cam.layer, test, masks, chosen, origins, lung_mask, settings.seed)
     # The predicted class's heatmaps of the few misclassified images shown only: a gradient of a
     # second class for every image would cost more.
     wrong = [i for i in chosen if test.y_pred[i] != test.y_true[i]]
     heat_pred = (
         dict(zip(wrong, cam.explain(test.images[wrong], test.y_pred[wrong]).heatmaps, strict=True)) if wrong else {}
     )
-
+    paths = load_manifest(manifest_path).query("split == 'test'")["path"].tolist()
     with atomic_dir(out_dir) as tmp:
         (tmp / "img").mkdir()
         write_png(tmp / "img" / "colorbar.png", colorbar(DISPLAY))
         _write_pictures(tmp / "img", test, chosen, heat_pred)
-        outline = outline_key(_lung_origins(prepared_dir)) if test.lungs is not None else ""
-        sections = _sections(test, chosen, paths)
+        outline = outline_key(origins, lung_mask) if scores["lungs_known"] else ""
+        sections = _sections(test, chosen, paths, scores)
+        evaluation = json.loads(Path(eval_path).read_text())
         page = _page(info["architecture"], cam.layer, test.classes, evaluation, scores, sections, outline)
         (tmp / "index.html").write_text(page, encoding="utf-8")
         write_json(tmp / "scores.json", scores)
     _write_plots(images_dir, test)
     write_json(metrics_path, headline_scores(scores))
     return scores
+
+
+def _all_scores(
+    model: str,
+    layer: str,
+    test: _Explained,
+    masks: dict[str, np.ndarray],
+    chosen: list[int],
+    origins: dict,
+    lung_mask: str,
+    seed: int,
+) -> dict:
+    """scores.json: the model and layer, whose lungs (or that none are known), the mask scores, and
+    each class's test images and those shown."""
+    scores = mask_scores(test.heat_true, test.y_true, test.classes, masks, seed=seed) if masks else {}
+    return {
+        "model": model,
+        "layer": layer,
+        **lungs_statement(scores, origins, lung_mask),
+        **scores,
+        "classes": class_examples(test.y_true, test.y_pred, test.classes, chosen),
+    }
 
 
 def _explain_test_split(
@@ -378,13 +491,46 @@ def _write_pictures(img_dir: Path, test: _Explained, chosen: list[int], heat_pre
             write_png(img_dir / f"{i}_true.png", test.heat_picture(gray, test.heat_true[i], i))
 
 
-def _sections(test: _Explained, chosen: list[int], paths: list[str]) -> str:
-    """The report's figures, a section per true class."""
+def _sections(test: _Explained, chosen: list[int], paths: list[str], scores: dict) -> str:
+    """The report's figures, a section per true class (every class), each saying first how many of
+    its test images are correct and misclassified, how many of each are shown, what it lacks, and
+    the share of its heatmaps' energy inside the lungs (or that no lungs are known)."""
     sections = []
     for c, cls in enumerate(test.classes):
         figs = [_figure(i, paths[i], c, test.classes, test.probs[i]) for i in chosen if test.y_true[i] == c]
-        sections.append(f'<h2>{html.escape(cls)}</h2><div class="grid">{"".join(figs)}</div>')
+        sections.append(
+            f'<h2>{html.escape(cls)}</h2><p class="summary">{_class_summary(scores["classes"][cls])}'
+            f"{_class_lungs(scores, cls)}</p>"
+            f'<div class="grid">{"".join(figs)}</div>'
+        )
     return "".join(sections)
+
+
+def _class_summary(ex: dict) -> str:
+    """One class's test images in words: correct, misclassified, shown; and what it has none of."""
+    text = (
+        f"{ex['n_test']} test images: {ex['correct']} correct, {ex['misclassified']} misclassified; shown here: "
+        f"{ex['shown_misclassified']} misclassified, {ex['shown_correct']} correct."
+    )
+    return html.escape(text) + (f' <b class="note">{html.escape(_sentence(ex["note"]))}</b>' if ex["note"] else "")
+
+
+def _sentence(words: str) -> str:
+    """Words of scores.json as a sentence on the page: a capital first, a full stop last."""
+    return words[:1].upper() + words[1:] + "."
+
+
+def _class_lungs(scores: dict, cls: str) -> str:
+    """One class's lung energy share in words, or that its lungs are not known."""
+    if "lung_energy_share" not in scores:
+        return "<br>No lungs known: no lung energy share (see above)."
+    s = scores["lung_energy_share"]["per_class"][cls]
+    if not s["n"]:
+        return "<br>No lungs known for this class's test images: no lung energy share."
+    return (
+        f"<br>Share of its true-class Grad-CAM energy inside the lungs: <b>{readable.score(s['share'])}</b> "
+        f"{_interval(s['share_ci'])} (lungs cover {readable.score(s['chance'])} of the image; {s['n']} images)"
+    )
 
 
 def _page(

@@ -257,7 +257,7 @@ CHUNK = 256  # heatmaps upsampled to the masks' size at a time: memory stays fla
 
 def per_image_scores(heatmaps: np.ndarray, masks: dict) -> dict[str, np.ndarray]:
     """Per image, for whichever masks exist: the share of heatmap energy inside the lungs and the
-    lungs' share of the image; and
+    lungs' share of the image (both nan where its lung mask is empty: its lungs are not known); and
     whether it has a lesion, the pointing game's hit and chance, the energy share inside the lesion
     and the lesion's area. Heatmaps of any resolution are upsampled, CHUNK at a time, to the masks'."""
     size = next(iter(masks.values())).shape[1]
@@ -270,7 +270,11 @@ def per_image_scores(heatmaps: np.ndarray, masks: dict) -> dict[str, np.ndarray]
         found: dict[str, Any] = {}
         if "masks" in masks:
             lungs = np.asarray(masks["masks"][start:stop])
-            found.update(lung_share=energy_inside(heat, lungs), lung_area=(lungs > 0).reshape(len(lungs), -1).mean(1))
+            area = (lungs > 0).reshape(len(lungs), -1).mean(1)
+            known = area > 0  # an empty mask (an image of a source with some masks only): lungs not known
+            found.update(
+                lung_share=np.where(known, energy_inside(heat, lungs), np.nan), lung_area=np.where(known, area, np.nan)
+            )
         if "lesions" in masks:
             lesion = np.asarray(masks["lesions"][start:stop])
             near = dilate(lesion, tol)
@@ -288,11 +292,12 @@ def per_image_scores(heatmaps: np.ndarray, masks: dict) -> dict[str, np.ndarray]
 
 
 def mask_scores(heatmaps: np.ndarray, y_true: np.ndarray, classes: list[str], masks: dict, *, seed: int) -> dict:
-    """The quantitative check, per class and overall, for whichever masks the data has; the overall
-    lung energy share with its 95% bootstrap interval over images (seeded)."""
+    """The quantitative check, per class and overall, for whichever masks the data has: the lung
+    energy share with its 95% bootstrap interval over images (seeded), overall and per class; the
+    lung scores are left out where no image's lungs are known (every lung mask empty)."""
     out = {}
     per = per_image_scores(heatmaps, masks)
-    if "masks" in masks:
+    if "masks" in masks and not np.isnan(per["lung_area"]).all():
         out["lung_energy_share"] = _lung_scores(per, y_true, classes, seed)
     if "lesions" in masks:
         out["lesions"] = _lesion_scores(per, y_true, classes, tolerance(masks["lesions"].shape[1]))
@@ -304,16 +309,35 @@ def _r4(x: float | None) -> float | None:
     return None if x is None or np.isnan(x) else round(float(x), 4)
 
 
+def _share(share: np.ndarray, area: np.ndarray, seed: int) -> dict:
+    """The mean lung energy share of some images with its interval, and its chance level (the lungs'
+    mean share of the image), over n: the images whose lungs are known (area not nan); None for a
+    score with no image to stand on. A share is nan where the heatmap is all zero: left out."""
+    known = ~np.isnan(area)
+    scored = share[known]
+    out: dict = {"share": None, "share_ci": None, "chance": None, "n": int(known.sum())}
+    if known.any():
+        out["chance"] = _r4(area[known].mean())
+    if not np.isnan(scored).all():  # some image whose lungs are known and whose heatmap is not all zero
+        low, high = mean_interval(scored, seed=seed)
+        out.update(share=_r4(np.nanmean(scored)), share_ci={"lower": _r4(low), "upper": _r4(high)})
+    return out
+
+
 def _lung_scores(per: dict[str, np.ndarray], y_true: np.ndarray, classes: list[str], seed: int) -> dict:
     """The share of heatmap energy inside the lungs: overall (with its interval), its chance level
-    (the lungs' share of the image), and per class."""
-    share = per["lung_share"]
-    low, high = mean_interval(share, seed=seed)
+    (the lungs' share of the image), and the same for every class (n 0 and None where none of its
+    test images has known lungs)."""
+    overall = _share(per["lung_share"], per["lung_area"], seed)
     return {
-        "overall": _r4(np.nanmean(share)),
-        "overall_ci": {"lower": _r4(low), "upper": _r4(high)},
-        "chance": _r4(per["lung_area"].mean()),
-        "per_class": {c: _r4(np.nanmean(share[y_true == i])) for i, c in enumerate(classes) if (y_true == i).any()},
+        "overall": overall["share"],
+        "overall_ci": overall["share_ci"],
+        "chance": overall["chance"],
+        "n": overall["n"],
+        "per_class": {
+            c: _share(per["lung_share"][y_true == i], per["lung_area"][y_true == i], seed)
+            for i, c in enumerate(classes)
+        },
     }
 
 

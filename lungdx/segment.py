@@ -3,7 +3,10 @@
 Under prepare.lung_mask crop or mask, a small U-Net (lungdx.models.build_unet) learns the lungs
 from lung masks: the sampled images' own (the train split; val stops the training; test scores
 it), or, with segment.train_source, another dataset's (split by the seed, as sample splits).
-It then draws the lungs of every sampled image that has no mask of its own. Writes:
+It then draws the lungs of every sampled image that has no mask of its own. With
+segment.train_source set it does so under prepare.lung_mask none too: the classifier then gets
+the whole X-rays, and the drawn lungs serve only to score where it looks (the Grad-CAM lung
+energy share of the gradcam stage; prepare carries them in masks.npy). Writes:
 
     data/segmented/lung_masks.csv   path (as in the manifest), origin, mask: origin dataset (the
                                     mask is the source's, relative to data/raw), segmenter (drawn,
@@ -20,8 +23,9 @@ It then draws the lungs of every sampled image that has no mask of its own. Writ
     reports/segment_images/         test images with the true (green) and drawn (red) lungs, and
                                     sampled images with the drawn lungs only (DVC image plots)
 
-Under prepare.lung_mask none nothing is learned or drawn (a second's work): lung_masks.csv lists
-the source's own masks, metrics/segment.json is {} and reports/segment_images/ is empty.
+Under prepare.lung_mask none with segment.train_source empty nothing is learned or drawn (a
+second's work, TensorFlow never starts): lung_masks.csv lists the source's own masks,
+metrics/segment.json is {} and reports/segment_images/ is empty.
 """
 
 from __future__ import annotations
@@ -208,13 +212,24 @@ def masked_pairs(
     return pairs, [s for s in skipped if "mask" in s[1]]
 
 
+def learns(settings: SegmentSettings) -> bool:
+    """Whether the stage learns and draws the lungs: for a lung focus (crop, mask), or, under none,
+    for the Grad-CAM lung share when a train_source is given."""
+    return settings.lung_mask != "none" or bool(settings.train_source)
+
+
 def _too_few(n: int, where: str, problems: list[tuple[str, str]], settings: SegmentSettings) -> LungdxError:
     shown = f"; {len(problems)} mask(s) unusable, e.g. {problems[0][0]}: {problems[0][1]}" if problems else ""
+    lung_mask, train_source = settings.key("lung_mask"), settings.key("train_source")
+    if settings.lung_mask == "none":  # learning only for the Grad-CAM lung share
+        why, way_out = "for the Grad-CAM lung share", f"add masks, or empty {train_source}"
+    else:
+        why = f"for {lung_mask}={settings.lung_mask}"
+        way_out = f"add masks, set {train_source} to a dataset with lung masks (the Kaggle layout's <Class>/masks), "
+        way_out += f"or set {lung_mask}: none"
     return LungdxError(
         f"{where} has {n} image(s) with a usable lung mask{shown}; the segmenter needs at least "
-        f"{MIN_MASKS} to learn the lungs for {settings.key('lung_mask')}={settings.lung_mask}: "
-        f"add masks, set {settings.key('train_source')} to a dataset with lung masks (the Kaggle "
-        f"layout's <Class>/masks), or set {settings.key('lung_mask')}: none"
+        f"{MIN_MASKS} to learn the lungs {why}: {way_out}"
     )
 
 
@@ -319,12 +334,12 @@ def segment(
     }
     found = None
     if settings.lung_mask == "none" and settings.train_source:
-        log.warning(
-            f"{settings.key('train_source')} is set, but {settings.key('lung_mask')} is none: no segmenter is "
-            "learned, and the whole X-rays are used"
+        log.info(
+            f"segment: {settings.key('lung_mask')} is none: the classifier gets the whole X-rays; the lungs "
+            f"learned from {settings.key('train_source')} are drawn only to score where it looks"
         )
     with tempfile.TemporaryDirectory(prefix="lungdx-segment-") as work, atomic_dir(out_dir) as tmp:
-        if settings.lung_mask != "none":
+        if learns(settings):
             found = _learn_and_draw(settings, manifest, raw_dir, Path(work), tmp, project_root, progress)
             rows += found.rows
             meta["segmenter"] = found.learned
@@ -446,9 +461,10 @@ def _write_reports(
     details_path: str | Path,
 ) -> None:
     """reports/segment_images/, metrics/segment.json and reports/segment.json: no pictures, no
-    metrics and why, where no segmenter was learned (`found` None)."""
+    metrics and why, where no segmenter was learned (`found` None: lung_mask none, no train_source)."""
     if found is None:
-        pictures, metrics, details = {}, {}, {"trained": False, "why": f"{settings.key('lung_mask')} is none"}
+        why = f"{settings.key('lung_mask')} is none and {settings.key('train_source')} is empty"
+        pictures, metrics, details = {}, {}, {"trained": False, "why": why}
     else:
         pictures, metrics, details = found.pictures, _metrics(found, counts), _details(found)
     with atomic_dir(images_dir) as pics:

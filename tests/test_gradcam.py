@@ -335,3 +335,127 @@ def test_hostile_class_names_get_an_image_plot_each(hostile_run):
     slots = {f"{stem}_{k}.png" for stem, n in zip(stems, counts["size"], strict=True) for k in range(1, min(3, n) + 1)}
     assert len(slots) == sum(min(3, n) for n in counts["size"])  # no two slots share a name
     assert {p.name for p in (hostile_run / "report_images").iterdir()} == slots
+
+
+def test_every_class_section_says_how_many_are_correct_and_misclassified_and_what_it_shows(tiny_run):
+    page = (tiny_run / "report" / "index.html").read_text()
+    scores = json.loads((tiny_run / "report" / "scores.json").read_text())
+    labels = np.load(tiny_run / "prepared" / "test" / "labels.npy")
+    assert list(scores["classes"]) == CLASSES  # every class, in order
+    sections = re.split(r"<h2>", page.split("<h2>Test images</h2>")[1])[1:]
+    assert [s.split("</h2>")[0] for s in sections] == CLASSES
+    for c, (cls, section) in enumerate(zip(CLASSES, sections, strict=True)):
+        ex = scores["classes"][cls]
+        assert ex["n_test"] == (labels == c).sum() == ex["correct"] + ex["misclassified"]
+        figs = figures(section)
+        assert ex["shown_misclassified"] == sum('class="wrong"' in f for f in figs)
+        assert ex["shown_correct"] == sum('class="right"' in f for f in figs)
+        assert (
+            f"{ex['n_test']} test images: {ex['correct']} correct, {ex['misclassified']} misclassified; "
+            f"shown here: {ex['shown_misclassified']} misclassified, {ex['shown_correct']} correct." in section
+        )
+        if ex["misclassified"] and ex["correct"]:  # both kinds there: both shown (per_class 2)
+            assert ex["shown_misclassified"] and ex["shown_correct"] and not ex["note"]
+        else:
+            assert ex["note"] and ex["note"][1:] in section
+
+
+def test_class_examples_say_plainly_what_a_class_lacks():
+    from lungdx.gradcam import class_examples, pick_examples
+
+    y_true = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    y_pred = np.array([0, 0, 0, 0, 2, 2, 0, 2, 1])
+    classes = ["all right", "all wrong", "mixed", "no test image"]
+    found = class_examples(y_true, y_pred, classes, pick_examples(y_true, y_pred, 4, 4))
+    assert list(found) == classes
+    assert found["all right"] == {
+        "n_test": 3,
+        "correct": 3,
+        "misclassified": 0,
+        "shown_correct": 3,
+        "shown_misclassified": 0,
+        "note": "no misclassified test image of this class: all 3 are correct, so only correct ones are shown",
+    }
+    assert found["all wrong"]["shown_misclassified"] == 2 and found["all wrong"]["note"].startswith(
+        "no correctly classified test image of this class: all 2 are misclassified"
+    )
+    assert found["mixed"]["shown_misclassified"] == 2 and found["mixed"]["shown_correct"] == 2
+    assert found["mixed"]["note"] == ""
+    assert found["no test image"]["n_test"] == 0 and "no test image" in found["no test image"]["note"]
+
+
+def test_the_lung_energy_share_is_given_for_every_class_beside_its_chance(tiny_run):
+    page = (tiny_run / "report" / "index.html").read_text()
+    scores = json.loads((tiny_run / "report" / "scores.json").read_text())
+    assert scores["lungs_known"] is True and scores["lungs_from"] == "the dataset's lung mask"
+    share = scores["lung_energy_share"]
+    labels = np.load(tiny_run / "prepared" / "test" / "labels.npy")
+    assert list(share["per_class"]) == CLASSES and share["n"] == len(labels)
+    table = re.search(r'<table class="cm lungs">.*?</table>', page, re.S)[0]
+    for c, cls in enumerate(CLASSES):
+        s = share["per_class"][cls]
+        assert s["n"] == (labels == c).sum() and 0 <= s["share"] <= 1 and 0 < s["chance"] < 1
+        assert s["share_ci"]["lower"] <= s["share"] <= s["share_ci"]["upper"]
+        assert f"<tr><th>{cls}</th><td>{s['n']}</td><td><b>{s['share']:.3f}</b>" in table
+        section = page.split(f"<h2>{cls}</h2>")[1].split("<h2>")[0]
+        assert f"energy inside the lungs: <b>{s['share']:.3f}</b>" in section
+        assert f"(lungs cover {s['chance']:.3f} of the image; {s['n']} images)" in section
+    assert "No lungs known" not in page
+
+
+def test_mask_scores_per_class_leave_out_images_whose_lungs_are_not_known():
+    """An empty lung mask (a source with masks for some images only) is no lungs, not lungs of
+    zero size: its image counts for neither the share nor the chance; a class with none known says n 0."""
+    from lungdx.heatmaps import mask_scores
+
+    heat = np.zeros((4, 10, 10), np.float32)
+    heat[:, 0:5, :] = 1.0  # the top half
+    lungs = np.zeros((4, 10, 10), np.uint8)
+    lungs[0, 0:5, :] = 255  # image 0: all its energy in its lungs, which cover half the image
+    lungs[1, :, 0:5] = 255  # image 1: half its energy in its lungs
+    found = mask_scores(heat, np.array([0, 0, 1, 1]), ["A", "B"], {"masks": lungs}, seed=0)["lung_energy_share"]
+    assert found["overall"] == 0.75 and found["chance"] == 0.5 and found["n"] == 2
+    assert found["per_class"]["A"] == {"share": 0.75, "share_ci": {"lower": 0.5, "upper": 1.0}, "chance": 0.5, "n": 2}
+    assert found["per_class"]["B"] == {"share": None, "share_ci": None, "chance": None, "n": 0}
+    assert mask_scores(heat, np.array([0, 0, 1, 1]), ["A", "B"], {"masks": 0 * lungs}, seed=0) == {}
+
+
+@pytest.fixture(scope="module")
+def maskless_run(tmp_path_factory):
+    """The stages up to the report on a raw layout without lung masks."""
+    root = tmp_path_factory.mktemp("maskless_run")
+    params = settings(
+        {
+            "seed": 3,
+            "dataset.classes": [],
+            "sample.per_class": 5,
+            "sample.val_size": 0.2,
+            "sample.test_size": 0.4,
+            "prepare.image_size": 32,
+            "model": "cnn",
+            "gradcam.per_class": 2,
+            "models.cnn.epochs": 1,
+            "models.cnn.batch_size": 8,
+            "models.cnn.filters": [4, 8],
+            "models.cnn.dense_units": 8,
+            "models.cnn.warmup_epochs": 0,
+        }
+    )
+    make_kaggle_dataset(root / "raw", {c: 5 for c in CLASSES}, size=32)
+    for masks in (root / "raw").glob("*/masks"):
+        shutil.rmtree(masks)
+    return run_library_stages(root, params)
+
+
+def test_without_lung_masks_the_report_says_no_lungs_are_known_and_how_to_get_them(maskless_run):
+    page = (maskless_run / "report" / "index.html").read_text()
+    scores = json.loads((maskless_run / "report" / "scores.json").read_text())
+    assert scores["lungs_known"] is False and "lung_energy_share" not in scores
+    note = scores["lungs_note"]
+    assert note.startswith("no lungs known: ") and "set segment.train_source to a dataset with lung masks" in note
+    assert "<b>No lungs known: the test images have no lung masks" in page
+    assert "set segment.train_source to a dataset with lung masks" in page
+    assert page.count("No lungs known: no lung energy share (see above).") == 4  # in every class's section
+    assert "lung outline" not in page and "No lesion masks in this data: no pointing game." in page
+    assert json.loads((maskless_run / "gradcam.json").read_text()) == {}
+    assert list(scores["classes"]) == CLASSES

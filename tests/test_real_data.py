@@ -195,3 +195,63 @@ def test_the_lungs_learned_from_real_masks_hold_on_patients_never_seen_and_serve
         held_out["dice"], abs=0.01
     )  # cut by the segmenter, scored by the masks
     assert json.loads((tmp_path / "m.json").read_text())["n_images"] == 30
+
+
+FOUR_CLASSES = ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
+
+
+@pytest.mark.slow
+def test_dvc_repro_on_real_four_class_xrays_reports_every_class_and_where_it_looks_in_the_drawn_lungs(tmp_path):
+    """Real `dvc repro` on 12 real X-rays of each cxr-4class class (no lung masks there) at tiny
+    settings, under prepare.lung_mask none with segment.train_source = cxr-covid-masked: the lungs
+    are learned and drawn for scoring only, and every class, "Viral Pneumonia" with its space, is in
+    reports/eval.json, the metrics and the Grad-CAM report, with its lung energy share."""
+    import json
+    import shutil
+
+    from tests.helpers import TINY, copy_project, run
+
+    four, masked = shared("cxr-4class"), shared("cxr-covid-masked")
+    source = tmp_path / "source"
+    for cls in FOUR_CLASSES:
+        (source / cls).mkdir(parents=True)
+        for path in sorted((four / cls).glob("*.png"))[:12]:
+            shutil.copyfile(path, source / cls / path.name)
+    tiny_segmenter = {
+        "segment.image_size": 64,
+        "segment.epochs": 15,
+        "segment.patience": 15,
+        "segment.filters": [8, 16, 32, 64],
+        "segment.max_train_images": 120,
+    }
+    project = copy_project(
+        tmp_path / "project",
+        **TINY,
+        **tiny_segmenter,
+        **{"dataset.source": str(source), "segment.train_source": str(masked), "sample.test_size": 0.25},
+    )
+    run(["dvc", "repro"], project, timeout=600)
+
+    def read(path):
+        return json.loads((project / path).read_text(encoding="utf-8"))
+
+    evaluation = read("reports/eval.json")
+    assert list(evaluation["per_class"]) == FOUR_CLASSES and evaluation["n_test"] == 12  # 3 a class
+    assert len(evaluation["confusion_matrix"]) == 4 and 0 <= read("metrics/eval.json")["accuracy"] <= 1
+    segmented = read("metrics/segment.json")
+    assert segmented["masks"]["dataset"] == 0 and segmented["masks"]["segmenter"] + segmented["masks"]["whole"] == 48
+    assert read("data/prepared/meta.json")["lung_mask"] == "none"  # the classifier saw whole X-rays
+    scores = read("reports/gradcam/scores.json")
+    assert list(scores["classes"]) == FOUR_CLASSES and scores["lungs_known"] is True
+    for cls, ex in scores["classes"].items():
+        assert ex["n_test"] == 3 and ex["shown_correct"] + ex["shown_misclassified"] == 3, (cls, ex)
+        assert bool(ex["note"]) == (not ex["correct"] or not ex["misclassified"])
+        lungs = scores["lung_energy_share"]["per_class"][cls]
+        assert lungs["n"] == 3 and 0 < lungs["chance"] < 1, (cls, lungs)
+    headline = read("metrics/gradcam.json")
+    assert 0 <= headline["lung_energy_share"] <= 1 and 0 < headline["lung_energy_chance"] < 1
+    print("real 4-class tiny run, lung energy share per class:", scores["lung_energy_share"]["per_class"])
+    page = (project / "reports" / "gradcam" / "index.html").read_text(encoding="utf-8")
+    for cls in FOUR_CLASSES:
+        assert page.count(f"<h2>{cls}</h2>") == 1 and f"<tr><th>{cls}</th><td>3</td>" in page
+    assert page.count("<figure") == 12 and "No lungs known" not in page

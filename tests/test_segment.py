@@ -305,3 +305,47 @@ def test_dvc_exp_run_learns_the_lungs_from_a_train_source_for_a_source_without_m
         ).stdout
     )
     assert found[0]["lungs"] in {"drawn", "whole"} and "predicted" in found[0]
+
+
+@pytest.mark.slow  # a U-Net trained: about 30 s on 2 cores
+def test_under_none_a_train_source_still_teaches_the_lungs_drawn_for_scoring_while_prepare_keeps_whole_xrays(
+    tmp_path,
+):
+    """prepare.lung_mask none with segment.train_source: the lungs are learned and drawn (for the
+    Grad-CAM lung share), and prepare carries them in masks.npy beside the whole, uncut X-rays."""
+    from lungdx.download import download
+    from lungdx.images import prepare_image
+    from lungdx.prepare import prepare
+    from lungdx.synthetic import generate_image
+
+    flat = tmp_path / "flat"  # a source without masks, of X-rays like the masked ones
+    for cls in ("COVID", "Normal"):
+        for i in range(10):
+            write_image(flat / cls / f"{cls}-{i + 1}.png", generate_image(17, cls, i, 64)[0])
+    download(settings({"dataset.source": str(flat)}).download, tmp_path / "raw")
+    raw, manifest = tmp_path / "raw", sampled(tmp_path / "raw", tmp_path / "sampled")
+    masked = synthetic_raw(tmp_path / "masked", per_class=15)  # 60 masked X-rays to learn from
+    meta = run_segment(tmp_path, manifest, raw, **{"prepare.lung_mask": "none", "segment.train_source": str(masked)})
+    assert meta["lung_mask"] == "none" and meta["segmenter"]["learned_from"] == str(masked)
+    assert meta["counts"]["segmenter"] >= 15 and meta["counts"]["segmenter"] + meta["counts"]["whole"] == 20
+    assert json.loads((tmp_path / "segment.json").read_text())["dice"] >= 0.75
+    rows = pd.read_csv(tmp_path / "segmented" / LUNG_MASKS, keep_default_na=False)
+    assert sorted(rows["path"]) == sorted(pd.read_csv(manifest)["path"]) and set(rows["origin"]) <= {
+        "segmenter",
+        "whole",
+    }
+
+    prepared = prepare(
+        settings({"prepare.lung_mask": "none", "prepare.image_size": 32}).prepare,
+        manifest,
+        raw,
+        tmp_path / "segmented",
+        tmp_path / "prepared",
+    )
+    assert prepared["has"]["masks"] and prepared["lung_masks"]["dataset"] == 0
+    test = pd.read_csv(manifest).query("split == 'test'")
+    images = np.load(tmp_path / "prepared" / "test" / "images.npy")
+    lungs = np.load(tmp_path / "prepared" / "test" / "masks.npy")
+    for k, path in enumerate(test["path"]):
+        np.testing.assert_array_equal(images[k], prepare_image(raw / path, 32, "none")[0])  # whole, not cut
+        assert 0.1 < (lungs[k] > 0).mean() < 0.9  # the drawn lungs, at the whole image's place
