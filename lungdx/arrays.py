@@ -81,6 +81,7 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return (n + batch_size - 1) // batch_size
 
 
+# one idea: the training input pipeline (a long docstring says why each choice was made)
 def batches(
     x: np.ndarray,
     labels: np.ndarray | None,

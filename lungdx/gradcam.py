@@ -300,11 +300,9 @@ def outline_key(origins: dict, lung_mask: str = "none") -> str:
     return f"<span>{swatch} lung outline: the edge of {whose}, drawn on the heatmaps</span>"
 
 
-def no_lungs_known() -> str:
+def no_lungs_known(settings: GradcamSettings) -> str:
     """scores.json's and the page's words where no test image's lungs are known."""
-    from .params import SegmentSettings
-
-    keys = SegmentSettings.KEYS
+    keys = settings.KEYS
     return (
         "no lungs known: the test images have no lung masks (the dataset has none, and no segmenter drew "
         "them), so the share of Grad-CAM energy inside the lungs cannot be scored; set "
@@ -313,11 +311,11 @@ def no_lungs_known() -> str:
     )
 
 
-def lungs_statement(scores: dict, origins: dict, lung_mask: str = "none") -> dict:
+def lungs_statement(scores: dict, origins: dict, settings: GradcamSettings, lung_mask: str = "none") -> dict:
     """scores.json's word on the lungs: whose they are where they are known, else plainly that none are."""
     if "lung_energy_share" in scores:
         return {"lungs_known": True, "lungs_from": whose_lungs(origins, lung_mask)}
-    return {"lungs_known": False, "lungs_note": no_lungs_known()}
+    return {"lungs_known": False, "lungs_note": no_lungs_known(settings)}
 
 
 def _lung_origins(prepared_dir: str | Path) -> tuple[dict, str]:
@@ -394,7 +392,7 @@ def gradcam(
     cam, test, masks = _explain_test_split(model, info, settings.layer, model_path, prepared_dir)
     chosen = pick_examples(test.y_true, test.y_pred, len(test.classes), settings.per_class)
     origins, lung_mask = _lung_origins(prepared_dir)
-    scores = _all_scores(info["architecture"], cam.layer, test, masks, chosen, origins, lung_mask, settings.seed)
+    scores = _all_scores(info["architecture"], cam.layer, test, masks, chosen, origins, lung_mask, settings)
     # The predicted class's heatmaps of the few misclassified images shown only: a gradient of a
     # second class for every image would cost more.
     wrong = [i for i in chosen if test.y_pred[i] != test.y_true[i]]
@@ -425,15 +423,15 @@ def _all_scores(
     chosen: list[int],
     origins: dict,
     lung_mask: str,
-    seed: int,
+    settings: GradcamSettings,
 ) -> dict:
     """scores.json: the model and layer, whose lungs (or that none are known), the mask scores, and
     each class's test images and those shown."""
-    scores = mask_scores(test.heat_true, test.y_true, test.classes, masks, seed=seed) if masks else {}
+    scores = mask_scores(test.heat_true, test.y_true, test.classes, masks, seed=settings.seed) if masks else {}
     return {
         "model": model,
         "layer": layer,
-        **lungs_statement(scores, origins, lung_mask),
+        **lungs_statement(scores, origins, settings, lung_mask),
         **scores,
         "classes": class_examples(test.y_true, test.y_pred, test.classes, chosen),
     }

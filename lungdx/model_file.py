@@ -40,6 +40,7 @@ INFO_ENTRY = "lungdx.json"
 SEGMENTER_ENTRY = "lungdx_segmenter.keras"
 
 
+# one idea: the model file and its metadata, written at once
 def save_model(
     model: keras.Model,
     path: str | Path,

@@ -486,7 +486,14 @@ class GradcamSettings(_Keyed):
     seed: int
     per_class: int
     layer: str | None  # None: the last conv layer with a 16x16 grid or more
-    KEYS: ClassVar[dict[str, str]] = {"seed": "seed", "per_class": "gradcam.per_class", "layer": "gradcam.layer"}
+    KEYS: ClassVar[dict[str, str]] = {
+        "seed": "seed",
+        "per_class": "gradcam.per_class",
+        "layer": "gradcam.layer",
+        # what the report's "no lungs known" names: the keys that give the test images lungs
+        "train_source": "segment.train_source",
+        "lung_mask": "prepare.lung_mask",
+    }
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     Check = tuple[keras.Model, np.ndarray, str]
 
 
+# one idea: one compile-and-fit, with the levers that shape it
 def fit(
     model: keras.Model,
     train: Split,
@@ -127,6 +128,7 @@ def _callbacks(settings: ModelSettings, rate: str, warmup_epochs: int, live: Liv
     return [*callbacks, DVCLiveCallback(live=live)]
 
 
+# one idea: the train stage, from the prepared splits to the saved model, cleaning up on failure
 def train(
     settings: ModelSettings,
     prepared_dir: str | Path,
