@@ -216,10 +216,13 @@ def predict(
     starts = range(0, len(x), batch_size)
     for start in starts if desc is None else progress(starts, desc=desc):
         xb = np.asarray(x[start : start + batch_size], dtype=np.float32)
-        xb = xb[..., None] if xb.ndim == 3 else xb
-        views = shifted_views(xb) if tta else [xb]
-        out.append(np.mean([model.predict_on_batch(view) for view in views], axis=0))
+        out.append(batch_outputs(model, xb[..., None] if xb.ndim == 3 else xb, tta))
     return finite_outputs(np.concatenate(out), source)
+
+
+def batch_outputs(model: keras.Model, xb: np.ndarray, tta: bool) -> np.ndarray:
+    """model's outputs for one float32 batch; `tta`: the mean over it and its shifted_views."""
+    return np.mean([model.predict_on_batch(view) for view in (shifted_views(xb) if tta else [xb])], axis=0)
 
 
 def shifted_views(xb: np.ndarray) -> list[np.ndarray]:

@@ -5,6 +5,8 @@ Gaussian naive Bayes for reference, on the same splits as the neural networks.
                              (accuracy, f1_macro, roc_auc_ovr, accuracy_ci, f1_macro_ci, ece;
                              lungdx.metrics), so they line up in dvc exp show
     reports/baseline.json    details of both: {random_forest: {...}, gaussian_nb: {...}}
+    reports/baseline_predictions.csv   the forest's probabilities per test image, as the evaluate
+                             stage's metrics/plots/predictions.csv: `lungdx compare` takes both
 
 Images are downscaled to `baseline.image_size` (INTER_AREA) and flattened: a
 forest on 65,536 raw pixels per image is slow and no better.
@@ -18,9 +20,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .arrays import load_split, read_meta
-from .atomic import write_json
+from .atomic import atomic_path, write_json
+from .compare import predictions_table
 from .metrics import classification_metrics, headline
 from .opencv import cv2
+from .splits import test_paths
 
 if TYPE_CHECKING:
     from sklearn.base import ClassifierMixin
@@ -56,20 +60,30 @@ def probabilities(clf: ClassifierMixin, x: np.ndarray) -> np.ndarray:
 
 
 def baseline(
-    settings: BaselineSettings, prepared_dir: str | Path, metrics_path: str | Path, details_path: str | Path
+    settings: BaselineSettings,
+    prepared_dir: str | Path,
+    manifest: str | Path,
+    metrics_path: str | Path,
+    details_path: str | Path,
+    predictions_path: str | Path,
 ) -> dict:
     """The baseline stage: fit both baselines on the train split; returns the details of each on
-    the test split."""
+    the test split. The forest's probabilities per test image (paths from `manifest`) go to
+    predictions_path."""
     from sklearn.naive_bayes import GaussianNB
 
     classes = read_meta(prepared_dir)["classes"]
     (train_x, train_y), (test_x, test_y) = (load_split(prepared_dir, s) for s in ("train", "test"))
     x_train, x_test = pixels(train_x, settings.image_size), pixels(test_x, settings.image_size)
-    result = {}
+    result, probs = {}, {}
     models = {"random_forest": random_forest(settings.n_estimators, settings.seed), "gaussian_nb": GaussianNB()}
     for name, clf in models.items():
         clf.fit(x_train, train_y)
-        result[name] = classification_metrics(test_y, probabilities(clf, x_test), classes, seed=settings.seed)
+        probs[name] = probabilities(clf, x_test)
+        result[name] = classification_metrics(test_y, probs[name], classes, seed=settings.seed)
+    table = predictions_table(test_paths(manifest), test_y, probs["random_forest"], classes)
+    with atomic_path(predictions_path, suffix=".csv") as tmp:
+        table.to_csv(tmp, index=False, lineterminator="\n")
     write_json(details_path, result)
     write_json(metrics_path, headline(result["random_forest"]))
     return result

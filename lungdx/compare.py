@@ -29,6 +29,17 @@ PREDICTIONS = "metrics/plots/predictions.csv"
 ALPHA = 1 - LEVEL  # a difference is "beyond chance" below this p-value
 
 
+def predictions_table(paths: list[str], y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    """One row per test image, as compare reads it: path, actual, predicted, p_<class>... (the
+    evaluate stage's metrics/plots/predictions.csv, the baseline stage's forest predictions)."""
+    table = pd.DataFrame(
+        {"path": paths, "actual": [classes[i] for i in y_true], "predicted": [classes[i] for i in probs.argmax(1)]}
+    )
+    for i, c in enumerate(classes):
+        table[f"p_{c}"] = probs[:, i].round(6)
+    return table
+
+
 def read_predictions(which: str, repo: str | Path = ".") -> pd.DataFrame:
     """The predictions of `which`: a predictions file, or a git revision or experiment name."""
     from io import StringIO

@@ -34,10 +34,11 @@ from sklearn import metrics as skm
 
 from .arrays import predict, scored_test_split
 from .atomic import atomic_dir, write_json
+from .compare import predictions_table
 from .metrics import classification_metrics, headline
 from .model_file import load_model
 from .readable import score
-from .splits import load_manifest
+from .splits import test_paths
 from .stats import ECE_BINS, expected_calibration_error, reliability_table
 
 if TYPE_CHECKING:
@@ -119,11 +120,7 @@ def write_plots(out_dir: Path, y_true: np.ndarray, probs: np.ndarray, classes: l
     """predictions.csv for the confusion matrix, roc.csv: the ROC curves of all classes, and
     reliability.csv: the reliability diagram."""
     with atomic_dir(out_dir) as tmp:
-        table = pd.DataFrame(
-            {"path": paths, "actual": [classes[i] for i in y_true], "predicted": [classes[i] for i in probs.argmax(1)]}
-        )
-        for i, c in enumerate(classes):
-            table[f"p_{c}"] = probs[:, i].round(6)
+        table = predictions_table(paths, y_true, probs, classes)
         table.to_csv(tmp / "predictions.csv", index=False, lineterminator="\n")
         roc_table(y_true, probs, classes).to_csv(tmp / "roc.csv", index=False, lineterminator="\n")
         reliability_plot_table(y_true, probs).to_csv(tmp / "reliability.csv", index=False, lineterminator="\n")
@@ -148,8 +145,7 @@ def evaluate(
         **classification_metrics(y_true, probs, info["classes"], seed=settings.seed),
         "model": info["architecture"],
     }
-    rows = load_manifest(manifest)
-    write_plots(Path(plots_dir), y_true, probs, info["classes"], rows[rows["split"] == "test"]["path"].tolist())
+    write_plots(Path(plots_dir), y_true, probs, info["classes"], test_paths(manifest))
     write_json(details_path, details)
     write_json(metrics_path, headline(details))
     return details

@@ -324,7 +324,7 @@ def _model_scores(
     from .model_file import load_model
 
     model, info = load_model(model_path)
-    cam = GradCam(model, layer)
+    cam = GradCam(model, layer, tta=info["tta"])
     probs, heatmaps = cam.explain(images, y_true, desc="external")
     finite_outputs(probs, model_path)
     scored = {

@@ -445,7 +445,7 @@ def _explain_test_split(
     split's masks."""
     images, y_true = scored_test_split(model_path, info, prepared_dir)
     masks = load_masks(prepared_dir, "test")
-    cam = GradCam(model, layer)
+    cam = GradCam(model, layer, tta=info["tta"])  # the probabilities the evaluate stage scores
     probs, heat_true = cam.explain(images, y_true, desc="Grad-CAM test")
     finite_outputs(probs, model_path)
     return cam, _Explained(images, masks.get("masks"), info["classes"], y_true, probs, heat_true), masks

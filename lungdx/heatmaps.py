@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from .arrays import batch_outputs
 from .console import import_tensorflow, progress
 from .errors import LungdxError
 from .metrics import headline
@@ -82,11 +83,16 @@ class GradCam:
     One graph-compiled pass per batch gives the probabilities and a heatmap per image: the model
     is split at the chosen layer, its front runs forward once and the gradient goes back only
     through the layers after it (for VGG19's block5_conv4: pooling and the head), so a batch
-    costs about one `predict` (benchmarks/gradcam_speed.py)."""
+    costs about one `predict` (benchmarks/gradcam_speed.py).
 
-    def __init__(self, model: keras.Model, layer: str | None = None) -> None:
+    `tta`: a model file's test-time augmentation (models.cnn.tta): the probabilities, and the class
+    PREDICTED picks, are those of arrays.predict(tta=True), the mean over the image and its shifted
+    copies, as the evaluate stage and `lungdx predict` give them; the heatmap is the image's own."""
+
+    def __init__(self, model: keras.Model, layer: str | None = None, tta: bool = False) -> None:
         tf = import_tensorflow()
         self.layer = _checked_layer(model, layer)
+        self._model, self._tta = model, tta
         shape = (None, *model.inputs[0].shape[1:])
         self._one_batch = tf.function(
             _batch_function(model, self.layer),
@@ -102,10 +108,14 @@ class GradCam:
         starts = range(0, len(images), batch_size)
         for start in starts if desc is None else progress(starts, total=len(starts), desc=desc):
             x = np.asarray(images[start : start + batch_size], np.float32)
-            p, h = self._one_batch(
-                x[..., None] if x.ndim == 3 else x, np.asarray(classes[start : start + batch_size], np.int32)
-            )
-            probs.append(p.numpy())
+            x = x[..., None] if x.ndim == 3 else x
+            wanted = np.asarray(classes[start : start + batch_size], np.int32)
+            if self._tta:  # the shifted copies' mean decides the probabilities and the predicted class
+                p = batch_outputs(self._model, x, tta=True)
+                _, h = self._one_batch(x, np.where(wanted == PREDICTED, p.argmax(1), wanted).astype(np.int32))
+            else:
+                p, h = self._one_batch(x, wanted)
+            probs.append(np.asarray(p))
             heat.append(h.numpy())
         return Explained(np.concatenate(probs), np.concatenate(heat))
 

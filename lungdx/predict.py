@@ -60,8 +60,8 @@ def predict_files(
         else:
             from .heatmaps import PREDICTED, GradCam
 
-            cam = cam or GradCam(model)
-            # One pass: the probabilities and the predicted class's heatmap.
+            cam = cam or GradCam(model, tta=info["tta"])
+            # One pass: the probabilities (as without --gradcam) and the predicted class's heatmap.
             probs, heatmaps = cam.explain(images, np.full(len(images), PREDICTED))
             finite_outputs(probs, model_path)
         for i, p in zip(indices, probs, strict=True):

@@ -27,6 +27,12 @@ SEGMENTER_FILE = "segmenter.keras"  # data/segmented's lung segmenter, carried b
 COLUMNS = ["path", "class", "label", "split", "sha256", "mask", "lesion", "width", "height"]
 
 
+def test_paths(manifest: str | Path) -> list[str]:
+    """The test split's image paths in the manifest, in the order of the prepared test arrays."""
+    rows = load_manifest(manifest)
+    return rows[rows["split"] == "test"]["path"].tolist()
+
+
 def load_manifest(path: str | Path) -> pd.DataFrame:
     """The manifest at `path`, every column as written (mask paths stay "" for none)."""
     path = Path(path)

@@ -1,4 +1,5 @@
-"""Stage baseline: data/prepared -> metrics/baseline.json, reports/baseline.json (lungdx.baseline)."""
+"""Stage baseline: data/prepared, data/sampled -> metrics/baseline.json, reports/baseline.json,
+reports/baseline_predictions.csv (lungdx.baseline)."""
 
 from lungdx import params
 from lungdx.baseline import baseline
@@ -9,7 +10,14 @@ from lungdx.runner import stage
 @stage
 def main():
     """Fit the random forest and naive Bayes baselines and score them on the test split."""
-    result = baseline(params.load().baseline, "data/prepared", "metrics/baseline.json", "reports/baseline.json")
+    result = baseline(
+        params.load().baseline,
+        "data/prepared",
+        "data/sampled/manifest.csv",
+        "metrics/baseline.json",
+        "reports/baseline.json",
+        "reports/baseline_predictions.csv",
+    )
     print("baseline: " + ", ".join(f"{k} accuracy {score(v['accuracy'])}" for k, v in result.items()))
 
 

@@ -187,3 +187,28 @@ def test_odd_revision_names_and_an_undecodable_table_at_a_revision_are_one_line(
             read_predictions(name, repo=repo)
     with pytest.raises(LungdxError, match="an empty name"):
         read_predictions(" ", repo=repo)
+
+
+def test_the_forest_of_the_baseline_stage_is_compared_with_the_model_image_by_image(tiny_run, tmp_path):
+    """The baseline stage writes the forest's predictions in the evaluate stage's format, for the
+    same test images, so `compare` pairs the forest with the trained model."""
+    from lungdx.baseline import baseline
+    from tests.helpers import settings
+
+    forest_csv = tmp_path / "baseline_predictions.csv"
+    base = settings({"seed": 3, "baseline.image_size": 16, "baseline.n_estimators": 20}).baseline
+    result = baseline(
+        base,
+        tiny_run / "prepared",
+        tiny_run / "sampled" / "manifest.csv",
+        tmp_path / "baseline.json",
+        tmp_path / "details.json",
+        forest_csv,
+    )
+    forest, model = read_predictions(str(forest_csv)), read_predictions(str(tiny_run / "plots" / "predictions.csv"))
+    assert list(forest.columns) == list(model.columns) and sorted(forest["path"]) == sorted(model["path"])
+    assert (forest["actual"] == forest["predicted"]).mean() == pytest.approx(result["random_forest"]["accuracy"])
+    probs = forest[[c for c in forest.columns if c.startswith("p_")]].astype(float).to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    out = compare(forest, model, seed=3, resamples=200, names=("forest", "cnn"))
+    assert out["n_images"] == len(model) and 0 <= out["mcnemar"]["p_value"] <= 1

@@ -25,7 +25,7 @@ DATA_STAGES = {
     "sample": ["data/sampled"],
     "segment": ["data/segmented"],
     "prepare": ["data/prepared"],
-    "baseline": ["metrics/baseline.json", "reports/baseline.json"],
+    "baseline": ["metrics/baseline.json", "reports/baseline.json", "reports/baseline_predictions.csv"],
 }
 # OpenCV's dispatched levels above the x86-64 baseline (SSE2/SSE3), by the names it takes.
 OPENCV_ABOVE_BASELINE = "AVX512F,AVX2,FMA3,AVX,FP16,SSE4.2,POPCNT,SSE4.1,SSSE3"

@@ -200,6 +200,9 @@ def test_the_cnn_levers_add_batch_norm_and_global_pooling_and_keep_the_conv_name
     assert [c.name for c in convs] == [f"conv{i}" for i in range(1, 6)]
     assert all(not c.use_bias and c.activation.__name__ == "linear" for c in convs), "the ReLU comes after the norm"
     assert [n.name for n in norms] == [f"conv{i}_bn" for i in range(1, 6)]
+    names = [layer.name for layer in model.layers]
+    assert names.index("conv1") < names.index("pool1") < names.index("conv1_bn") < names.index("conv1_relu")
+    assert model.get_layer("conv1_bn").input.shape == (None, 64, 64, 16), "the norm sees the pooled maps"
     assert model.get_layer("gap").output.shape == (None, 256) and "flatten" not in [x.name for x in model.layers]
     # Global pooling drops the flatten's 4x4x256 inputs to the first dense layer: 16 times fewer weights there.
     assert original.get_layer("dense1").kernel.shape == (4 * 4 * 256, 160)

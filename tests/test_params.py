@@ -389,3 +389,21 @@ def test_params_yaml_is_read_by_params_py_alone():
         if path.name != "params.py":
             assert 'params.yaml")' not in path.read_text() and '"params.yaml"' not in path.read_text(), path
     assert set(readers) == {"cli.py", "pipeline.py", "stage_deps.py"}, readers
+
+
+def test_the_documented_settings_for_real_xrays_are_valid_params_and_each_changes_a_default():
+    """docs/data.md's command for real X-rays: every -S names a param, each value is accepted, and
+    none repeats a default (a flag left there after a default moved would say nothing)."""
+    import shlex
+
+    text = (ROOT / "docs" / "data.md").read_text(encoding="utf-8")
+    block = text.split("<!-- real-xray-settings")[1].split("<!-- /real-xray-settings -->")[0]
+    words = shlex.split(block.split("```bash")[1].split("```")[0].replace("\\\n", " "))
+    pairs = dict(words[i + 1].split("=", 1) for i, w in enumerate(words) if w == "-S")
+    changes = {k: yaml.safe_load(v) for k, v in pairs.items() if k != "dataset.source"}
+    assert len(changes) >= 10 and re.match(r"^/", pairs["dataset.source"]), pairs
+    defaults = P.read(ROOT / "params.yaml")
+    for key, value in changes.items():
+        assert P.get(defaults, key) != value, f"{key}={value} is already the default"
+    cnn = settings(changes).train
+    assert cnn.batch_norm and cnn.pooling == "global_average" and cnn.tta and cnn.augment

@@ -47,6 +47,7 @@ COMPARED = [
     "metrics/gradcam.json",
     "metrics/plots/predictions.csv",
     "reports/baseline.json",
+    "reports/baseline_predictions.csv",
     "reports/eval.json",
     "reports/gradcam/scores.json",
     "dvclive/train/metrics.json",

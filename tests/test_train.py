@@ -498,7 +498,7 @@ def test_dvclive_logs_the_settings_as_params_yaml_names_them():
 
 def test_the_training_levers_shape_the_rate_and_the_file_records_test_time_augmentation(workdir, tmp_path):
     """Cosine decays the rate to 0 by the last epoch, plateau halves it when the val loss stalls,
-    and a model trained with tta is scored by evaluate as the mean over shifted copies."""
+    and a model trained with tta is scored by evaluate and Grad-CAM as the mean over shifted copies."""
     from lungdx.train import learning_rate_schedule
 
     cosine = make_params(**{"models.cnn.lr_schedule": "cosine"}).train
@@ -536,4 +536,14 @@ def test_the_training_levers_shape_the_rate_and_the_file_records_test_time_augme
         workdir / "levers" / "features",
     )
     written = np.loadtxt(tmp_path / "plots" / "predictions.csv", delimiter=",", skiprows=1, usecols=range(3, 7))
-    np.testing.assert_allclose(written, predict_probs(model, x, tta=True), atol=1e-6)
+    shifted = predict_probs(model, x, tta=True)
+    np.testing.assert_allclose(written, shifted, atol=1e-6)
+    assert np.abs(shifted - predict_probs(model, x)).max() > 1e-4, "the copies change the outputs"
+    # Grad-CAM (report, external, predict --gradcam) gives the same probabilities and draws the
+    # class those pick, from the image itself.
+    from lungdx.heatmaps import PREDICTED, GradCam
+
+    probs, heat = GradCam(model, tta=True).explain(x, np.full(len(x), PREDICTED))
+    np.testing.assert_allclose(probs, shifted, atol=1e-6)
+    _, own = GradCam(model).explain(x, shifted.argmax(1))
+    np.testing.assert_allclose(heat, own, atol=1e-6)
