@@ -230,5 +230,14 @@ def write_params(project: Path, **changes) -> None:
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+def real_xray_settings(docs: Path = ROOT / "docs" / "data.md") -> dict[str, str]:
+    """The -S key=value pairs of the command in docs/data.md's "settings for real X-rays" block."""
+    import shlex
+
+    block = docs.read_text(encoding="utf-8").split("<!-- real-xray-settings")[1].split("<!-- /real-xray-settings -->")[0]
+    words = shlex.split(block.split("```bash")[1].split("```")[0].replace("\\\n", " "))
+    return dict(words[i + 1].split("=", 1) for i, w in enumerate(words) if w == "-S")
+
+
 def emit(result: dict) -> None:
     print(json.dumps(result), flush=True)

@@ -432,6 +432,8 @@ def load_model(path: str | Path) -> tuple[keras.Model, dict]:
     import_tensorflow()  # the first TensorFlow call of evaluating, Grad-CAM and predicting: quietly
     import keras
 
+    from . import layers  # noqa: F401  registers lungdx's own layers, which a model file may hold
+
     try:
         model = keras.models.load_model(path)
     # What Keras raises for a damaged or foreign file (a bad archive, JSON or HDF5, a missing

@@ -74,18 +74,10 @@ def augmentation(x: keras.KerasTensor, settings: Augment | None, seed: int) -> k
         return x
     if settings.flip:
         x = layers.RandomFlip("horizontal", seed=seed + 1, name="augment_flip")(x)
-    if settings.rotation:
-        x = layers.RandomRotation(
-            settings.rotation / 360, fill_mode="constant", fill_value=0.0, seed=seed + 2, name="augment_rotation"
-        )(x)
-    if settings.shift:
-        x = layers.RandomTranslation(
-            settings.shift, settings.shift, fill_mode="constant", fill_value=0.0, seed=seed + 3, name="augment_shift"
-        )(x)
-    if settings.zoom:
-        x = layers.RandomZoom(
-            (-settings.zoom, settings.zoom), fill_mode="constant", fill_value=0.0, seed=seed + 4, name="augment_zoom"
-        )(x)
+    if settings.rotation or settings.shift or settings.zoom:
+        from .layers import RandomAffine  # one resampling for all three
+
+        x = RandomAffine(settings.rotation, settings.shift, settings.zoom, seed=seed + 2, name="augment_geometry")(x)
     if settings.brightness:
         x = layers.RandomBrightness(
             settings.brightness, value_range=(0, 255), seed=seed + 5, name="augment_brightness"

@@ -110,16 +110,9 @@ def _augmented_batches(
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Endless seeded batches (float images 0..255, float masks 0/1), each image and its mask turned,
     shifted and zoomed together, and the image's contrast changed by a random gamma."""
-    import keras
-    from keras import layers
+    from .layers import RandomAffine
 
-    move = keras.Sequential(
-        [
-            layers.RandomRotation(ROTATION / 360, fill_mode="constant", seed=seed + 1),
-            layers.RandomTranslation(SHIFT, SHIFT, fill_mode="constant", seed=seed + 2),
-            layers.RandomZoom(ZOOM, fill_mode="constant", seed=seed + 3),
-        ]
-    )
+    move = RandomAffine(ROTATION, SHIFT, ZOOM, seed=seed + 1)
     rng = np.random.default_rng(seed)
     while True:
         order = rng.permutation(len(x))

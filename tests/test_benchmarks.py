@@ -16,6 +16,7 @@ RATIOS = {
     "train_memory": ["rss_ratio", "peak_rss_mb_ours", "peak_rss_mb_original"],
     "gpu": ["vgg19_features_mixed_speedup", "cnn_training_mixed_speedup"],
     "tensorflow_pinning": ["settings.oneDNN at AVX2.train_cost", "settings.oneDNN off.train_cost"],
+    "train_speed": ["real_vs_original_rate", "real_vs_keras_geometry_rate", "geometry_speedup"],
     "gradcam_speed": ["ours_vs_predict.8", "ours_vs_predict.16", "before_vs_predict.8"],
     "experiment": [
         "runs.0.speedup",

@@ -161,14 +161,14 @@ def test_augmentation_changes_only_training_images_and_repeats_with_the_seed():
     images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 1)).astype("float32")
     a, b, other = _augmenting_cnn(7), _augmenting_cnn(7), _augmenting_cnn(8)
     names = [layer.name for layer in a.layers if layer.name.startswith("augment_")]
-    assert names == ["augment_rotation", "augment_shift", "augment_zoom", "augment_brightness", "augment_contrast"]
+    assert names == ["augment_geometry", "augment_brightness", "augment_contrast"]  # one resampling, then the intensities
     np.testing.assert_array_equal(_augmented(a, images, training=False), images)  # evaluating, predicting: as is
     first = _augmented(a, images, training=True)
     assert np.abs(first - images).mean() > 1.0
     np.testing.assert_allclose(first, _augmented(b, images, training=True), atol=1e-4)  # same seed, same draws
     assert np.abs(first - _augmented(other, images, training=True)).mean() > 1.0
     assert np.abs(first - _augmented(a, images, training=True)).mean() > 1.0  # new draws on each batch
-    assert not a.get_layer("augment_rotation").trainable_weights  # nothing learnt: draws only
+    assert not a.get_layer("augment_geometry").trainable_weights  # nothing learnt: draws only
 
 
 def test_no_augmentation_and_no_flip_unless_asked():

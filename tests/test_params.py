@@ -394,12 +394,9 @@ def test_params_yaml_is_read_by_params_py_alone():
 def test_the_documented_settings_for_real_xrays_are_valid_params_and_each_changes_a_default():
     """docs/data.md's command for real X-rays: every -S names a param, each value is accepted, and
     none repeats a default (a flag left there after a default moved would say nothing)."""
-    import shlex
+    from benchmarks.common import real_xray_settings
 
-    text = (ROOT / "docs" / "data.md").read_text(encoding="utf-8")
-    block = text.split("<!-- real-xray-settings")[1].split("<!-- /real-xray-settings -->")[0]
-    words = shlex.split(block.split("```bash")[1].split("```")[0].replace("\\\n", " "))
-    pairs = dict(words[i + 1].split("=", 1) for i, w in enumerate(words) if w == "-S")
+    pairs = real_xray_settings(ROOT / "docs" / "data.md")
     changes = {k: yaml.safe_load(v) for k, v in pairs.items() if k != "dataset.source"}
     assert len(changes) >= 10 and re.match(r"^/", pairs["dataset.source"]), pairs
     defaults = P.read(ROOT / "params.yaml")

@@ -281,7 +281,7 @@ def test_augmented_training_on_cropped_lungs_repeats_and_the_file_records_the_cr
     assert all(np.array_equal(x, y) for x, y in zip(wa, wb, strict=True))
     model, info = load_model(workdir / "aug_a" / "model.keras")
     assert info["input"]["lung_mask"] == "crop" and info["segmenter"]["image_size"] == 64
-    assert model.get_layer("augment_rotation")  # the loaded model keeps them; they act only in training
+    assert model.get_layer("augment_geometry")  # the loaded model keeps them; they act only in training
     run_train(workdir, "plain", make_params())
     assert read_info(workdir / "plain" / "models" / "model.keras")["input"]["lung_mask"] == "none"
 
