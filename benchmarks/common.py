@@ -234,7 +234,8 @@ def real_xray_settings(docs: Path = ROOT / "docs" / "data.md") -> dict[str, str]
     """The -S key=value pairs of the command in docs/data.md's "settings for real X-rays" block."""
     import shlex
 
-    block = docs.read_text(encoding="utf-8").split("<!-- real-xray-settings")[1].split("<!-- /real-xray-settings -->")[0]
+    text = docs.read_text(encoding="utf-8")
+    block = text.split("<!-- real-xray-settings")[1].split("<!-- /real-xray-settings -->")[0]
     words = shlex.split(block.split("```bash")[1].split("```")[0].replace("\\\n", " "))
     return dict(words[i + 1].split("=", 1) for i, w in enumerate(words) if w == "-S")
 

@@ -22,9 +22,11 @@ class RandomAffine(keras.layers.Layer):
 
     Why not Keras's RandomRotation, RandomTranslation and RandomZoom: each resamples the whole
     batch, so the three cost three resamplings (about 3x the time of this one on 2 CPU cores,
-    benchmarks/augment_speed.py) and blur the image three times."""
+    benchmarks/train_speed.py) and blur the image three times."""
 
-    def __init__(self, rotation: float = 0.0, shift: float = 0.0, zoom: float = 0.0, seed: int | None = None, **kwargs):
+    def __init__(
+        self, rotation: float = 0.0, shift: float = 0.0, zoom: float = 0.0, seed: int | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.rotation, self.shift, self.zoom, self.seed = float(rotation), float(shift), float(zoom), seed
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -47,10 +49,18 @@ class RandomAffine(keras.layers.Layer):
         a2, b2 = cx - a0 * cx - a1 * cy - dx, cy - b0 * cx - b1 * cy - dy
         zeros = ops.zeros_like(angle)
         transform = ops.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
-        return ops.image.affine_transform(images, transform, interpolation="bilinear", fill_mode="constant", fill_value=0)
+        return ops.image.affine_transform(
+            images, transform, interpolation="bilinear", fill_mode="constant", fill_value=0
+        )
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "rotation": self.rotation, "shift": self.shift, "zoom": self.zoom, "seed": self.seed}
+        return {
+            **super().get_config(),
+            "rotation": self.rotation,
+            "shift": self.shift,
+            "zoom": self.zoom,
+            "seed": self.seed,
+        }

@@ -114,8 +114,9 @@ def build_cnn(n_classes: int, settings: ModelSettings) -> keras.Model:
 def conv_block(x: keras.KerasTensor, filters: int, index: int, batch_norm: bool) -> keras.KerasTensor:
     """One block: a 3x3 conv named conv<index> (Grad-CAM finds it by that name), its ReLU and a
     2x2 max-pool pool<index>. With batch_norm: conv (no bias: the norm's shift takes its place),
-    pool, then the norm and the ReLU. Max-pooling commutes with the norm's per-channel increasing
-    map and with ReLU, so this is the usual conv-norm-ReLU-pool on a quarter of the values: the
+    pool, then the norm and the ReLU. Max-pooling commutes with ReLU and with the norm's per-channel
+    map while that map increases (its learnt scale positive, as it starts), so this is close to the
+    usual conv-norm-ReLU-pool, its statistics taken on a quarter of the values: the
     norm before the pool cost 43 % of the training throughput on 2 CPU cores, after it 8 %
     (docs/performance.md)."""
     from keras import layers

@@ -161,7 +161,8 @@ def test_augmentation_changes_only_training_images_and_repeats_with_the_seed():
     images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 1)).astype("float32")
     a, b, other = _augmenting_cnn(7), _augmenting_cnn(7), _augmenting_cnn(8)
     names = [layer.name for layer in a.layers if layer.name.startswith("augment_")]
-    assert names == ["augment_geometry", "augment_brightness", "augment_contrast"]  # one resampling, then the intensities
+    # One resampling, then the intensities.
+    assert names == ["augment_geometry", "augment_brightness", "augment_contrast"]
     np.testing.assert_array_equal(_augmented(a, images, training=False), images)  # evaluating, predicting: as is
     first = _augmented(a, images, training=True)
     assert np.abs(first - images).mean() > 1.0
