@@ -235,9 +235,20 @@ def real_xray_settings(docs: Path = ROOT / "docs" / "data.md") -> dict[str, str]
     import shlex
 
     text = docs.read_text(encoding="utf-8")
-    block = text.split("<!-- real-xray-settings")[1].split("<!-- /real-xray-settings -->")[0]
-    words = shlex.split(block.split("```bash")[1].split("```")[0].replace("\\\n", " "))
-    return dict(words[i + 1].split("=", 1) for i, w in enumerate(words) if w == "-S")
+    try:
+        block = text.split("<!-- real-xray-settings")[1].split("<!-- /real-xray-settings -->")[0]
+        command = block.split("```bash\n")[1].split("```")[0]
+    except IndexError:
+        raise ValueError(f"{docs}: no ```bash block between the real-xray-settings markers") from None
+    words = shlex.split(command.replace("\\\n", " "), comments=True)
+    if words[:3] == ["dvc", "exp", "run"] and words[3:4] == ["-n"]:
+        words = words[:3] + words[5:]
+    flags, options = words[3::2], words[4::2]
+    if words[:3] != ["dvc", "exp", "run"] or set(flags) != {"-S"} or len(options) != len(flags):
+        raise ValueError(f"{docs}: the real-xray-settings block must be `dvc exp run [-n NAME] -S key=value ...`")
+    if any("=" not in option for option in options):
+        raise ValueError(f"{docs}: each -S of the real-xray-settings command must be key=value")
+    return dict(option.split("=", 1) for option in options)
 
 
 def emit(result: dict) -> None:

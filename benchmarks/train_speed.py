@@ -135,6 +135,11 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     if args.toy:
         args.image_size, args.steps, args.epochs, args.rounds = 32, 2, 2, 1
+    if args.epochs < 2 or args.steps < 1 or args.rounds < 1 or args.image_size < 32:
+        p.error(
+            "--epochs must be at least 2 (the first is left out), --steps and --rounds at least 1, "
+            "--image-size at least 32 (the forest's baseline.image_size)"
+        )
 
     import numpy as np
     import tensorflow as tf

@@ -21,21 +21,26 @@ class RandomAffine(keras.layers.Layer):
     black. Only while training (fit passes training=True); the identity otherwise.
 
     Why not Keras's RandomRotation, RandomTranslation and RandomZoom: each resamples the whole
-    batch, so the three cost three resamplings (about 3x the time of this one on 2 CPU cores,
+    batch, so the three cost three resamplings (2.7x the time of this one on 2 CPU cores,
     benchmarks/train_speed.py) and blur the image three times."""
 
     def __init__(
         self, rotation: float = 0.0, shift: float = 0.0, zoom: float = 0.0, seed: int | None = None, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
+        # A zoom of 1 or more could scale by 0 or less (a mirrored image: the heart on the right).
+        for name, value, below in (("rotation", rotation, 180.0), ("shift", shift, 1.0), ("zoom", zoom, 1.0)):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < below:
+                raise ValueError(f"RandomAffine: {name} = {value!r} is not allowed: a number from 0 to below {below:g}")
         self.rotation, self.shift, self.zoom, self.seed = float(rotation), float(shift), float(zoom), seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+        self.supports_jit = False  # XLA cannot compile the resampling op, as for Keras's own random layers
 
     def call(self, images: Any, training: bool | None = None) -> Any:
         if not training:
             return images
-        n = ops.shape(images)[0]
-        height, width = images.shape[1], images.shape[2]
+        n, height, width = ops.shape(images)[0], ops.shape(images)[1], ops.shape(images)[2]
+        height, width = ops.cast(height, "float32"), ops.cast(width, "float32")
 
         def draw(limit: float) -> Any:
             return keras.random.uniform((n,), -limit, limit, seed=self.seed_generator)

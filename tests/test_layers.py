@@ -1,5 +1,7 @@
 import keras
 import numpy as np
+import pytest
+import tensorflow as tf
 
 from lungdx.layers import RandomAffine
 
@@ -48,3 +50,16 @@ def test_off_when_not_training_or_at_zero_and_it_saves_with_its_settings(tmp_pat
     keras.Model(inputs, RandomAffine(5, 0.05, 0.1, seed=9, name="geometry")(inputs)).save(tmp_path / "m.keras")
     config = keras.models.load_model(tmp_path / "m.keras").get_layer("geometry").get_config()
     assert (config["rotation"], config["shift"], config["zoom"], config["seed"]) == (5, 0.05, 0.1, 9)
+
+
+def test_values_that_would_mirror_or_poison_the_image_are_refused_by_name():
+    for kwargs in ({"zoom": 1.0}, {"zoom": 3.0}, {"rotation": float("nan")}, {"shift": float("inf")}, {"shift": -0.1}):
+        with pytest.raises(ValueError, match=f"RandomAffine: {next(iter(kwargs))} = "):
+            RandomAffine(**kwargs)
+
+
+def test_images_of_a_size_known_only_when_run_and_no_xla_claimed():
+    layer = RandomAffine(rotation=10, shift=0.1, zoom=0.1, seed=5)
+    run = tf.function(lambda x: layer(x, training=True), input_signature=[tf.TensorSpec((None, None, None, 1))])
+    assert tuple(run(_bar(2, side=40)).shape) == (2, 40, 40, 1)
+    assert not layer.supports_jit  # a model holding it trains without XLA even under jit_compile="auto"

@@ -404,3 +404,25 @@ def test_the_documented_settings_for_real_xrays_are_valid_params_and_each_change
         assert P.get(defaults, key) != value, f"{key}={value} is already the default"
     cnn = settings(changes).train
     assert cnn.batch_norm and cnn.pooling == "global_average" and cnn.tta and cnn.augment
+
+
+@pytest.mark.parametrize(
+    "command, error",
+    [
+        ("dvc exp run -S a", "must be key=value"),
+        ("dvc exp run -S a=1 --set-param b=2", "must be `dvc exp run"),
+        ("dvc repro -S a=1", "must be `dvc exp run"),
+    ],
+)
+def test_a_settings_block_that_is_not_plain_pairs_is_refused_by_name(tmp_path, command, error):
+    """Nothing in the documented command is dropped silently: what the tests and the benchmark read
+    is what a user who copies it runs."""
+    from benchmarks.common import real_xray_settings
+
+    docs = tmp_path / "data.md"
+    docs.write_text(f"<!-- real-xray-settings -->\n```bash\n{command}\n```\n<!-- /real-xray-settings -->\n")
+    with pytest.raises(ValueError, match=error):
+        real_xray_settings(docs)
+    docs.write_text("no block")
+    with pytest.raises(ValueError, match="data.md: no ```bash block"):
+        real_xray_settings(docs)
