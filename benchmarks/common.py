@@ -241,10 +241,11 @@ def real_xray_settings(docs: Path = ROOT / "docs" / "data.md") -> dict[str, str]
     except IndexError:
         raise ValueError(f"{docs}: no ```bash block between the real-xray-settings markers") from None
     words = shlex.split(command.replace("\\\n", " "), comments=True)
-    if words[:3] == ["dvc", "exp", "run"] and words[3:4] == ["-n"]:
-        words = words[:3] + words[5:]
-    flags, options = words[3::2], words[4::2]
-    if words[:3] != ["dvc", "exp", "run"] or set(flags) != {"-S"} or len(options) != len(flags):
+    rest = words[3:] if words[:3] == ["dvc", "exp", "run"] else []
+    if rest[:1] == ["-n"]:
+        rest = rest[2:]
+    flags, options = rest[::2], rest[1::2]
+    if set(flags) != {"-S"} or len(options) != len(flags):
         raise ValueError(f"{docs}: the real-xray-settings block must be `dvc exp run [-n NAME] -S key=value ...`")
     if any("=" not in option for option in options):
         raise ValueError(f"{docs}: each -S of the real-xray-settings command must be key=value")

@@ -39,8 +39,8 @@ class RandomAffine(keras.layers.Layer):
     def call(self, images: Any, training: bool | None = None) -> Any:
         if not training:
             return images
-        n, height, width = ops.shape(images)[0], ops.shape(images)[1], ops.shape(images)[2]
-        height, width = ops.cast(height, "float32"), ops.cast(width, "float32")
+        shape = ops.shape(images)  # height and width may be known only when run
+        n, height, width = shape[0], ops.cast(shape[1], "float32"), ops.cast(shape[2], "float32")
 
         def draw(limit: float) -> Any:
             return keras.random.uniform((n,), -limit, limit, seed=self.seed_generator)
